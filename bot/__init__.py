@@ -1,0 +1,1 @@
+"""The Discord layer: commands, buttons, reactions and admin over `generation` and `storage`."""

@@ -1,0 +1,1 @@
+"""Everything the bot remembers across restarts: limits, usage, jobs, blocked words."""
