@@ -7,6 +7,7 @@ from a member's text and slash options. Nothing here imports torch or Discord.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -25,6 +26,8 @@ MAX_IMAGES = 4
 UPSCALE_FACTOR = 2
 UPSCALE_STRENGTH = 0.35
 VARIATION_STRENGTH = 0.6
+IMG2IMG_STRENGTH = 0.6  # default `strength` for a member's own picture
+SEED_MODULUS = 2**32  # seeds are 0..2**32-1
 
 
 @dataclass(frozen=True)
@@ -101,3 +104,94 @@ class GenerationRequest:
         data["seeds"] = tuple(data["seeds"])
         data["mode"] = Mode(data["mode"])
         return cls(**data)
+
+
+def consecutive_seeds(first: int, count: int) -> tuple[int, ...]:
+    """`count` seeds from `first` upwards, wrapping at 2**32: the seeds of an n-image request."""
+    return tuple((first + i) % SEED_MODULUS for i in range(count))
+
+
+def size_unit(native: int) -> int:
+    """Both sides of a picture are multiples of this: 64 for real models (native >= 512), else 8."""
+    return 64 if native >= 512 else 8
+
+
+def snap_size(ratio: float, pixels: float, unit: int, max_pixels: float | None = None) -> tuple[int, int]:
+    """Width and height, multiples of `unit`, with about `pixels` pixels and width/height closest
+    to `ratio` (ratio matters more than area). With `max_pixels`, never more pixels than that."""
+    ideal_w = math.sqrt(pixels * ratio)
+    centre = max(1, round(ideal_w / unit))
+    best: tuple[float, int, int] | None = None
+    for k in range(max(1, centre - 4), centre + 5):
+        w = k * unit
+        for h in {
+            max(unit, math.floor(w / ratio / unit) * unit),
+            max(unit, math.ceil(w / ratio / unit) * unit),
+        }:
+            score = abs(math.log(w / h / ratio)) + 0.5 * abs(math.log(w * h / pixels))
+            if max_pixels is not None and w * h > max_pixels:
+                score += 1000.0  # only if nothing fits
+            if best is None or score < best[0] - 1e-12:
+                best = (score, w, h)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _check_seeds(seeds: tuple[int, ...]) -> None:
+    if not 1 <= len(seeds) <= MAX_IMAGES:
+        raise ValueError(f"a request makes 1 to {MAX_IMAGES} images, not {len(seeds)}")
+    if any(not 0 <= s < SEED_MODULUS for s in seeds):
+        raise ValueError("seeds must be between 0 and 2**32-1")
+
+
+def _check_index(parent: GenerationRequest, index: int) -> None:
+    if not 0 <= index < parent.count:
+        raise IndexError(f"image {index + 1} does not exist: the job made {parent.count}")
+
+
+def variation_of(
+    parent: GenerationRequest, index: int, source_hash: str, seeds: tuple[int, ...]
+) -> GenerationRequest:
+    """Variations of the parent's image `index` (0-based): image-to-image from it with new seeds."""
+    _check_index(parent, index)
+    _check_seeds(seeds)
+    return replace(
+        parent,
+        mode=Mode.VARIATION,
+        strength=VARIATION_STRENGTH,
+        source_image=source_hash,
+        seeds=seeds,
+        warnings=(),
+    )
+
+
+def upscale_of(
+    parent: GenerationRequest, index: int, source_hash: str, profile: ModelProfile
+) -> GenerationRequest:
+    """The parent's image `index` alone at UPSCALE_FACTOR× its size (at most 4× the model's native
+    pixel count), redrawn from itself at UPSCALE_STRENGTH with the seed it was made with."""
+    _check_index(parent, index)
+    unit = size_unit(profile.native_size)
+    cap = 4 * profile.native_size**2
+    area = parent.width * parent.height
+    target = min(area * UPSCALE_FACTOR**2, cap)
+    if target <= area:  # already at the cap: redraw at the same size
+        width, height = parent.width, parent.height
+    else:
+        width, height = snap_size(parent.width / parent.height, target, unit, max_pixels=cap)
+    return replace(
+        parent,
+        mode=Mode.UPSCALE,
+        width=width,
+        height=height,
+        strength=UPSCALE_STRENGTH,
+        source_image=source_hash,
+        seeds=(parent.seeds[index],),
+        warnings=(),
+    )
+
+
+def reroll_of(parent: GenerationRequest, seeds: tuple[int, ...]) -> GenerationRequest:
+    """The same settings (source image included) with new seeds."""
+    _check_seeds(seeds)
+    return replace(parent, seeds=seeds, warnings=())
