@@ -1,0 +1,108 @@
+"""`ImagineBot`: the discord.py `Bot` subclass. It holds its dependencies (settings, store, backend,
+image store, clock, job runner), loads one cog per feature, registers the persistent buttons, syncs
+commands, and resumes unfinished work once connected. Process set-up lives in `bot.__main__`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import discord
+from discord.ext import commands
+
+from bot.errors import ImagineTree
+from bot.jobs import JobRunner, Outbox
+from bot.outbox import DiscordOutbox
+from bot.settings import Settings
+from bot.views import ButtonActions, ImageButton, RerollButton
+from generation.backend import GenerationBackend
+from generation.images import ImageStore
+from storage.interface import Store
+
+log = logging.getLogger(__name__)
+
+
+def bot_intents() -> discord.Intents:
+    """Only what the bot needs: guilds (channels, roles) and guild reactions. No privileged intent."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_reactions = True
+    return intents
+
+
+class ImagineBot(commands.Bot):
+    """The bot. Build it with its dependencies; `bot.__main__.main()` opens and closes them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        backend: GenerationBackend,
+        image_store: ImageStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        outbox: Outbox | None = None,
+        edit_interval_s: float = 1.5,
+    ) -> None:
+        shard: dict[str, Any] = {}
+        if settings.shard_ids:
+            shard = {"shard_id": settings.shard_ids[0], "shard_count": settings.shard_count}
+        elif settings.shard_count:
+            shard = {"shard_id": 0, "shard_count": settings.shard_count}
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=bot_intents(),
+            tree_cls=ImagineTree,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            **shard,
+        )
+        self.settings = settings
+        self.store = store
+        self.backend = backend
+        self.image_store = image_store
+        self.clock = clock
+        self.runner = JobRunner(
+            store,
+            backend,
+            image_store,
+            outbox or DiscordOutbox(self),
+            clock=clock,
+            edit_interval_s=edit_interval_s,
+        )
+        self.button_actions: ButtonActions | None = None
+        self.synced: list[discord.app_commands.AppCommand] = []
+        self._resumed = False
+        self.resumed = asyncio.Event()
+
+    async def setup_hook(self) -> None:
+        from bot.cogs import admin, buttons, imagine, member
+
+        await self.add_cog(imagine.ImagineCog(self))
+        await self.add_cog(buttons.ButtonsCog(self))
+        await self.add_cog(admin.AdminCog(self))
+        await self.add_cog(member.MemberCog(self))
+        self.add_dynamic_items(ImageButton, RerollButton)
+        guild = discord.Object(self.settings.sync_guild_id) if self.settings.sync_guild_id else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        self.synced = await self.tree.sync(guild=guild)
+        log.info("synced %d commands %s", len(self.synced), f"to guild {guild.id}" if guild else "globally")
+
+    async def on_ready(self) -> None:
+        log.info(
+            "connected as %s (%s), %d guilds", self.user, self.user.id if self.user else "?", len(self.guilds)
+        )
+        if not self._resumed:
+            self._resumed = True
+            try:
+                await self.runner.resume()
+            finally:
+                self.resumed.set()
+
+    async def close(self) -> None:
+        await self.runner.close()
+        await super().close()

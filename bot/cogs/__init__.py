@@ -1,0 +1,1 @@
+"""One cog per feature: imagine, buttons/reactions, admin, member commands."""

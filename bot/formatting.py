@@ -1,0 +1,166 @@
+"""Texts the bot sends: results, progress, refusals, usage, queue, limits, help. Pure functions."""
+
+from __future__ import annotations
+
+from generation.request import GenerationRequest, Mode
+from storage.interface import LimitName, Limits, LimitsPatch, LimitsView, Refusal, Usage
+
+MAX_PROMPT_SHOWN = 1500
+_LIMIT_TEXT = {
+    LimitName.PER_HOUR: "your images per hour",
+    LimitName.PER_DAY: "your images per day",
+    LimitName.MAX_QUEUED: "your jobs waiting at once",
+    LimitName.COOLDOWN: "the cooldown between requests",
+}
+
+
+def when(ts: float) -> str:
+    """A Discord relative timestamp (`<t:…:R>`: "in 5 minutes"), rendered in each reader's time zone."""
+    return f"<t:{int(ts + 0.999)}:R>"
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def quote(text: str) -> str:
+    """Text shown inside bold or code without breaking Discord markdown or pinging anyone."""
+    return text.replace("`", "ˋ").replace("*", "∗").replace("@", "@\u200b")
+
+
+def refusal_text(refusal: Refusal, count: int) -> str:
+    """Why a reservation was refused and when to try again."""
+    limits = refusal.limits
+    detail = {
+        LimitName.PER_HOUR: f"{limits.images_per_hour} images per hour",
+        LimitName.PER_DAY: f"{limits.images_per_day} images per day",
+        LimitName.MAX_QUEUED: f"{limits.max_queued} jobs waiting at once",
+        LimitName.COOLDOWN: f"{limits.cooldown_seconds:g} s between requests",
+    }[refusal.limit]
+    ask = f"{count} image{'s' if count != 1 else ''}"
+    return (
+        f"You've hit {_LIMIT_TEXT[refusal.limit]} limit ({detail}), so this request for {ask} "
+        f"wasn't queued. You can try again {when(refusal.retry_at)}."
+    )
+
+
+def describe_request(request: GenerationRequest, seeds: tuple[int, ...] | None = None) -> str:
+    """One line of settings: seeds, size, steps, guidance, model (and strength when it applies)."""
+    shown = request.seeds if seeds is None else seeds
+    label = "seed" if len(shown) == 1 else "seeds"
+    parts = [
+        f"{label} {', '.join(str(s) for s in shown)}",
+        f"{request.width}×{request.height} ({request.aspect})",
+        f"{request.steps} steps",
+        f"cfg {request.guidance:g}",
+    ]
+    if request.strength is not None and request.mode is not Mode.TXT2IMG:
+        parts.append(f"strength {request.strength:g}")
+    parts.append(f"model {request.model}")
+    return " · ".join(parts)
+
+
+_MODE_TEXT = {
+    Mode.TXT2IMG: "",
+    Mode.IMG2IMG: " (from your picture)",
+    Mode.VARIATION: " (variation)",
+    Mode.UPSCALE: " (upscale)",
+}
+
+
+def result_text(
+    request: GenerationRequest, seeds: tuple[int, ...], owner_id: int, *, mention: bool, note: str = ""
+) -> str:
+    """The text above a result: prompt, negative prompt, settings; a mention when posted to the channel."""
+    lines = [f"**{quote(shorten(request.prompt, MAX_PROMPT_SHOWN))}**{_MODE_TEXT[request.mode]}"]
+    if request.negative_prompt:
+        lines.append(f"not: {quote(shorten(request.negative_prompt, 200))}")
+    lines.append(describe_request(request, seeds))
+    who = f"<@{owner_id}>" if mention else "you"
+    lines.append(f"for {who}{note}")
+    return "\n".join(lines)
+
+
+def queued_text(position: int) -> str:
+    """Progress text while waiting."""
+    return "Queued: next to run…" if position <= 1 else f"Queued: position {position}…"
+
+
+def progress_text(step: int, total: int) -> str:
+    """Progress text while running."""
+    return f"Generating… step {step} of {total}"
+
+
+def _limit_value(value: int | float | None, unit: str = "") -> str:
+    return "unlimited" if value is None else f"{value:g}{unit}"
+
+
+def limits_text(limits: Limits) -> str:
+    """Effective limits in one line."""
+    return (
+        f"{_limit_value(limits.images_per_hour)} images/hour"
+        f" · {_limit_value(limits.images_per_day)} images/day"
+        f" · {_limit_value(limits.max_queued)} queued · cooldown {limits.cooldown_seconds:g} s"
+    )
+
+
+def patch_text(patch: LimitsPatch) -> str:
+    """The fields a stored row sets ("inherits" for the rest)."""
+    fields = [
+        ("images/hour", patch.images_per_hour),
+        ("images/day", patch.images_per_day),
+        ("queued", patch.max_queued),
+        ("cooldown s", patch.cooldown_seconds),
+    ]
+    shown = [f"{name} {value:g}" for name, value in fields if value is not None]
+    return ", ".join(shown) if shown else "nothing set (inherits)"
+
+
+def limits_view_text(view: LimitsView, *, user_id: int | None, role_names: dict[int, str]) -> str:
+    """`/limits show`: the guild default, role overrides, a user's override and effective limits."""
+    lines = [f"**Server default:** {patch_text(view.guild_default)}"]
+    if view.role_overrides:
+        lines.append("**Role overrides:**")
+        for role_id, patch in sorted(view.role_overrides.items()):
+            lines.append(f"• {role_names.get(role_id, f'<@&{role_id}>')}: {patch_text(patch)}")
+    if user_id is not None:
+        override = patch_text(view.user_override) if view.user_override else "none"
+        lines.append(f"**Override for <@{user_id}>:** {override}")
+    if view.effective is not None:
+        who = f"<@{user_id}>" if user_id is not None else "members"
+        lines.append(f"**Effective for {who}:** {limits_text(view.effective)}")
+    return "\n".join(lines)
+
+
+def usage_text(usage: Usage, now: float) -> str:
+    """`/usage`: spent and left per hour and day, queued jobs, refill times, cooldown."""
+    lim = usage.limits
+
+    def window(used: int, cap: int | None, refill: float | None, name: str) -> str:
+        if cap is None:
+            return f"**{name}:** {used} used (no limit)"
+        left = max(0, cap - used)
+        text = f"**{name}:** {used} of {cap} used, {left} left"
+        if refill is not None and used > 0:
+            text += f"; frees up from {when(refill)}"
+        return text
+
+    lines = [
+        window(usage.used_last_hour, lim.images_per_hour, usage.hour_refills_at, "Last hour"),
+        window(usage.used_last_day, lim.images_per_day, usage.day_refills_at, "Last day"),
+        f"**Queued:** {usage.queued}" + (f" of {lim.max_queued}" if lim.max_queued is not None else ""),
+    ]
+    if usage.cooldown_until is not None and usage.cooldown_until > now:
+        lines.append(f"**Cooldown:** next request {when(usage.cooldown_until)}")
+    return "\n".join(lines)
+
+
+HELP_TEXT = """**/imagine** `prompt` — draw a picture. Options: `negative`, `aspect`, `steps`, `guidance`, \
+`seed`, `count` (1–4), `image` + `strength` (start from your own picture).
+Inline flags work too: `--ar 16:9` `--seed 42` `--no text, watermark` `--steps 30` `--cfg 7.5` `--n 4` \
+`--strength 0.6`. A slash option wins over the same inline flag.
+Under a result: **U1–U4** upscale one image, **V1–V4** make variations of it, **🔄** rerolls with new seeds. \
+Reacting with 🔄 or 1️⃣–4️⃣ on a result does the same.
+**/usage** your limits and what's left · **/queue** what's waiting · **/cancel** stop your job.
+Admins (Manage Server): **/limits show|set|reset**, **/blocklist add|remove|list**."""

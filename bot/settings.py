@@ -1,0 +1,202 @@
+"""Settings: the environment and an optional `.env` file (the environment wins), read once at start.
+
+`load_settings()` raises `SettingsError` with a one-line message; `bot.__main__` prints it and exits 2.
+The token is kept out of `repr()` and out of the logs (`TokenRedactor`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from storage.interface import Limits
+
+DEFAULT_MODEL_ID = "dreamlike-art/dreamlike-photoreal-2.0"
+BACKENDS = ("local", "ray")
+DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+DEFAULT_LIMITS = Limits(images_per_hour=40, images_per_day=200, max_queued=4, cooldown_seconds=0.0)
+UNLIMITED = ("", "none", "unlimited", "off")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; `str()` is one line saying what to set."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the process is configured with. Frozen; build it with `load_settings()`."""
+
+    discord_token: str = field(repr=False)
+    discord_api_base: str | None = None
+    discord_gateway_url: str | None = None
+    model_id: str = DEFAULT_MODEL_ID
+    device: str = "auto"
+    database_path: Path = Path("data/imagine.db")
+    output_dir: Path = Path("data/images")
+    generation_backend: str = "local"
+    ray_address: str | None = None
+    database_url: str | None = field(default=None, repr=False)  # may hold a password
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
+    default_limits: Limits = DEFAULT_LIMITS
+    job_timeout_s: float = 300.0
+    log_level: str = "INFO"
+    sync_guild_id: int | None = None
+    model_cache_dir: Path | None = None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Strings that must never reach a log line."""
+        return tuple(s for s in (self.discord_token, self.database_url) if s)
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None, *, minimum: int = 0) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {raw.strip()!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _limit(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if raw.strip().lower() in UNLIMITED:
+        return None
+    return _int(env, name, default)
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw.strip()!r}") from None
+    if not value >= minimum or value != value or value == float("inf"):
+        raise SettingsError(f"{name} must be a finite number of at least {minimum}, not {raw.strip()}")
+    return value
+
+
+def _str(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    return raw.strip()
+
+
+def settings_from_mapping(env: Mapping[str, str]) -> Settings:
+    """Build settings from one mapping of variable names to values."""
+    token = _str(env, "DISCORD_TOKEN")
+    if token is None:
+        raise SettingsError(
+            "DISCORD_TOKEN is not set: put your bot token in the environment or in .env (see .env.example)"
+        )
+    backend = (_str(env, "GENERATION_BACKEND") or "local").lower()
+    if backend not in BACKENDS:
+        raise SettingsError(f"GENERATION_BACKEND must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    device = (_str(env, "DEVICE") or "auto").lower()
+    if device.split(":", 1)[0] not in DEVICE_PREFIXES or (
+        ":" in device and not (device.startswith("cuda:") and device[5:].isdigit())
+    ):
+        raise SettingsError(f"DEVICE must be auto, cpu, cuda, cuda:N or mps, not {device!r}")
+    log_level = (_str(env, "LOG_LEVEL") or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
+    shard_ids: tuple[int, ...] | None = None
+    raw_ids = _str(env, "SHARD_IDS")
+    if raw_ids is not None:
+        try:
+            shard_ids = tuple(int(part) for part in raw_ids.replace(" ", "").split(",") if part)
+        except ValueError:
+            raise SettingsError(f"SHARD_IDS must be comma-separated numbers, not {raw_ids!r}") from None
+    shard_count = _int(env, "SHARD_COUNT", None, minimum=1)
+    if shard_ids and shard_count is None:
+        raise SettingsError("SHARD_IDS needs SHARD_COUNT too")
+    if shard_ids and shard_count is not None and any(i >= shard_count for i in shard_ids):
+        raise SettingsError(f"every SHARD_IDS entry must be below SHARD_COUNT ({shard_count})")
+    cache = _str(env, "MODEL_CACHE_DIR")
+    base = Settings(discord_token=token)
+    return Settings(
+        discord_token=token,
+        discord_api_base=(_str(env, "DISCORD_API_BASE") or "").rstrip("/") or None,
+        discord_gateway_url=_str(env, "DISCORD_GATEWAY_URL"),
+        model_id=_str(env, "MODEL_ID") or DEFAULT_MODEL_ID,
+        device=device,
+        database_path=Path(_str(env, "DATABASE_PATH") or base.database_path),
+        output_dir=Path(_str(env, "OUTPUT_DIR") or base.output_dir),
+        generation_backend=backend,
+        ray_address=_str(env, "RAY_ADDRESS"),
+        database_url=_str(env, "DATABASE_URL"),
+        shard_count=shard_count,
+        shard_ids=shard_ids,
+        default_limits=Limits(
+            images_per_hour=_limit(env, "IMAGES_PER_HOUR", base.default_limits.images_per_hour),
+            images_per_day=_limit(env, "IMAGES_PER_DAY", base.default_limits.images_per_day),
+            max_queued=_limit(env, "MAX_QUEUED", base.default_limits.max_queued),
+            cooldown_seconds=_float(env, "COOLDOWN_SECONDS", base.default_limits.cooldown_seconds),
+        ),
+        job_timeout_s=_float(env, "JOB_TIMEOUT_SECONDS", base.job_timeout_s, minimum=1.0),
+        log_level=log_level,
+        sync_guild_id=_int(env, "SYNC_GUILD_ID", None, minimum=1),
+        model_cache_dir=Path(cache) if cache else None,
+    )
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
+    """Settings from `env_file` (if it exists) overlaid by `environ` (default: the process environment)."""
+    merged: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(os.environ if environ is None else environ)
+    return settings_from_mapping(merged)
+
+
+class TokenRedactor(logging.Filter):
+    """Replaces every secret in a log record (message, arguments and traceback) with `[redacted]`."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        super().__init__()
+        self._secrets = tuple(s for s in secrets if s)
+
+    def _clean(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg = self._clean(message)
+        record.args = None
+        if record.exc_text:
+            record.exc_text = self._clean(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._clean(record.stack_info)
+        return True
+
+
+def install_redaction(secrets: tuple[str, ...], root: logging.Logger | None = None) -> TokenRedactor:
+    """Attach a `TokenRedactor` to every handler of the root logger (filters on handlers see every
+    record, also those propagated from child loggers)."""
+    target = root or logging.getLogger()
+    redactor = TokenRedactor(secrets)
+    for handler in target.handlers:
+        handler.addFilter(redactor)
+    return redactor
