@@ -1,0 +1,219 @@
+"""`DiffusersEngine`: runs batches of compatible requests as one diffusers pipeline call.
+
+Each image has its own `torch.Generator`, so an image is the same whether it runs alone or in a
+batch. The safety checker runs apart from the pipeline: flagged images come back flagged, never
+blacked out. Not thread-safe: the worker thread that owns the model owns its engine.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+from PIL import Image, ImageOps
+
+from generation.backend import GeneratedImage
+from generation.engine_api import BatchInterrupted, OutOfMemory, PreviewFn, StepCallback
+from generation.models import LoadedModel, SafetyCheck
+from generation.preview import preview_png
+from generation.request import UPSCALE_STRENGTH, VARIATION_STRENGTH, GenerationRequest, Mode, ModelProfile
+from generation.results import encode_png
+
+log = logging.getLogger(__name__)
+
+CPU_MAX_BATCH_IMAGES = 8
+GPU_MAX_BATCH_IMAGES = 16
+IMG2IMG_DEFAULT_STRENGTH = 0.6  # as generation.request.IMG2IMG_STRENGTH
+
+# Memory estimate for max_batch_images on CUDA (fp16, SDPA attention, VAE slicing on). Not measured on
+# every card: a conservative rule of thumb from SD 1.5 at 512×512 (≈ 0.35 GiB of UNet activations per
+# image with classifier-free guidance, ≈ 0.6 GiB peak for decoding one image with the VAE), scaled by
+# image area; SDXL's UNet costs about 1.5× per pixel.
+UNET_BYTES_PER_PIXEL = 1400
+VAE_DECODE_BYTES_PER_PIXEL = 2400
+MEMORY_HEADROOM = 0.85
+
+# Scheduler class → the sampler name written into each PNG's `parameters` (AUTOMATIC1111's names).
+SAMPLER_NAMES = {
+    "EulerDiscreteScheduler": "Euler",
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "DPMSolverMultistepScheduler": "DPM++ 2M",
+    "DDIMScheduler": "DDIM",
+    "PNDMScheduler": "PLMS",
+    "LMSDiscreteScheduler": "LMS",
+    "HeunDiscreteScheduler": "Heun",
+    "LCMScheduler": "LCM",
+    "UniPCMultistepScheduler": "UniPC",
+}
+
+
+class DiffusersEngine:
+    """The `generation.engine_api.Engine` over a loaded diffusers model."""
+
+    def __init__(self, model: LoadedModel, *, safety_checker: SafetyCheck | None = None) -> None:
+        """`safety_checker` replaces the model's own checker (tests inject one that flags chosen images)."""
+        self.model = model
+        self._check = safety_checker or model.safety_check
+        self.profile: ModelProfile = model.profile
+        if safety_checker is not None and not model.profile.has_safety_checker:
+            self.profile = replace(model.profile, has_safety_checker=True)
+        gen_device = "cpu" if model.device == "mps" else model.device
+        scheduler = type(model.text2img.scheduler).__name__
+        self.sampler = SAMPLER_NAMES.get(scheduler, scheduler.removesuffix("Scheduler"))
+        self._generator_device = torch.device(gen_device)
+
+    # -- small queries ------------------------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as the model's (first) tokenizer counts them, begin/end included."""
+        ids = self.model.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
+        return len(ids)
+
+    def max_batch_images(self, request: GenerationRequest) -> int:
+        """The most images of this shape for one batch: a free-memory estimate on CUDA, a cap elsewhere."""
+        if not self.model.device.startswith("cuda"):
+            return CPU_MAX_BATCH_IMAGES
+        free, _total = torch.cuda.mem_get_info(torch.device(self.model.device))
+        pixels = request.width * request.height
+        scale = 1.5 if self.model.family == "sdxl" else 1.0
+        cfg = 2 if request.guidance > 1.0 else 1
+        per_image = UNET_BYTES_PER_PIXEL * pixels * scale * cfg / 2
+        fixed = VAE_DECODE_BYTES_PER_PIXEL * pixels
+        fits = int((free * MEMORY_HEADROOM - fixed) // per_image)
+        return max(1, min(GPU_MAX_BATCH_IMAGES, fits))
+
+    # -- the batch ----------------------------------------------------------------------------------
+
+    def run_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        sources: Sequence[bytes | None],
+        on_step: StepCallback,
+    ) -> list[list[GeneratedImage]]:
+        """One pipeline call for every image of `requests` (equal `batch_key()`); see `Engine.run_batch`."""
+        self._check_batch(requests, sources)
+        first = requests[0]
+        prompts = [r.prompt for r in requests for _ in r.seeds]
+        negatives = [r.negative_prompt for r in requests for _ in r.seeds]
+        seeds = [seed for r in requests for seed in r.seeds]
+        first_index = _first_image_indices(requests)
+        generators = [torch.Generator(self._generator_device).manual_seed(seed) for seed in seeds]
+
+        kwargs: dict[str, Any] = {
+            "prompt": prompts,
+            "negative_prompt": negatives,
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance,
+            "generator": generators,
+            "output_type": "pil",
+            "callback_on_step_end": self._step_callback(on_step, first_index),
+        }
+        if first.mode is Mode.TXT2IMG:
+            pipe = self.model.text2img
+            kwargs.update(width=first.width, height=first.height)
+        else:
+            pipe = self.model.img2img
+            strength = _strength(first)
+            per_request = [_fit_source(source, r) for r, source in zip(requests, sources, strict=True)]
+            kwargs["image"] = [image for r, image in zip(requests, per_request, strict=True) for _ in r.seeds]
+            kwargs["strength"] = strength
+            # diffusers runs int(steps * strength) steps; always run at least one
+            kwargs["num_inference_steps"] = max(first.steps, math.ceil(1 / strength))
+
+        try:
+            images: list[Image.Image] = pipe(**kwargs).images
+        except RuntimeError as exc:
+            if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+                self._release_memory()
+                raise OutOfMemory(
+                    f"out of device memory for {len(seeds)} image(s) at {first.width}×{first.height}"
+                ) from exc
+            raise
+
+        flags = self._check(images) if self._check is not None else [False] * len(images)
+        if len(flags) != len(images):
+            raise RuntimeError(f"safety checker returned {len(flags)} flags for {len(images)} images")
+        results: list[list[GeneratedImage]] = []
+        position = 0
+        for request in requests:
+            out = []
+            for seed in request.seeds:
+                image = images[position]
+                out.append(
+                    GeneratedImage(
+                        png=encode_png(image, request, seed, sampler=self.sampler),
+                        seed=seed,
+                        width=image.width,
+                        height=image.height,
+                        nsfw=bool(flags[position]),
+                    )
+                )
+                position += 1
+            results.append(out)
+        return results
+
+    def _step_callback(
+        self, on_step: StepCallback, first_index: list[int]
+    ) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
+        family = self.model.family
+
+        def callback(pipe: Any, step_index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            latents = tensors["latents"]
+
+            def preview(i: int) -> bytes:
+                one = latents[first_index[i]].detach().float().cpu().numpy()
+                return preview_png(one, family)
+
+            fn: PreviewFn = preview
+            if not on_step(step_index + 1, int(pipe.num_timesteps), fn):
+                raise BatchInterrupted(f"stopped after step {step_index + 1}")
+            return tensors
+
+        return callback
+
+    def _check_batch(self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None]) -> None:
+        if not requests:
+            raise ValueError("run_batch needs at least one request")
+        if len(sources) != len(requests):
+            raise ValueError(f"{len(sources)} sources for {len(requests)} requests")
+        key = requests[0].batch_key()
+        if any(r.batch_key() != key for r in requests):
+            raise ValueError("requests in one batch must have equal batch_key()")
+        if requests[0].mode is not Mode.TXT2IMG and any(s is None for s in sources):
+            raise ValueError(f"{requests[0].mode.value} needs a source image for every request")
+
+    def _release_memory(self) -> None:
+        if self.model.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        elif self.model.device == "mps":
+            torch.mps.empty_cache()
+
+
+def _first_image_indices(requests: Sequence[GenerationRequest]) -> list[int]:
+    """Index in the flat image batch of each request's first image."""
+    indices, position = [], 0
+    for request in requests:
+        indices.append(position)
+        position += request.count
+    return indices
+
+
+def _strength(request: GenerationRequest) -> float:
+    if request.strength is not None:
+        return request.strength
+    defaults = {Mode.VARIATION: VARIATION_STRENGTH, Mode.UPSCALE: UPSCALE_STRENGTH}
+    return defaults.get(request.mode, IMG2IMG_DEFAULT_STRENGTH)
+
+
+def _fit_source(source: bytes | None, request: GenerationRequest) -> Image.Image:
+    """Decode a source picture and fit it to the request's size (centre crop to the aspect, then resize)."""
+    if source is None:
+        raise ValueError(f"{request.mode.value} needs a source image")
+    with Image.open(io.BytesIO(source)) as opened:
+        image = ImageOps.exif_transpose(opened).convert("RGB")
+    return ImageOps.fit(image, (request.width, request.height), Image.Resampling.LANCZOS)

@@ -1,0 +1,68 @@
+"""Shared fixtures for tests that run the real diffusers pipeline on the built-in `tiny` model.
+
+Expose them with `pytest_plugins = ["tests.fixtures_generation"]` in tests/conftest.py. The model is
+built once per test session (into a session temp folder) and loaded once on the CPU.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from generation.request import GenerationRequest, Mode
+
+
+@pytest.fixture(scope="session")
+def tiny_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder holding the built `tiny` model (pass it as `cache_dir=`)."""
+    from generation.models import ensure_tiny_model
+
+    cache = tmp_path_factory.mktemp("imagine-cache")
+    ensure_tiny_model(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_cache_dir: Path) -> Any:
+    """The `tiny` model loaded on the CPU (a `generation.models.LoadedModel`); don't mutate it."""
+    from generation.models import load_pipeline
+
+    return load_pipeline("tiny", "cpu", cache_dir=tiny_cache_dir)
+
+
+@pytest.fixture
+def tiny_engine(tiny_model: Any) -> Iterator[Any]:
+    """A `generation.engine.DiffusersEngine` over the session's tiny model."""
+    from generation.engine import DiffusersEngine
+
+    yield DiffusersEngine(tiny_model)
+
+
+def tiny_request(**changes: Any) -> GenerationRequest:
+    """A small, fast txt2img request for the tiny model; keyword arguments replace fields."""
+    base = GenerationRequest(
+        prompt="a red fox in the snow",
+        width=64,
+        height=64,
+        steps=4,
+        guidance=7.5,
+        seeds=(1,),
+        model="tiny",
+    )
+    return replace(base, **changes)
+
+
+def tiny_source_png(color: tuple[int, int, int] = (200, 40, 40), size: tuple[int, int] = (64, 64)) -> bytes:
+    """A plain picture (PNG bytes) to start image-to-image from."""
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+__all__ = ["Mode", "tiny_cache_dir", "tiny_engine", "tiny_model", "tiny_request", "tiny_source_png"]
