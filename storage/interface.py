@@ -46,9 +46,17 @@ class Limits:
     cooldown_seconds: float
 
 
+UNLIMITED = -1
+"""In a `LimitsPatch` count field (set or shown): unlimited, as opposed to None = not set here."""
+
+
 @dataclass(frozen=True)
 class LimitsPatch:
-    """Fields to set on a guild default, role or user override; None leaves a field as it is."""
+    """Fields to set on a guild default, role or user override; None leaves a field as it is.
+
+    A count field set to `UNLIMITED` makes it unlimited at that level. `show_limits` returns the stored
+    rows in the same form: None = not set there (falls through to the next level), `UNLIMITED`.
+    """
 
     images_per_hour: int | None = None
     images_per_day: int | None = None
@@ -79,6 +87,7 @@ class NewJob:
     token_expires_at: float | None = None
     parent_job_id: str | None = None  # for variations, upscales, rerolls
     parent_index: int | None = None
+    batch_key: str | None = None  # jobs with equal keys may share a batch (the shared queue's claims)
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,7 @@ class JobRecord:
     result_message_id: int | None = None  # set once the result is posted: delivered
     result_channel_id: int | None = None
     refunded: bool = False
+    batch_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +125,11 @@ class Reservation:
 
 @dataclass(frozen=True)
 class Refusal:
-    """A refused reservation: which limit, and when (UNIX time) enough frees up to try again."""
+    """A refused reservation: which limit, and when (UNIX time) enough frees up to try again.
+
+    `retry_at` is `math.inf` when the request can never fit (it asks for more images than the limit);
+    for `MAX_QUEUED` it is the time of the refusal: retry when one of the member's jobs finishes.
+    """
 
     limit: LimitName
     retry_at: float
@@ -151,9 +165,7 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     # limits -----------------------------------------------------------------------------------
-    async def reserve(
-        self, job: NewJob, role_ids: tuple[int, ...], now: float
-    ) -> Reservation | Refusal:
+    async def reserve(self, job: NewJob, role_ids: tuple[int, ...], now: float) -> Reservation | Refusal:
         """Check every limit for job.owner_id in job.guild_id and, if all pass, record the spend
         and insert the job as queued, in one atomic step."""
         ...
@@ -172,7 +184,9 @@ class Store(Protocol):
         self, guild_id: int, user_id: int | None = None, role_ids: tuple[int, ...] = ()
     ) -> LimitsView: ...
 
-    async def set_limits(self, guild_id: int, scope: Scope, target_id: int | None, patch: LimitsPatch) -> None:
+    async def set_limits(
+        self, guild_id: int, scope: Scope, target_id: int | None, patch: LimitsPatch
+    ) -> None:
         """Set fields for the guild default (target_id None), a role or a user."""
         ...
 
