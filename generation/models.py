@@ -246,6 +246,9 @@ class OptimiseOptions:
 def optimise(pipe: Pipeline, device: str, options: OptimiseOptions | None = None) -> None:
     """The one place for speed settings. SDPA attention is diffusers' default (AttnProcessor2_0)."""
     options = options or OptimiseOptions()
+    if device == "cpu":
+        # Leave a core to the event loop (Discord's heartbeat, acknowledgements): torch would take all.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
     if not device.startswith("cuda"):
         return
     if options.xformers:

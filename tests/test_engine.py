@@ -16,7 +16,7 @@ from generation.engine import CPU_MAX_BATCH_IMAGES, DiffusersEngine
 from generation.engine_api import BatchInterrupted, OutOfMemory, PreviewFn
 from generation.preview import preview_png
 from generation.request import Mode
-from tests.fixtures_generation import tiny_request, tiny_source_png
+from tests.fixtures_generation import png_pixels, tiny_request, tiny_source_png
 
 pytest_plugins = ["tests.fixtures_generation"]
 
@@ -38,9 +38,9 @@ class StepLog:
 
 
 def pixels(image: GeneratedImage) -> np.ndarray:
-    with Image.open(io.BytesIO(image.png)) as opened:
-        assert opened.size == (image.width, image.height)
-        return np.asarray(opened.convert("RGB"), dtype=np.int16)
+    found = png_pixels(image.png)
+    assert found.shape == (image.height, image.width, 3)
+    return found
 
 
 def run_one(engine: DiffusersEngine, **changes: Any) -> GeneratedImage:

@@ -1,0 +1,5 @@
+"""`python -m generation`: see `generation.cli`."""
+
+from generation.cli import main
+
+raise SystemExit(main())

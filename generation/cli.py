@@ -1,0 +1,181 @@
+"""`python -m generation "a red fox --ar 16:9 --seed 42" --model tiny --out DIR`: one generation from a shell.
+
+Parses the prompt as `/imagine` would, runs it through `GenerationService` (the same worker the bot
+uses), writes one PNG per image (each carrying its `parameters` chunk) and prints their paths, one
+per line, on stdout. A progress bar goes to stderr only when stderr is a terminal. Exit codes: 0 done,
+1 the model or the generation failed, 2 bad input (one line on stderr), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import secrets
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from generation.backend import GenerationError, GenerationResult, JobHandle, Progress, Queued, Started
+from generation.engine_api import Engine
+from generation.parser import PromptError, parse_prompt
+from generation.request import Mode, PromptOptions
+from generation.service import GenerationService
+
+DEFAULT_MODEL = "dreamlike-art/dreamlike-photoreal-2.0"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Sources:
+    """The one source image given with --image, by digest."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def add(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        self.data[digest] = data
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        return self.data[digest]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's arguments."""
+    p = argparse.ArgumentParser(prog="python -m generation", description=__doc__.splitlines()[0])
+    p.add_argument("prompt", help='the prompt with inline flags, e.g. "a red fox --ar 16:9 --seed 42"')
+    p.add_argument(
+        "--model", default=os.environ.get("MODEL_ID", DEFAULT_MODEL), help="model id, folder or `tiny`"
+    )
+    p.add_argument("--out", type=Path, default=Path("."), help="folder for the PNGs (created if missing)")
+    p.add_argument(
+        "--device", default=os.environ.get("DEVICE", "auto"), help="auto, cuda, cuda:N, mps or cpu"
+    )
+    p.add_argument("--image", type=Path, help="start from this picture (image-to-image)")
+    p.add_argument("--cache-dir", type=Path, help="where built-in models are kept (default $IMAGINE_CACHE)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds before the job is given up")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens on stderr")
+    return p
+
+
+def _engine_factory(model: str, device: str, cache_dir: Path | None, quiet: bool) -> Engine:
+    # torch and diffusers are only imported here, in the worker thread
+    from generation.engine import DiffusersEngine
+    from generation.models import load_pipeline, resolve_device
+
+    if quiet:
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
+        warnings.filterwarnings("ignore", category=FutureWarning)
+    return DiffusersEngine(load_pipeline(model, resolve_device(device), cache_dir=cache_dir))
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-")
+    return slug or "image"
+
+
+def _free_path(folder: Path, stem: str) -> Path:
+    path = folder / f"{stem}.png"
+    n = 1
+    while path.exists():
+        path = folder / f"{stem}-{n}.png"
+        n += 1
+    return path
+
+
+async def _show_progress(handle: JobHandle, stream: TextIO) -> None:
+    width = 30
+    async for event in handle.events():
+        if isinstance(event, Queued):
+            line = f"queued ({event.position})"
+        elif isinstance(event, Started):
+            line = f"[{' ' * width}] starting"
+        elif isinstance(event, Progress):
+            done = width * event.step // max(1, event.total)
+            line = f"[{'#' * done}{' ' * (width - done)}] step {event.step}/{event.total}"
+        stream.write(f"\r{line:<60}")
+        stream.flush()
+    stream.write("\r" + " " * 60 + "\r")
+    stream.flush()
+
+
+async def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    """Load, parse, generate, write; returns the exit code."""
+    sources = _Sources()
+    source: str | None = None
+    if args.image is not None:
+        try:
+            source = sources.add(args.image.read_bytes())
+        except OSError as exc:
+            print(f"error: cannot read {args.image}: {exc.strerror}", file=stderr)
+            return EXIT_USAGE
+    service = GenerationService(
+        lambda: _engine_factory(args.model, args.device, args.cache_dir, not args.verbose),
+        sources,
+        job_timeout_s=args.timeout,
+    )
+    try:
+        try:
+            await service.start()
+        except Exception as exc:
+            print(f"error: could not load model {args.model!r}: {exc}", file=stderr)
+            return EXIT_FAILED
+        try:
+            request = parse_prompt(
+                args.prompt,
+                PromptOptions(),
+                service.profile,
+                count_tokens=service.count_tokens,
+                random_seed=lambda: secrets.randbelow(2**32),
+                mode=Mode.IMG2IMG if source else Mode.TXT2IMG,
+                source_image=source,
+            )
+        except PromptError as exc:
+            print(f"error: {exc}", file=stderr)
+            return EXIT_USAGE
+        for warning in request.warnings:
+            print(f"warning: {warning}", file=stderr)
+        handle = service.submit("cli", "cli", request)
+        bar = asyncio.create_task(_show_progress(handle, stderr)) if stderr.isatty() else None
+        try:
+            result: GenerationResult = await handle.result()
+        except GenerationError as exc:
+            print(f"error: {exc}", file=stderr)
+            return EXIT_FAILED
+        finally:
+            if bar is not None:
+                await bar
+    finally:
+        await service.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = _slug(request.prompt)
+    for image in result.images:
+        path = _free_path(args.out, f"{stem}-{image.seed}")
+        path.write_bytes(image.png)
+        print(path, file=stdout)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m generation`."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not args.verbose:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    try:
+        return asyncio.run(run(args, sys.stdout, sys.stderr))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

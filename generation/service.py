@@ -1,0 +1,515 @@
+"""The local generation backend: a fair queue on the event loop and ONE worker thread that owns the engine.
+
+Shaped like aiosqlite's connection thread. All scheduling state (the fair queue, handles, events)
+lives on the event loop thread and is touched only there. When the worker is idle the loop picks the
+next job fairly, adds waiting jobs with an equal `batch_key()` (in fair order, up to the batch image
+cap) and hands the batch to the worker through a `queue.Queue`. The worker runs `engine.run_batch`
+and reports progress and results back with `loop.call_soon_threadsafe`; the loop never waits on it.
+
+Faults:
+- a batch that raises fails its own jobs with `JobFailed("generation failed: <Type>")` (traceback
+  logged); the worker goes on with the next batch.
+- `OutOfMemory`: the batch is split in halves and retried, down to single jobs; a single job that
+  still does not fit fails with `JobFailed`.
+- time limit: a batch whose steps pass `job_timeout_s` (on the injected clock) is interrupted at the
+  next step and its jobs fail with `JobFailed("took longer than N s")`. If a step hangs so that no
+  callback comes, a watchdog on the loop fails the batch's jobs `watchdog_grace_s` after the limit.
+  The worker is then *stuck*: new and waiting jobs stay queued (they keep their positions and can be
+  cancelled) until the hung call returns, after which the worker takes the queue up again. We do not
+  load a second engine beside a hung one: on one GPU that would most likely run out of memory too.
+
+Events: Queued(position) on submit and whenever the position changes, Started when the batch is
+handed to the worker, Progress(step, total, preview) per step (a preview at most every
+`preview_interval_s` per job, never for the last step), then the iterator ends. `events()` may be
+called any number of times; each reader starts from the job's latest event. Readers never slow the
+worker: each has its own buffer where an unread Queued/Progress is replaced by a newer one.
+The engine is touched from the loop thread only for `count_tokens` (tokenizer reads) and
+`max_batch_images` (asked only while the worker is idle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from generation.backend import (
+    GenerationResult,
+    JobCancelled,
+    JobEvent,
+    JobFailed,
+    Progress,
+    Queued,
+    Started,
+)
+from generation.engine_api import BatchInterrupted, Engine, OutOfMemory, PreviewFn
+from generation.fairqueue import FairQueue
+from generation.request import GenerationRequest, ModelProfile
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class SourceImages(Protocol):
+    """Where source images (img2img, variations, upscales) are read from, by sha256 digest."""
+
+    def get(self, digest: str) -> bytes:
+        """The stored bytes; raises if there are none."""
+        ...
+
+
+class _Subscriber:
+    """One `events()` iterator's buffer. Unbounded in effect but latest-wins: a new Queued or
+    Progress replaces an unread one of the same kind, so a slow reader never piles up events."""
+
+    def __init__(self) -> None:
+        self.items: deque[JobEvent | None] = deque()
+        self.ready = asyncio.Event()
+
+    def put(self, event: JobEvent | None) -> None:
+        if self.items and event is not None:
+            tail = self.items[-1]
+            if isinstance(tail, Queued) and isinstance(event, Queued):
+                self.items[-1] = event
+                return
+            if isinstance(tail, Progress) and isinstance(event, Progress):
+                if event.preview_png is None and tail.preview_png is not None:
+                    event = Progress(event.step, event.total, tail.preview_png)
+                self.items[-1] = event
+                return
+        self.items.append(event)
+        self.ready.set()
+
+
+class _EventStream:
+    """Async iterator over one job's events; ends when the job ends."""
+
+    def __init__(self, job: _Job) -> None:
+        self._job = job
+        self._sub = job.subscribe()
+        self._ended = False
+
+    def __aiter__(self) -> _EventStream:
+        return self
+
+    async def __anext__(self) -> JobEvent:
+        sub = self._sub
+        if self._ended:
+            raise StopAsyncIteration
+        while not sub.items:
+            sub.ready.clear()
+            await sub.ready.wait()
+        event = sub.items.popleft()
+        if event is None:
+            self._ended = True
+            self._job.unsubscribe(sub)
+            raise StopAsyncIteration
+        return event
+
+
+@dataclass(eq=False)
+class _Job:
+    """A job's state. Loop thread only, except `request`, `job_id` and `cancelled`, which the worker reads."""
+
+    job_id: str
+    owner: str
+    request: GenerationRequest
+    future: asyncio.Future[GenerationResult]
+    cancelled: bool = False  # set on the loop; the worker reads it at each step
+    position: int = 0
+    last_event: JobEvent | None = None
+    subscribers: list[_Subscriber] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.future.done()
+
+    def subscribe(self) -> _Subscriber:
+        sub = _Subscriber()
+        if self.last_event is not None:
+            sub.put(self.last_event)
+        if self.done:
+            sub.put(None)
+        else:
+            self.subscribers.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: _Subscriber) -> None:
+        with contextlib.suppress(ValueError):
+            self.subscribers.remove(sub)
+
+    def publish(self, event: JobEvent) -> None:
+        if self.done:
+            return
+        self.last_event = event
+        for sub in self.subscribers:
+            sub.put(event)
+
+
+class _Handle:
+    """What `submit` returns: the job id, its events and its result."""
+
+    def __init__(self, job: _Job) -> None:
+        self._job = job
+        self.job_id = job.job_id
+
+    def events(self) -> _EventStream:
+        """Events from now until the job ends. Any number of iterators may be open at once; each
+        starts with the job's latest event (its current state), so a late reader misses nothing
+        that matters. Unread Queued/Progress events are replaced by newer ones (latest wins)."""
+        return _EventStream(self._job)
+
+    async def result(self) -> GenerationResult:
+        """The images; raises `JobFailed` or `JobCancelled`. Cancelling the caller leaves the job be."""
+        return await asyncio.shield(self._job.future)
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Jobs handed to the worker as one unit."""
+
+    jobs: list[_Job]
+    deadline: float  # on the service clock
+    abandoned: bool = False  # set by the watchdog or close(): stop at the next step
+    watchdog: asyncio.TimerHandle | None = None
+
+
+class GenerationService:
+    """`GenerationBackend` over one `Engine` driven by one worker thread. Use from one event loop:
+    `submit`, `cancel`, `queue_snapshot` and `count_tokens` are plain calls made on the loop thread."""
+
+    def __init__(
+        self,
+        engine_factory: Callable[[], Engine],
+        image_store: SourceImages,
+        *,
+        job_timeout_s: float = 300.0,
+        max_batch: int | None = None,
+        clock: Clock = time.monotonic,
+        preview_interval_s: float = 0.5,
+        watchdog_grace_s: float = 10.0,
+    ) -> None:
+        self._factory = engine_factory
+        self._images = image_store
+        self._timeout = job_timeout_s
+        self._max_batch = max_batch
+        self._clock = clock
+        self._preview_interval = preview_interval_s
+        self._grace = watchdog_grace_s
+        self._engine: Engine | None = None
+        self._profile: ModelProfile | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._inbox: queue.Queue[_Batch | None] = queue.Queue()
+        self._waiting: FairQueue[_Job] = FairQueue()
+        self._jobs: dict[str, _Job] = {}
+        self._running: _Batch | None = None  # handed to the worker and not yet returned
+        self._dispatch_scheduled = False
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def profile(self) -> ModelProfile:
+        """The loaded model's profile (after `start()`)."""
+        if self._profile is None:
+            raise RuntimeError("GenerationService.start() has not finished")
+        return self._profile
+
+    @profile.setter
+    def profile(self, value: ModelProfile) -> None:  # settable, as the GenerationBackend protocol says
+        self._profile = value
+
+    @property
+    def stuck(self) -> bool:
+        """True while a batch the watchdog gave up on still occupies the worker."""
+        return self._running is not None and self._running.abandoned and not self._closed
+
+    async def start(self) -> None:
+        """Start the worker thread, which builds the engine; returns once it is loaded (or raises)."""
+        if self._thread is not None:
+            raise RuntimeError("already started")
+        loop = self._loop = asyncio.get_running_loop()
+        loaded: asyncio.Future[Engine] = loop.create_future()
+        self._thread = threading.Thread(
+            target=self._work, args=(loaded,), name="generation-worker", daemon=True
+        )
+        self._thread.start()
+        try:
+            engine = await loaded
+        except BaseException:
+            self._closed = True
+            await asyncio.to_thread(self._thread.join)
+            raise
+        self._engine = engine
+        self._profile = engine.profile
+        self._schedule_dispatch()
+
+    async def close(self) -> None:
+        """Cancel waiting and running jobs, stop the worker and join it (off the loop)."""
+        if self._closed and self._thread is None:
+            return
+        was_stuck = self.stuck
+        self._closed = True
+        for job in self._waiting.ordered():
+            self._waiting.remove(job.job_id)
+            self._settle(job, JobCancelled("the generator is shutting down"))
+        if self._running is not None:
+            self._running.abandoned = True
+            for job in self._running.jobs:
+                job.cancelled = True
+                self._settle(job, JobCancelled("the generator is shutting down"))
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._inbox.put(None)
+            # A hung step may never return: give it the grace period, then leave the daemon thread.
+            await asyncio.to_thread(thread.join, self._grace if was_stuck else None)
+        self._engine = None
+
+    # -- the GenerationBackend calls ----------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model's tokenizer makes of `text` (tokenizer reads are safe beside the worker)."""
+        if self._engine is None:
+            raise RuntimeError("GenerationService.start() has not finished")
+        return self._engine.count_tokens(text)
+
+    def submit(self, job_id: str, owner: str, request: GenerationRequest) -> _Handle:
+        """Queue a job (on the loop thread). After `close()` the handle's result is `JobCancelled`."""
+        if job_id in self._jobs:
+            raise ValueError(f"job {job_id!r} is already queued or running")
+        loop = self._loop or asyncio.get_running_loop()
+        job = _Job(job_id, owner, request, loop.create_future())
+        job.future.add_done_callback(_mark_retrieved)
+        if self._closed:
+            job.future.set_exception(JobCancelled("the generator is shutting down"))
+            return _Handle(job)
+        self._jobs[job_id] = job
+        self._waiting.push(job_id, owner, job)
+        self._publish_positions()
+        self._schedule_dispatch()
+        return _Handle(job)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a waiting job (it leaves the queue) or a running one (its result is dropped; the
+        batch stops at its next step once all its members are cancelled). False if nothing to cancel."""
+        job = self._jobs.get(job_id)
+        if job is None or job.done:
+            return False
+        job.cancelled = True
+        if self._waiting.remove(job_id) is not None:
+            self._publish_positions()
+        self._settle(job, JobCancelled("cancelled"))
+        return True
+
+    def queue_snapshot(self) -> list[tuple[str, str]]:
+        """(job_id, owner) of running jobs first, then waiting ones in the order they will run."""
+        running = [] if self._running is None else [j for j in self._running.jobs if not j.done]
+        return [(j.job_id, j.owner) for j in running] + [(j.job_id, j.owner) for j in self._waiting.ordered()]
+
+    # -- loop side: scheduling --------------------------------------------------------------------
+
+    def _schedule_dispatch(self) -> None:
+        # Deferred by one loop turn, so jobs submitted together can share a batch.
+        if not self._dispatch_scheduled and self._loop is not None:
+            self._dispatch_scheduled = True
+            self._loop.call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        self._dispatch_scheduled = False
+        engine = self._engine
+        if self._closed or engine is None or self._running is not None or not self._waiting:
+            return
+
+        def cap_of(job: _Job) -> int:
+            # Asks the engine from the loop thread: max_batch_images only reads free device memory.
+            cap = self._max_batch if self._max_batch is not None else engine.max_batch_images(job.request)
+            return max(1, cap)
+
+        jobs = self._waiting.pop_batch(
+            key_of=lambda j: j.request.batch_key(), size_of=lambda j: j.request.count, cap_of=cap_of
+        )
+        batch = _Batch(jobs, deadline=self._clock() + self._timeout)
+        self._running = batch
+        assert self._loop is not None
+        batch.watchdog = self._loop.call_later(self._timeout + self._grace, self._on_watchdog, batch)
+        for job in jobs:
+            job.publish(Started())
+        self._publish_positions()
+        self._inbox.put(batch)
+
+    def _publish_positions(self) -> None:
+        for index, job in enumerate(self._waiting.ordered(), start=1):
+            if job.position != index:
+                job.position = index
+                job.publish(Queued(index))
+
+    def _on_watchdog(self, batch: _Batch) -> None:
+        if self._running is not batch:
+            return
+        batch.abandoned = True
+        log.error(
+            "generation batch %s hung past the time limit; the worker is stuck",
+            [j.job_id for j in batch.jobs],
+        )
+        for job in batch.jobs:
+            self._settle(job, JobFailed(self._timeout_message()))
+
+    def _on_batch_done(self, batch: _Batch) -> None:
+        if batch.watchdog is not None:
+            batch.watchdog.cancel()
+        if self._running is batch:
+            self._running = None
+        for job in batch.jobs:  # a job the worker did not settle (should not happen) must still end
+            self._settle(job, JobFailed("generation failed: the worker returned no result"))
+        self._schedule_dispatch()
+
+    def _settle(self, job: _Job, outcome: GenerationResult | BaseException) -> None:
+        if job.done:
+            return
+        if isinstance(outcome, BaseException):
+            job.future.set_exception(outcome)
+        else:
+            job.future.set_result(outcome)
+        for sub in job.subscribers:
+            sub.put(None)
+        job.subscribers.clear()
+        self._jobs.pop(job.job_id, None)
+
+    def _timeout_message(self) -> str:
+        return f"took longer than {self._timeout:g} s"
+
+    # -- worker thread -----------------------------------------------------------------------------
+
+    def _post(self, callback: Callable[..., object], *args: object) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening any more
+            loop.call_soon_threadsafe(callback, *args)
+
+    def _work(self, loaded: asyncio.Future[Engine]) -> None:
+        try:
+            engine = self._factory()
+        except BaseException as exc:
+            log.exception("loading the model failed")
+            self._post(_resolve, loaded, exc)
+            return
+        self._post(_resolve, loaded, engine)
+        while (batch := self._inbox.get()) is not None:
+            try:
+                self._run(engine, batch)
+            except BaseException:  # never let the worker die with a batch in hand
+                log.exception("generation worker error")
+            finally:
+                self._post(self._on_batch_done, batch)
+        close = getattr(engine, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:
+                log.exception("closing the engine failed")
+
+    def _run(self, engine: Engine, batch: _Batch) -> None:
+        group: list[tuple[_Job, bytes | None]] = []
+        for job in batch.jobs:
+            digest = job.request.source_image
+            if digest is None:
+                group.append((job, None))
+                continue
+            try:
+                group.append((job, self._images.get(digest)))
+            except Exception:
+                log.exception("source image %s of job %s is missing", digest, job.job_id)
+                self._post(self._settle, job, JobFailed("the source image is no longer available"))
+        self._run_group(engine, batch, group)
+
+    def _run_group(self, engine: Engine, batch: _Batch, group: list[tuple[_Job, bytes | None]]) -> None:
+        group = [(job, src) for job, src in group if not job.cancelled]
+        if not group or batch.abandoned:
+            return
+        jobs = [job for job, _ in group]
+        if self._clock() > batch.deadline:
+            self._fail(jobs, JobFailed, self._timeout_message())
+            return
+        last_preview: dict[int, float] = {}
+        timed_out = False
+
+        def on_step(step: int, total: int, preview: PreviewFn) -> bool:
+            nonlocal timed_out
+            if batch.abandoned:
+                return False
+            now = self._clock()
+            if now > batch.deadline:
+                timed_out = True
+                return False
+            live = [i for i, job in enumerate(jobs) if not job.cancelled]
+            if not live:
+                return False
+            for i in live:
+                png: bytes | None = None
+                if step < total and now - last_preview.get(i, -math.inf) >= self._preview_interval:
+                    last_preview[i] = now
+                    try:
+                        png = preview(i)
+                    except Exception:
+                        log.exception("preview failed")
+                self._post(jobs[i].publish, Progress(step, total, png))
+            return True
+
+        try:
+            out = engine.run_batch([job.request for job in jobs], [src for _, src in group], on_step)
+        except OutOfMemory:
+            if len(group) == 1:
+                log.warning("job %s ran out of memory alone", jobs[0].job_id)
+                self._fail(jobs, JobFailed, "ran out of GPU memory")
+                return
+            log.warning("batch of %d ran out of memory; splitting", len(group))
+            half = len(group) // 2
+            self._run_group(engine, batch, group[:half])
+            self._run_group(engine, batch, group[half:])
+            return
+        except BatchInterrupted:
+            if timed_out:
+                self._fail(jobs, JobFailed, self._timeout_message())
+            else:
+                self._fail(jobs, JobCancelled, "cancelled")  # all cancelled or abandoned: already settled
+            return
+        except Exception as exc:
+            log.exception("generation batch %s failed", [job.job_id for job in jobs])
+            self._fail(jobs, JobFailed, f"generation failed: {type(exc).__name__}")
+            return
+        if len(out) != len(jobs):
+            log.error("engine returned %d results for %d requests", len(out), len(jobs))
+            self._fail(jobs, JobFailed, "generation failed: wrong number of results")
+            return
+        for job, images in zip(jobs, out, strict=True):
+            self._post(self._settle, job, GenerationResult(job.job_id, tuple(images)))
+
+    def _fail(self, jobs: Sequence[_Job], error: type[Exception], message: str) -> None:
+        for job in jobs:  # one exception object per job: each future raises its own
+            self._post(self._settle, job, error(message))
+
+
+def _resolve(future: asyncio.Future[Engine], outcome: Engine | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def _mark_retrieved(future: asyncio.Future[GenerationResult]) -> None:
+    # A job nobody awaits (e.g. cancelled before anyone asked) must not log "exception never retrieved".
+    if not future.cancelled():
+        future.exception()
