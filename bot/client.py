@@ -46,7 +46,9 @@ class ImagineBot(commands.Bot):
         clock: Callable[[], float] = time.time,
         outbox: Outbox | None = None,
         edit_interval_s: float = 1.5,
+        **client_options: Any,
     ) -> None:
+        """`client_options` go to discord.py's `Bot` (e.g. `guild_ready_timeout` in tests)."""
         shard: dict[str, Any] = {}
         if settings.shard_ids:
             shard = {"shard_id": settings.shard_ids[0], "shard_count": settings.shard_count}
@@ -59,6 +61,7 @@ class ImagineBot(commands.Bot):
             help_command=None,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
             **shard,
+            **client_options,
         )
         self.settings = settings
         self.store = store

@@ -60,6 +60,10 @@ async def send_private(interaction: discord.Interaction[Any], text: str) -> None
         return
     if interaction.extras.get("public_defer"):
         interaction.extras["public_defer"] = False
+        # The first followup after a "thinking" defer fills that (public) message whatever its
+        # ephemeral flag, even once it is deleted: settle it with an edit first, then remove it.
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.edit_original_response(content="…")
         with contextlib.suppress(discord.HTTPException):
             await interaction.delete_original_response()
     await interaction.followup.send(text, ephemeral=True)

@@ -24,6 +24,17 @@ def _files(files: tuple[OutFile, ...]) -> list[discord.File]:
     return [discord.File(io.BytesIO(f.data), filename=f.filename) for f in files]
 
 
+TOKEN_GONE_CODES = (10015, 50027)  # Unknown Webhook, Invalid Webhook Token
+
+
+def is_token_gone(exc: BaseException) -> bool:
+    """The interaction token no longer works: 401 Invalid Webhook Token (expired), 404 Unknown
+    Webhook, or 404 for a deleted original response."""
+    if not isinstance(exc, discord.HTTPException):
+        return False
+    return exc.status in (401, 404) or exc.code in TOKEN_GONE_CODES
+
+
 def is_transient(exc: BaseException) -> bool:
     """429, 5xx, timeouts and connection failures: worth retrying."""
     if isinstance(exc, discord.HTTPException):
@@ -69,11 +80,9 @@ class DiscordOutbox:
                 message = await self._channel(job).send(
                     post.content, files=_files(post.files), view=view, allowed_mentions=self._mentions(job)
                 )
-        except discord.NotFound as exc:
-            if via_token:
-                raise TokenGone(str(exc)) from exc
-            raise
         except Exception as exc:
+            if via_token and is_token_gone(exc):
+                raise TokenGone(str(exc)) from exc
             if is_transient(exc):
                 raise TransientDeliveryError(f"{type(exc).__name__}: {exc}") from exc
             raise
@@ -86,13 +95,18 @@ class DiscordOutbox:
         hook = self._webhook(job)
         try:
             if private:
+                # Edit before deleting: a followup right after a "thinking" defer would fill it.
+                with contextlib.suppress(discord.NotFound):
+                    await hook.edit_message(ORIGINAL, content="…", attachments=[], view=None)
                 with contextlib.suppress(discord.NotFound):
                     await hook.delete_message(ORIGINAL)
                 await hook.send(text, ephemeral=True, wait=True)
             else:
                 await hook.edit_message(ORIGINAL, content=text, attachments=[], view=None)
-        except discord.NotFound as exc:
-            raise TokenGone(str(exc)) from exc
+        except discord.HTTPException as exc:
+            if is_token_gone(exc):
+                raise TokenGone(str(exc)) from exc
+            raise
 
     async def channel_is_nsfw(self, channel_id: int) -> bool:
         channel: Any = self.client.get_channel(channel_id)

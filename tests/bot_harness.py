@@ -1,0 +1,299 @@
+"""The whole bot on loopback: the Discord-compatible server, a real SQLite store in a temp folder, a real
+`GenerationService` on the `tiny` model and `ImagineBot` with the real discord.py client.
+
+Use from an async test (the tiny model comes from `tests.fixtures_generation`'s `tiny_model`)::
+
+    async with BotWorld.open(tmp_path, tiny_model) as world:      # server + a guild, members, channels
+        await world.start_bot()                                   # store, service, bot; waits for ready
+        rec = world.imagine("a fox --n 4")
+        await world.wait_result(rec)
+        await world.restart_bot()                                 # same DATABASE_PATH and OUTPUT_DIR
+
+`BotWorld.logs` collects every log record (DEBUG and up) while the world is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bot.client import ImagineBot
+from bot.settings import Settings
+from generation.images import ImageStore
+from generation.service import GenerationService
+from storage.interface import Limits
+from storage.sqlite import SqliteStore, open_store
+from tests.discord_loopback import Channel, DiscordLoopback, Guild, InteractionRecord, Member, Message
+
+T = 20.0  # the longest any single wait may take; nothing sleeps
+LIMITS = Limits(images_per_hour=100, images_per_day=500, max_queued=20, cooldown_seconds=0.0)
+
+
+class LogCollector(logging.Handler):
+    """Keeps every formatted record (with tracebacks) in memory."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@contextlib.contextmanager
+def collecting_logs() -> Any:
+    """Attach a DEBUG collector to the root logger for the block."""
+    root = logging.getLogger()
+    collector = LogCollector()
+    old_level = root.level
+    root.addHandler(collector)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield collector
+    finally:
+        root.removeHandler(collector)
+        root.setLevel(old_level)
+
+
+@dataclass
+class RunningBot:
+    """One bot process's worth of parts (a restart makes a new one)."""
+
+    bot: ImagineBot
+    store: SqliteStore
+    service: GenerationService
+    images: ImageStore
+    task: asyncio.Task[None]
+
+
+@dataclass
+class BotWorld:
+    """A loopback Discord with two guilds and the bot running against it."""
+
+    server: DiscordLoopback
+    root: Path
+    tiny_model: Any
+    guild: Guild
+    channel: Channel
+    nsfw: Channel
+    alice: Member
+    bob: Member
+    carol: Member
+    dave: Member
+    boss: Member
+    other_guild: Guild
+    other_channel: Channel
+    mallory: Member
+    logs: LogCollector
+    limits: Limits = LIMITS
+    running: RunningBot | None = None
+    starts: int = 0
+    extra_settings: dict[str, Any] = field(default_factory=dict)
+
+    # -- set-up ---------------------------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, root: Path, tiny_model: Any, *, limits: Limits = LIMITS) -> AsyncIterator[BotWorld]:
+        """The server with its world; the bot (if started) is stopped on the way out."""
+        with collecting_logs() as logs:
+            async with DiscordLoopback() as server:
+                guild = server.add_guild("artists")
+                channel = server.add_channel(guild, "art")
+                nsfw = server.add_channel(guild, "after-dark", nsfw=True)
+                other = server.add_guild("elsewhere")
+                world = cls(
+                    server=server,
+                    root=root,
+                    tiny_model=tiny_model,
+                    guild=guild,
+                    channel=channel,
+                    nsfw=nsfw,
+                    alice=server.add_member(guild, "alice"),
+                    bob=server.add_member(guild, "bob"),
+                    carol=server.add_member(guild, "carol"),
+                    dave=server.add_member(guild, "dave"),
+                    boss=server.add_member(guild, "boss", admin=True),
+                    other_guild=other,
+                    other_channel=server.add_channel(other, "general"),
+                    mallory=server.add_member(other, "mallory"),
+                    logs=logs,
+                    limits=limits,
+                )
+                with server.patched_discord():
+                    try:
+                        yield world
+                    finally:
+                        await world.stop_bot()
+
+    @property
+    def database_path(self) -> Path:
+        return self.root / "imagine.db"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / "images"
+
+    def settings(self) -> Settings:
+        """What `python -m bot` would be configured with for this world."""
+        base = Settings(
+            discord_token=self.server.token,
+            discord_api_base=self.server.api_base,
+            discord_gateway_url=self.server.gateway_url,
+            model_id="tiny",
+            device="cpu",
+            database_path=self.database_path,
+            output_dir=self.output_dir,
+            default_limits=self.limits,
+            job_timeout_s=60.0,
+            log_level="DEBUG",
+        )
+        return replace(base, **self.extra_settings)
+
+    async def start_bot(self) -> ImagineBot:
+        """Open the store, start the generation service and the bot; return once it is ready and has
+        resumed stored work."""
+        assert self.running is None, "stop the running bot first"
+        settings = self.settings()
+        store = await open_store(settings.database_path, settings.default_limits)
+        images = ImageStore(settings.output_dir)
+        model = self.tiny_model
+
+        def engine_factory() -> Any:
+            from generation.engine import DiffusersEngine
+
+            return DiffusersEngine(model)
+
+        service = GenerationService(engine_factory, images, job_timeout_s=settings.job_timeout_s)
+        try:
+            await service.start()
+            bot = ImagineBot(settings, store, service, images, edit_interval_s=0.0, guild_ready_timeout=0.05)
+        except BaseException:
+            await service.close()
+            await store.close()
+            raise
+        syncs_before = len(self.server.command_syncs)
+        task = asyncio.get_running_loop().create_task(bot.start(settings.discord_token), name="imagine-bot")
+        self.running = RunningBot(bot, store, service, images, task)
+        self.starts += 1
+        try:
+            await self._until(bot.resumed.wait(), task)
+            await self.server.wait_for(lambda: len(self.server.command_syncs) > syncs_before, T)
+        except BaseException:
+            await self.stop_bot()
+            raise
+        return bot
+
+    async def _until(self, waiting: Any, task: asyncio.Task[None]) -> None:
+        """Wait for `waiting`, failing early (with the bot's own error) if the bot task ends."""
+        waiter = asyncio.ensure_future(waiting)
+        done, _ = await asyncio.wait({waiter, task}, timeout=T, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            waiter.cancel()
+            if task in done:
+                task.result()  # raises the bot's error
+                raise RuntimeError("the bot stopped before it was ready")
+            raise TimeoutError("the bot was not ready in time")
+
+    async def stop_bot(self) -> None:
+        """Close the bot, then the service and the store (as `python -m bot` does on SIGTERM)."""
+        running, self.running = self.running, None
+        if running is None:
+            return
+        try:
+            await running.bot.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(running.task, T)
+        finally:
+            await running.service.close()
+            await running.store.close()
+
+    async def restart_bot(self) -> ImagineBot:
+        """Stop the bot and start a new one on the same database and output folder."""
+        await self.stop_bot()
+        return await self.start_bot()
+
+    @property
+    def bot(self) -> ImagineBot:
+        assert self.running is not None, "the bot is not running"
+        return self.running.bot
+
+    @property
+    def store(self) -> SqliteStore:
+        assert self.running is not None, "the bot is not running"
+        return self.running.store
+
+    # -- driving --------------------------------------------------------------------------------------
+
+    def imagine(
+        self,
+        prompt: str,
+        *,
+        member: Member | None = None,
+        channel: Channel | None = None,
+        guild: Guild | None = None,
+        **options: Any,
+    ) -> InteractionRecord:
+        """`/imagine prompt:<prompt> <options>` as `member` (alice by default)."""
+        return self.server.invoke(
+            "imagine",
+            {"prompt": prompt, **options},
+            guild=guild or self.guild,
+            channel=channel or self.channel,
+            member=member or self.alice,
+        )
+
+    async def wait_result(self, rec: InteractionRecord, timeout: float = T) -> Message:  # noqa: ASYNC109
+        """Wait until @original carries the result (an image and buttons); return it. For a click,
+        @original starts as the clicked message: wait for the bot's own response instead."""
+        clicked = str((rec.payload.get("message") or {}).get("id", ""))
+
+        def done(r: InteractionRecord) -> bool:
+            return r.acknowledged and is_result(r.original) and str(r.original_id) != clicked
+
+        await rec.wait_final(done, timeout=timeout)
+        assert rec.original is not None
+        return rec.original
+
+    async def wait_ephemeral(self, rec: InteractionRecord, timeout: float = T) -> Message:  # noqa: ASYNC109
+        """Wait for the interaction's first live ephemeral message with an answer (not the "thinking"
+        placeholder of an ephemeral defer); return it."""
+
+        def answers(r: InteractionRecord) -> list[Message]:
+            return [m for m in r.ephemeral_messages if not m.deleted and not m.loading]
+
+        await rec.wait_final(lambda r: bool(answers(r)), timeout=timeout)
+        return answers(rec)[0]
+
+    async def wait_channel(
+        self,
+        predicate: Callable[[Message], bool],
+        channel: Channel | None = None,
+        timeout: float = T,  # noqa: ASYNC109
+    ) -> Message:
+        """The first live message in the channel that satisfies `predicate`."""
+        return await self.server.wait_for_message(channel or self.channel, predicate, timeout=timeout)
+
+
+def is_result(message: Message | None) -> bool:
+    """A finished result: live, not loading, with an attachment and the result buttons."""
+    return (
+        message is not None
+        and not message.deleted
+        and not message.loading
+        and bool(message.attachments)
+        and any(cid.startswith("imagine:") for cid in message.custom_ids)
+    )
+
+
+__all__ = ["LIMITS", "BotWorld", "LogCollector", "RunningBot", "T", "collecting_logs", "is_result"]
