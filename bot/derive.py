@@ -1,35 +1,31 @@
 """Requests made from a stored result: variations, upscales, rerolls (Discord-free).
 
-Uses `generation.parser`'s derivations when present; the fallbacks here follow the same rules
-(`generation.request`: VARIATION_STRENGTH, UPSCALE_FACTOR, UPSCALE_STRENGTH)."""
+The rules themselves (strengths, upscale size) are `generation.request`'s derivations."""
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 from bot.errors import UserError
 from bot.ids import Action, ButtonRef
-from generation import parser as _parser
 from generation.request import (
-    UPSCALE_FACTOR,
-    UPSCALE_STRENGTH,
-    VARIATION_STRENGTH,
+    SEED_MODULUS,
     GenerationRequest,
-    Mode,
     ModelProfile,
+    consecutive_seeds,
+    reroll_of,
+    upscale_of,
+    variation_of,
 )
 from storage.interface import JobRecord, JobState
-
-SEED_MODULUS = 2**32
 
 
 def fresh_seeds(count: int, random_seed: Callable[[], int] | None = None) -> tuple[int, ...]:
     """`count` consecutive seeds from a random first one."""
     first = random_seed() if random_seed is not None else secrets.randbelow(SEED_MODULUS)
-    return tuple((first + i) % SEED_MODULUS for i in range(count))
+    return consecutive_seeds(first, count)
 
 
 def parent_request(parent: JobRecord) -> GenerationRequest:
@@ -66,30 +62,12 @@ def derive(
     random_seed: Callable[[], int] | None = None,
 ) -> GenerationRequest:
     """The request a button or reaction asks for. `source_hash` is the stored picture for U/V."""
-    base = parent_request(parent)
-    original_count = len(GenerationRequest.from_json(parent.request_json).seeds)
-    seeds = fresh_seeds(original_count, random_seed)
+    original = GenerationRequest.from_json(parent.request_json)
+    seeds = fresh_seeds(original.count, random_seed)
     if ref.action is Action.REROLL:
-        fn = getattr(_parser, "reroll_of", None)
-        original = GenerationRequest.from_json(parent.request_json)
-        return fn(original, seeds) if fn else original.with_seeds(seeds)
+        return reroll_of(original, seeds)
     assert source_hash is not None
+    base = parent_request(parent)
     if ref.action is Action.VARIATION:
-        fn = getattr(_parser, "variation_of", None)
-        if fn:
-            return fn(base, ref.index, source_hash, seeds)  # type: ignore[no-any-return]
-        return dataclasses.replace(
-            base, seeds=seeds, mode=Mode.VARIATION, strength=VARIATION_STRENGTH, source_image=source_hash
-        )
-    fn = getattr(_parser, "upscale_of", None)
-    if fn:
-        return fn(base, ref.index, source_hash, profile)  # type: ignore[no-any-return]
-    return dataclasses.replace(
-        base,
-        seeds=(base.seeds[ref.index],),
-        width=base.width * UPSCALE_FACTOR,
-        height=base.height * UPSCALE_FACTOR,
-        mode=Mode.UPSCALE,
-        strength=UPSCALE_STRENGTH,
-        source_image=source_hash,
-    )
+        return variation_of(base, ref.index, source_hash, seeds)
+    return upscale_of(base, ref.index, source_hash, profile)
