@@ -112,8 +112,24 @@ class JobRecord:
     image_paths: tuple[str, ...] = ()
     result_message_id: int | None = None  # set once the result is posted: delivered
     result_channel_id: int | None = None
-    refunded: bool = False
+    refunded: bool = False  # the whole spend was given back (`Store.refund`, or partial refunds adding up)
     batch_key: str | None = None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One row of the usage ledger (for audits and benchmarks): a job's spend.
+
+    `images` is what the job spent; `refunded_images` how many of them were given back (all of them
+    when `refunded`). The windows count `images - refunded_images`.
+    """
+
+    user_id: int
+    job_id: str
+    images: int
+    at: float
+    refunded: bool
+    refunded_images: int = 0
 
 
 @dataclass(frozen=True)
@@ -174,6 +190,14 @@ class Store(Protocol):
         """Give back a job's spend (once; False if already refunded or unknown)."""
         ...
 
+    async def refund_images(self, job_id: str, count: int, now: float) -> bool:
+        """Give back `count` of a job's images (e.g. flagged ones that were not posted), at most what
+        is still unrefunded; every call gives back again. The windows and usage stop counting them
+        at once; the job's spend still holds the cooldown until all of it is given back (then the job
+        reads `refunded`). False if nothing was left to give back or the job is unknown;
+        ValueError if `count < 1`."""
+        ...
+
     async def effective_limits(self, guild_id: int, user_id: int, role_ids: tuple[int, ...]) -> Limits:
         """User override, else the most generous role override, else guild default, else settings."""
         ...
@@ -203,6 +227,10 @@ class Store(Protocol):
 
     # jobs -------------------------------------------------------------------------------------
     async def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    async def job_by_message(self, message_id: int) -> JobRecord | None:
+        """The job whose result was posted as message `message_id` (see `record_delivery`), or None."""
+        ...
 
     async def set_job_state(self, job_id: str, state: JobState, error: str | None = None) -> None: ...
 

@@ -34,6 +34,12 @@ def validate_patch(patch: LimitsPatch) -> None:
         raise ValueError(f"cooldown_seconds must be >= 0, not {cooldown!r}")
 
 
+def validate_refund_count(count: int) -> None:
+    """Raise ValueError unless `count` (images to give back) is a whole number >= 1."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"a refund gives back at least one image, not {count!r}")
+
+
 def _more_generous_count(a: int, b: int) -> int:
     if a == UNLIMITED or b == UNLIMITED:
         return UNLIMITED
@@ -174,3 +180,11 @@ def usage(
 def normalize_phrase(phrase: str) -> str:
     """How blocked words are stored and compared: trimmed, inner whitespace collapsed, lowercased."""
     return " ".join(phrase.split()).lower()
+
+
+def checked_phrase(phrase: str) -> str:
+    """`normalize_phrase`, refusing a phrase that is empty once normalised (ValueError)."""
+    norm = normalize_phrase(phrase)
+    if not norm:
+        raise ValueError("a blocked phrase cannot be empty")
+    return norm

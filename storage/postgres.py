@@ -29,6 +29,7 @@ from storage import limits as limit_math
 from storage.interface import (
     JobRecord,
     JobState,
+    LedgerEntry,
     Limits,
     LimitsPatch,
     LimitsView,
@@ -39,7 +40,6 @@ from storage.interface import (
     StorageError,
     Usage,
 )
-from storage.sqlite import LedgerEntry
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_POOL_SIZE = 10
@@ -221,8 +221,8 @@ class _Member:
     """What `reserve` and `usage` read about one member, in one transaction."""
 
     limits: Limits
-    spends: list[tuple[float, int]]  # unrefunded spends after now - DAY_S, oldest first
-    last_spend_at: float | None  # the latest unrefunded spend (the cooldown runs from it)
+    spends: list[tuple[float, int]]  # (at, images not refunded) after now - DAY_S, oldest first
+    last_spend_at: float | None  # the latest spend not wholly refunded (the cooldown runs from it)
     active: int  # queued and running jobs
 
 
@@ -298,7 +298,7 @@ class PostgresStore:
         limits = await self._read_limits(conn, guild_id, user_id, role_ids)
         rows = await conn.fetch(
             """
-            SELECT at, images FROM usage_ledger
+            SELECT at, images - refunded_images AS images FROM usage_ledger
             WHERE guild_id = $1 AND user_id = $2 AND NOT refunded AND at > $3
             ORDER BY at, id
             """,
@@ -374,12 +374,29 @@ class PostgresStore:
             return Reservation(_job(row))
 
     async def refund(self, job_id: str, now: float) -> bool:
-        """Give back a job's spend, once."""
+        """Give back what is left of a job's spend, once."""
         async with self._conn() as conn:
             status = await conn.execute(
-                "UPDATE usage_ledger SET refunded = TRUE, refunded_at = $2 "
+                "UPDATE usage_ledger SET refunded = TRUE, refunded_images = images, refunded_at = $2 "
                 "WHERE job_id = $1 AND NOT refunded",
                 job_id,
+                now,
+            )
+        return _status_count(status) == 1
+
+    async def refund_images(self, job_id: str, count: int, now: float) -> bool:
+        """Give back up to `count` of the job's images, at most what is left unrefunded (see
+        `storage.interface.Store.refund_images`); False if nothing was left or the job is unknown."""
+        limit_math.validate_refund_count(count)
+        async with self._conn() as conn:
+            status = await conn.execute(
+                """
+                UPDATE usage_ledger SET refunded_images = LEAST(images, refunded_images + $2),
+                    refunded = refunded_images + $2 >= images, refunded_at = $3
+                WHERE job_id = $1 AND NOT refunded
+                """,
+                job_id,
+                count,
                 now,
             )
         return _status_count(status) == 1
@@ -462,7 +479,7 @@ class PostgresStore:
 
     async def add_blocked_word(self, guild_id: int, phrase: str) -> bool:
         """Block `phrase` (normalised) in the guild; False if it already was."""
-        norm = _checked_phrase(phrase)
+        norm = limit_math.checked_phrase(phrase)
         async with self._conn() as conn:
             status = await conn.execute(
                 "INSERT INTO blocked_words (guild_id, phrase) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -473,7 +490,7 @@ class PostgresStore:
 
     async def remove_blocked_word(self, guild_id: int, phrase: str) -> bool:
         """Unblock `phrase`; False if it was not blocked."""
-        norm = _checked_phrase(phrase)
+        norm = limit_math.checked_phrase(phrase)
         async with self._conn() as conn:
             status = await conn.execute(
                 "DELETE FROM blocked_words WHERE guild_id = $1 AND phrase = $2", guild_id, norm
@@ -498,6 +515,13 @@ class PostgresStore:
     async def get_job(self, job_id: str) -> JobRecord | None:
         """The job, or None."""
         found = await self._jobs("j.job_id = $1", job_id)
+        return found[0] if found else None
+
+    async def job_by_message(self, message_id: int) -> JobRecord | None:
+        """The job whose result was posted as message `message_id`, or None."""
+        found = await self._jobs(
+            "j.result_message_id = $1 ORDER BY j.created_at DESC, j.job_id DESC LIMIT 1", message_id
+        )
         return found[0] if found else None
 
     async def set_job_state(self, job_id: str, state: JobState, error: str | None = None) -> None:
@@ -567,13 +591,16 @@ class PostgresStore:
         async with self._conn() as conn:
             rows = await conn.fetch(
                 """
-                SELECT user_id, job_id, images, at, refunded FROM usage_ledger
+                SELECT user_id, job_id, images, at, refunded, refunded_images FROM usage_ledger
                 WHERE guild_id = $1 AND ($2::bigint IS NULL OR user_id = $2) ORDER BY at, id
                 """,
                 guild_id,
                 user_id,
             )
-        return [LedgerEntry(r["user_id"], r["job_id"], r["images"], r["at"], r["refunded"]) for r in rows]
+        return [
+            LedgerEntry(r["user_id"], r["job_id"], r["images"], r["at"], r["refunded"], r["refunded_images"])
+            for r in rows
+        ]
 
     # the shared queue -----------------------------------------------------------------------------
 
@@ -736,13 +763,6 @@ def _scope_table(guild_id: int, scope: Scope, target_id: int | None) -> tuple[st
     if scope is Scope.ROLE:
         return "role_limits", ["guild_id", "role_id"], [guild_id, target_id]
     return "user_limits", ["guild_id", "user_id"], [guild_id, target_id]
-
-
-def _checked_phrase(phrase: str) -> str:
-    norm = limit_math.normalize_phrase(phrase)
-    if not norm:
-        raise ValueError("a blocked phrase cannot be empty")
-    return norm
 
 
 def _found(status: str, job_id: str) -> None:

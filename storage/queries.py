@@ -25,7 +25,7 @@ _JOB_COLUMNS = (
     "j.job_id, j.guild_id, j.channel_id, j.owner_id, j.request_json, j.images, j.state, j.created_at, "
     "j.interaction_id, j.interaction_token, j.token_expires_at, j.parent_job_id, j.parent_index, j.error, "
     "j.seeds_json, j.image_paths_json, j.result_message_id, j.result_channel_id, "
-    "COALESCE(u.refunded, 0)"
+    "COALESCE(u.refunded, 0), j.batch_key"
 )
 _JOB_SELECT = f"SELECT {_JOB_COLUMNS} FROM jobs AS j LEFT JOIN usage_ledger AS u ON u.job_id = j.job_id"
 
@@ -99,7 +99,8 @@ def window_totals(
 ) -> tuple[int, int]:
     """Images spent (not refunded) after `hour_start` and after `day_start`."""
     row = conn.execute(
-        "SELECT COALESCE(SUM(CASE WHEN at > ? THEN images END), 0), COALESCE(SUM(images), 0) "
+        "SELECT COALESCE(SUM(CASE WHEN at > ? THEN images - refunded_images END), 0), "
+        "COALESCE(SUM(images - refunded_images), 0) "
         "FROM usage_ledger WHERE guild_id = ? AND user_id = ? AND at > ? AND refunded = 0",
         (hour_start, guild_id, user_id, day_start),
     ).fetchone()
@@ -109,17 +110,17 @@ def window_totals(
 def spends_since(
     conn: sqlite3.Connection, guild_id: int, user_id: int, start: float
 ) -> list[tuple[float, int]]:
-    """(at, images) of the spends (not refunded) after `start`, oldest first."""
+    """(at, images not refunded) of the spends not wholly refunded after `start`, oldest first."""
     rows = conn.execute(
-        "SELECT at, images FROM usage_ledger WHERE guild_id = ? AND user_id = ? AND at > ? AND refunded = 0 "
-        "ORDER BY at, id",
+        "SELECT at, images - refunded_images FROM usage_ledger "
+        "WHERE guild_id = ? AND user_id = ? AND at > ? AND refunded = 0 ORDER BY at, id",
         (guild_id, user_id, start),
     ).fetchall()
     return [(float(r[0]), int(r[1])) for r in rows]
 
 
 def last_spend_at(conn: sqlite3.Connection, guild_id: int, user_id: int) -> float | None:
-    """When the member last spent (not refunded) in the guild."""
+    """When the member last spent (not wholly refunded) in the guild."""
     row = conn.execute(
         "SELECT MAX(at) FROM usage_ledger WHERE guild_id = ? AND user_id = ? AND refunded = 0",
         (guild_id, user_id),
@@ -136,24 +137,38 @@ def insert_spend(conn: sqlite3.Connection, job: NewJob, now: float) -> None:
 
 
 def mark_refunded(conn: sqlite3.Connection, job_id: str, now: float) -> bool:
-    """Mark the job's spend refunded; False if it already was or there is none."""
+    """Give back what is left of the job's spend; False if nothing was or there is none."""
     cur = conn.execute(
-        "UPDATE usage_ledger SET refunded = 1, refunded_at = ? WHERE job_id = ? AND refunded = 0",
+        "UPDATE usage_ledger SET refunded = 1, refunded_images = images, refunded_at = ? "
+        "WHERE job_id = ? AND refunded = 0",
         (now, job_id),
+    )
+    return cur.rowcount > 0
+
+
+def refund_images(conn: sqlite3.Connection, job_id: str, count: int, now: float) -> bool:
+    """Give back up to `count` (>= 1) of what is left of the job's spend (all of it: refunded);
+    False if nothing was left or there is none."""
+    cur = conn.execute(
+        "UPDATE usage_ledger SET refunded_images = MIN(images, refunded_images + ?), "
+        "refunded = (refunded_images + ? >= images), refunded_at = ? "
+        "WHERE job_id = ? AND refunded = 0",
+        (count, count, now, job_id),
     )
     return cur.rowcount > 0
 
 
 def ledger(
     conn: sqlite3.Connection, guild_id: int, user_id: int | None
-) -> list[tuple[int, str, int, float, bool]]:
-    """(user_id, job_id, images, at, refunded) of a guild's ledger (optionally one member), by time."""
+) -> list[tuple[int, str, int, float, bool, int]]:
+    """(user_id, job_id, images, at, refunded, refunded_images) of a guild's ledger (optionally one
+    member), by time."""
     rows = conn.execute(
-        "SELECT user_id, job_id, images, at, refunded FROM usage_ledger "
+        "SELECT user_id, job_id, images, at, refunded, refunded_images FROM usage_ledger "
         "WHERE guild_id = ? AND (? IS NULL OR user_id = ?) ORDER BY at, id",
         (guild_id, user_id, user_id),
     ).fetchall()
-    return [(int(r[0]), str(r[1]), int(r[2]), float(r[3]), bool(r[4])) for r in rows]
+    return [(int(r[0]), str(r[1]), int(r[2]), float(r[3]), bool(r[4]), int(r[5])) for r in rows]
 
 
 # jobs ----------------------------------------------------------------------------------------------
@@ -177,8 +192,8 @@ def insert_job(conn: sqlite3.Connection, job: NewJob, now: float) -> None:
     """Insert the job as queued."""
     conn.execute(
         "INSERT INTO jobs (job_id, guild_id, channel_id, owner_id, request_json, images, state, created_at, "
-        "interaction_id, interaction_token, token_expires_at, parent_job_id, parent_index) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "interaction_id, interaction_token, token_expires_at, parent_job_id, parent_index, batch_key) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             job.job_id,
             job.guild_id,
@@ -193,6 +208,7 @@ def insert_job(conn: sqlite3.Connection, job: NewJob, now: float) -> None:
             job.token_expires_at,
             job.parent_job_id,
             job.parent_index,
+            job.batch_key,
         ),
     )
 
@@ -218,12 +234,22 @@ def _job(row: Sequence[Any]) -> JobRecord:
         result_message_id=row[16],
         result_channel_id=row[17],
         refunded=bool(row[18]),
+        batch_key=row[19],
     )
 
 
 def get_job(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:
     """One job by id."""
     row = conn.execute(f"{_JOB_SELECT} WHERE j.job_id = ?", (job_id,)).fetchone()
+    return None if row is None else _job(row)
+
+
+def job_by_message(conn: sqlite3.Connection, message_id: int) -> JobRecord | None:
+    """The job whose result is message `message_id` (the latest such, should there be several)."""
+    row = conn.execute(
+        f"{_JOB_SELECT} WHERE j.result_message_id = ? ORDER BY j.created_at DESC, j.rowid DESC LIMIT 1",
+        (message_id,),
+    ).fetchone()
     return None if row is None else _job(row)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -21,6 +20,7 @@ from storage.db import DEFAULT_BUSY_TIMEOUT_S, Database, open_database, read_tra
 from storage.interface import (
     JobRecord,
     JobState,
+    LedgerEntry,
     Limits,
     LimitsPatch,
     LimitsView,
@@ -30,20 +30,11 @@ from storage.interface import (
     Scope,
     Usage,
 )
-from storage.limits import DAY_S, HOUR_S, normalize_phrase, resolve, validate_patch
+from storage.limits import DAY_S, HOUR_S, checked_phrase, resolve, validate_patch, validate_refund_count
+
+__all__ = ["LedgerEntry", "SqliteStore", "open_store"]  # LedgerEntry lives in storage.interface
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One row of the usage ledger (for audits and benchmarks)."""
-
-    user_id: int
-    job_id: str
-    images: int
-    at: float
-    refunded: bool
 
 
 class SqliteStore:
@@ -135,6 +126,12 @@ class SqliteStore:
         """Give back a job's spend (once; False if already refunded or unknown)."""
         return await self._write(lambda conn: q.mark_refunded(conn, job_id, now))
 
+    async def refund_images(self, job_id: str, count: int, now: float) -> bool:
+        """Give back up to `count` of the job's images, at most what is left unrefunded (see
+        `storage.interface.Store.refund_images`); False if nothing was left or the job is unknown."""
+        validate_refund_count(count)
+        return await self._write(lambda conn: q.refund_images(conn, job_id, count, now))
+
     async def effective_limits(self, guild_id: int, user_id: int, role_ids: tuple[int, ...]) -> Limits:
         """User override, else the most generous role override, else guild default, else settings."""
         return await self._read(lambda conn: self._limits(conn, guild_id, user_id, role_ids))
@@ -185,12 +182,12 @@ class SqliteStore:
 
     async def add_blocked_word(self, guild_id: int, phrase: str) -> bool:
         """Block a phrase (normalised); False if it was already blocked."""
-        norm = _checked_phrase(phrase)
+        norm = checked_phrase(phrase)
         return await self._write(lambda conn: q.add_blocked_word(conn, guild_id, norm))
 
     async def remove_blocked_word(self, guild_id: int, phrase: str) -> bool:
         """Unblock a phrase; False if it was not blocked."""
-        norm = _checked_phrase(phrase)
+        norm = checked_phrase(phrase)
         return await self._write(lambda conn: q.remove_blocked_word(conn, guild_id, norm))
 
     async def blocked_words(self, guild_id: int) -> list[str]:
@@ -202,6 +199,10 @@ class SqliteStore:
     async def get_job(self, job_id: str) -> JobRecord | None:
         """One job, or None."""
         return await self._read(lambda conn: q.get_job(conn, job_id))
+
+    async def job_by_message(self, message_id: int) -> JobRecord | None:
+        """The job whose result was posted as message `message_id`, or None."""
+        return await self._read(lambda conn: q.job_by_message(conn, message_id))
 
     async def set_job_state(self, job_id: str, state: JobState, error: str | None = None) -> None:
         """Set a job's state (and error text; None clears it). KeyError if the job is unknown."""
@@ -258,6 +259,7 @@ def _new_record(job: NewJob, now: float) -> JobRecord:
         parent_job_id=job.parent_job_id,
         parent_index=job.parent_index,
         error=None,
+        batch_key=job.batch_key,
     )
 
 
@@ -267,13 +269,6 @@ def _check_target(scope: Scope, target_id: int | None) -> None:
             raise ValueError("the guild default takes no target id")
     elif target_id is None:
         raise ValueError(f"a {scope} override needs the {scope}'s id")
-
-
-def _checked_phrase(phrase: str) -> str:
-    norm = normalize_phrase(phrase)
-    if not norm:
-        raise ValueError("a blocked phrase cannot be empty")
-    return norm
 
 
 def _found(ok: bool, job_id: str) -> None:

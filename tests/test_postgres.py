@@ -108,6 +108,43 @@ async def test_upgrade_from_version_1_keeps_rows(pg_url: str) -> None:
     assert await versions(pg_url) == list(range(1, PG_SCHEMA_VERSION + 1))
 
 
+async def test_upgrade_from_version_2_keeps_rows_and_refunds(pg_url: str) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        assert await migrate(conn, PG_MIGRATIONS[:2]) == 2
+        for job_id, at, message, refunded in (("old", 5.0, 777, False), ("gone", 6.0, None, True)):
+            await conn.execute(
+                "INSERT INTO jobs (job_id, guild_id, channel_id, owner_id, request_json, images, state, "
+                "created_at, result_message_id, result_channel_id) "
+                "VALUES ($1, $2, 9, $3, '{}', 2, 'done', $4, $5, 9)",
+                job_id,
+                G,
+                U,
+                at,
+                message,
+            )
+            await conn.execute(
+                "INSERT INTO usage_ledger (guild_id, user_id, job_id, images, at, refunded) "
+                "VALUES ($1, $2, $3, 2, $4, $5)",
+                G,
+                U,
+                job_id,
+                at,
+                refunded,
+            )
+    finally:
+        await conn.close()
+    async with await open_pg_store(pg_url, DEFAULTS) as s:
+        old = await s.get_job("old")
+        assert old is not None and await s.job_by_message(777) == old
+        assert [(e.job_id, e.refunded, e.refunded_images) for e in await s.ledger(G)] == [
+            ("old", False, 0),
+            ("gone", True, 2),
+        ]
+        assert (await s.usage(G, U, (), 10.0)).used_last_hour == 2
+    assert await versions(pg_url) == list(range(1, PG_SCHEMA_VERSION + 1))
+
+
 async def test_newer_schema_is_refused_clearly(pg_url: str) -> None:
     (await open_pg_store(pg_url, DEFAULTS)).pool  # noqa: B018
     conn = await asyncpg.connect(pg_url)
@@ -227,6 +264,47 @@ async def test_refund_gives_spend_back_once(store: PostgresStore) -> None:
     assert isinstance(await store.reserve(new_job("b", images=4), (), T0 + 5), Reservation)
     entries = await store.ledger(G, U)
     assert [(e.job_id, e.images, e.refunded) for e in entries] == [("a", 4, True), ("b", 4, False)]
+
+
+async def test_refund_images_gives_back_part_of_a_spend(store: PostgresStore) -> None:
+    await store.set_limits(G, Scope.USER, U, LimitsPatch(images_per_hour=4, cooldown_seconds=60))
+    assert isinstance(await store.reserve(new_job("a", images=4), (), T0), Reservation)
+    assert await store.refund_images("a", 1, T0 + 1) is True
+    usage = await store.usage(G, U, (), T0 + 1)
+    assert (usage.used_last_hour, usage.hour_refills_at, usage.cooldown_until) == (3, T0 + 3600, T0 + 60)
+    job = await store.get_job("a")
+    assert job is not None and not job.refunded
+    refused = await store.reserve(new_job("b"), (), T0 + 2)
+    assert isinstance(refused, Refusal) and refused.limit is LimitName.COOLDOWN  # partial: still held
+    assert await store.refund_images("a", 10, T0 + 3) is True  # clipped to the 3 left
+    assert await store.refund_images("a", 1, T0 + 4) is False
+    assert await store.refund("a", T0 + 4) is False
+    job = await store.get_job("a")
+    assert job is not None and job.refunded
+    assert isinstance(await store.reserve(new_job("b", images=4), (), T0 + 5), Reservation)
+    assert await store.refund_images("b", 2, T0 + 6) is True
+    assert await store.refund("b", T0 + 7) is True  # the rest, once
+    assert await store.refund("b", T0 + 7) is False
+    assert await store.refund_images("nope", 1, T0 + 7) is False
+    with pytest.raises(ValueError):
+        await store.refund_images("b", 0, T0 + 7)
+    entries = await store.ledger(G, U)
+    assert [(e.job_id, e.refunded, e.refunded_images) for e in entries] == [("a", True, 4), ("b", True, 4)]
+    assert (await store.usage(G, U, (), T0 + 8)).used_last_hour == 0
+
+
+async def test_job_by_message(store: PostgresStore) -> None:
+    for job_id in ("a", "b"):
+        assert isinstance(await store.reserve(new_job(job_id), (), T0), Reservation)
+    assert await store.job_by_message(555) is None
+    await store.record_images("a", (1,), ("/a.png",))
+    await store.record_delivery("a", 555, 100)
+    await store.record_delivery("b", 556, 100)
+    found = await store.job_by_message(555)
+    assert found is not None and found == await store.get_job("a") and found.result_message_id == 555
+    other = await store.job_by_message(556)
+    assert other is not None and other.job_id == "b"
+    assert await store.job_by_message(100) is None
 
 
 async def test_usage_reports_windows_and_refill_times(store: PostgresStore) -> None:
@@ -361,6 +439,7 @@ async def test_same_answers_as_sqlite(pg_url: str, tmp_path: Path) -> None:
         now = T0
         jobs: list[str] = []
         refused: set[LimitName] = set()
+        partial_refunds = 0
         members = [(1, 10), (1, 11), (2, 10)]
         roles = (100, 200)
         for step in range(250):
@@ -385,6 +464,11 @@ async def test_same_answers_as_sqlite(pg_url: str, tmp_path: Path) -> None:
             elif action < 0.25 and jobs:
                 job_id = rng.choice(jobs)
                 assert await pg.refund(job_id, now) == await lite.refund(job_id, now)
+            elif action < 0.3 and jobs:
+                job_id, count = rng.choice(jobs), rng.randint(1, 3)
+                given = await pg.refund_images(job_id, count, now)
+                assert given == await lite.refund_images(job_id, count, now)
+                partial_refunds += given
             elif action < 0.4 and jobs:
                 job_id = rng.choice(jobs)
                 state = rng.choice([JobState.DONE, JobState.FAILED, JobState.RUNNING, JobState.CANCELLED])
@@ -406,7 +490,11 @@ async def test_same_answers_as_sqlite(pg_url: str, tmp_path: Path) -> None:
                 assert await pg.usage(g, u, member_roles, now) == await lite.usage(g, u, member_roles, now)
                 assert await pg.show_limits(g, u, member_roles) == await lite.show_limits(g, u, member_roles)
         assert len(jobs) > 20 and refused == set(LimitName), refused  # grants and every kind of refusal
+        assert partial_refunds > 3, partial_refunds
         assert await pg.unfinished_jobs() == await lite.unfinished_jobs()
+        for g in (1, 2):
+            assert await pg.ledger(g) == await lite.ledger(g)
+            assert [await pg.get_job(j) for j in jobs] == [await lite.get_job(j) for j in jobs]
     finally:
         await pg.close()
         await lite.close()

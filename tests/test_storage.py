@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from storage.db import MIGRATIONS, SCHEMA_VERSION, open_database, user_version
 from storage.interface import (
     UNLIMITED,
     JobState,
@@ -113,6 +114,57 @@ async def test_refund_frees_the_window_once(store: SqliteStore) -> None:
     await refused(store, T0 + 5)  # the refund was given back once, not twice
     usage = await store.usage(G, U, (), T0 + 5)
     assert usage.used_last_hour == 2
+
+
+async def test_refund_images_gives_back_part_of_a_spend(store: SqliteStore) -> None:
+    await store.set_limits(G, Scope.GUILD, None, LimitsPatch(images_per_hour=4, images_per_day=5))
+    first = await granted(store, T0, images=4)
+    await refused(store, T0 + 1)
+    assert await store.refund_images(first.job.job_id, 1, T0 + 2) is True  # one flagged image
+    usage = await store.usage(G, U, (), T0 + 2)
+    assert (usage.used_last_hour, usage.used_last_day) == (3, 3)
+    assert usage.hour_refills_at == T0 + 3600  # the job still holds 3 images in the window
+    record = await store.get_job(first.job.job_id)
+    assert record is not None and not record.refunded  # only part of it came back
+    second = await granted(store, T0 + 3)  # 3 + 1 fits the hour again
+    r = await refused(store, T0 + 4)
+    assert r.limit is LimitName.PER_HOUR and r.retry_at == T0 + 3600
+    # Each call gives back again, but never more than is left: 3 left, 10 asked.
+    assert await store.refund_images(first.job.job_id, 10, T0 + 5) is True
+    assert await store.refund_images(first.job.job_id, 1, T0 + 6) is False  # nothing left
+    assert await store.refund(first.job.job_id, T0 + 6) is False  # already wholly given back
+    record = await store.get_job(first.job.job_id)
+    assert record is not None and record.refunded
+    usage = await store.usage(G, U, (), T0 + 6)
+    assert (usage.used_last_hour, usage.hour_refills_at) == (1, T0 + 3 + 3600)
+    await granted(store, T0 + 7, images=3)
+    assert (await refused(store, T0 + 8)).limit is LimitName.PER_HOUR  # the hour holds 1 + 3 of 4
+    ledger = await store.ledger(G, U)
+    assert [(e.images, e.refunded, e.refunded_images) for e in ledger] == [
+        (4, True, 4),
+        (1, False, 0),
+        (3, False, 0),
+    ]
+    # refund() after a partial refund gives back the rest, once.
+    assert await store.refund_images(second.job.job_id, 1, T0 + 9) is True
+    assert await store.refund(second.job.job_id, T0 + 9) is False
+    assert await store.refund_images("no-such-job", 1, T0 + 9) is False
+    for bad in (0, -1):
+        with pytest.raises(ValueError):
+            await store.refund_images(first.job.job_id, bad, T0 + 9)
+
+
+async def test_refund_after_partial_refund_gives_back_the_rest(store: SqliteStore) -> None:
+    await store.set_limits(G, Scope.GUILD, None, LimitsPatch(images_per_hour=4, cooldown_seconds=60))
+    a = await granted(store, T0, images=4)
+    assert await store.refund_images(a.job.job_id, 3, T0 + 1) is True
+    r = await refused(store, T0 + 2)  # a partial refund still holds the cooldown
+    assert r.limit is LimitName.COOLDOWN
+    assert await store.refund(a.job.job_id, T0 + 3) is True
+    assert await store.refund(a.job.job_id, T0 + 3) is False
+    assert (await store.usage(G, U, (), T0 + 4)).used_last_hour == 0
+    await granted(store, T0 + 4, images=4)  # neither the window nor the cooldown holds it now
+    assert [(e.refunded, e.refunded_images) for e in await store.ledger(G, U)] == [(True, 4), (False, 0)]
 
 
 async def test_cooldown_counts_from_the_last_spend(store: SqliteStore) -> None:
@@ -297,11 +349,82 @@ async def test_full_record_round_trips(store: SqliteStore) -> None:
         token_expires_at=T0 + 900,
         parent_job_id="parent",
         parent_index=2,
+        batch_key="sd15:512x512",
     )
     r = await store.reserve(new, (), T0)
     assert isinstance(r, Reservation)
     assert await store.get_job("full") == r.job
     assert (r.job.interaction_token, r.job.token_expires_at, r.job.parent_index) == ("tok", T0 + 900, 2)
+    assert r.job.batch_key == "sd15:512x512"
+    assert [j.batch_key for j in await store.unfinished_jobs()] == ["sd15:512x512"]
+
+
+async def test_job_by_message_finds_the_delivered_job(tmp_path: Path) -> None:
+    path = tmp_path / "msg.db"
+    async with open_store(path, OPEN) as s:
+        a = await granted(s, T0)
+        b = await granted(s, T0 + 1)
+        assert await s.job_by_message(4242) is None  # nothing delivered yet
+        await s.record_images(a.job.job_id, (1,), ("a.png",))
+        await s.record_delivery(a.job.job_id, 4242, 9)
+        await s.record_images(b.job.job_id, (2,), ("b.png",))
+        await s.record_delivery(b.job.job_id, 4343, 9)
+    async with open_store(path, OPEN) as s:  # after a restart
+        found = await s.job_by_message(4242)
+        assert found is not None and found == await s.get_job(a.job.job_id)
+        assert found.result_message_id == 4242
+        other = await s.job_by_message(4343)
+        assert other is not None and other.job_id == b.job.job_id
+        assert await s.job_by_message(9) is None  # a channel id is not a message id
+        plan = await s._db.run(
+            lambda c: c.execute(
+                "EXPLAIN QUERY PLAN SELECT job_id FROM jobs WHERE result_message_id = ?", (1,)
+            ).fetchall()
+        )
+        assert "jobs_result_message" in " ".join(str(row[-1]) for row in plan)
+
+
+async def test_upgrade_from_version_1_keeps_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    db = await open_database(path, migrations=MIGRATIONS[:1])
+
+    def fill(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN")
+        for job_id, at, message in (("old", T0, 777), ("gone", T0 + 10, None), ("new", T0 + 20, None)):
+            conn.execute(
+                "INSERT INTO jobs (job_id, guild_id, channel_id, owner_id, request_json, images, state, "
+                "created_at, result_message_id, result_channel_id) "
+                "VALUES (?, ?, 9, ?, '{}', 2, 'done', ?, ?, 9)",
+                (job_id, G, U, at, message),
+            )
+            conn.execute(
+                "INSERT INTO usage_ledger (guild_id, user_id, job_id, images, at, refunded) "
+                "VALUES (?, ?, ?, 2, ?, ?)",
+                (G, U, job_id, at, int(job_id == "gone")),
+            )
+        conn.execute("COMMIT")
+
+    try:
+        assert await db.run(user_version) == 1
+        await db.run(fill)
+    finally:
+        await db.close()
+    async with open_store(path, OPEN) as s:
+        assert await s._db.run(user_version) == SCHEMA_VERSION >= 2
+        old = await s.get_job("old")
+        assert old is not None and old.batch_key is None and old.result_message_id == 777
+        assert await s.job_by_message(777) == old
+        gone = await s.get_job("gone")
+        assert gone is not None and gone.refunded
+        # The refunded row stays wholly refunded; the others count in full.
+        assert (await s.usage(G, U, (), T0 + 30)).used_last_hour == 4
+        assert [(e.job_id, e.refunded, e.refunded_images) for e in await s.ledger(G)] == [
+            ("old", False, 0),
+            ("gone", True, 2),
+            ("new", False, 0),
+        ]
+        assert await s.refund_images("new", 1, T0 + 31) is True
+        assert (await s.usage(G, U, (), T0 + 31)).used_last_hour == 3
 
 
 async def test_lock_held_past_busy_timeout_is_a_storage_error(tmp_path: Path) -> None:

@@ -16,10 +16,10 @@ from discord.ext import commands
 from bot.derive import check_parent, derive, source_bytes
 from bot.errors import UserError, member_role_ids, report_error, send_private
 from bot.formatting import refusal_text
-from bot.ids import Action, ButtonRef, new_job_id, parse_custom_id
+from bot.ids import Action, ButtonRef, new_job_id
 from bot.jobs import token_expiry
 from bot.views import REROLL_EMOJI
-from storage.interface import JobRecord, NewJob, Refusal, Reservation, StorageError
+from storage.interface import NewJob, Refusal, Reservation, StorageError
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -98,37 +98,6 @@ class ButtonsCog(commands.Cog):
         except Exception as exc:
             await report_error(interaction, exc)
 
-    async def _job_for_message(
-        self, message_id: int, channel: discord.PartialMessageable
-    ) -> JobRecord | None:
-        lookup = getattr(self.bot.store, "job_by_message", None)
-        if lookup is not None:
-            job: JobRecord | None = await lookup(message_id)
-            return job
-        job_id = self.bot.runner.delivered_messages.get(message_id) or await self._job_id_from_buttons(
-            message_id, channel
-        )
-        return await self.bot.store.get_job(job_id) if job_id else None
-
-    async def _job_id_from_buttons(self, message_id: int, channel: discord.PartialMessageable) -> str | None:
-        """A result posted before a restart: read the job id off the message's own buttons (the
-        message cache, else one fetch). Only the bot's own messages count."""
-        message = discord.utils.get(self.bot.cached_messages, id=message_id)
-        if message is None:
-            try:
-                message = await channel.fetch_message(message_id)
-            except discord.HTTPException as exc:
-                log.debug("reaction on message %s: cannot fetch it (%r)", message_id, exc)
-                return None
-        if self.bot.user is None or message.author.id != self.bot.user.id:
-            return None
-        for row in message.components:
-            for child in getattr(row, "children", ()):
-                ref = parse_custom_id(getattr(child, "custom_id", None) or "")
-                if ref is not None:
-                    return ref.job_id
-        return None
-
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         """🔄 or 1️⃣–4️⃣ on one of the bot's results."""
@@ -145,7 +114,7 @@ class ButtonsCog(commands.Cog):
             everyone=False, roles=False, users=[discord.Object(payload.user_id)]
         )
         try:
-            job = await self._job_for_message(payload.message_id, channel)
+            job = await self.bot.store.job_by_message(payload.message_id)
             if job is None:
                 return
             ref = reaction_ref(emoji, job.job_id)
