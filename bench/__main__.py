@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_NOT_BENCHMARKS = {"report"}
+_NOT_BENCHMARKS = {"report", "archs"}  # helpers, not benchmarks
 
 
 def available() -> list[str]:

@@ -1,0 +1,297 @@
+"""`python -m bench service`: the cost of the generation service on the CPU, on the `tiny` model.
+
+In one process, for `--rounds` rounds (the order rotates each round to cancel drift):
+- **bare**: the same `--jobs` requests as plain pipeline calls in a loop (`pipe(prompt, ...)`, one
+  generator per image), as a user would run them;
+- **engine**: the same requests through `DiffusersEngine.run_batch` one at a time (adds PNG
+  encoding with parameters): what the service's worker itself calls;
+- **service**: the requests submitted at once through `GenerationService` with `max_batch=1` (one
+  job per pipeline call, so the comparison with `bare` is like for like), distinct owners and seeds,
+  each job's events read by its own task as the bot does;
+- **batched**: the same through the service with batching on (its default cap), reported apart.
+
+While the service runs, a ticker coroutine wakes every 5 ms and records how late it woke: that is
+the event-loop stall (the gateway heartbeat and Discord acknowledgements wait that long).
+`overhead_pct` compares `service` with `bare` (median of per-round ratios).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.report import report
+from generation.request import GenerationRequest
+
+TICK_S = 0.005
+
+
+class _NoImages:
+    """The service's source-image store: txt2img only, so nothing is ever read."""
+
+    def get(self, digest: str) -> bytes:
+        raise KeyError(digest)
+
+
+def make_requests(count: int, size: int, steps: int, guidance: float, model: str) -> list[GenerationRequest]:
+    """`count` one-image txt2img requests with distinct prompts and seeds."""
+    return [
+        GenerationRequest(
+            prompt=f"a red fox in the snow, picture {i}",
+            width=size,
+            height=size,
+            steps=steps,
+            guidance=guidance,
+            seeds=(1000 + i,),
+            model=model,
+        )
+        for i in range(count)
+    ]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by nearest rank; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+@dataclass
+class Ticker:
+    """Wakes every `interval` seconds on the loop and records how late each wake-up was."""
+
+    interval: float = TICK_S
+
+    def __post_init__(self) -> None:
+        self.lateness: list[float] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin ticking (on the running loop)."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop and wait for the ticker task to end."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            before = time.perf_counter()
+            await asyncio.sleep(self.interval)  # the measurement itself: how late does this return?
+            self.lateness.append(max(0.0, time.perf_counter() - before - self.interval))
+
+    def figures(self, prefix: str) -> dict[str, float]:
+        """p50/p99/max lateness in milliseconds."""
+        ms = [x * 1000 for x in self.lateness]
+        return {
+            f"{prefix}_p50_ms": round(percentile(ms, 50), 2),
+            f"{prefix}_p99_ms": round(percentile(ms, 99), 2),
+            f"{prefix}_max_ms": round(max(ms, default=0.0), 2),
+        }
+
+
+def run_bare(model: Any, requests: Sequence[GenerationRequest]) -> float:
+    """Seconds for plain pipeline calls, one request at a time."""
+    import torch
+
+    pipe = model.text2img
+    start = time.perf_counter()
+    for r in requests:
+        pipe(
+            prompt=r.prompt,
+            negative_prompt=r.negative_prompt,
+            width=r.width,
+            height=r.height,
+            num_inference_steps=r.steps,
+            guidance_scale=r.guidance,
+            generator=torch.Generator("cpu").manual_seed(r.seeds[0]),
+            output_type="pil",
+        )
+    return time.perf_counter() - start
+
+
+def run_engine(engine: Any, requests: Sequence[GenerationRequest]) -> float:
+    """Seconds for `engine.run_batch` of one request at a time (no service around it)."""
+    start = time.perf_counter()
+    for r in requests:
+        engine.run_batch([r], [None], lambda _step, _total, _preview: True)
+    return time.perf_counter() - start
+
+
+@dataclass
+class ServiceRun:
+    """One pass of the requests through the service."""
+
+    elapsed_s: float
+    ticker: Ticker
+    events: int  # events read by the jobs' followers
+    loop_cpu_s: float  # CPU time of the event loop's thread meanwhile
+
+
+async def run_service(
+    engine_factory: Callable[[], Any], requests: Sequence[GenerationRequest], max_batch: int | None
+) -> ServiceRun:
+    """Submit every request at once (distinct owners), follow each job's events, await every result."""
+    from generation.service import GenerationService
+
+    service = GenerationService(engine_factory, _NoImages(), job_timeout_s=600.0, max_batch=max_batch)
+    await service.start()
+    events_seen = 0
+
+    async def follow(handle: Any) -> None:
+        nonlocal events_seen
+        async for _event in handle.events():
+            events_seen += 1
+        await handle.result()
+
+    ticker = Ticker()
+    try:
+        ticker.start()
+        cpu, start = time.thread_time(), time.perf_counter()
+        handles = [service.submit(f"job{i}", f"owner{i}", r) for i, r in enumerate(requests)]
+        await asyncio.gather(*(follow(h) for h in handles))
+        elapsed, loop_cpu = time.perf_counter() - start, time.thread_time() - cpu
+        await ticker.stop()
+    finally:
+        await service.close()
+    return ServiceRun(elapsed, ticker, events_seen, loop_cpu)
+
+
+async def run(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) -> dict[str, Any]:
+    """Run the comparison and return the figures."""
+    import torch
+
+    from generation.engine import DiffusersEngine
+    from generation.models import load_pipeline
+
+    model = load_pipeline("tiny", "cpu", cache_dir=cache_dir)
+    engine = DiffusersEngine(model)
+    guidance = 7.5
+    requests = make_requests(jobs, size, steps, guidance, "tiny")
+    warm = make_requests(2, size, steps, guidance, "tiny")
+    run_bare(model, warm)
+    run_engine(engine, warm)
+
+    threads = torch.get_num_threads()  # as load_pipeline set it for this thread
+
+    def factory() -> Any:
+        # torch's intra-op thread count is per thread: give the worker the bare loop's, like for like
+        # (in the bot, load_pipeline runs in the worker and sets it there).
+        torch.set_num_threads(threads)
+        return engine
+
+    fixed_costs = measure_fixed_costs(model, requests[0])
+    idle = Ticker()
+    idle.start()
+    await asyncio.sleep(0.5)  # idle loop: the ticker's own floor
+    await idle.stop()
+
+    times: dict[str, list[float]] = {"bare": [], "engine": [], "service": [], "batched": []}
+    runs: dict[str, list[ServiceRun]] = {"service": [], "batched": []}
+    order = ["bare", "engine", "service", "batched"]
+    for round_index in range(rounds):  # each variant takes each place in the order in turn
+        shift = round_index % len(order)
+        for kind in order[shift:] + order[:shift]:
+            if kind == "bare":
+                times[kind].append(run_bare(model, requests))
+            elif kind == "engine":
+                times[kind].append(run_engine(engine, requests))
+            else:
+                one = await run_service(factory, requests, 1 if kind == "service" else None)
+                times[kind].append(one.elapsed_s)
+                runs[kind].append(one)
+
+    def ratio_pct(kind: str, base: str) -> float:
+        ratios = [a / b for a, b in zip(times[kind], times[base], strict=True)]
+        return round((statistics.median(ratios) - 1.0) * 100, 2)
+
+    def stalls(kind: str) -> Ticker:
+        merged = Ticker()
+        merged.lateness = [x for one in runs[kind] for x in one.ticker.lateness]
+        return merged
+
+    def per_job_ms(values: Sequence[float]) -> float:
+        return round(statistics.median(values) * 1000 / jobs, 3)
+
+    return {
+        "jobs": jobs,
+        "rounds": rounds,
+        "size": size,
+        "steps": steps,
+        "guidance": guidance,
+        "torch_threads": threads,
+        "bare_jobs_per_s": round(jobs / statistics.median(times["bare"]), 2),
+        "engine_jobs_per_s": round(jobs / statistics.median(times["engine"]), 2),
+        "service_jobs_per_s": round(jobs / statistics.median(times["service"]), 2),
+        "batched_jobs_per_s": round(jobs / statistics.median(times["batched"]), 2),
+        "overhead_pct": ratio_pct("service", "bare"),
+        "overhead_vs_engine_pct": ratio_pct("service", "engine"),
+        "engine_vs_bare_pct": ratio_pct("engine", "bare"),
+        "batched_vs_bare_pct": ratio_pct("batched", "bare"),
+        "overhead_pct_by_round": [
+            round((a / b - 1) * 100, 2) for a, b in zip(times["service"], times["bare"], strict=True)
+        ],
+        "bare_ms_per_job": per_job_ms(times["bare"]),
+        "service_ms_per_job": per_job_ms(times["service"]),
+        "loop_cpu_ms_per_job": per_job_ms([one.loop_cpu_s for one in runs["service"]]),
+        "preview_ms": fixed_costs["preview_ms"],
+        "png_encode_ms": fixed_costs["png_encode_ms"],
+        "events_per_job": round(sum(one.events for one in runs["service"]) / (jobs * rounds), 2),
+        **stalls("service").figures("loop_stall"),
+        **stalls("batched").figures("batched_loop_stall"),
+        **idle.figures("idle_loop_lateness"),
+    }
+
+
+def measure_fixed_costs(model: Any, request: GenerationRequest) -> dict[str, float]:
+    """Milliseconds for one progress preview and one result PNG at the request's size: work the
+    service's worker does per job that the bare loop does not."""
+    import numpy as np
+
+    from generation.preview import preview_png
+    from generation.results import encode_png
+
+    image = model.text2img(
+        prompt=request.prompt, width=request.width, height=request.height, num_inference_steps=1
+    ).images[0]
+    latents = np.random.default_rng(0).standard_normal((4, request.height // 8, request.width // 8))
+    start = time.perf_counter()
+    for _ in range(10):
+        preview_png(latents.astype(np.float32), model.family)
+    preview_s = (time.perf_counter() - start) / 10
+    start = time.perf_counter()
+    for _ in range(10):
+        encode_png(image, request, request.seeds[0], sampler="Euler")
+    encode_s = (time.perf_counter() - start) / 10
+    return {"preview_ms": round(preview_s * 1000, 3), "png_encode_ms": round(encode_s * 1000, 3)}
+
+
+def main(argv: list[str]) -> int:
+    """CLI entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m bench service", description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=40, help="requests per run (default 40)")
+    parser.add_argument("--rounds", type=int, default=4, help="repetitions of every variant (default 4)")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    parser.add_argument("--steps", type=int, default=4, help="denoising steps (default 4)")
+    args = parser.parse_args(argv)
+    if args.jobs < 1 or args.rounds < 1:
+        parser.error("--jobs and --rounds must be at least 1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from generation.models import default_cache_dir
+
+    cache = default_cache_dir(os.environ)  # $IMAGINE_CACHE or ~/.cache/imagine: the tiny model, built once
+    figures = asyncio.run(run(args.jobs, args.rounds, args.size, args.steps, cache))
+    report("service", figures, argv)
+    return 0

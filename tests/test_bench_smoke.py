@@ -1,0 +1,137 @@
+# mypy: disable-error-code="no-untyped-call"
+"""`python -m bench service` and `python -m bench gpu --tiny-arch` run end to end (tiny sizes, in a
+subprocess, as a user runs them) and print their figures as one JSON object on the last line; plus the
+benchmarks' pure helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run_bench(args: list[str], results: Path, cache: Path) -> dict[str, Any]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "BENCH_RESULTS": str(results), "IMAGINE_CACHE": str(cache)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    figures: dict[str, Any] = json.loads(last)
+    return figures
+
+
+def test_service_benchmark_prints_overhead_and_loop_stall(tmp_path: Path, tiny_cache_dir: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    real_results = ROOT / "bench" / "RESULTS.md"
+    before = real_results.read_text() if real_results.exists() else None
+    figures = _run_bench(["service", "--jobs", "3", "--rounds", "1"], results, tiny_cache_dir)
+    for key in (
+        "overhead_pct",
+        "loop_stall_p99_ms",
+        "bare_jobs_per_s",
+        "service_jobs_per_s",
+        "batched_jobs_per_s",
+    ):
+        assert key in figures, key
+    assert figures["jobs"] == 3 and figures["rounds"] == 1
+    assert figures["bare_jobs_per_s"] > 0 and figures["service_jobs_per_s"] > 0
+    assert 0 <= figures["loop_stall_p50_ms"] <= figures["loop_stall_p99_ms"] <= figures["loop_stall_max_ms"]
+    assert figures["events_per_job"] >= 2  # Started and Progress at least (unread Progress coalesce)
+    text = results.read_text()
+    assert "## service" in text and "`python -m bench service --jobs 3 --rounds 1`" in text
+    assert '"overhead_pct"' in text
+    if before is not None:  # BENCH_RESULTS kept the test out of the committed results
+        assert "--jobs 3 --rounds 1`" not in real_results.read_text()[len(before) :]
+
+
+def test_gpu_benchmark_runs_on_cpu_with_a_tiny_architecture(tmp_path: Path, tiny_cache_dir: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    args = ["gpu", "--arch", "sd15", "--tiny-arch", "--concurrency", "1,2"]
+    args += ["--baseline-images", "2", "--rounds", "1", "--min-images", "2"]
+    figures = _run_bench(args, results, tiny_cache_dir)
+    required = (
+        "device",
+        "arch",
+        "baseline_images_per_s",
+        "images_per_s",
+        "steps_per_s_single",
+        "flop_limit_share",
+        "peak_memory_gib",
+    )
+    for key in required:
+        assert key in figures, key
+    assert figures["device"] == "cpu" and figures["arch"] == "sd15-tiny"
+    assert "not a GPU figure" in figures["note"]
+    assert set(figures["images_per_s"]) == {"1", "2"}
+    assert all(v > 0 for v in figures["images_per_s"].values())
+    assert figures["flop_limit_share"] > 0
+    assert figures["steps"] == 20 and figures["guidance"] == 7.0
+    assert "## gpu" in results.read_text()
+
+
+def test_flops_per_image_counts_guidance_passes_and_parts() -> None:
+    from bench.archs import get_arch
+    from bench.gpu import Flops
+
+    flops = Flops(unet_call=100, text=10, vae_decode=1000)
+    sd15 = get_arch("sd15")  # 20 steps, guidance 7: two UNet passes a step, prompt and negative encoded
+    assert flops.per_image(sd15) == 100 * 20 * 2 + 10 * 2 + 1000
+    turbo = get_arch("sd-turbo")  # one step, no guidance
+    assert flops.per_image(turbo) == 100 + 10 + 1000
+
+
+def test_counted_unet_flops_match_the_known_size_of_sd15() -> None:
+    """One SD 1.5 UNet pass at 512² is about 0.8 TFLOP (≈ 400 G multiply-adds): counted on meta tensors."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bench.archs import SD15
+
+    with torch.device("meta"):
+        unet: Any = UNet2DConditionModel(**SD15.unet)
+        sample = torch.randn(1, 4, 64, 64)
+        hidden = torch.randn(1, 77, 768)
+        with torch.no_grad(), FlopCounterMode(display=False) as mode:
+            unet(sample, torch.tensor([999]), encoder_hidden_states=hidden)
+    assert 0.6e12 < mode.get_total_flops() < 1.0e12
+
+
+def test_argument_parsing() -> None:
+    from bench.gpu import parse_concurrency, parse_optimise, variant_label
+
+    assert parse_concurrency("1,4,8,16") == [1, 4, 8, 16]
+    for bad in ("", "0", "1,1", "-2"):
+        with pytest.raises(ValueError):
+            parse_concurrency(bad)
+    options = parse_optimise("channels_last,compile")
+    assert options.channels_last and options.compile_unet and not options.fuse_qkv
+    assert not parse_optimise("none").channels_last
+    with pytest.raises(ValueError):
+        parse_optimise("turbo_mode")
+    assert variant_label("fuse_qkv,channels_last") == "channels_last,fuse_qkv"
+    assert variant_label("none") == "none"
+
+
+def test_percentile_by_nearest_rank() -> None:
+    from bench.service import percentile
+
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) in (50.0, 51.0)
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([], 99) == 0.0
