@@ -103,12 +103,12 @@ async def started(backend: GenerationBackend) -> AsyncIterator[GenerationBackend
 
 async def run(settings: Settings) -> None:
     """Open the dependencies, run the bot until it closes, close them in reverse order."""
-    from bot.client import ImagineBot
+    from bot.client import bot_class
 
     images = ImageStore(settings.output_dir)
     async with open_storage(settings) as store, started(make_backend(settings, images)) as backend:
         log.info("model %s ready; connecting to Discord", backend.profile.name)
-        async with ImagineBot(settings, store, backend, images) as bot:
+        async with bot_class(settings)(settings, store, backend, images) as bot:
             loop = asyncio.get_running_loop()
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(bot.close()))

@@ -13,6 +13,7 @@ from typing import Any
 import discord
 from discord.ext import commands
 
+from bot.dispatch import ClaimDispatcher, pg_signals_for
 from bot.errors import ImagineTree
 from bot.jobs import JobRunner, Outbox
 from bot.outbox import DiscordOutbox
@@ -21,6 +22,7 @@ from bot.views import ButtonActions, ImageButton, RerollButton
 from generation.backend import GenerationBackend
 from generation.images import ImageStore
 from storage.interface import Store
+from storage.queue import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,10 @@ class ImagineBot(commands.Bot):
     ) -> None:
         """`client_options` go to discord.py's `Bot` (e.g. `guild_ready_timeout` in tests)."""
         shard: dict[str, Any] = {}
-        if settings.shard_ids:
-            shard = {"shard_id": settings.shard_ids[0], "shard_count": settings.shard_count}
-        elif settings.shard_count:
-            shard = {"shard_id": 0, "shard_count": settings.shard_count}
+        if isinstance(self, commands.AutoShardedBot):  # `bot_class`: SHARD_COUNT / SHARD_IDS
+            shard = {"shard_count": settings.shard_count}
+            if settings.shard_ids:
+                shard["shard_ids"] = list(settings.shard_ids)
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=bot_intents(),
@@ -76,6 +78,16 @@ class ImagineBot(commands.Bot):
             clock=clock,
             edit_interval_s=edit_interval_s,
         )
+        self.dispatcher: ClaimDispatcher | None = None
+        if isinstance(store, JobQueue):  # a shared store: its jobs table is every process's queue
+            self.dispatcher = ClaimDispatcher(
+                store,
+                self.runner,
+                signals=pg_signals_for(store),
+                capacity=settings.dispatch_capacity,
+                lease_s=settings.job_lease_s,
+                clock=clock,
+            )
         self.button_actions: ButtonActions | None = None
         self.synced: list[discord.app_commands.AppCommand] = []
         self._resumed = False
@@ -109,3 +121,13 @@ class ImagineBot(commands.Bot):
     async def close(self) -> None:
         await self.runner.close()
         await super().close()
+
+
+class ShardedImagineBot(ImagineBot, commands.AutoShardedBot):
+    """`ImagineBot` running the shards SHARD_IDS of SHARD_COUNT (all of them if SHARD_IDS is unset)
+    in this process, on discord.py's `AutoShardedBot`. Any process can deliver any job's result."""
+
+
+def bot_class(settings: Settings) -> type[ImagineBot]:
+    """`ShardedImagineBot` when SHARD_COUNT is set, else the plain one-connection `ImagineBot`."""
+    return ShardedImagineBot if settings.shard_count else ImagineBot

@@ -48,6 +48,32 @@ DEFAULT_UPLOAD_LIMIT = 8 * 1024 * 1024  # Discord's smallest per-file limit; int
 TOKEN_LIFETIME_S = 15 * 60.0
 TOKEN_MARGIN_S = 60.0
 PROGRESS_EDIT_TIMEOUT_S = 5.0
+DELIVERY_TIMEOUT_S = 60.0  # one upload attempt: a request Discord never answers is retried, not awaited
+
+
+class JobClaims(Protocol):
+    """The shared queue's side of a runner (`bot.dispatch.ClaimDispatcher`): with it, `submit` only
+    reserves (the stored job is the queue) and jobs arrive through `follow`, under a lease."""
+
+    def queued(self, job: JobRecord) -> None:
+        """A job was reserved: wake the dispatchers."""
+        ...
+
+    def holds(self, job_id: str) -> bool:
+        """True while this process still holds the job's lease."""
+        ...
+
+    async def complete(self, job: JobRecord, seeds: tuple[int, ...], image_paths: tuple[str, ...]) -> bool:
+        """Record the images if the lease is still held (then this process alone delivers); else False."""
+        ...
+
+    async def resume(self) -> tuple[int, int]:
+        """Start claiming; returns (undelivered, unfinished) jobs found at start."""
+        ...
+
+    async def close(self) -> None:
+        """Stop claiming; give back the jobs still held."""
+        ...
 
 
 class ResultImages(Protocol):
@@ -144,7 +170,8 @@ class JobRunner:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._upload_limits: dict[str, int] = {}
         self._closing = False
-        self.delivered_messages: dict[int, str] = {}  # message id → job id (for reactions, this process)
+        self.delivery_timeout_s = DELIVERY_TIMEOUT_S
+        self.claims: JobClaims | None = None  # set by bot.dispatch.ClaimDispatcher on a shared queue
 
     # -- entry points -------------------------------------------------------------------------------
 
@@ -161,12 +188,17 @@ class JobRunner:
         if isinstance(outcome, Reservation):
             if upload_limit is not None:
                 self._upload_limits[job.job_id] = upload_limit
-            self._spawn(outcome.job, request)
+            if self.claims is not None:
+                self.claims.queued(outcome.job)
+            else:
+                self._spawn(outcome.job, request)
         return outcome
 
     async def resume(self) -> tuple[int, int]:
         """After a restart: deliver done-but-undelivered jobs, resubmit queued/running ones.
-        Returns (delivered, resubmitted) counts of jobs started on."""
+        Returns (delivered, resubmitted) counts of jobs started on. On a shared queue: start claiming."""
+        if self.claims is not None:
+            return await self.claims.resume()
         undelivered = await self.store.undelivered_jobs()
         for job in undelivered:
             self._track(job.job_id, self._deliver_saved(job))
@@ -221,6 +253,22 @@ class JobRunner:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.claims is not None:
+            await self.claims.close()
+
+    def follow(self, job: JobRecord) -> None:
+        """Work on a job this process claimed from the shared queue: run it, or deliver its saved
+        images if it is done already (a dead process's)."""
+        if job.state is JobState.DONE:
+            self._track(job.job_id, self._deliver_saved(job))
+            return
+        try:
+            request = GenerationRequest.from_json(job.request_json)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error("job %s: stored request unreadable (%s); failing it", job.job_id, exc)
+            self._track(job.job_id, self._end(job, JobState.FAILED, "its stored settings were unreadable"))
+            return
+        self._spawn(job, request)
 
     # -- a job's life -------------------------------------------------------------------------------
 
@@ -272,7 +320,8 @@ class JobRunner:
 
     async def _on_event(self, job: JobRecord, event: JobEvent) -> None:
         if isinstance(event, Started):
-            await self.store.set_job_state(job.job_id, JobState.RUNNING)
+            if self.claims is None:  # a claimed job is running (under its lease) already
+                await self.store.set_job_state(job.job_id, JobState.RUNNING)
             return
         if not self._via_token(job) or not self._throttle.ready(job.job_id):
             return
@@ -289,11 +338,12 @@ class JobRunner:
 
     async def _end(self, job: JobRecord, state: JobState, reason: str) -> None:
         """Failed or cancelled: store it, refund, tell the owner."""
+        if self.claims is not None and not self.claims.holds(job.job_id):
+            return  # the lease moved on (reclaimed, or cancelled elsewhere): not ours to end
         await self.store.set_job_state(job.job_id, state, reason)
         refunded = await self.store.refund(job.job_id, self.clock())
-        back = (
-            f" Your {job.images} image{'s' if job.images != 1 else ''} were given back." if refunded else ""
-        )
+        were = "s were" if job.images != 1 else " was"
+        back = f" Your {job.images} image{were} given back." if refunded else ""
         if state is JobState.CANCELLED:
             text = f"Your job `{job.job_id}` was cancelled ({reason}).{back}"
         else:
@@ -314,6 +364,8 @@ class JobRunner:
                 return
 
     async def _finish(self, job: JobRecord, request: GenerationRequest, result: GenerationResult) -> None:
+        if self.claims is not None and not self.claims.holds(job.job_id):
+            return
         nsfw_channel = any(i.nsfw for i in result.images) and await self.outbox.channel_is_nsfw(
             job.channel_id
         )
@@ -337,9 +389,13 @@ class JobRunner:
             await self._end(job, JobState.FAILED, f"the images could not be saved ({type(exc).__name__})")
             return
         seeds = tuple(i.seed for i in kept)
-        await self.store.record_images(job.job_id, seeds, tuple(str(p) for p in paths))
+        if self.claims is None:
+            await self.store.record_images(job.job_id, seeds, tuple(str(p) for p in paths))
+        elif not await self.claims.complete(job, seeds, tuple(str(p) for p in paths)):
+            log.info("job %s: lease lost before it was recorded; another process delivers it", job.job_id)
+            return
         if dropped:
-            refunded = await self._refund_images(job.job_id, dropped)
+            refunded = await self.store.refund_images(job.job_id, dropped, self.clock())
             back = f" {dropped} image{'s were' if dropped != 1 else ' was'} given back." if refunded else ""
             await self._tell(
                 job,
@@ -351,13 +407,6 @@ class JobRunner:
 
     def _save(self, job_id: str, images: list[GeneratedImage]) -> list[Path]:
         return [self.images.save_result(job_id, index, image.png) for index, image in enumerate(images)]
-
-    async def _refund_images(self, job_id: str, count: int) -> bool:
-        partial = getattr(self.store, "refund_images", None)
-        if partial is None:
-            log.warning("job %s: the store cannot give back part of a spend (%d images)", job_id, count)
-            return False
-        return bool(await partial(job_id, count, self.clock()))
 
     async def _deliver_saved(self, job: JobRecord) -> None:
         """Deliver a job whose images are on disk (after a restart)."""
@@ -411,16 +460,17 @@ class JobRunner:
                 self.build_post, job, request, seeds, pngs, spoiler=spoiler, mention=not via
             )
             try:
-                message_id, channel_id = await self.outbox.post_result(job, post, via_token=via)
+                message_id, channel_id = await asyncio.wait_for(
+                    self.outbox.post_result(job, post, via_token=via), self.delivery_timeout_s
+                )
             except TokenGone:
                 via = False
                 continue
-            except TransientDeliveryError as exc:
+            except (TransientDeliveryError, TimeoutError) as exc:
                 delay = self._retry_delay(attempt)
                 log.warning("job %s: delivery failed (%s); retrying in %.1f s", job.job_id, exc, delay)
                 await self._sleep(delay)
                 continue
             break
-        self.delivered_messages[message_id] = job.job_id
         await self.store.record_delivery(job.job_id, message_id, channel_id)
         log.info("job %s delivered as message %d", job.job_id, message_id)

@@ -44,6 +44,8 @@ class Settings:
     database_url: str | None = field(default=None, repr=False)  # may hold a password
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
+    dispatch_capacity: int = 4  # jobs claimed from a shared (PostgreSQL) queue and generating at once
+    job_lease_s: float = 60.0  # a claimed job goes back to the queue this long after its process died
     default_limits: Limits = DEFAULT_LIMITS
     job_timeout_s: float = 300.0
     log_level: str = "INFO"
@@ -143,6 +145,8 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
         database_url=_str(env, "DATABASE_URL"),
         shard_count=shard_count,
         shard_ids=shard_ids,
+        dispatch_capacity=_int(env, "DISPATCH_CAPACITY", base.dispatch_capacity, minimum=1) or 1,
+        job_lease_s=_float(env, "JOB_LEASE_SECONDS", base.job_lease_s, minimum=3.0),
         default_limits=Limits(
             images_per_hour=_limit(env, "IMAGES_PER_HOUR", base.default_limits.images_per_hour),
             images_per_day=_limit(env, "IMAGES_PER_DAY", base.default_limits.images_per_day),

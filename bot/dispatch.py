@@ -1,0 +1,386 @@
+"""`ClaimDispatcher`: many bot processes sharing one fair queue, the jobs table of a shared store.
+
+With a store that implements `storage.queue.JobQueue` (PostgreSQL), `JobRunner.submit` only reserves:
+the stored job is the queue. Each process runs one dispatcher, which
+
+- claims queued jobs (`claim_next`: round-robin by owner across every process) while its backend has
+  room (`capacity` jobs generating at once, a small bound so a light user's job never waits behind a
+  heavy user's many in some process's local queue), and hands each to the runner (`JobRunner.follow`);
+- renews the leases of the jobs it runs every `lease_s / 3`; a job whose lease it lost (reclaimed after
+  a stall, or cancelled elsewhere) is cancelled in the backend and never recorded or delivered here;
+- finishes a job with `complete_claimed` while holding the job's delivery lock, and keeps that lock
+  until the result is posted and recorded, so no two processes deliver one job;
+- puts the jobs of dead processes back in the queue (`reclaim_expired`) and delivers done jobs that
+  nobody delivered (a process that died between recording and posting): under the delivery lock;
+- wakes on a NOTIFY that any process sends when a job is queued or put back, with a slow poll as the
+  fallback, so it never spins.
+
+The delivery lock is a PostgreSQL session advisory lock on the dispatcher's own connection, so it ends
+with the process (`PgSignals`). A crash after the post and before `record_delivery` can still post one
+job twice, as in one process: Discord has no idempotent post.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from bot.jobs import JobRunner
+from storage.interface import JobRecord, JobState, StorageError
+from storage.queue import JobQueue
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "imagine_jobs"
+DEFAULT_LEASE_S = 60.0
+DEFAULT_CAPACITY = 4
+DEFAULT_POLL_S = 1.0
+_LOCK_KEY = "hashtextextended('imagine-deliver:' || current_schema() || ':' || $1, 0)"
+
+
+def default_worker_id() -> str:
+    """A name for this process's leases: host, pid and a random tag (pids repeat after restarts)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class QueueSignals(Protocol):
+    """Wake-ups between processes and per-job delivery locks that end with the process."""
+
+    async def open(self, on_wake: Callable[[], None]) -> None:
+        """Start listening: `on_wake()` runs whenever any process calls `notify`."""
+        ...
+
+    async def notify(self) -> None:
+        """Wake every listening dispatcher (this one too)."""
+        ...
+
+    async def lock_delivery(self, job_id: str, *, wait: bool) -> bool:
+        """Take the job's delivery lock (waiting for it if `wait`); False if another holds it."""
+        ...
+
+    async def unlock_delivery(self, job_id: str) -> None:
+        """Give the job's delivery lock back."""
+        ...
+
+    async def close(self) -> None:
+        """Stop listening and give back every lock."""
+        ...
+
+
+class PgSignals:
+    """`QueueSignals` on PostgreSQL: LISTEN/NOTIFY and session advisory locks on one connection taken
+    from the store's asyncpg pool for the dispatcher's lifetime (its locks end when it does)."""
+
+    def __init__(self, pool: Any, channel: str = CHANNEL) -> None:
+        self._pool = pool
+        self._channel = channel
+        self._conn: Any = None
+        self._use = asyncio.Lock()  # one operation at a time on the connection
+        self._on_wake: Callable[[], None] | None = None
+
+    async def open(self, on_wake: Callable[[], None]) -> None:
+        self._on_wake = on_wake
+        try:
+            self._conn = await self._pool.acquire()
+            await self._conn.add_listener(self._channel, self._notified)
+        except Exception as exc:
+            raise StorageError(f"cannot listen for queued jobs: {type(exc).__name__}: {exc}") from exc
+
+    def _notified(self, *_: object) -> None:
+        if self._on_wake is not None:
+            self._on_wake()
+
+    async def notify(self) -> None:
+        try:
+            await self._pool.execute("SELECT pg_notify($1, '')", self._channel)
+        except Exception as exc:  # a missed wake-up costs one poll interval, no more
+            log.warning("could not notify the other dispatchers: %r", exc)
+
+    async def lock_delivery(self, job_id: str, *, wait: bool) -> bool:
+        if self._conn is None:
+            raise StorageError("the dispatcher's connection is not open")
+        async with self._use:
+            if wait:
+                await self._conn.execute(f"SELECT pg_advisory_lock({_LOCK_KEY})", job_id)
+                return True
+            return bool(await self._conn.fetchval(f"SELECT pg_try_advisory_lock({_LOCK_KEY})", job_id))
+
+    async def unlock_delivery(self, job_id: str) -> None:
+        if self._conn is None:
+            return
+        async with self._use:
+            await self._conn.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})", job_id)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            await conn.remove_listener(self._channel, self._notified)
+            await conn.execute("SELECT pg_advisory_unlock_all()")
+        with contextlib.suppress(Exception):
+            await self._pool.release(conn)
+
+
+def pg_signals_for(store: object) -> PgSignals | None:
+    """`PgSignals` on the store's pool, if it has one (`storage.postgres.PostgresStore`)."""
+    pool = getattr(store, "pool", None)
+    return PgSignals(pool) if pool is not None else None
+
+
+class ClaimDispatcher:
+    """Claims jobs from a shared `JobQueue` for one `JobRunner` (see the module docstring). Creating it
+    attaches it (`runner.claims`); `runner.resume()` starts it and `runner.close()` stops it."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        runner: JobRunner,
+        *,
+        signals: QueueSignals | None = None,
+        worker_id: str | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+        lease_s: float = DEFAULT_LEASE_S,
+        poll_s: float = DEFAULT_POLL_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        if lease_s <= 0 or poll_s <= 0:
+            raise ValueError("lease_s and poll_s must be > 0")
+        self.queue = queue
+        self.runner = runner
+        self.signals = signals
+        self.worker_id = worker_id or default_worker_id()
+        self.capacity = capacity
+        self.lease_s = lease_s
+        self.poll_s = poll_s
+        self.clock = clock
+        self._held: set[str] = set()  # leased to us and generating (they fill `capacity`)
+        self._locked: set[str] = set()  # delivery locks we hold
+        self._following: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._wakeup = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._reclaim_due = True
+        self._closing = False
+        runner.claims = self
+
+    # -- JobClaims (called by the runner) -------------------------------------------------------------
+
+    def queued(self, job: JobRecord) -> None:
+        """A job was reserved here: claim it (or let another process) now, not at the next poll."""
+        self.wake()
+        if self.signals is not None:
+            self._in_background(self.signals.notify())
+
+    def holds(self, job_id: str) -> bool:
+        """True while the job is leased to this process and not yet recorded."""
+        return job_id in self._held
+
+    async def complete(self, job: JobRecord, seeds: tuple[int, ...], image_paths: tuple[str, ...]) -> bool:
+        """Take the delivery lock, then record the images if the lease is still ours. True: the caller
+        delivers (the lock is kept until its task ends); False: drop the result."""
+        job_id = job.job_id
+        if job_id not in self._held:
+            return False
+        if self.signals is not None:
+            await self.signals.lock_delivery(job_id, wait=True)
+            self._locked.add(job_id)
+        try:
+            done = await self.queue.complete_claimed(job_id, self.worker_id, seeds, image_paths)
+        except BaseException:
+            await self._unlock(job_id)
+            raise
+        self._held.discard(job_id)
+        self.wake()  # a slot is free while this one is delivered
+        if not done:
+            await self._unlock(job_id)
+        return done
+
+    async def resume(self) -> tuple[int, int]:
+        """Start: listen, take over done-but-undelivered jobs nobody holds, start claiming. Returns
+        (undelivered taken, 0): queued jobs are claimed by the loop, not counted here."""
+        if self._loop_task is not None:
+            return 0, 0
+        if self.signals is not None:
+            await self.signals.open(self.wake)
+        swept = await self._sweep_undelivered()
+        self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="claim-dispatcher")
+        return swept, 0
+
+    async def close(self) -> None:
+        """Stop claiming; put the jobs still generating here back in the queue; give back the locks."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for task in list(self._following.values()):
+            task.cancel()
+        for task in list(self._following.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._held:
+            try:
+                back = await self.queue.release(sorted(self._held), self.worker_id)
+                log.info("released %d job(s) back to the queue", len(back))
+                if back and self.signals is not None:
+                    await self.signals.notify()
+            except StorageError as exc:
+                log.warning("could not release held jobs (their leases will run out): %s", exc)
+            self._held.clear()
+        for task in list(self._background):
+            with contextlib.suppress(Exception):
+                await task
+        for job_id in list(self._locked):
+            await self._unlock(job_id)
+        if self.signals is not None:
+            await self.signals.close()
+
+    # -- controls ------------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Run the loop now (a job was queued, put back, or a slot freed)."""
+        self._wakeup.set()
+
+    def reclaim_now(self) -> None:
+        """Look for expired leases on the next turn of the loop (tests with an injected clock)."""
+        self._reclaim_due = True
+        self.wake()
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs claimed here and still generating."""
+        return len(self._held)
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        renew_every = self.lease_s / 3
+        next_renew = loop.time() + renew_every
+        next_reclaim = loop.time()
+        next_sweep = loop.time() + self.lease_s  # `resume` swept just now
+        while True:
+            self._wakeup.clear()
+            try:
+                if self._reclaim_due or loop.time() >= next_reclaim:
+                    self._reclaim_due = False
+                    next_reclaim = loop.time() + min(self.poll_s, renew_every)
+                    if await self.queue.reclaim_expired(self.clock()) and self.signals is not None:
+                        await self.signals.notify()
+                if loop.time() >= next_renew:
+                    next_renew = loop.time() + renew_every
+                    await self._renew()
+                if loop.time() >= next_sweep:
+                    next_sweep = loop.time() + self.lease_s
+                    await self._sweep_undelivered()
+                await self._claim()
+            except StorageError as exc:
+                log.warning("dispatcher: %s (trying again in %.1f s)", exc, self.poll_s)
+            except Exception:
+                log.exception("dispatcher: unexpected error (trying again in %.1f s)", self.poll_s)
+            timeout = max(0.0, min(self.poll_s, next_renew - loop.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    async def _claim(self) -> None:
+        free = self.capacity - len(self._held)
+        if free <= 0 or self._closing:
+            return
+        jobs = await self.queue.claim_next(self.worker_id, self.clock(), self.lease_s, limit=free)
+        for job in jobs:
+            self._held.add(job.job_id)
+            self._follow(job)
+        if jobs and len(self._held) < self.capacity:
+            self.wake()  # others may have taken some candidates: look again before sleeping
+
+    async def _renew(self) -> None:
+        if not self._held:
+            return
+        asked = sorted(self._held)
+        kept = set(await self.queue.renew_lease(asked, self.worker_id, self.clock(), self.lease_s))
+        for job_id in asked:
+            if job_id not in kept and job_id in self._held:
+                log.warning("job %s: lease lost (reclaimed or cancelled elsewhere); dropping it", job_id)
+                self._held.discard(job_id)
+                self.runner.backend.cancel(job_id)
+                self.wake()
+
+    async def _sweep_undelivered(self) -> int:
+        """Deliver done jobs nobody is delivering (their process died after recording them)."""
+        taken = 0
+        for job in await self.runner.store.undelivered_jobs():
+            if job.job_id in self._following or self._closing:
+                continue
+            if self.signals is not None:
+                if not await self.signals.lock_delivery(job.job_id, wait=False):
+                    continue
+                self._locked.add(job.job_id)
+            fresh = await self.runner.store.get_job(job.job_id)
+            if fresh is None or fresh.state is not JobState.DONE or fresh.result_message_id is not None:
+                await self._unlock(job.job_id)
+                continue
+            log.info("job %s: delivering a result another process recorded", job.job_id)
+            self._follow(fresh)
+            taken += 1
+        return taken
+
+    def _follow(self, job: JobRecord) -> None:
+        self._following[job.job_id] = asyncio.get_running_loop().create_task(
+            self._watch(job), name=f"claimed-{job.job_id}"
+        )
+
+    async def _watch(self, job: JobRecord) -> None:
+        """Hand the job to the runner and clean up after its task ends."""
+        job_id = job.job_id
+        cancelled = False
+        try:
+            if self.runner.is_active(job_id):  # an earlier lease of ours, still winding down
+                await self.runner.wait(job_id)
+            self.runner.follow(job)
+            await self.runner.wait(job_id)
+        except asyncio.CancelledError:
+            cancelled = True  # shutting down: `close` releases what is still held
+        finally:
+            if not cancelled:
+                self._held.discard(job_id)
+            self._following.pop(job_id, None)
+            await self._unlock(job_id)
+            self.wake()
+
+    async def _unlock(self, job_id: str) -> None:
+        if job_id in self._locked:
+            self._locked.discard(job_id)
+            if self.signals is not None:
+                try:
+                    await self.signals.unlock_delivery(job_id)
+                except Exception as exc:
+                    log.warning("job %s: could not give back its delivery lock: %r", job_id, exc)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+__all__ = [
+    "CHANNEL",
+    "DEFAULT_CAPACITY",
+    "DEFAULT_LEASE_S",
+    "ClaimDispatcher",
+    "PgSignals",
+    "QueueSignals",
+    "default_worker_id",
+    "pg_signals_for",
+]

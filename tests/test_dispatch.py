@@ -1,0 +1,334 @@
+"""Many bot processes on one PostgreSQL queue: `bot.dispatch.ClaimDispatcher` in real OS processes
+(`tests.dispatch_worker`: the real runner, store and local backend over a fake engine), read through
+their stdout; exactly-once delivery, fairness across processes, a killed process's jobs reclaimed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from bot.dispatch import ClaimDispatcher, pg_signals_for
+from bot.jobs import JobRunner, ResultPost
+from generation.request import GenerationRequest
+from storage.interface import JobRecord, JobState, NewJob, Reservation
+from tests.pg_fixtures import DEFAULTS, ROOT, PostgresStore, open_pg_store
+
+pytest_plugins = ("tests.pg_fixtures",)
+
+WAIT = 30.0  # bound on every wait; never reached when the code is right
+
+
+class Worker:
+    """One `tests.dispatch_worker` process and the JSON lines it has printed."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.events: list[dict[str, Any]] = []
+        self._seen: dict[str, int] = {}  # kind → how many of it `next` returned
+
+    @classmethod
+    async def start(cls, url: str, outdir: Path, name: str, tag: int, *args: str) -> Worker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.dispatch_worker",
+            url,
+            str(outdir),
+            name,
+            "--tag",
+            str(tag),
+            *args,
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        worker = cls(proc)
+        await worker.next("ready")
+        return worker
+
+    async def next(self, kind: str) -> dict[str, Any]:
+        """The next event of `kind` not yet returned (reading more lines as needed)."""
+        while True:
+            seen = self._seen.get(kind, 0)
+            of_kind = self.of(kind)
+            if len(of_kind) > seen:
+                self._seen[kind] = seen + 1
+                return of_kind[seen]
+            await self.read_one()
+
+    async def read_one(self) -> None:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), WAIT)
+        assert line, f"worker exited early (rc {await self.proc.wait()})"
+        self.events.append(json.loads(line))
+
+    async def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == kind]
+
+    async def quit(self) -> None:
+        if self.proc.returncode is None:
+            await self.send("quit")
+            await self.next("closed")
+            assert await asyncio.wait_for(self.proc.wait(), WAIT) == 0
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+
+
+@pytest.fixture
+async def workers(pg_url: str, tmp_path: Path) -> AsyncIterator[Any]:
+    """Starts workers on the test's database; kills any left at the end."""
+    started: list[Worker] = []
+
+    async def start(name: str, *args: str) -> Worker:
+        worker = await Worker.start(pg_url, tmp_path / "images", name, len(started) + 1, *args)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.proc.returncode is None:
+            worker.proc.send_signal(signal.SIGUSR1)  # its tasks' stacks, on stderr, if it hung
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.proc.wait(), 0.5)
+        worker.kill()
+        await worker.proc.wait()
+
+
+async def deliveries_until(workers: list[Worker], count: int) -> list[dict[str, Any]]:
+    """Read every worker's lines until `count` deliveries in all; return them in time order."""
+
+    def delivered() -> list[dict[str, Any]]:
+        return [e for w in workers for e in w.of("delivered")]
+
+    async def pump(worker: Worker) -> None:
+        while len(delivered()) < count:
+            await worker.read_one()
+
+    readers = [asyncio.create_task(pump(w)) for w in workers if w.proc.returncode is None]
+    try:
+        done, _ = await asyncio.wait(readers, timeout=WAIT, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+        assert done, f"only {len(delivered())} of {count} delivered"
+    finally:
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+    return sorted(delivered(), key=lambda e: e["t"])
+
+
+async def stored(pg_url: str) -> PostgresStore:
+    return await open_pg_store(pg_url, DEFAULTS, max_size=2)
+
+
+async def test_two_processes_deliver_100_jobs_from_10_users_exactly_once(pg_url: str, workers: Any) -> None:
+    a = await workers("a", "--capacity", "2")
+    b = await workers("b", "--capacity", "2")
+    for owner in range(1, 11):
+        await (a if owner <= 5 else b).send(f"submit 1 {owner} 10 u{owner}")
+    for w in (a, b):
+        for _ in range(5):
+            assert (await w.next("submitted"))["granted"] == 10
+
+    got = await deliveries_until([a, b], 100)
+    await asyncio.gather(a.quit(), b.quit())
+
+    expected = {f"u{o}-{i}" for o in range(1, 11) for i in range(10)}
+    jobs = [e["job"] for e in got]
+    assert sorted(jobs) == sorted(expected)  # every job, each once
+    assert len(a.of("delivered")) + len(b.of("delivered")) == 100  # nothing after the count either
+    assert a.of("delivered") and b.of("delivered")  # both processes took work from the one queue
+    assert not a.of("told") and not b.of("told")
+    store = await stored(pg_url)
+    try:
+        messages = {e["job"]: e["message"] for e in got}
+        for job_id in expected:
+            job = await store.get_job(job_id)
+            assert job is not None and job.state is JobState.DONE
+            assert job.result_message_id == messages[job_id]
+        ledger = await store.ledger(1)
+        assert sorted(e.job_id for e in ledger) == sorted(expected) and not any(e.refunded for e in ledger)
+    finally:
+        await store.close()
+
+
+async def test_a_light_users_job_is_not_stuck_behind_a_heavy_users_fifty(pg_url: str, workers: Any) -> None:
+    a = await workers("a", "--capacity", "2", "--step-s", "0.05")  # 0.1 s a job
+    b = await workers("b", "--capacity", "2", "--step-s", "0.05")
+    await a.send("submit 1 1 50 heavy")
+    assert (await a.next("submitted"))["granted"] == 50  # both processes are on it already
+    await b.send("submit 1 2 1 light")
+    light_queued = (await b.next("submitted"))["t"]
+
+    got = await deliveries_until([a, b], 51)
+    await asyncio.gather(a.quit(), b.quit())
+
+    light = next(e for e in got if e["job"] == "light-0")
+    heavy = [e for e in got if e["job"].startswith("heavy-")]
+    overtook = [e for e in heavy if light_queued < e["t"] < light["t"]]
+    after = [e for e in heavy if e["t"] > light["t"]]
+    assert len(overtook) + len(after) >= 25  # (the set-up: most of the fifty were still to do)
+    # At most the jobs already in flight (2 per process) and one more round finish first.
+    assert len(overtook) <= 8, (len(overtook), len(after))
+    wait = light["t"] - light_queued
+    drain = heavy[-1]["t"] - light_queued
+    print(f"fair_wait_ratio={wait / drain:.3f} overtaken_by={len(overtook)}")
+
+
+async def test_a_killed_process_jobs_are_reclaimed_and_delivered_once(pg_url: str, workers: Any) -> None:
+    a = await workers("a", "--capacity", "3", "--lease", "30", "--hang")
+    await a.send("submit 1 1 4 x")
+    await a.send("submit 1 2 2 y")
+    await a.next("submitted")
+    await a.next("submitted")
+    held = {(await a.next("started"))["job"] for _ in range(3)}  # claimed and generating, forever
+
+    b = await workers("b", "--capacity", "2", "--lease", "30")
+    a.kill()
+    assert await asyncio.wait_for(a.proc.wait(), WAIT) == -signal.SIGKILL
+    first = await deliveries_until([b], 3)  # the three jobs nobody held
+    assert not held & {e["job"] for e in first}
+    await b.send("advance 31")  # the dead process's leases run out
+    await b.next("advanced")
+    got = await deliveries_until([b], 6)
+    await b.quit()
+
+    assert sorted(e["job"] for e in got) == sorted([f"x-{i}" for i in range(4)] + ["y-0", "y-1"])
+    assert not a.of("delivered")
+    store = await stored(pg_url)
+    try:
+        ledger = await store.ledger(1)
+        assert len(ledger) == 6 and len({e.job_id for e in ledger}) == 6  # no second spend
+        assert not any(e.refunded for e in ledger)
+        for job_id in held:
+            job = await store.get_job(job_id)
+            assert job is not None and job.state is JobState.DONE and job.result_message_id is not None
+    finally:
+        await store.close()
+
+
+# in one process: the delivery lock ------------------------------------------------------------------
+
+
+class CountingOutbox:
+    def __init__(self) -> None:
+        self.posts: list[str] = []
+        self.posted = asyncio.Event()
+
+    async def show_progress(self, job: JobRecord, text: str, preview_png: bytes | None) -> None:
+        return None
+
+    async def post_result(self, job: JobRecord, post: ResultPost, *, via_token: bool) -> tuple[int, int]:
+        self.posts.append(job.job_id)
+        self.posted.set()
+        return 5000 + len(self.posts), job.channel_id
+
+    async def tell_owner(self, job: JobRecord, text: str, *, via_token: bool, private: bool) -> None:
+        raise AssertionError(f"unexpected message: {text}")
+
+    async def channel_is_nsfw(self, channel_id: int) -> bool:
+        return False
+
+    def upload_limit(self, guild_id: int) -> int:
+        return 8 * 1024 * 1024
+
+
+class NoBackend:
+    """The delivery path never generates."""
+
+    def submit(self, *args: object) -> Any:
+        raise AssertionError("nothing should be generated")
+
+    def cancel(self, job_id: str) -> bool:
+        return False
+
+
+class Files:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def save_result(self, job_id: str, index: int, png: bytes) -> Path:
+        path = self.root / f"{job_id}_{index}.png"
+        path.write_bytes(png)
+        return path
+
+
+async def test_a_result_recorded_by_a_dead_process_is_delivered_once_by_one_of_two(
+    pg_url: str, tmp_path: Path
+) -> None:
+    stores = [await stored(pg_url) for _ in range(3)]
+    ghost, *live = stores
+    try:
+        req = GenerationRequest(
+            prompt="a fox", width=64, height=64, steps=2, guidance=5.0, seeds=(3,), model="fake"
+        )
+        reserved = await ghost.reserve(NewJob("j1", 1, 100, 7, req.to_json(), 1), (), 1000.0)
+        assert isinstance(reserved, Reservation)
+        assert [j.job_id for j in await ghost.claim_next("ghost", 1000.0, 30.0)] == ["j1"]
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), "red").save(buf, format="PNG")
+        path = Files(tmp_path).save_result("j1", 0, buf.getvalue())
+        assert await ghost.complete_claimed("j1", "ghost", (3,), (str(path),))  # … and then it died
+
+        outboxes = [CountingOutbox() for _ in live]
+        runners = [
+            JobRunner(s, NoBackend(), Files(tmp_path), o, clock=lambda: 1000.0)  # type: ignore[arg-type]
+            for s, o in zip(live, outboxes, strict=True)
+        ]
+        for s, r in zip(live, runners, strict=True):
+            ClaimDispatcher(s, r, signals=pg_signals_for(s), worker_id=f"w{id(r)}", poll_s=WAIT)
+        taken = await asyncio.gather(*(r.resume() for r in runners))
+        assert sorted(t[0] for t in taken) == [0, 1]
+        winner = next(i for i, t in enumerate(taken) if t[0] == 1)
+        await asyncio.wait_for(outboxes[winner].posted.wait(), WAIT)
+        await runners[winner].wait("j1")
+        for r in runners:
+            await r.close()
+        assert [o.posts for o in outboxes].count(["j1"]) == 1 and sum(len(o.posts) for o in outboxes) == 1
+        job = await ghost.get_job("j1")
+        assert job is not None and job.result_message_id == 5001
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_shard_settings_make_an_auto_sharded_bot_with_a_dispatcher_on_postgres(
+    pg_url: str, tmp_path: Path
+) -> None:
+    import discord
+
+    from bot.client import ImagineBot, bot_class
+    from bot.settings import settings_from_mapping
+    from generation.images import ImageStore
+
+    plain = settings_from_mapping({"DISCORD_TOKEN": "t"})
+    sharded = settings_from_mapping({"DISCORD_TOKEN": "t", "SHARD_COUNT": "4", "SHARD_IDS": "1,3"})
+    assert bot_class(plain) is ImagineBot
+    store = await stored(pg_url)
+    try:
+        bot = bot_class(sharded)(sharded, store, NoBackend(), ImageStore(tmp_path))  # type: ignore[arg-type]
+        assert isinstance(bot, discord.AutoShardedClient)
+        assert (bot.shard_count, bot.shard_ids) == (4, [1, 3])
+        assert bot.dispatcher is not None and bot.runner.claims is bot.dispatcher
+        await bot.runner.close()  # (never connected: discord.py's close needs a login first)
+    finally:
+        await store.close()
