@@ -7,6 +7,7 @@ blacked out. Not thread-safe: the worker thread that owns the model owns its eng
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import math
@@ -66,12 +67,15 @@ class DiffusersEngine:
         scheduler = type(model.text2img.scheduler).__name__
         self.sampler = SAMPLER_NAMES.get(scheduler, scheduler.removesuffix("Scheduler"))
         self._generator_device = torch.device(gen_device)
+        # count_tokens runs on the event loop beside a running batch; a tokenizer keeps its padding and
+        # truncation settings as state, so sharing the pipeline's races (its prompts lose their padding).
+        self._count_tokenizer = copy.deepcopy(model.tokenizer)
 
     # -- small queries ------------------------------------------------------------------------------
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` as the model's (first) tokenizer counts them, begin/end included."""
-        ids = self.model.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
+        ids = self._count_tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
         return len(ids)
 
     def max_batch_images(self, request: GenerationRequest) -> int:
