@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 from bot.client import ImagineBot
 from bot.settings import Settings
+from generation.engine_api import OutOfMemory
 from generation.images import ImageStore
 from generation.service import GenerationService
 from storage.interface import Limits
@@ -99,6 +101,11 @@ class BotWorld:
     running: RunningBot | None = None
     starts: int = 0
     extra_settings: dict[str, Any] = field(default_factory=dict)
+    # Fault injection (tests/test_faults.py): wraps the engine the worker thread builds; extra keyword
+    # arguments for GenerationService (e.g. watchdog_grace_s) and ImagineBot (e.g. edit_interval_s).
+    engine_wrapper: Callable[[Any], Any] | None = None
+    service_options: dict[str, Any] = field(default_factory=dict)
+    bot_options: dict[str, Any] = field(default_factory=dict)
 
     # -- set-up ---------------------------------------------------------------------------------------
 
@@ -168,16 +175,25 @@ class BotWorld:
         store = await open_store(settings.database_path, settings.default_limits)
         images = ImageStore(settings.output_dir)
         model = self.tiny_model
+        wrapper = self.engine_wrapper
 
         def engine_factory() -> Any:
             from generation.engine import DiffusersEngine
 
-            return DiffusersEngine(model)
+            engine = DiffusersEngine(model)
+            return wrapper(engine) if wrapper is not None else engine
 
-        service = GenerationService(engine_factory, images, job_timeout_s=settings.job_timeout_s)
+        service = GenerationService(
+            engine_factory, images, job_timeout_s=settings.job_timeout_s, **self.service_options
+        )
         try:
             await service.start()
-            bot = ImagineBot(settings, store, service, images, edit_interval_s=0.0, guild_ready_timeout=0.05)
+            options: dict[str, Any] = {
+                "edit_interval_s": 0.0,
+                "guild_ready_timeout": 0.05,
+                **self.bot_options,
+            }
+            bot = ImagineBot(settings, store, service, images, **options)
         except BaseException:
             await service.close()
             await store.close()
@@ -285,6 +301,63 @@ class BotWorld:
         return await self.server.wait_for_message(channel or self.channel, predicate, timeout=timeout)
 
 
+class FaultyEngine:
+    """Wraps a real engine for the fault tests: a batch whose prompts contain a marker misbehaves.
+
+    `fault_raise` raises RuntimeError, `fault_oom` raises OutOfMemory, `fault_hang` blocks without
+    calling back until `release` is set, `fault_slow` stalls every step (callbacks still come) until
+    `release` is set, `fault_gate` waits at `gate` before running (`at_gate` says it got there).
+    Waits end after `T` seconds whatever happens, so a failed test never leaves a thread behind."""
+
+    RAISE = "fault_raise"
+    OOM = "fault_oom"
+    HANG = "fault_hang"
+    SLOW = "fault_slow"
+    GATE = "fault_gate"
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.profile = inner.profile
+        self.release = threading.Event()
+        self.gate = threading.Event()
+        self.at_gate = threading.Event()
+        self.hung = threading.Event()
+
+    def count_tokens(self, text: str) -> int:
+        return int(self.inner.count_tokens(text))
+
+    def max_batch_images(self, request: Any) -> int:
+        return int(self.inner.max_batch_images(request))
+
+    def run_batch(self, requests: Any, sources: Any, on_step: Any) -> Any:
+        prompts = " ".join(r.prompt for r in requests)
+        if self.OOM in prompts:
+            raise OutOfMemory("injected: out of memory")
+        if self.RAISE in prompts:
+            raise RuntimeError("injected failure")
+        if self.HANG in prompts:
+            self.hung.set()
+            self.release.wait(T)
+        if self.GATE in prompts:
+            self.at_gate.set()
+            self.gate.wait(T)
+        if self.SLOW in prompts:
+            inner_step = on_step
+
+            def on_step(step: int, total: int, preview: Any) -> bool:
+                self.release.wait(0.25)
+                return bool(inner_step(step, total, preview))
+
+        return self.inner.run_batch(requests, sources, on_step)
+
+    def close(self) -> None:
+        self.release.set()
+        self.gate.set()
+        close = getattr(self.inner, "close", None)
+        if callable(close):
+            close()
+
+
 def is_result(message: Message | None) -> bool:
     """A finished result: live, not loading, with an attachment and the result buttons."""
     return (
@@ -296,4 +369,13 @@ def is_result(message: Message | None) -> bool:
     )
 
 
-__all__ = ["LIMITS", "BotWorld", "LogCollector", "RunningBot", "T", "collecting_logs", "is_result"]
+__all__ = [
+    "LIMITS",
+    "BotWorld",
+    "FaultyEngine",
+    "LogCollector",
+    "RunningBot",
+    "T",
+    "collecting_logs",
+    "is_result",
+]
