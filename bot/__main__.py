@@ -77,7 +77,7 @@ def make_backend(settings: Settings, images: ImageStore) -> GenerationBackend:
             ray_backend = importlib.import_module("generation.ray_backend")
         except ImportError as exc:
             raise StartupError(f"GENERATION_BACKEND=ray is not available here: {exc}") from None
-        backend: GenerationBackend = ray_backend.RayBackend(settings, images)
+        backend: GenerationBackend = ray_backend.RayBackend.from_settings(settings, images)
         return backend
     from generation.service import GenerationService
 

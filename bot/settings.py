@@ -41,6 +41,8 @@ class Settings:
     output_dir: Path = Path("data/images")
     generation_backend: str = "local"
     ray_address: str | None = None
+    ray_replicas: int | None = None  # fixed replica count (neither this nor ray_autoscale: one)
+    ray_autoscale: tuple[int, int] | None = None  # (min, max) replicas, autoscaled by Ray Serve
     database_url: str | None = field(default=None, repr=False)  # may hold a password
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
@@ -93,6 +95,19 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float 
     return value
 
 
+def _pair(env: Mapping[str, str], name: str) -> tuple[int, int] | None:
+    raw = _str(env, name)
+    if raw is None:
+        return None
+    try:
+        low, high = (int(part) for part in raw.replace(" ", "").split(","))
+    except ValueError:
+        raise SettingsError(f"{name} must be MIN,MAX replicas, e.g. 1,4 (got {raw!r})") from None
+    if not 0 <= low <= high or high < 1:
+        raise SettingsError(f"{name} must satisfy 0 <= MIN <= MAX and MAX >= 1 (got {raw!r})")
+    return low, high
+
+
 def _str(env: Mapping[str, str], name: str) -> str | None:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -130,6 +145,8 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
         raise SettingsError("SHARD_IDS needs SHARD_COUNT too")
     if shard_ids and shard_count is not None and any(i >= shard_count for i in shard_ids):
         raise SettingsError(f"every SHARD_IDS entry must be below SHARD_COUNT ({shard_count})")
+    if _str(env, "RAY_REPLICAS") and _str(env, "RAY_AUTOSCALE"):
+        raise SettingsError("set RAY_REPLICAS (a fixed count) or RAY_AUTOSCALE (MIN,MAX), not both")
     cache = _str(env, "MODEL_CACHE_DIR")
     base = Settings(discord_token=token)
     return Settings(
@@ -142,6 +159,8 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
         output_dir=Path(_str(env, "OUTPUT_DIR") or base.output_dir),
         generation_backend=backend,
         ray_address=_str(env, "RAY_ADDRESS"),
+        ray_replicas=_int(env, "RAY_REPLICAS", None, minimum=1),
+        ray_autoscale=_pair(env, "RAY_AUTOSCALE"),
         database_url=_str(env, "DATABASE_URL"),
         shard_count=shard_count,
         shard_ids=shard_ids,

@@ -15,7 +15,7 @@ VENV="${VENV:-.venv}"
 python -m pip install -q --upgrade pip
 # The CPU build of torch (a file on this kind of machine's disk); GPU users install their own.
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-python -m pip install -q -e ".[test,postgres]"
+python -m pip install -q -e ".[test,postgres,ray]"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 ruff check .
 ruff format --check .

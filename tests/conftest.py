@@ -1,3 +1,3 @@
-"""Shared fixtures: the tiny model (built once per session) and its engine."""
+"""Shared fixtures: the tiny model (built once per session), its engine, one local Ray cluster."""
 
-pytest_plugins = ["tests.fixtures_generation"]
+pytest_plugins = ["tests.fixtures_generation", "tests.ray_fixtures"]

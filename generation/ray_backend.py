@@ -1,0 +1,566 @@
+"""`RayBackend`: the `GenerationBackend` over GPU workers on a Ray Serve deployment.
+
+Fairness and batching stay here, in the driver (the bot's process), not in Ray: the scheduler picks
+the next jobs fairly (`generation.fairqueue.FairQueue.pop_batch`, the same rule as the local service:
+the next job fairly plus later compatible ones in fair order, up to the batch image cap) and sends each
+batch as ONE streaming call to `generation.ray_replica.ImagineReplica.run`, only while a replica has a
+free slot. Free slots = replicas × `max_ongoing` (the deployment's `max_ongoing_requests`, 1 by
+default: one batch per replica at a time, so Serve's router can only place a batch on an idle replica
+and nothing is committed to Ray's first-come-first-served queues). With `max_ongoing=2` a second batch
+waits inside the replica behind the running one (hides the dispatch round trip; costs a little
+fairness, since that batch is chosen one batch earlier). `@serve.batch` is not used.
+
+Source images are read on the driver (`image_store.get`) and sent in the call.
+
+Cancel: a waiting job leaves the queue. A member of a running batch is settled `JobCancelled` at once
+and dropped from delivery; the batch is stopped (`DeploymentResponseGenerator.cancel()`, which sets
+the replica's per-step stop flag) only when all its members have cancelled.
+
+Faults: a stream that breaks (replica killed, `RayActorError`, any stream error) puts its live jobs
+back at the FRONT of the queue, as one batch, to run again on another (or the restarted) replica; a
+job's result is settled once, so it is delivered once. After `max_attempts` broken streams the jobs
+fail. The per-job time limit is checked by the replica at every step (`JobFailed("took longer than N
+s")`); if no step comes back, a watchdog here fails the jobs `watchdog_grace_s` after the limit,
+cancels the call and kills the hung replica so Serve replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import ray
+from ray import serve
+
+from generation.backend import (
+    GenerationResult,
+    JobCancelled,
+    JobFailed,
+    Progress,
+    Queued,
+    Started,
+)
+from generation.fairqueue import FairQueue
+from generation.ray_replica import (
+    BatchCall,
+    BatchDone,
+    DiffusersFactory,
+    EngineFactory,
+    ImagineReplica,
+    ReplicaStarted,
+    StepDone,
+    TokenCounter,
+)
+from generation.request import GenerationRequest, ModelProfile
+
+# The job state, its handle and event streams are the local service's, so both backends behave alike.
+from generation.service import SourceImages, _Handle, _Job, _mark_retrieved
+
+log = logging.getLogger(__name__)
+
+DEPLOYMENT_NAME = "ImagineReplica"
+SHUTDOWN_MESSAGE = "the generator is shutting down"
+
+
+@dataclass
+class SchedulerStats:
+    """Counters for benchmarks and tests: time spent in this module's scheduling code."""
+
+    scheduler_s: float = 0.0  # picking batches, reading stream messages, settling jobs (loop thread)
+    batches: int = 0  # streaming calls sent
+    jobs_settled: int = 0
+    requeued: int = 0  # jobs put back after a broken stream
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Jobs sent to a replica as one streaming call."""
+
+    jobs: list[_Job]
+    attempt: int = 1
+    replica: str | None = None
+    response: Any = None  # DeploymentResponseGenerator while in flight
+    stopped: bool = False  # all members cancelled, or abandoned by the watchdog / close()
+    requeued: bool = False  # its live jobs went back to the queue in a new batch
+    task: asyncio.Task[None] | None = None
+    watchdog: asyncio.TimerHandle | None = None
+    batch_id: str = field(default="")
+
+
+class RayBackend:
+    """`GenerationBackend` over Ray Serve replicas. Use from one event loop (like `GenerationService`)."""
+
+    def __init__(
+        self,
+        model_id: str,
+        device: str,
+        *,
+        replicas: int | None = None,
+        autoscale: tuple[int, int] | None = None,
+        address: str | None = None,
+        image_store: SourceImages,
+        job_timeout_s: float = 300.0,
+        max_batch: int | None = None,
+        cache_dir: Path | None = None,
+        engine_factory: EngineFactory | None = None,
+        max_ongoing: int = 1,
+        replica_cpus: float | None = None,
+        app_name: str = "imagine",
+        preview_interval_s: float = 0.5,
+        watchdog_grace_s: float = 10.0,
+        max_attempts: int = 3,
+    ) -> None:
+        """`replicas` (fixed) or `autoscale=(min, max)`; neither: one replica. `address`: the cluster to
+        join (else `$RAY_ADDRESS`, else a local cluster; a process already connected to Ray stays on
+        its cluster). `engine_factory` replaces `DiffusersFactory(model_id, device, cache_dir)`
+        (stand-in engines for tests and benchmarks). `replica_cpus`: CPUs Ray reserves per replica
+        (None: Serve's default of 1)."""
+        if replicas is not None and autoscale is not None:
+            raise ValueError("give replicas or autoscale, not both")
+        if replicas is not None and replicas < 1:
+            raise ValueError("replicas must be at least 1")
+        if autoscale is not None and not 1 <= autoscale[0] <= autoscale[1]:
+            raise ValueError("autoscale must be (min, max) with 1 <= min <= max")
+        if max_ongoing < 1:
+            raise ValueError("max_ongoing must be at least 1")
+        self.model_id = model_id
+        self.device = device
+        self._replicas = replicas if replicas is not None else 1  # unused when autoscaling
+        self._autoscale = autoscale
+        self._address = address
+        self._images = image_store
+        self._timeout = job_timeout_s
+        self._max_batch = max_batch
+        self._cache_dir = cache_dir
+        self._factory = engine_factory
+        self._max_ongoing = max_ongoing
+        self._replica_cpus = replica_cpus
+        self._app = app_name
+        self._preview_interval = preview_interval_s
+        self._grace = watchdog_grace_s
+        self._max_attempts = max_attempts
+        self._profile: ModelProfile | None = None
+        self._counter: TokenCounter | None = None
+        self._native_cap = 1
+        self._handle: Any = None
+        self._owns_ray = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: FairQueue[_Job] = FairQueue()
+        self._retry: deque[_Batch] = deque()  # broken batches: they run before anything waiting
+        self._running: list[_Batch] = []
+        self._jobs: dict[str, _Job] = {}
+        self._replica_of: dict[str, str] = {}
+        self._capacity = 0  # free slots when nothing runs: live replicas × max_ongoing
+        self._poller: asyncio.Task[None] | None = None
+        self._dispatch_scheduled = False
+        self._started = False
+        self._closed = False
+        self._ids = itertools.count(1)
+        self.stats = SchedulerStats()
+
+    @classmethod
+    def from_settings(cls, settings: Any, image_store: SourceImages) -> RayBackend:
+        """Build from `bot.settings.Settings`."""
+        return cls(
+            settings.model_id,
+            settings.device,
+            replicas=settings.ray_replicas,
+            autoscale=settings.ray_autoscale,
+            address=settings.ray_address,
+            image_store=image_store,
+            job_timeout_s=settings.job_timeout_s,
+            cache_dir=settings.model_cache_dir,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def profile(self) -> ModelProfile:
+        """The model's profile, fetched from a replica at start."""
+        if self._profile is None:
+            raise RuntimeError("RayBackend.start() has not finished")
+        return self._profile
+
+    @profile.setter
+    def profile(self, value: ModelProfile) -> None:
+        self._profile = value
+
+    async def start(self) -> None:
+        """Join or start the cluster, deploy the replicas (each loads the model once), fetch the
+        profile, a token counter and the batch cap from one replica."""
+        if self._started:
+            raise RuntimeError("already started")
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._connect)
+        gpus = await asyncio.to_thread(self._gpus_per_replica)
+        self._handle = await asyncio.to_thread(self._deploy, gpus)
+        self._profile = await self._handle.profile.remote()
+        self._counter = await self._handle.token_counter.remote()
+        native = self._profile.native_size
+        probe = GenerationRequest(
+            "probe", native, native, self._profile.default_steps, 7.5, (0,), self.model_id
+        )
+        self._native_cap = max(1, await self._handle.max_batch_images.remote(probe))
+        if self._autoscale is None:
+            self._capacity = self._replicas * self._max_ongoing
+        else:
+            self._capacity = self._autoscale[0] * self._max_ongoing
+            self._poller = self._loop.create_task(self._poll_replicas())
+        self._schedule_dispatch()
+
+    def _connect(self) -> None:
+        if ray.is_initialized():
+            log.info("using this process's Ray connection")
+        else:
+            address = self._address or os.environ.get("RAY_ADDRESS") or None
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+            self._owns_ray = True
+        serve.start(proxy_location="Disabled")
+
+    def _gpus_per_replica(self) -> float:
+        if self.device.startswith("cuda"):
+            return 1.0
+        gpus = ray.cluster_resources().get("GPU", 0)  # type: ignore[no-untyped-call]
+        if self.device == "auto" and gpus >= 1:
+            return 1.0
+        return 0.0
+
+    def _deploy(self, gpus: float) -> Any:
+        device = self.device
+        if gpus:
+            device = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES: the replica's GPU is its "cuda"
+        elif device == "auto":
+            device = "cpu"
+        factory = self._factory or DiffusersFactory(self.model_id, device, self._cache_dir)
+        actor_options: dict[str, Any] = {"num_gpus": gpus}
+        if self._replica_cpus is not None:
+            actor_options["num_cpus"] = self._replica_cpus
+        options: dict[str, Any] = {
+            "max_ongoing_requests": self._max_ongoing,
+            "ray_actor_options": actor_options,
+        }
+        if self._autoscale is None:
+            options["num_replicas"] = self._replicas
+        else:
+            low, high = self._autoscale
+            options["autoscaling_config"] = {
+                "min_replicas": low,
+                "max_replicas": high,
+                # Full replicas plus one batch waiting at the handle read as "more needed".
+                "target_ongoing_requests": self._max_ongoing,
+            }
+        app = cast(Any, ImagineReplica).options(**options).bind(factory)  # a serve.Deployment
+        log.info("deploying %s on Ray Serve: %s", self.model_id, options)
+        return serve.run(app, name=self._app, route_prefix=None)
+
+    async def close(self) -> None:
+        """Cancel waiting and running jobs, delete the deployment, leave a cluster we started."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._poller is not None:
+            self._poller.cancel()
+        for job in self._waiting.ordered():
+            self._waiting.remove(job.job_id)
+            self._settle(job, JobCancelled(SHUTDOWN_MESSAGE))
+        for batch in [*self._retry, *self._running]:
+            for job in batch.jobs:
+                self._settle(job, JobCancelled(SHUTDOWN_MESSAGE))
+            self._stop(batch)
+        self._retry.clear()
+        tasks = [b.task for b in self._running if b.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._handle is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(serve.delete, self._app)
+        if self._owns_ray:
+            await asyncio.to_thread(_shutdown_ray)
+
+    # -- the GenerationBackend calls ----------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model's tokenizer makes of `text` (a tokenizer fetched from a replica at start)."""
+        if self._counter is None:
+            raise RuntimeError("RayBackend.start() has not finished")
+        return self._counter.count_tokens(text)
+
+    def submit(self, job_id: str, owner: str, request: GenerationRequest) -> _Handle:
+        """Queue a job (on the loop thread). After `close()` the handle's result is `JobCancelled`."""
+        if job_id in self._jobs:
+            raise ValueError(f"job {job_id!r} is already queued or running")
+        loop = self._loop or asyncio.get_running_loop()
+        job = _Job(job_id, owner, request, loop.create_future())
+        job.future.add_done_callback(_mark_retrieved)
+        if self._closed:
+            job.future.set_exception(JobCancelled(SHUTDOWN_MESSAGE))
+            return _Handle(job)
+        self._jobs[job_id] = job
+        self._waiting.push(job_id, owner, job)
+        self._publish_positions()
+        self._schedule_dispatch()
+        return _Handle(job)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a waiting job (it leaves the queue) or a running one (dropped from delivery; its batch
+        stops once all members are cancelled). False if there is nothing to cancel."""
+        job = self._jobs.get(job_id)
+        if job is None or job.done:
+            return False
+        job.cancelled = True
+        if self._waiting.remove(job_id) is not None:
+            self._publish_positions()
+        self._settle(job, JobCancelled("cancelled"))
+        for batch in [*self._running, *self._retry]:
+            if job in batch.jobs and all(j.done for j in batch.jobs):
+                self._stop(batch)
+        return True
+
+    def queue_snapshot(self) -> list[tuple[str, str]]:
+        """(job_id, owner) of running jobs first, then waiting ones in the order they will run."""
+        running = [(j.job_id, j.owner) for b in self._running for j in b.jobs if not j.done]
+        return running + [(j.job_id, j.owner) for j in self._waiting_order()]
+
+    # -- introspection (tests, benchmarks) -----------------------------------------------------------
+
+    def replica_of(self, job_id: str) -> str | None:
+        """The Serve replica actor (namespace `serve`) that last ran or runs this job's batch."""
+        return self._replica_of.get(job_id)
+
+    @property
+    def running_batches(self) -> int:
+        """Streaming calls in flight."""
+        return len(self._running)
+
+    # -- scheduling (loop thread) --------------------------------------------------------------------
+
+    def _waiting_order(self) -> list[_Job]:
+        retry = [j for b in self._retry for j in b.jobs if not j.done]
+        return retry + self._waiting.ordered()
+
+    def _publish_positions(self) -> None:
+        for index, job in enumerate(self._waiting_order(), start=1):
+            if job.position != index:
+                job.position = index
+                job.publish(Queued(index))
+
+    def _schedule_dispatch(self) -> None:
+        # Deferred by one loop turn, so jobs submitted together can share a batch.
+        if not self._dispatch_scheduled and self._loop is not None:
+            self._dispatch_scheduled = True
+            self._loop.call_soon(self._dispatch)
+
+    def _slots(self) -> int:
+        slots = self._capacity
+        if self._autoscale is not None and (self._retry or self._waiting):
+            slots += 1  # one batch waiting at the handle tells Serve's autoscaler more are needed
+        return slots
+
+    def _dispatch(self) -> None:
+        self._dispatch_scheduled = False
+        if self._closed or self._handle is None:
+            return
+        began = time.perf_counter()
+        sent = False
+        while len(self._running) < self._slots():
+            batch = self._next_batch()
+            if batch is None:
+                break
+            self._send(batch)
+            sent = True
+        if sent:
+            self._publish_positions()
+        self.stats.scheduler_s += time.perf_counter() - began
+
+    def _next_batch(self) -> _Batch | None:
+        while self._retry:
+            batch = self._retry.popleft()
+            batch.jobs = [j for j in batch.jobs if not j.done]
+            if batch.jobs:
+                return batch
+        jobs = self._waiting.pop_batch(
+            key_of=lambda j: j.request.batch_key(), size_of=lambda j: j.request.count, cap_of=self._cap_of
+        )
+        return _Batch(jobs) if jobs else None
+
+    def _cap_of(self, job: _Job) -> int:
+        if self._max_batch is not None:
+            return max(1, self._max_batch)
+        # The replica's cap at the native size, scaled by area (the replica splits on OutOfMemory).
+        native = self.profile.native_size
+        area = job.request.width * job.request.height
+        return max(1, int(self._native_cap * native * native / area))
+
+    def _send(self, batch: _Batch) -> None:
+        assert self._loop is not None
+        batch.batch_id = f"b{next(self._ids)}"
+        batch.stopped = False
+        batch.replica = None
+        self._running.append(batch)
+        self.stats.batches += 1
+        for job in batch.jobs:
+            job.publish(Started())
+        batch.watchdog = self._loop.call_later(self._timeout + self._grace, self._on_watchdog, batch)
+        batch.task = self._loop.create_task(self._run(batch))
+
+    async def _run(self, batch: _Batch) -> None:
+        try:
+            call = await self._make_call(batch)
+            if call is None:
+                return
+            batch.response = self._handle.options(stream=True).run.remote(call)
+            if batch.stopped:  # everyone cancelled while the sources were read
+                batch.response.cancel()
+                return
+            async for message in batch.response:
+                self._on_message(batch, message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not batch.stopped and not self._closed:
+                self._requeue(batch, exc)
+        finally:
+            if batch.watchdog is not None:
+                batch.watchdog.cancel()
+            with contextlib.suppress(ValueError):
+                self._running.remove(batch)
+            if not self._closed:
+                for job in batch.jobs:  # a stream that ended without BatchDone (should not happen)
+                    if not job.done and not batch.requeued:
+                        self._settle(job, JobFailed("generation failed: the worker returned no result"))
+            self._schedule_dispatch()
+
+    async def _make_call(self, batch: _Batch) -> BatchCall | None:
+        sources: list[bytes | None] = []
+        live: list[_Job] = []
+        for job in batch.jobs:
+            digest = job.request.source_image
+            if digest is None:
+                sources.append(None)
+                live.append(job)
+                continue
+            try:
+                sources.append(await asyncio.to_thread(self._images.get, digest))
+                live.append(job)
+            except Exception:
+                log.exception("source image %s of job %s is missing", digest, job.job_id)
+                self._settle(job, JobFailed("the source image is no longer available"))
+        batch.jobs = live
+        if not live:
+            return None
+        return BatchCall(
+            batch_id=batch.batch_id,
+            requests=tuple(j.request for j in live),
+            sources=tuple(sources),
+            timeout_s=self._timeout,
+            preview_interval_s=self._preview_interval,
+        )
+
+    def _on_message(self, batch: _Batch, message: object) -> None:
+        began = time.perf_counter()
+        if isinstance(message, StepDone):
+            for index, png in message.previews.items():
+                batch.jobs[index].publish(Progress(message.step, message.total, png))
+        elif isinstance(message, ReplicaStarted):
+            batch.replica = message.replica
+            for job in batch.jobs:
+                self._replica_of[job.job_id] = message.replica
+        elif isinstance(message, BatchDone):
+            for job, outcome in zip(batch.jobs, message.outcomes, strict=True):
+                if isinstance(outcome, str):
+                    error = JobCancelled(outcome) if outcome == "cancelled" else JobFailed(outcome)
+                    self._settle(job, error)
+                else:
+                    self._settle(job, GenerationResult(job.job_id, outcome))
+        self.stats.scheduler_s += time.perf_counter() - began
+
+    def _requeue(self, batch: _Batch, exc: BaseException) -> None:
+        live = [j for j in batch.jobs if not j.done]
+        if not live:
+            return
+        batch.requeued = True
+        if batch.attempt >= self._max_attempts:
+            log.error("batch %s broke %d times (%r); failing it", batch.batch_id, batch.attempt, exc)
+            for job in live:
+                self._settle(job, JobFailed("generation failed: the GPU worker stopped"))
+            return
+        log.warning(
+            "replica %s lost batch %s (%s); %d job(s) back to the front of the queue",
+            batch.replica,
+            batch.batch_id,
+            type(exc).__name__,
+            len(live),
+        )
+        self.stats.requeued += len(live)
+        self._retry.append(_Batch(live, attempt=batch.attempt + 1))
+        self._publish_positions()
+
+    def _stop(self, batch: _Batch) -> None:
+        batch.stopped = True
+        if batch.response is not None:
+            batch.response.cancel()
+
+    def _on_watchdog(self, batch: _Batch) -> None:
+        if batch not in self._running:
+            return
+        log.error("batch %s on %s hung past the time limit", batch.batch_id, batch.replica)
+        for job in batch.jobs:
+            self._settle(job, JobFailed(f"took longer than {self._timeout:g} s"))
+        self._stop(batch)
+        if batch.replica is not None and self._loop is not None:
+            self._loop.create_task(asyncio.to_thread(_kill_replica, batch.replica))
+
+    async def _poll_replicas(self) -> None:
+        """Autoscaling: keep the slot count at running replicas × max_ongoing."""
+        while not self._closed:
+            try:
+                running = await asyncio.to_thread(_running_replicas, self._app)
+                if running:
+                    self._capacity = running * self._max_ongoing
+                    self._schedule_dispatch()
+            except Exception:
+                log.exception("reading Serve's status failed")
+            await asyncio.sleep(1.0)  # a poll interval, not a wait for work
+
+    def _settle(self, job: _Job, outcome: GenerationResult | BaseException) -> None:
+        if job.done:
+            return
+        if isinstance(outcome, BaseException):
+            job.future.set_exception(outcome)
+        else:
+            job.future.set_result(outcome)
+        for sub in job.subscribers:
+            sub.put(None)
+        job.subscribers.clear()
+        self._jobs.pop(job.job_id, None)
+        self.stats.jobs_settled += 1
+
+
+def _kill_replica(name: str) -> None:
+    with contextlib.suppress(Exception):
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+
+
+def _running_replicas(app: str) -> int:
+    status = serve.status().applications.get(app)
+    if status is None:
+        return 0
+    deployment = status.deployments.get(DEPLOYMENT_NAME)
+    if deployment is None:
+        return 0
+    return sum(n for state, n in deployment.replica_states.items() if str(state).endswith("RUNNING"))
+
+
+def _shutdown_ray() -> None:
+    with contextlib.suppress(Exception):
+        serve.shutdown()  # type: ignore[no-untyped-call]
+    ray.shutdown()
