@@ -25,6 +25,8 @@ class Action(StrEnum):
     REROLL = "r"
 
 
+CUSTOM_ID_PREFIX = "imagine:"
+
 # The templates DynamicItem classes register; index is 1-based in custom ids, as on the labels.
 INDEXED_TEMPLATE = rf"imagine:(?P<action>[vu]):(?P<job>{JOB_ID_PATTERN}):(?P<index>[1-{MAX_IMAGES}])"
 REROLL_TEMPLATE = rf"imagine:r:(?P<job>{JOB_ID_PATTERN})"

@@ -116,9 +116,7 @@ async def test_forged_buttons_of_other_shapes_refused(world: BotWorld) -> None:
         row = {"type": 1, "components": [{"type": 2, "style": 2, "label": "V1", "custom_id": custom_id}]}
         return replace(result, components=[row])
 
-    # Ids of the wrong shape match no button template: discord.py drops them unanswered (nothing
-    # runs). They go first; a V4 on a one-image result follows and is refused, so once its answer
-    # is in, the bot has seen them all.
+    # Ids of the wrong shape match no button template: nothing runs, and each gets a private answer.
     bad_clicks = [
         world.server.click(forged(bad), bad, world.bob)
         for bad in (
@@ -131,6 +129,7 @@ async def test_forged_buttons_of_other_shapes_refused(world: BotWorld) -> None:
     click = world.server.click(forged(f"imagine:v:{job_id}:4"), f"imagine:v:{job_id}:4", world.bob)
     await refused(world, click)
     for bad_click in bad_clicks:
+        assert "isn't one I can act on" in (await world.wait_ephemeral(bad_click)).content
         assert not any(is_result(m) for m in bad_click.messages if m.id != result.id)
     assert await world.store.ledger(world.guild.id, world.bob.id) == ledger_before
 

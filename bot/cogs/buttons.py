@@ -16,7 +16,7 @@ from discord.ext import commands
 from bot.derive import check_parent, derive, source_bytes
 from bot.errors import UserError, member_role_ids, report_error, send_private
 from bot.formatting import refusal_text
-from bot.ids import Action, ButtonRef, new_job_id
+from bot.ids import CUSTOM_ID_PREFIX, Action, ButtonRef, new_job_id, parse_custom_id
 from bot.jobs import token_expiry
 from bot.views import REROLL_EMOJI
 from storage.interface import NewJob, Refusal, Reservation, StorageError
@@ -97,6 +97,16 @@ class ButtonsCog(commands.Cog):
                 await send_private(interaction, refusal_text(outcome, count))
         except Exception as exc:
             await report_error(interaction, exc)
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """A button in our namespace that no template matches (forged, or from an older version):
+        say so, rather than leave the member with Discord's "interaction failed"."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        custom_id = str((interaction.data or {}).get("custom_id", ""))
+        if custom_id.startswith(CUSTOM_ID_PREFIX) and parse_custom_id(custom_id) is None:
+            await send_private(interaction, "That button isn't one I can act on any more.")
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
