@@ -9,9 +9,9 @@ import pytest
 
 from bench.__main__ import available
 from bench.__main__ import main as bench_main
-from bench.limits import LIMITS, overspends, run
+from bench.limits import LIMITS, _share, overspends, postgres_url, run, with_schema
 from bench.report import report
-from storage.sqlite import LedgerEntry
+from storage.interface import LedgerEntry
 
 
 def test_dispatcher_lists_and_rejects_names(capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,10 +49,40 @@ def test_overspend_check_catches_a_window_past_its_limit() -> None:
     assert overspends(later, LIMITS) == 0
 
 
+def _num(value: object) -> float:
+    assert isinstance(value, int | float), value
+    return float(value)
+
+
 async def test_small_benchmark_run_grants_some_refuses_some_and_never_overspends() -> None:
     figures = await run(count=400, users=10, tasks=8, seed=1)
     assert figures["overspent"] == 0
-    assert 0.2 < figures["granted_fraction"] < 1.0
+    assert 0.2 < _num(figures["granted_fraction"]) < 1.0
     assert figures["granted_fraction"] == figures["concurrent_granted_fraction"]
     for key in ("reservations_per_s", "concurrent_reservations_per_s", "two_connection_reservations_per_s"):
-        assert figures[key] > 0
+        assert _num(figures[key]) > 0
+
+
+async def test_small_run_reports_the_sqlite_backend() -> None:
+    figures = await run(count=40, users=4, tasks=2, seed=0)
+    assert figures["backend"] == "sqlite" and figures["overspent"] == 0
+
+
+def test_each_process_takes_every_member_and_all_requests_are_taken_once() -> None:
+    count, users = 103, 7
+    shares = [_share(count, users, k, 2) for k in range(2)]
+    assert sorted(shares[0] + shares[1]) == list(range(count))
+    for share in shares:  # every member is reserved for from both processes, so the limits bite across them
+        assert {i % users for i in share} == set(range(users))
+    assert shares[0][:users] == list(range(users))
+    assert shares[1][:users] == [10, 11, 12, 13, 7, 8, 9]  # round 1, starting half-way round the members
+    assert _share(7, 4, 1, 2) == [6, 4, 5]  # a last, short round
+
+
+def test_postgres_url_comes_from_the_argument_then_database_url_else_none() -> None:
+    env = {"DATABASE_URL": "postgresql://env/db"}
+    assert postgres_url("postgresql://arg/db", env) == "postgresql://arg/db"
+    assert postgres_url("", env) == "postgresql://env/db"
+    assert postgres_url("", {}) is None
+    assert postgres_url("", {"DATABASE_URL": ""}) is None
+    assert with_schema("postgresql://h/db?sslmode=disable", "s1").endswith("?sslmode=disable&search_path=s1")
