@@ -19,10 +19,13 @@ Faults:
   load a second engine beside a hung one: on one GPU that would most likely run out of memory too.
 
 Events: Queued(position) on submit and whenever the position changes, Started when the batch is
-handed to the worker, Progress(step, total, preview) per step (a preview at most every
-`preview_interval_s` per job, never for the last step), then the iterator ends. `events()` may be
-called any number of times; each reader starts from the job's latest event. Readers never slow the
-worker: each has its own buffer where an unread Queued/Progress is replaced by a newer one.
+handed to the worker, Progress(step, total, preview) per step, then the iterator ends. Queued events
+go only to jobs someone listens to, at most once per loop turn (a burst of submits, cancels and
+dispatches costs one pass over the queue); a reader who subscribes later gets the current position
+at once. Previews are rendered only for a job with a reader, at most one per `preview_interval_s`
+counted from the job's start (a job shorter than that renders none), never for the last step.
+`events()` may be called any number of times; each reader starts from the job's latest event. Readers
+never slow the worker: each has its own buffer where an unread Queued/Progress is replaced by a newer one.
 The engine is touched from the loop thread only for `count_tokens` (tokenizer reads) and
 `max_batch_images` (asked only while the worker is idle).
 """
@@ -32,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import queue
 import threading
 import time
@@ -118,7 +120,8 @@ class _EventStream:
 
 @dataclass(eq=False)
 class _Job:
-    """A job's state. Loop thread only, except `request`, `job_id` and `cancelled`, which the worker reads."""
+    """A job's state. Loop thread only, except `request`, `job_id` and `cancelled`, which the worker
+    reads, and `subscribers`, whose emptiness it reads (a list's length is read atomically)."""
 
     job_id: str
     owner: str
@@ -128,12 +131,15 @@ class _Job:
     position: int = 0
     last_event: JobEvent | None = None
     subscribers: list[_Subscriber] = field(default_factory=list)
+    on_subscribe: Callable[[_Job], None] | None = None  # called before a new reader sees `last_event`
 
     @property
     def done(self) -> bool:
         return self.future.done()
 
     def subscribe(self) -> _Subscriber:
+        if self.on_subscribe is not None and not self.done:
+            self.on_subscribe(self)
         sub = _Subscriber()
         if self.last_event is not None:
             sub.put(self.last_event)
@@ -214,6 +220,7 @@ class GenerationService:
         self._jobs: dict[str, _Job] = {}
         self._running: _Batch | None = None  # handed to the worker and not yet returned
         self._dispatch_scheduled = False
+        self._positions_scheduled = False  # a _flush_positions is pending on the loop
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -288,7 +295,7 @@ class GenerationService:
         if job_id in self._jobs:
             raise ValueError(f"job {job_id!r} is already queued or running")
         loop = self._loop or asyncio.get_running_loop()
-        job = _Job(job_id, owner, request, loop.create_future())
+        job = _Job(job_id, owner, request, loop.create_future(), on_subscribe=self._on_subscribe)
         job.future.add_done_callback(_mark_retrieved)
         if self._closed:
             job.future.set_exception(JobCancelled("the generator is shutting down"))
@@ -348,10 +355,30 @@ class GenerationService:
         self._inbox.put(batch)
 
     def _publish_positions(self) -> None:
+        # Coalesced: any number of queue changes in one loop turn cost one pass at the next turn.
+        if not self._positions_scheduled and self._loop is not None:
+            self._positions_scheduled = True
+            self._loop.call_soon(self._flush_positions)
+
+    def _flush_positions(self) -> None:
+        """Give every waiting job its position; publish Queued only to jobs someone listens to."""
+        self._positions_scheduled = False
         for index, job in enumerate(self._waiting.ordered(), start=1):
             if job.position != index:
                 job.position = index
-                job.publish(Queued(index))
+                if job.subscribers:
+                    job.publish(Queued(index))
+
+    def _on_subscribe(self, job: _Job) -> None:
+        # A new reader of a waiting job must start from its current position, which nobody may have
+        # published (no readers) or which a pending flush has not computed yet.
+        if job.job_id not in self._waiting:
+            return
+        if self._positions_scheduled:
+            self._flush_positions()
+        current = Queued(job.position)
+        if job.last_event != current:
+            job.last_event = current
 
     def _on_watchdog(self, batch: _Batch) -> None:
         if self._running is not batch:
@@ -420,6 +447,9 @@ class GenerationService:
                 log.exception("closing the engine failed")
 
     def _run(self, engine: Engine, batch: _Batch) -> None:
+        # Each job's preview throttle starts now: its first preview comes `preview_interval_s` in.
+        started = self._clock()
+        last_preview = {job.job_id: started for job in batch.jobs}
         group: list[tuple[_Job, bytes | None]] = []
         for job in batch.jobs:
             digest = job.request.source_image
@@ -431,9 +461,15 @@ class GenerationService:
             except Exception:
                 log.exception("source image %s of job %s is missing", digest, job.job_id)
                 self._post(self._settle, job, JobFailed("the source image is no longer available"))
-        self._run_group(engine, batch, group)
+        self._run_group(engine, batch, group, last_preview)
 
-    def _run_group(self, engine: Engine, batch: _Batch, group: list[tuple[_Job, bytes | None]]) -> None:
+    def _run_group(
+        self,
+        engine: Engine,
+        batch: _Batch,
+        group: list[tuple[_Job, bytes | None]],
+        last_preview: dict[str, float],
+    ) -> None:
         group = [(job, src) for job, src in group if not job.cancelled]
         if not group or batch.abandoned:
             return
@@ -441,7 +477,6 @@ class GenerationService:
         if self._clock() > batch.deadline:
             self._fail(jobs, JobFailed, self._timeout_message())
             return
-        last_preview: dict[int, float] = {}
         timed_out = False
 
         def on_step(step: int, total: int, preview: PreviewFn) -> bool:
@@ -456,14 +491,19 @@ class GenerationService:
             if not live:
                 return False
             for i in live:
+                job = jobs[i]
                 png: bytes | None = None
-                if step < total and now - last_preview.get(i, -math.inf) >= self._preview_interval:
-                    last_preview[i] = now
+                if (
+                    step < total
+                    and job.subscribers  # nobody listening: nobody to show a preview to
+                    and now - last_preview[job.job_id] >= self._preview_interval
+                ):
+                    last_preview[job.job_id] = now
                     try:
                         png = preview(i)
                     except Exception:
                         log.exception("preview failed")
-                self._post(jobs[i].publish, Progress(step, total, png))
+                self._post(job.publish, Progress(step, total, png))
             return True
 
         try:
@@ -475,8 +515,8 @@ class GenerationService:
                 return
             log.warning("batch of %d ran out of memory; splitting", len(group))
             half = len(group) // 2
-            self._run_group(engine, batch, group[:half])
-            self._run_group(engine, batch, group[half:])
+            self._run_group(engine, batch, group[:half], last_preview)
+            self._run_group(engine, batch, group[half:], last_preview)
             return
         except BatchInterrupted:
             if timed_out:

@@ -34,6 +34,7 @@ JOB_RE = re.compile(r"imagine:[uvr]:([0-9a-f]{12})")
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> AsyncIterator[BotWorld]:
     async with BotWorld.open(tmp_path_factory.mktemp("bot-e2e"), tiny_model) as w:
+        w.service_options["preview_interval_s"] = 0.0  # tiny jobs end before a 0.5 s throttle allows one
         await w.start_bot()
         yield w
 

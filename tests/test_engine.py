@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -11,11 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
+from generation import engine as engine_module
 from generation.backend import GeneratedImage
-from generation.engine import CPU_MAX_BATCH_IMAGES, DiffusersEngine
+from generation.engine import CPU_MAX_BATCH_IMAGES, ENCODE_WORKERS, DiffusersEngine, encode_images
 from generation.engine_api import BatchInterrupted, OutOfMemory, PreviewFn
 from generation.preview import preview_png
 from generation.request import Mode
+from generation.results import encode_png
 from tests.fixtures_generation import png_pixels, tiny_request, tiny_source_png
 
 pytest_plugins = ["tests.fixtures_generation"]
@@ -208,3 +211,42 @@ def test_max_batch_images_on_cpu(tiny_engine: DiffusersEngine) -> None:
     assert (
         tiny_engine.max_batch_images(replace(tiny_request(), width=512, height=512)) == CPU_MAX_BATCH_IMAGES
     )
+
+
+def noise_image(side: int, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (side, side + 8, 3), dtype=np.uint8), "RGB")
+
+
+def test_parallel_png_encoding_gives_the_bytes_of_serial_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    fox = tiny_request(seeds=(1, 2, 3))
+    cat = tiny_request(prompt="un chat sur un canapé ✓", seeds=(9,))  # non-Latin-1: an iTXt chunk
+    owners = [(fox, 1), (fox, 2), (fox, 3), (cat, 9)]
+    images = [noise_image(96, seed) for seed in range(4)]
+    pairs = zip(images, owners, strict=True)
+    serial = [encode_png(image, r, seed, sampler="Euler") for image, (r, seed) in pairs]
+    threads: list[str] = []
+
+    def recording_encode_png(*args: Any, **kwargs: Any) -> bytes:
+        threads.append(threading.current_thread().name)
+        return encode_png(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "encode_png", recording_encode_png)
+    assert encode_images(images, owners, sampler="Euler") == serial
+    if ENCODE_WORKERS >= 2:  # encoded on the pool, not in the calling thread
+        assert len(threads) == 4 and all(name.startswith("png-encode") for name in threads)
+    assert encode_images(images[:1], owners[:1], sampler="Euler") == serial[:1]
+    assert threads[-1] == threading.current_thread().name  # one image: no hand-off
+    with pytest.raises(ValueError, match="owners"):
+        encode_images(images, owners[:3], sampler="Euler")
+
+
+def test_a_batchs_pngs_are_what_serial_encoding_of_its_images_makes(tiny_engine: DiffusersEngine) -> None:
+    fox = tiny_request(seeds=(1, 2))
+    cat = tiny_request(prompt="a cat on a sofa", seeds=(9,))
+    together = tiny_engine.run_batch([fox, cat], [None, None], StepLog())
+    for request, images in zip([fox, cat], together, strict=True):
+        for image in images:
+            with Image.open(io.BytesIO(image.png)) as opened:
+                decoded = opened.convert("RGB")  # PNG is lossless: the very image that was encoded
+            assert image.png == encode_png(decoded, request, image.seed, sampler=tiny_engine.sampler)

@@ -25,7 +25,7 @@ from generation.backend import (
 from generation.engine_api import BatchInterrupted, OutOfMemory, StepCallback
 from generation.request import GenerationRequest, Mode, ModelProfile
 from generation.results import read_parameters
-from generation.service import GenerationService, _Handle
+from generation.service import GenerationService, _Handle, _Job
 from tests.fixtures_generation import same_within_rounding, tiny_request
 
 WAIT = 10.0  # generous bound for waits on events/futures; never reached when the code is right
@@ -48,6 +48,8 @@ class FakeEngine:
         self.interrupted = 0
         self.steps_run = 0
         self.previews = 0
+        self.preview_steps: list[int] = []  # the step at which each preview was rendered
+        self.before_step: Callable[[], None] | None = None  # e.g. advance a fake clock
         self.closed = False
 
     def count_tokens(self, text: str) -> int:
@@ -73,9 +75,11 @@ class FakeEngine:
         if self.max_fit is not None and sum(r.count for r in requests) > self.max_fit:
             raise OutOfMemory("fake")
         total = requests[0].steps
+        step = 0
 
         def preview(i: int) -> bytes:
             self.previews += 1
+            self.preview_steps.append(step)
             return f"preview:{requests[i].prompt}".encode()
 
         for step in range(1, total + 1):
@@ -83,6 +87,8 @@ class FakeEngine:
                 self.waiting.set()
             assert self.hold.wait(WAIT), "test never released the engine"
             self.steps_run += 1
+            if self.before_step is not None:
+                self.before_step()
             if not on_step(step, total, preview):
                 self.interrupted += 1
                 raise BatchInterrupted()
@@ -466,22 +472,111 @@ async def test_a_hung_step_fails_its_job_by_watchdog_and_waiting_jobs_run_once_i
 # -- previews -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("interval", "rendered"), [(0.5, 1), (0.0, 4)])
-async def test_previews_are_throttled_and_never_rendered_for_the_last_step(
-    engine: FakeEngine, interval: float, rendered: int
+@pytest.mark.parametrize(
+    ("interval", "seconds_per_step", "preview_steps"),
+    [
+        (0.5, 0.3, [2, 4]),  # the throttle starts with the job: the first preview comes 0.5 s in
+        (0.5, 0.08, []),  # a job shorter than the interval renders none
+        (0.0, 0.0, [1, 2, 3, 4, 5]),  # every step but the last
+    ],
+)
+async def test_previews_are_throttled_from_the_jobs_start_and_never_rendered_for_the_last_step(
+    engine: FakeEngine, interval: float, seconds_per_step: float, preview_steps: list[int]
 ) -> None:
-    clock = FakeClock()  # frozen: with a 0.5 s interval only the first step gets a preview
+    clock = FakeClock()
+
+    def tick() -> None:
+        clock.now += seconds_per_step
+
+    engine.before_step = tick
     svc = make_service(engine, clock=clock, preview_interval_s=interval)
     await svc.start()
     try:
-        h = svc.submit("j", "a", req("fox", steps=5))
+        h = svc.submit("j", "a", req("fox", steps=6))
         events = collect(h)
         await result(h)
         progress = [e for e in await events if isinstance(e, Progress)]
     finally:
         await svc.close()
-    assert engine.previews == rendered
-    assert any(p.preview_png == b"preview:fox" for p in progress)
+    assert engine.preview_steps == preview_steps
+    assert any(p.preview_png == b"preview:fox" for p in progress) == bool(preview_steps)
+
+
+async def test_previews_are_rendered_only_while_someone_listens(engine: FakeEngine) -> None:
+    svc = make_service(engine, preview_interval_s=0.0, max_batch=1)
+    await svc.start()
+    try:
+        await result(svc.submit("unheard", "a", req("fox", steps=5)))
+        assert engine.previews == 0  # nobody called events(): no preview was rendered
+        engine.hold.clear()
+        h = svc.submit("heard", "a", req("cat", steps=5))
+        await in_step(engine)  # held before step 1, with no reader yet
+        stream = h.events()  # a reader arrives mid-job
+        engine.hold.set()
+        async with asyncio.timeout(WAIT):
+            progress = [e async for e in stream if isinstance(e, Progress)]
+        await result(h)
+    finally:
+        await svc.close()
+    assert engine.preview_steps == [1, 2, 3, 4]
+    assert progress[-1].step == 5 and any(p.preview_png == b"preview:cat" for p in progress)
+
+
+# -- queue positions ----------------------------------------------------------------------------------------
+
+
+async def test_queued_events_go_only_to_listened_jobs_once_per_loop_turn(
+    service: GenerationService, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published: dict[str, list[JobEvent]] = {}
+    original = _Job.publish
+
+    def counting_publish(job: _Job, event: JobEvent) -> None:
+        published.setdefault(job.job_id, []).append(event)
+        original(job, event)
+
+    monkeypatch.setattr(_Job, "publish", counting_publish)
+    engine.hold.clear()
+    blocker = service.submit("x", "zed", req("x"))
+    await wait_for(blocker, Started)
+    handles = [service.submit(f"j{i}", f"u{i}", req(f"j{i}")) for i in range(8)]
+    listened = collect(handles[7])  # subscribed in the same turn: it sees its position at once
+    assert service.cancel("j0") and service.cancel("j1")  # same turn: one pass, one event
+    others = handles[2:7]
+    assert await wait_for(handles[7], Queued) == Queued(6)
+    assert [e for e in published["j7"] if isinstance(e, Queued)] == [Queued(6)]
+    engine.hold.set()
+    for h in others:
+        await result(h)
+    events = await listened
+    queued = [e for e in published["j7"] if isinstance(e, Queued)]
+    assert queued == [Queued(n) for n in range(6, 0, -1)]  # each dispatch moved it up by one
+    assert events[0] == Queued(6) and events.index(Started()) > events.index(Queued(1))
+    for h in others:  # nobody listened to these: no Queued event was made for them at all
+        assert not [e for e in published[h.job_id] if isinstance(e, Queued)]
+    # 8 waiting jobs moved up 6 times: n² events before, now one per move of the one listened job
+    assert sum(isinstance(e, Queued) for es in published.values() for e in es) == 6
+
+
+async def test_a_late_reader_of_an_unlistened_job_gets_its_current_position(
+    service: GenerationService, engine: FakeEngine
+) -> None:
+    engine.hold.clear()
+    blocker = service.submit("x", "zed", req("x"))
+    await wait_for(blocker, Started)
+    a, b, c = (service.submit(j, j.upper(), req(j)) for j in "abc")
+    c_stream = c.events()
+    async with asyncio.timeout(WAIT):
+        assert await anext(c_stream) == Queued(3)
+        service.cancel("a")
+        assert await anext(c_stream) == Queued(2)  # the positions pass has run
+        assert await anext(b.events()) == Queued(1)  # b moved without a reader: computed, not stale
+        service.cancel("b")
+        assert await anext(c.events()) == Queued(1)  # subscribed before the pending pass: flushed now
+    assert isinstance(await failure(a), JobCancelled)
+    engine.hold.set()
+    await result(c)
+    assert service.queue_snapshot() == []
 
 
 # -- shutdown -------------------------------------------------------------------------------------------
