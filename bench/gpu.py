@@ -38,11 +38,10 @@ import torch
 
 from bench.archs import ARCH_NAMES, Arch, get_arch
 from bench.report import report
-from generation.models import OptimiseOptions
+from generation.options import OptimiseOptions, parse_optimise
 from generation.request import GenerationRequest
 
 PROMPT = "a red fox in the snow, golden hour, highly detailed photograph"
-OPTIMISE_FLAGS = {"channels_last": "channels_last", "fuse_qkv": "fuse_qkv", "compile": "compile_unet"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -56,18 +55,6 @@ def parse_concurrency(text: str) -> list[int]:
     if not values or any(v < 1 for v in values) or len(set(values)) != len(values):
         raise ValueError(f"--concurrency {text!r}: expected distinct positive integers, e.g. 1,4,8,16")
     return values
-
-
-def parse_optimise(text: str) -> OptimiseOptions:
-    """`"none"` or a comma list of channels_last, fuse_qkv, compile → `OptimiseOptions` (others default)."""
-    options = OptimiseOptions()
-    for part in (p.strip() for p in text.split(",")):
-        if part in ("", "none"):
-            continue
-        if part not in OPTIMISE_FLAGS:
-            raise ValueError(f"--optimise {part!r}: expected none or {', '.join(OPTIMISE_FLAGS)}")
-        setattr(options, OPTIMISE_FLAGS[part], True)
-    return options
 
 
 def variant_label(text: str) -> str:

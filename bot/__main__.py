@@ -86,7 +86,13 @@ def make_backend(settings: Settings, images: ImageStore) -> GenerationBackend:
         from generation.models import load_pipeline, resolve_device
 
         device = resolve_device(settings.device)
-        return DiffusersEngine(load_pipeline(settings.model_id, device, cache_dir=settings.model_cache_dir))
+        loaded = load_pipeline(
+            settings.model_id, device, cache_dir=settings.model_cache_dir, options=settings.optimise
+        )
+        engine = DiffusersEngine(loaded)
+        if settings.optimise.compile_unet:
+            engine.warm_up()  # compile now, on the worker thread at start, not while a member waits
+        return engine
 
     return GenerationService(engine_factory, images, job_timeout_s=settings.job_timeout_s)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from generation.options import OptimiseOptions, parse_optimise
 from storage.interface import Limits
 
 DEFAULT_MODEL_ID = "dreamlike-art/dreamlike-photoreal-2.0"
@@ -53,6 +54,7 @@ class Settings:
     log_level: str = "INFO"
     sync_guild_id: int | None = None
     model_cache_dir: Path | None = None
+    optimise: OptimiseOptions = field(default_factory=OptimiseOptions)  # OPTIMISE=channels_last,…
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -147,6 +149,10 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
         raise SettingsError(f"every SHARD_IDS entry must be below SHARD_COUNT ({shard_count})")
     if _str(env, "RAY_REPLICAS") and _str(env, "RAY_AUTOSCALE"):
         raise SettingsError("set RAY_REPLICAS (a fixed count) or RAY_AUTOSCALE (MIN,MAX), not both")
+    try:
+        optimise = parse_optimise(_str(env, "OPTIMISE") or "")
+    except ValueError as exc:
+        raise SettingsError(f"OPTIMISE: {exc}") from None
     cache = _str(env, "MODEL_CACHE_DIR")
     base = Settings(discord_token=token)
     return Settings(
@@ -175,6 +181,7 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
         job_timeout_s=_float(env, "JOB_TIMEOUT_SECONDS", base.job_timeout_s, minimum=1.0),
         log_level=log_level,
         sync_guild_id=_int(env, "SYNC_GUILD_ID", None, minimum=1),
+        optimise=optimise,
         model_cache_dir=Path(cache) if cache else None,
     )
 

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -97,6 +98,27 @@ class DiffusersEngine:
         fixed = VAE_DECODE_BYTES_PER_PIXEL * pixels
         fits = int((free * MEMORY_HEADROOM - fixed) // per_image)
         return max(1, min(GPU_MAX_BATCH_IMAGES, fits))
+
+    def warm_up(self, batch_images: tuple[int, ...] = (1,)) -> float:
+        """Run a short native-size generation for each batch size so a compiled UNet (and the CUDA
+        caching allocator) is ready before any member waits; call it on the worker thread at start.
+        Returns the seconds it took."""
+        started = time.perf_counter()
+        profile = self.profile
+        for images in batch_images:
+            request = GenerationRequest(
+                prompt="warm-up",
+                width=profile.native_size,
+                height=profile.native_size,
+                steps=max(profile.min_steps, 2) if not profile.is_turbo else profile.default_steps,
+                guidance=profile.default_guidance,
+                seeds=tuple(range(images)),
+                model=profile.name,
+            )
+            self.run_batch([request], [None], lambda _step, _total, _preview: True)
+        elapsed = time.perf_counter() - started
+        log.info("warm-up done in %.1f s (batches of %s images)", elapsed, batch_images)
+        return elapsed
 
     # -- the batch ----------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from diffusers import (
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from generation.options import OptimiseOptions
 from generation.request import ModelProfile
 
 log = logging.getLogger(__name__)
@@ -230,17 +231,6 @@ def _pipeline_class_of(model_id: str) -> str | None:
 # --------------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class OptimiseOptions:
-    """Speed options applied after loading. All off on CPU; see `optimise`."""
-
-    xformers: bool = True  # only if xformers imports and the device is CUDA
-    vae_slicing: bool = True  # decode a batch one image at a time (lower peak memory, same pixels)
-    channels_last: bool = False
-    fuse_qkv: bool = False
-    compile_unet: bool = False
 
 
 def optimise(pipe: Pipeline, device: str, options: OptimiseOptions | None = None) -> None:

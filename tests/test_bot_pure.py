@@ -34,6 +34,9 @@ def test_settings_defaults_and_overrides(tmp_path: Path) -> None:
     assert s.default_limits == Limits(5, 200, None, 0.0)
     assert s.sync_guild_id == 42
     assert s.ray_replicas is None and s.ray_autoscale is None
+    assert not s.optimise.compile_unet
+    tuned = settings_from_mapping({"DISCORD_TOKEN": "x", "OPTIMISE": "channels_last, compile"}).optimise
+    assert tuned.channels_last and tuned.compile_unet and not tuned.fuse_qkv
     assert settings_from_mapping({"DISCORD_TOKEN": "x", "RAY_AUTOSCALE": "1, 4"}).ray_autoscale == (1, 4)
     assert s.database_path == Path("data/imagine.db") and s.device == "auto"
     assert TOKEN not in repr(s)
@@ -49,6 +52,7 @@ def test_settings_defaults_and_overrides(tmp_path: Path) -> None:
         ({"DISCORD_TOKEN": "x", "COOLDOWN_SECONDS": "-1"}, "COOLDOWN_SECONDS"),
         ({"DISCORD_TOKEN": "x", "SHARD_IDS": "0,3", "SHARD_COUNT": "2"}, "SHARD_IDS"),
         ({"DISCORD_TOKEN": "x", "RAY_AUTOSCALE": "4,1"}, "RAY_AUTOSCALE"),
+        ({"DISCORD_TOKEN": "x", "OPTIMISE": "compile,warp_speed"}, "OPTIMISE"),
         ({"DISCORD_TOKEN": "x", "RAY_AUTOSCALE": "two"}, "RAY_AUTOSCALE"),
         ({"DISCORD_TOKEN": "x", "RAY_REPLICAS": "2", "RAY_AUTOSCALE": "1,4"}, "not both"),
     ],

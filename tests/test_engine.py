@@ -60,6 +60,25 @@ def test_same_seed_same_pixels_other_seed_other_pixels(tiny_engine: DiffusersEng
     assert (first.seed, first.width, first.height, first.nsfw) == (7, 64, 64, False)
 
 
+def test_warm_up_runs_each_batch_size_and_changes_no_result(
+    tiny_engine: DiffusersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = run_one(tiny_engine, seeds=(7,))
+    batches: list[int] = []
+    real_run_batch = tiny_engine.run_batch
+
+    def counting(requests: Any, sources: Any, on_step: Any) -> Any:
+        batches.append(sum(r.count for r in requests))
+        assert all((r.width, r.height) == (64, 64) for r in requests)  # the model's native size
+        return real_run_batch(requests, sources, on_step)
+
+    monkeypatch.setattr(tiny_engine, "run_batch", counting)
+    assert tiny_engine.warm_up((1, 2)) > 0
+    assert batches == [1, 2]
+    monkeypatch.undo()
+    assert np.array_equal(pixels(before), pixels(run_one(tiny_engine, seeds=(7,))))
+
+
 def test_png_carries_its_parameters(tiny_engine: DiffusersEngine) -> None:
     image = run_one(tiny_engine, seeds=(42,), negative_prompt="text")
     with Image.open(io.BytesIO(image.png)) as opened:
