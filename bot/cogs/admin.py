@@ -122,6 +122,14 @@ class LimitsGroup(app_commands.Group, name="limits", description="Image limits f
 
 
 @app_commands.guild_only()
+def _phrase(raw: str) -> str:
+    """A blocked phrase as stored, or a UserError saying why it can't be one."""
+    try:
+        return clean_phrase(raw)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
 @app_commands.default_permissions(manage_guild=True)
 class BlocklistGroup(app_commands.Group, name="blocklist", description="Blocked words (admins)"):
     """`/blocklist add|remove|list`."""
@@ -136,10 +144,7 @@ class BlocklistGroup(app_commands.Group, name="blocklist", description="Blocked 
         self, interaction: discord.Interaction[Any], phrase: app_commands.Range[str, 1, 200]
     ) -> None:
         guild_id = await _admin_defer(interaction)
-        try:
-            cleaned = clean_phrase(phrase)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
+        cleaned = _phrase(phrase)
         added = await self.bot.store.add_blocked_word(guild_id, cleaned)
         text = f"Blocked “{quote(cleaned)}”." if added else f"“{quote(cleaned)}” was already blocked."
         await interaction.followup.send(text, ephemeral=True)
@@ -150,10 +155,7 @@ class BlocklistGroup(app_commands.Group, name="blocklist", description="Blocked 
         self, interaction: discord.Interaction[Any], phrase: app_commands.Range[str, 1, 200]
     ) -> None:
         guild_id = await _admin_defer(interaction)
-        try:
-            cleaned = clean_phrase(phrase)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
+        cleaned = _phrase(phrase)
         removed = await self.bot.store.remove_blocked_word(guild_id, cleaned)
         text = f"Unblocked “{quote(cleaned)}”." if removed else f"“{quote(cleaned)}” wasn't blocked."
         await interaction.followup.send(text, ephemeral=True)
