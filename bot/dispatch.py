@@ -271,7 +271,7 @@ class ClaimDispatcher:
         next_renew = loop.time() + renew_every
         next_reclaim = loop.time()
         next_sweep = loop.time() + self.lease_s  # `resume` swept just now
-        while True:
+        while not self._closing:
             self._wakeup.clear()
             try:
                 if self._reclaim_due or loop.time() >= next_reclaim:
@@ -292,7 +292,10 @@ class ClaimDispatcher:
                 log.exception("dispatcher: unexpected error (trying again in %.1f s)", self.poll_s)
             timeout = max(0.0, min(self.poll_s, next_renew - loop.time()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
+                # Not asyncio.wait_for: on 3.11 it can swallow a cancel that lands as the wait ends,
+                # and close() would then wait for this loop forever.
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
 
     async def _claim(self) -> None:
         free = self.capacity - len(self._held)
