@@ -12,6 +12,18 @@ fairness, since that batch is chosen one batch earlier). `@serve.batch` is not u
 
 Source images are read on the driver (`image_store.get`) and sent in the call.
 
+Several drivers, one deployment (many bot processes on one cluster): `start()` joins the Serve app
+named `app_name` if it already runs (`serve.get_app_handle`) instead of redeploying it, so only the
+first process deploys, and only the process that deployed deletes the app on `close()` (one that joined
+leaves it running). An app found running another model (its profile's name is not `model_id`) is
+redeployed with this driver's settings. Free slots are per driver: each counts the app's running
+replicas × `max_ongoing` as its own, so with N drivers up to N × that many batches are in flight at
+once; the excess waits in Serve's handle queue (first come first served between drivers) until a
+replica is free, and that wait counts against the batch's time limit. Fairness across processes is
+kept before that point, by the shared queue's claim order and each dispatcher's small `capacity`
+(`bot.dispatch.ClaimDispatcher`). Two processes starting at the same moment may both deploy; the
+second deploy updates the app in place (a broken stream is requeued, as for a lost replica).
+
 Cancel: a waiting job leaves the queue. A member of a running batch is settled `JobCancelled` at once
 and dropped from delivery; the batch is stopped (`DeploymentResponseGenerator.cancel()`, which sets
 the replica's per-step stop flag) only when all its members have cancelled.
@@ -152,6 +164,7 @@ class RayBackend:
         self._native_cap = 1
         self._handle: Any = None
         self._owns_ray = False
+        self._owns_app = False  # this driver deployed the app (else it joined one already running)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: FairQueue[_Job] = FairQueue()
         self._retry: deque[_Batch] = deque()  # broken batches: they run before anything waiting
@@ -194,24 +207,42 @@ class RayBackend:
         self._profile = value
 
     async def start(self) -> None:
-        """Join or start the cluster, deploy the replicas (each loads the model once), fetch the
-        profile, a token counter and the batch cap from one replica."""
+        """Join or start the cluster, deploy the replicas (each loads the model once) unless the app
+        already runs (then join it), fetch the profile, a token counter and the batch cap from a
+        replica."""
         if self._started:
             raise RuntimeError("already started")
         self._started = True
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._connect)
-        gpus = await asyncio.to_thread(self._gpus_per_replica)
-        self._handle = await asyncio.to_thread(self._deploy, gpus)
-        self._profile = await self._handle.profile.remote()
+        self._handle = await asyncio.to_thread(_existing_app, self._app)
+        if self._handle is not None:
+            self._profile = await self._handle.profile.remote()
+            if self._profile.name == self.model_id:
+                log.info("joining the running Serve app %r (deployed by another driver)", self._app)
+            else:  # a leftover of another configuration: replace it, as a fresh deploy would
+                log.warning(
+                    "Serve app %r runs %r, not %r: redeploying it",
+                    self._app,
+                    self._profile.name,
+                    self.model_id,
+                )
+                self._handle = None
+        if self._handle is None:
+            gpus = await asyncio.to_thread(self._gpus_per_replica)
+            self._handle = await asyncio.to_thread(self._deploy, gpus)
+            self._owns_app = True
+            self._profile = await self._handle.profile.remote()
         self._counter = await self._handle.token_counter.remote()
-        native = self._profile.native_size
-        probe = GenerationRequest(
-            "probe", native, native, self._profile.default_steps, 7.5, (0,), self.model_id
-        )
+        profile = self.profile
+        native = profile.native_size
+        probe = GenerationRequest("probe", native, native, profile.default_steps, 7.5, (0,), self.model_id)
         self._native_cap = max(1, await self._handle.max_batch_images.remote(probe))
         if self._autoscale is None:
-            self._capacity = self._replicas * self._max_ongoing
+            replicas = self._replicas
+            if not self._owns_app:  # the app's own replica count, not this driver's setting
+                replicas = await asyncio.to_thread(_running_replicas, self._app) or replicas
+            self._capacity = replicas * self._max_ongoing
         else:
             self._capacity = self._autoscale[0] * self._max_ongoing
             self._poller = self._loop.create_task(self._poll_replicas())
@@ -263,7 +294,8 @@ class RayBackend:
         return serve.run(app, name=self._app, route_prefix=None)
 
     async def close(self) -> None:
-        """Cancel waiting and running jobs, delete the deployment, leave a cluster we started."""
+        """Cancel waiting and running jobs, delete the deployment if this driver deployed it, leave a
+        cluster we started."""
         if self._closed:
             return
         self._closed = True
@@ -280,7 +312,7 @@ class RayBackend:
         tasks = [b.task for b in self._running if b.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._handle is not None:
+        if self._handle is not None and self._owns_app:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(serve.delete, self._app)
         if self._owns_ray:
@@ -335,6 +367,11 @@ class RayBackend:
     def replica_of(self, job_id: str) -> str | None:
         """The Serve replica actor (namespace `serve`) that last ran or runs this job's batch."""
         return self._replica_of.get(job_id)
+
+    @property
+    def deployed_here(self) -> bool:
+        """True if `start()` deployed the app; False if it joined one another driver deployed."""
+        return self._owns_app
 
     @property
     def running_batches(self) -> int:
@@ -548,6 +585,14 @@ class RayBackend:
 def _kill_replica(name: str) -> None:
     with contextlib.suppress(Exception):
         ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+
+
+def _existing_app(app: str) -> Any:
+    """A handle to the Serve app `app` if it is deploying or running, else None."""
+    status = serve.status().applications.get(app)
+    if status is None or not str(status.status).endswith(("RUNNING", "DEPLOYING")):
+        return None
+    return serve.get_app_handle(app)
 
 
 def _running_replicas(app: str) -> int:

@@ -1,0 +1,200 @@
+"""One bot process of the scale-out test: the real `JobRunner`, `ClaimDispatcher` and `PostgresStore`,
+with a `RayBackend` that JOINS a Serve app another process deployed on a running Ray cluster, and an
+outbox that prints what it posts.
+
+    python -m tests.scale_out_worker RAY_ADDRESS APP DATABASE_URL OUTDIR WORKER_ID [--tag N] [--capacity N]
+
+It speaks JSON lines on stdout (`ready`, `delivered`, `told`, `closed`; each with `t`, a monotonic
+time) and closes cleanly on `quit` (or end of input) on stdin.
+
+`StandInFactory` (the replicas' engine: a fixed time per step, small valid PNGs, no model) lives here
+so that the deploying test and the replicas import it from one light module; the bot's modules are
+imported only in `main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import faulthandler
+import io
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from generation.backend import GeneratedImage
+from generation.engine_api import BatchInterrupted, Engine, StepCallback
+from generation.request import GenerationRequest, ModelProfile
+
+if TYPE_CHECKING:
+    from bot.jobs import ResultPost
+    from generation.ray_backend import RayBackend
+    from storage.interface import JobRecord
+
+PROFILE = ModelProfile(name="stand-in", native_size=64, default_steps=2, default_guidance=5.0)
+BATCH_CAP = 4
+
+
+def emit(event: str, **fields: Any) -> None:
+    """One JSON line on stdout."""
+    print(json.dumps({"event": event, "t": time.monotonic(), **fields}), flush=True)
+
+
+def request(seed: int) -> GenerationRequest:
+    """A one-image request the stand-in engine runs in two steps."""
+    return GenerationRequest(
+        prompt="a fox", width=64, height=64, steps=2, guidance=5.0, seeds=(seed,), model="stand-in"
+    )
+
+
+class StandInEngine:
+    """A stand-in GPU: `step_s` per step per batch, up to `BATCH_CAP` images a batch, 8×8 PNGs."""
+
+    profile = PROFILE
+
+    def __init__(self, step_s: float) -> None:
+        self.step_s = step_s
+
+    def count_tokens(self, text: str) -> int:
+        """Whitespace words plus begin/end tokens."""
+        return len(text.split()) + 2
+
+    def max_batch_images(self, request: GenerationRequest) -> int:
+        """The fixed batch cap."""
+        return BATCH_CAP
+
+    def run_batch(
+        self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None], on_step: StepCallback
+    ) -> list[list[GeneratedImage]]:
+        """`step_s` per step, then one small picture per seed."""
+        from PIL import Image
+
+        total = requests[0].steps
+        for step in range(1, total + 1):
+            time.sleep(self.step_s)  # the stand-in's compute time, not a wait for work
+            if not on_step(step, total, lambda _i: b""):
+                raise BatchInterrupted(f"stopped after step {step}")
+
+        def png(seed: int) -> bytes:
+            buf = io.BytesIO()
+            Image.new("RGB", (8, 8), (seed % 256, 80, 160)).save(buf, format="PNG")
+            return buf.getvalue()
+
+        return [[GeneratedImage(png(s), s, r.width, r.height) for s in r.seeds] for r in requests]
+
+
+@dataclass(frozen=True)
+class StandInFactory:
+    """Picklable factory of `StandInEngine` for the replicas."""
+
+    step_s: float = 0.005
+
+    def __call__(self) -> Engine:
+        return StandInEngine(self.step_s)
+
+
+class ReplicaOutbox:
+    """Posts nothing anywhere: prints each post (with the Serve replica that made it) and returns a
+    message id unique across processes."""
+
+    def __init__(self, tag: int, backend: RayBackend) -> None:
+        self._next = tag * 1_000_000
+        self._backend = backend
+        self.delivered: list[str] = []
+
+    async def show_progress(self, job: JobRecord, text: str, preview_png: bytes | None) -> None:
+        return None
+
+    async def post_result(self, job: JobRecord, post: ResultPost, *, via_token: bool) -> tuple[int, int]:
+        self._next += 1
+        self.delivered.append(job.job_id)
+        replica = self._backend.replica_of(job.job_id)
+        emit("delivered", job=job.job_id, owner=job.owner_id, message=self._next, replica=replica)
+        return self._next, job.channel_id
+
+    async def tell_owner(self, job: JobRecord, text: str, *, via_token: bool, private: bool) -> None:
+        emit("told", job=job.job_id, text=text)
+
+    async def channel_is_nsfw(self, channel_id: int) -> bool:
+        return False
+
+    def upload_limit(self, guild_id: int) -> int:
+        return 8 * 1024 * 1024
+
+
+class NoSources:
+    """Source images are never needed (text-to-image only)."""
+
+    def get(self, digest: str) -> bytes:
+        raise KeyError(digest)
+
+
+async def main(args: argparse.Namespace) -> None:
+    import ray
+
+    from bot.dispatch import ClaimDispatcher, pg_signals_for
+    from bot.jobs import JobRunner
+    from generation.images import ImageStore
+    from generation.ray_backend import RayBackend
+    from storage.interface import Limits
+    from storage.postgres import open_pg_store
+    from tests.dispatch_worker import dump_tasks
+
+    unlimited = Limits(images_per_hour=None, images_per_day=None, max_queued=None, cooldown_seconds=0.0)
+    # Our own connection, so Ray's log forwarding stays off this process's stdout (the JSON lines).
+    ray.init(address=args.ray_address, log_to_driver=False, logging_level=logging.WARNING)
+    store = await open_pg_store(args.url, unlimited, max_size=4)
+    images = ImageStore(Path(args.outdir))
+    backend = RayBackend("stand-in", "cpu", replicas=2, image_store=NoSources(), app_name=args.app)
+    await backend.start()
+    outbox = ReplicaOutbox(args.tag, backend)
+    runner = JobRunner(store, backend, images, outbox, edit_interval_s=0.0)
+    ClaimDispatcher(
+        store,
+        runner,
+        signals=pg_signals_for(store),
+        worker_id=args.worker,
+        capacity=args.capacity,
+        poll_s=1.0,
+    )
+    await runner.resume()
+    emit("ready", joined=not backend.deployed_here)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)  # a hung test can ask where it is
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
+    try:
+        while True:
+            line = (await loop.run_in_executor(None, sys.stdin.readline)).split()
+            if not line or line[0] == "quit":
+                break
+        emit("phase", name="waiting")
+        for job_id in outbox.delivered:  # let posted results be recorded before closing
+            await runner.wait(job_id)
+    finally:
+        emit("phase", name="runner")
+        await runner.close()
+        emit("phase", name="backend")
+        await backend.close()
+        emit("phase", name="store")
+        await store.close()
+        emit("phase", name="ray")
+        ray.shutdown()
+        emit("closed")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("ray_address")
+    parser.add_argument("app")
+    parser.add_argument("url")
+    parser.add_argument("outdir")
+    parser.add_argument("worker")
+    parser.add_argument("--tag", type=int, default=1)
+    parser.add_argument("--capacity", type=int, default=4)
+    asyncio.run(main(parser.parse_args()))
