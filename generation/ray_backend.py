@@ -61,6 +61,9 @@ from generation.backend import (
     Started,
 )
 from generation.fairqueue import FairQueue
+
+# The job state, its handle and event streams are the local service's, so both backends behave alike.
+from generation.jobs import Handle, Job, SourceImages, mark_retrieved
 from generation.ray_replica import (
     BatchCall,
     BatchDone,
@@ -72,9 +75,6 @@ from generation.ray_replica import (
     TokenCounter,
 )
 from generation.request import GenerationRequest, ModelProfile
-
-# The job state, its handle and event streams are the local service's, so both backends behave alike.
-from generation.service import SourceImages, _Handle, _Job, _mark_retrieved
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class SchedulerStats:
 class _Batch:
     """Jobs sent to a replica as one streaming call."""
 
-    jobs: list[_Job]
+    jobs: list[Job]
     attempt: int = 1
     replica: str | None = None
     response: Any = None  # DeploymentResponseGenerator while in flight
@@ -166,10 +166,10 @@ class RayBackend:
         self._owns_ray = False
         self._owns_app = False  # this driver deployed the app (else it joined one already running)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiting: FairQueue[_Job] = FairQueue()
+        self._waiting: FairQueue[Job] = FairQueue()
         self._retry: deque[_Batch] = deque()  # broken batches: they run before anything waiting
         self._running: list[_Batch] = []
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, Job] = {}
         self._replica_of: dict[str, str] = {}
         self._capacity = 0  # free slots when nothing runs: live replicas × max_ongoing
         self._poller: asyncio.Task[None] | None = None
@@ -326,21 +326,21 @@ class RayBackend:
             raise RuntimeError("RayBackend.start() has not finished")
         return self._counter.count_tokens(text)
 
-    def submit(self, job_id: str, owner: str, request: GenerationRequest) -> _Handle:
+    def submit(self, job_id: str, owner: str, request: GenerationRequest) -> Handle:
         """Queue a job (on the loop thread). After `close()` the handle's result is `JobCancelled`."""
         if job_id in self._jobs:
             raise ValueError(f"job {job_id!r} is already queued or running")
         loop = self._loop or asyncio.get_running_loop()
-        job = _Job(job_id, owner, request, loop.create_future())
-        job.future.add_done_callback(_mark_retrieved)
+        job = Job(job_id, owner, request, loop.create_future())
+        job.future.add_done_callback(mark_retrieved)
         if self._closed:
             job.future.set_exception(JobCancelled(SHUTDOWN_MESSAGE))
-            return _Handle(job)
+            return Handle(job)
         self._jobs[job_id] = job
         self._waiting.push(job_id, owner, job)
         self._publish_positions()
         self._schedule_dispatch()
-        return _Handle(job)
+        return Handle(job)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a waiting job (it leaves the queue) or a running one (dropped from delivery; its batch
@@ -380,7 +380,7 @@ class RayBackend:
 
     # -- scheduling (loop thread) --------------------------------------------------------------------
 
-    def _waiting_order(self) -> list[_Job]:
+    def _waiting_order(self) -> list[Job]:
         retry = [j for b in self._retry for j in b.jobs if not j.done]
         return retry + self._waiting.ordered()
 
@@ -429,7 +429,7 @@ class RayBackend:
         )
         return _Batch(jobs) if jobs else None
 
-    def _cap_of(self, job: _Job) -> int:
+    def _cap_of(self, job: Job) -> int:
         if self._max_batch is not None:
             return max(1, self._max_batch)
         # The replica's cap at the native size, scaled by area (the replica splits on OutOfMemory).
@@ -478,7 +478,7 @@ class RayBackend:
 
     async def _make_call(self, batch: _Batch) -> BatchCall | None:
         sources: list[bytes | None] = []
-        live: list[_Job] = []
+        live: list[Job] = []
         for job in batch.jobs:
             digest = job.request.source_image
             if digest is None:
@@ -568,7 +568,7 @@ class RayBackend:
                 log.exception("reading Serve's status failed")
             await asyncio.sleep(1.0)  # a poll interval, not a wait for work
 
-    def _settle(self, job: _Job, outcome: GenerationResult | BaseException) -> None:
+    def _settle(self, job: Job, outcome: GenerationResult | BaseException) -> None:
         if job.done:
             return
         if isinstance(outcome, BaseException):

@@ -38,15 +38,12 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 from generation.backend import (
     GenerationResult,
     JobCancelled,
-    JobEvent,
     JobFailed,
     Progress,
     Queued,
@@ -54,6 +51,7 @@ from generation.backend import (
 )
 from generation.engine_api import BatchInterrupted, Engine, OutOfMemory, PreviewFn
 from generation.fairqueue import FairQueue
+from generation.jobs import Handle, Job, SourceImages, mark_retrieved
 from generation.request import GenerationRequest, ModelProfile
 
 log = logging.getLogger(__name__)
@@ -61,129 +59,11 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 
 
-class SourceImages(Protocol):
-    """Where source images (img2img, variations, upscales) are read from, by sha256 digest."""
-
-    def get(self, digest: str) -> bytes:
-        """The stored bytes; raises if there are none."""
-        ...
-
-
-class _Subscriber:
-    """One `events()` iterator's buffer. Unbounded in effect but latest-wins: a new Queued or
-    Progress replaces an unread one of the same kind, so a slow reader never piles up events."""
-
-    def __init__(self) -> None:
-        self.items: deque[JobEvent | None] = deque()
-        self.ready = asyncio.Event()
-
-    def put(self, event: JobEvent | None) -> None:
-        if self.items and event is not None:
-            tail = self.items[-1]
-            if isinstance(tail, Queued) and isinstance(event, Queued):
-                self.items[-1] = event
-                return
-            if isinstance(tail, Progress) and isinstance(event, Progress):
-                if event.preview_png is None and tail.preview_png is not None:
-                    event = Progress(event.step, event.total, tail.preview_png)
-                self.items[-1] = event
-                return
-        self.items.append(event)
-        self.ready.set()
-
-
-class _EventStream:
-    """Async iterator over one job's events; ends when the job ends."""
-
-    def __init__(self, job: _Job) -> None:
-        self._job = job
-        self._sub = job.subscribe()
-        self._ended = False
-
-    def __aiter__(self) -> _EventStream:
-        return self
-
-    async def __anext__(self) -> JobEvent:
-        sub = self._sub
-        if self._ended:
-            raise StopAsyncIteration
-        while not sub.items:
-            sub.ready.clear()
-            await sub.ready.wait()
-        event = sub.items.popleft()
-        if event is None:
-            self._ended = True
-            self._job.unsubscribe(sub)
-            raise StopAsyncIteration
-        return event
-
-
-@dataclass(eq=False)
-class _Job:
-    """A job's state. Loop thread only, except `request`, `job_id` and `cancelled`, which the worker
-    reads, and `subscribers`, whose emptiness it reads (a list's length is read atomically)."""
-
-    job_id: str
-    owner: str
-    request: GenerationRequest
-    future: asyncio.Future[GenerationResult]
-    cancelled: bool = False  # set on the loop; the worker reads it at each step
-    position: int = 0
-    last_event: JobEvent | None = None
-    subscribers: list[_Subscriber] = field(default_factory=list)
-    on_subscribe: Callable[[_Job], None] | None = None  # called before a new reader sees `last_event`
-
-    @property
-    def done(self) -> bool:
-        return self.future.done()
-
-    def subscribe(self) -> _Subscriber:
-        if self.on_subscribe is not None and not self.done:
-            self.on_subscribe(self)
-        sub = _Subscriber()
-        if self.last_event is not None:
-            sub.put(self.last_event)
-        if self.done:
-            sub.put(None)
-        else:
-            self.subscribers.append(sub)
-        return sub
-
-    def unsubscribe(self, sub: _Subscriber) -> None:
-        with contextlib.suppress(ValueError):
-            self.subscribers.remove(sub)
-
-    def publish(self, event: JobEvent) -> None:
-        if self.done:
-            return
-        self.last_event = event
-        for sub in self.subscribers:
-            sub.put(event)
-
-
-class _Handle:
-    """What `submit` returns: the job id, its events and its result."""
-
-    def __init__(self, job: _Job) -> None:
-        self._job = job
-        self.job_id = job.job_id
-
-    def events(self) -> _EventStream:
-        """Events from now until the job ends. Any number of iterators may be open at once; each
-        starts with the job's latest event (its current state), so a late reader misses nothing
-        that matters. Unread Queued/Progress events are replaced by newer ones (latest wins)."""
-        return _EventStream(self._job)
-
-    async def result(self) -> GenerationResult:
-        """The images; raises `JobFailed` or `JobCancelled`. Cancelling the caller leaves the job be."""
-        return await asyncio.shield(self._job.future)
-
-
 @dataclass(eq=False)
 class _Batch:
     """Jobs handed to the worker as one unit."""
 
-    jobs: list[_Job]
+    jobs: list[Job]
     deadline: float  # on the service clock
     abandoned: bool = False  # set by the watchdog or close(): stop at the next step
     watchdog: asyncio.TimerHandle | None = None
@@ -216,8 +96,8 @@ class GenerationService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._inbox: queue.Queue[_Batch | None] = queue.Queue()
-        self._waiting: FairQueue[_Job] = FairQueue()
-        self._jobs: dict[str, _Job] = {}
+        self._waiting: FairQueue[Job] = FairQueue()
+        self._jobs: dict[str, Job] = {}
         self._running: _Batch | None = None  # handed to the worker and not yet returned
         self._dispatch_scheduled = False
         self._positions_scheduled = False  # a _flush_positions is pending on the loop
@@ -290,21 +170,21 @@ class GenerationService:
             raise RuntimeError("GenerationService.start() has not finished")
         return self._engine.count_tokens(text)
 
-    def submit(self, job_id: str, owner: str, request: GenerationRequest) -> _Handle:
+    def submit(self, job_id: str, owner: str, request: GenerationRequest) -> Handle:
         """Queue a job (on the loop thread). After `close()` the handle's result is `JobCancelled`."""
         if job_id in self._jobs:
             raise ValueError(f"job {job_id!r} is already queued or running")
         loop = self._loop or asyncio.get_running_loop()
-        job = _Job(job_id, owner, request, loop.create_future(), on_subscribe=self._on_subscribe)
-        job.future.add_done_callback(_mark_retrieved)
+        job = Job(job_id, owner, request, loop.create_future(), on_subscribe=self._on_subscribe)
+        job.future.add_done_callback(mark_retrieved)
         if self._closed:
             job.future.set_exception(JobCancelled("the generator is shutting down"))
-            return _Handle(job)
+            return Handle(job)
         self._jobs[job_id] = job
         self._waiting.push(job_id, owner, job)
         self._publish_positions()
         self._schedule_dispatch()
-        return _Handle(job)
+        return Handle(job)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a waiting job (it leaves the queue) or a running one (its result is dropped; the
@@ -337,7 +217,7 @@ class GenerationService:
         if self._closed or engine is None or self._running is not None or not self._waiting:
             return
 
-        def cap_of(job: _Job) -> int:
+        def cap_of(job: Job) -> int:
             # Asks the engine from the loop thread: max_batch_images only reads free device memory.
             cap = self._max_batch if self._max_batch is not None else engine.max_batch_images(job.request)
             return max(1, cap)
@@ -369,7 +249,7 @@ class GenerationService:
                 if job.subscribers:
                     job.publish(Queued(index))
 
-    def _on_subscribe(self, job: _Job) -> None:
+    def _on_subscribe(self, job: Job) -> None:
         # A new reader of a waiting job must start from its current position, which nobody may have
         # published (no readers) or which a pending flush has not computed yet.
         if job.job_id not in self._waiting:
@@ -400,7 +280,7 @@ class GenerationService:
             self._settle(job, JobFailed("generation failed: the worker returned no result"))
         self._schedule_dispatch()
 
-    def _settle(self, job: _Job, outcome: GenerationResult | BaseException) -> None:
+    def _settle(self, job: Job, outcome: GenerationResult | BaseException) -> None:
         if job.done:
             return
         if isinstance(outcome, BaseException):
@@ -450,7 +330,7 @@ class GenerationService:
         # Each job's preview throttle starts now: its first preview comes `preview_interval_s` in.
         started = self._clock()
         last_preview = {job.job_id: started for job in batch.jobs}
-        group: list[tuple[_Job, bytes | None]] = []
+        group: list[tuple[Job, bytes | None]] = []
         for job in batch.jobs:
             digest = job.request.source_image
             if digest is None:
@@ -467,7 +347,7 @@ class GenerationService:
         self,
         engine: Engine,
         batch: _Batch,
-        group: list[tuple[_Job, bytes | None]],
+        group: list[tuple[Job, bytes | None]],
         last_preview: dict[str, float],
     ) -> None:
         group = [(job, src) for job, src in group if not job.cancelled]
@@ -535,7 +415,7 @@ class GenerationService:
         for job, images in zip(jobs, out, strict=True):
             self._post(self._settle, job, GenerationResult(job.job_id, tuple(images)))
 
-    def _fail(self, jobs: Sequence[_Job], error: type[Exception], message: str) -> None:
+    def _fail(self, jobs: Sequence[Job], error: type[Exception], message: str) -> None:
         for job in jobs:  # one exception object per job: each future raises its own
             self._post(self._settle, job, error(message))
 
@@ -547,9 +427,3 @@ def _resolve(future: asyncio.Future[Engine], outcome: Engine | BaseException) ->
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
-
-
-def _mark_retrieved(future: asyncio.Future[GenerationResult]) -> None:
-    # A job nobody awaits (e.g. cancelled before anyone asked) must not log "exception never retrieved".
-    if not future.cancelled():
-        future.exception()

@@ -23,9 +23,10 @@ from generation.backend import (
     Started,
 )
 from generation.engine_api import BatchInterrupted, OutOfMemory, StepCallback
+from generation.jobs import Handle, Job
 from generation.request import GenerationRequest, Mode, ModelProfile
 from generation.results import read_parameters
-from generation.service import GenerationService, _Handle, _Job
+from generation.service import GenerationService
 from tests.fixtures_generation import same_within_rounding, tiny_request
 
 WAIT = 10.0  # generous bound for waits on events/futures; never reached when the code is right
@@ -158,7 +159,7 @@ async def in_step(engine: FakeEngine) -> None:
     assert await asyncio.to_thread(engine.waiting.wait, WAIT)
 
 
-async def wait_for(handle: _Handle, kind: type[JobEvent]) -> JobEvent:
+async def wait_for(handle: Handle, kind: type[JobEvent]) -> JobEvent:
     async with asyncio.timeout(WAIT):
         async for event in handle.events():
             if isinstance(event, kind):
@@ -166,12 +167,12 @@ async def wait_for(handle: _Handle, kind: type[JobEvent]) -> JobEvent:
     raise AssertionError(f"{handle.job_id} ended before {kind.__name__}")
 
 
-async def result(handle: _Handle) -> GenerationResult:
+async def result(handle: Handle) -> GenerationResult:
     async with asyncio.timeout(WAIT):
         return await handle.result()
 
 
-async def failure(handle: _Handle) -> BaseException:
+async def failure(handle: Handle) -> BaseException:
     async with asyncio.timeout(WAIT):
         try:
             await handle.result()
@@ -180,7 +181,7 @@ async def failure(handle: _Handle) -> BaseException:
     raise AssertionError(f"{handle.job_id} succeeded")
 
 
-def collect(handle: _Handle) -> asyncio.Task[list[JobEvent]]:
+def collect(handle: Handle) -> asyncio.Task[list[JobEvent]]:
     """Subscribe now (so nothing from here on is missed) and gather events until the job ends."""
     stream = handle.events()
 
@@ -529,13 +530,13 @@ async def test_queued_events_go_only_to_listened_jobs_once_per_loop_turn(
     service: GenerationService, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     published: dict[str, list[JobEvent]] = {}
-    original = _Job.publish
+    original = Job.publish
 
-    def counting_publish(job: _Job, event: JobEvent) -> None:
+    def counting_publish(job: Job, event: JobEvent) -> None:
         published.setdefault(job.job_id, []).append(event)
         original(job, event)
 
-    monkeypatch.setattr(_Job, "publish", counting_publish)
+    monkeypatch.setattr(Job, "publish", counting_publish)
     engine.hold.clear()
     blocker = service.submit("x", "zed", req("x"))
     await wait_for(blocker, Started)
