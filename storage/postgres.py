@@ -670,20 +670,31 @@ class PostgresStore:
             )
             by_id = {r["job_id"]: _job(r) for r in rows}
             claimed = [by_id[i] for i in order]
-            # The owners move to the back of the rotation in the order they were served.
+            # The owners move to the back of the rotation in the order they were served. Their rows
+            # are written in one fixed order (by key), whatever the serving order: two claimers
+            # upserting the same owners in different orders would deadlock.
             served: dict[tuple[int, int], None] = {}
             for job in claimed:
                 served.pop((job.guild_id, job.owner_id), None)
                 served[(job.guild_id, job.owner_id)] = None
+            numbers = sorted(
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT nextval('queue_serve_seq') FROM generate_series(1, $1::int)", len(served)
+                )
+            )
+            ranked = sorted(zip(served, numbers, strict=True))
             await conn.execute(
                 """
                 INSERT INTO queue_owners (guild_id, owner_id, last_served)
-                SELECT s.guild_id, s.owner_id, nextval('queue_serve_seq')
-                FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS s(guild_id, owner_id, ord)
+                SELECT s.guild_id, s.owner_id, s.last_served
+                FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS s(guild_id, owner_id, last_served)
+                ORDER BY s.guild_id, s.owner_id
                 ON CONFLICT (guild_id, owner_id) DO UPDATE SET last_served = EXCLUDED.last_served
                 """,
-                [g for g, _ in served],
-                [o for _, o in served],
+                [g for (g, _), _ in ranked],
+                [o for (_, o), _ in ranked],
+                [n for _, n in ranked],
             )
         return claimed
 
