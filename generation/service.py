@@ -20,10 +20,11 @@ Faults:
 
 Events: Queued(position) on submit and whenever the position changes, Started when the batch is
 handed to the worker, Progress(step, total, preview) per step, then the iterator ends. Queued events
-go only to jobs someone listens to, at most once per loop turn (a burst of submits, cancels and
-dispatches costs one pass over the queue); a reader who subscribes later gets the current position
-at once. Previews are rendered only for a job with a reader, at most one per `preview_interval_s`
-counted from the job's start (a job shorter than that renders none), never for the last step.
+go only to jobs someone listens to, at most once per `position_interval_s` (a burst of submits,
+cancels and dispatches costs one pass over the queue; 0: once per loop turn); a reader who subscribes
+later gets the current position at once. Previews are rendered only for a job with a reader, at
+most one per `preview_interval_s` counted from the job's start (a job shorter than that renders
+none), never for the last step.
 `events()` may be called any number of times; each reader starts from the job's latest event. Readers
 never slow the worker: each has its own buffer where an unread Queued/Progress is replaced by a newer one.
 The engine is touched from the loop thread only for `count_tokens` (tokenizer reads) and
@@ -82,6 +83,7 @@ class GenerationService:
         max_batch: int | None = None,
         clock: Clock = time.monotonic,
         preview_interval_s: float = 0.5,
+        position_interval_s: float = 0.25,
         watchdog_grace_s: float = 10.0,
     ) -> None:
         self._factory = engine_factory
@@ -90,6 +92,7 @@ class GenerationService:
         self._max_batch = max_batch
         self._clock = clock
         self._preview_interval = preview_interval_s
+        self._position_interval = position_interval_s
         self._grace = watchdog_grace_s
         self._engine: Engine | None = None
         self._profile: ModelProfile | None = None
@@ -235,10 +238,10 @@ class GenerationService:
         self._inbox.put(batch)
 
     def _publish_positions(self) -> None:
-        # Coalesced: any number of queue changes in one loop turn cost one pass at the next turn.
+        # Coalesced: any number of queue changes within one interval cost one pass over the queue.
         if not self._positions_scheduled and self._loop is not None:
             self._positions_scheduled = True
-            self._loop.call_soon(self._flush_positions)
+            self._loop.call_later(self._position_interval, self._flush_positions)
 
     def _flush_positions(self) -> None:
         """Give every waiting job its position; publish Queued only to jobs someone listens to."""

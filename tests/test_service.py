@@ -142,6 +142,7 @@ def engine() -> FakeEngine:
 
 def make_service(engine: FakeEngine, **kw: object) -> GenerationService:
     kw.setdefault("job_timeout_s", 60.0)
+    kw.setdefault("position_interval_s", 0.0)  # one positions pass per loop turn: exact sequences
     return GenerationService(lambda: engine, Images({"abc": b"SOURCE"}), **kw)  # type: ignore[arg-type]
 
 
@@ -557,6 +558,37 @@ async def test_queued_events_go_only_to_listened_jobs_once_per_loop_turn(
         assert not [e for e in published[h.job_id] if isinstance(e, Queued)]
     # 8 waiting jobs moved up 6 times: n² events before, now one per move of the one listened job
     assert sum(isinstance(e, Queued) for es in published.values() for e in es) == 6
+
+
+async def test_queue_positions_are_coalesced_over_the_interval(
+    engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published: list[JobEvent] = []
+    original = Job.publish
+
+    def counting_publish(job: Job, event: JobEvent) -> None:
+        if job.job_id == "j7" and isinstance(event, Queued):
+            published.append(event)
+        original(job, event)
+
+    monkeypatch.setattr(Job, "publish", counting_publish)
+    svc = make_service(engine, position_interval_s=60.0)  # longer than the whole test
+    await svc.start()
+    try:
+        engine.hold.clear()
+        await wait_for(svc.submit("x", "zed", req("x")), Started)
+        handles = [svc.submit(f"j{i}", f"u{i}", req(f"j{i}")) for i in range(8)]
+        listened = collect(handles[7])
+        assert await wait_for(handles[7], Queued) == Queued(8)  # a new reader: its position at once
+        engine.hold.set()
+        for h in handles:
+            await result(h)
+        events = await listened
+    finally:
+        await svc.close()
+    # Seven dispatches moved it up inside one interval: no positions pass ran, so none was published.
+    assert published == []
+    assert [e for e in events if isinstance(e, Queued)] == [Queued(8)] and Started() in events
 
 
 async def test_a_late_reader_of_an_unlistened_job_gets_its_current_position(
