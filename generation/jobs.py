@@ -110,6 +110,19 @@ class Job:
         with contextlib.suppress(ValueError):
             self.subscribers.remove(sub)
 
+    def settle(self, outcome: GenerationResult | BaseException) -> bool:
+        """End the job with its result or error and close every reader; False if it had ended."""
+        if self.done:
+            return False
+        if isinstance(outcome, BaseException):
+            self.future.set_exception(outcome)
+        else:
+            self.future.set_result(outcome)
+        for sub in self.subscribers:
+            sub.put(None)
+        self.subscribers.clear()
+        return True
+
     def publish(self, event: JobEvent) -> None:
         """Send an event to every reader (nothing after the job ended)."""
         if self.done:

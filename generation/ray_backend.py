@@ -569,15 +569,8 @@ class RayBackend:
             await asyncio.sleep(1.0)  # a poll interval, not a wait for work
 
     def _settle(self, job: Job, outcome: GenerationResult | BaseException) -> None:
-        if job.done:
+        if not job.settle(outcome):
             return
-        if isinstance(outcome, BaseException):
-            job.future.set_exception(outcome)
-        else:
-            job.future.set_result(outcome)
-        for sub in job.subscribers:
-            sub.put(None)
-        job.subscribers.clear()
         self._jobs.pop(job.job_id, None)
         self.stats.jobs_settled += 1
 

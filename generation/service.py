@@ -284,15 +284,8 @@ class GenerationService:
         self._schedule_dispatch()
 
     def _settle(self, job: Job, outcome: GenerationResult | BaseException) -> None:
-        if job.done:
+        if not job.settle(outcome):
             return
-        if isinstance(outcome, BaseException):
-            job.future.set_exception(outcome)
-        else:
-            job.future.set_result(outcome)
-        for sub in job.subscribers:
-            sub.put(None)
-        job.subscribers.clear()
         self._jobs.pop(job.job_id, None)
 
     def _timeout_message(self) -> str:
