@@ -1,6 +1,6 @@
 """`python -m bench service`: the cost of the generation service on the CPU, on the `tiny` model.
 
-In one process, for `--rounds` rounds (the order rotates each round to cancel drift):
+In one process, for `--rounds` rounds:
 - **bare**: the same `--jobs` requests as plain pipeline calls in a loop (`pipe(prompt, ...)`, one
   generator per image), as a user would run them;
 - **engine**: the same requests through `DiffusersEngine.run_batch` one at a time (adds PNG
@@ -10,19 +10,26 @@ In one process, for `--rounds` rounds (the order rotates each round to cancel dr
   each job's events read by its own task as the bot does;
 - **batched**: the same through the service with batching on (its default cap), reported apart.
 
-While the service runs, a ticker coroutine wakes every 5 ms and records how late it woke: that is
-the event-loop stall (the gateway heartbeat and Discord acknowledgements wait that long).
-`overhead_pct` compares `service` with `bare` (median of per-round ratios).
+The timed rounds carry no instrumentation. After them, one more `service` and one more `batched` pass
+run with a ticker coroutine that wakes every 5 ms and records how late it woke: that is the
+event-loop stall (the gateway heartbeat and Discord acknowledgements wait that long). The ticker
+itself costs the worker some GIL time, so it stays out of the passes that are compared.
+`overhead_pct` compares `service` with `bare`: the median of the per-round ratios, with a 95%
+confidence interval for it (`overhead_pct_ci95`); `overhead_pct_fastest_runs` compares the fastest
+run of each (interference on a shared machine only ever adds time). Each round runs
+the two back to back (alternating which goes first), so that slow drift of a shared machine hits
+both alike: many short rounds rather than a few long ones.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,19 +142,16 @@ class ServiceRun:
     """One pass of the requests through the service."""
 
     elapsed_s: float
-    ticker: Ticker
+    ticker: Ticker | None  # the stall measurement, on passes that take one
     events: int  # events read by the jobs' followers
     loop_cpu_s: float  # CPU time of the event loop's thread meanwhile
 
 
 async def run_service(
-    engine_factory: Callable[[], Any], requests: Sequence[GenerationRequest], max_batch: int | None
+    service: Any, requests: Sequence[GenerationRequest], tag: str, *, measure_stalls: bool = False
 ) -> ServiceRun:
-    """Submit every request at once (distinct owners), follow each job's events, await every result."""
-    from generation.service import GenerationService
-
-    service = GenerationService(engine_factory, _NoImages(), job_timeout_s=600.0, max_batch=max_batch)
-    await service.start()
+    """Submit every request at once to a started service (distinct owners, job ids prefixed with
+    `tag`), follow each job's events, await every result."""
     events_seen = 0
 
     async def follow(handle: Any) -> None:
@@ -156,16 +160,15 @@ async def run_service(
             events_seen += 1
         await handle.result()
 
-    ticker = Ticker()
-    try:
+    ticker = Ticker() if measure_stalls else None
+    if ticker is not None:
         ticker.start()
-        cpu, start = time.thread_time(), time.perf_counter()
-        handles = [service.submit(f"job{i}", f"owner{i}", r) for i, r in enumerate(requests)]
-        await asyncio.gather(*(follow(h) for h in handles))
-        elapsed, loop_cpu = time.perf_counter() - start, time.thread_time() - cpu
+    cpu, start = time.thread_time(), time.perf_counter()
+    handles = [service.submit(f"{tag}-job{i}", f"owner{i}", r) for i, r in enumerate(requests)]
+    await asyncio.gather(*(follow(h) for h in handles))
+    elapsed, loop_cpu = time.perf_counter() - start, time.thread_time() - cpu
+    if ticker is not None:
         await ticker.stop()
-    finally:
-        await service.close()
     return ServiceRun(elapsed, ticker, events_seen, loop_cpu)
 
 
@@ -180,10 +183,6 @@ async def run(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) ->
     engine = DiffusersEngine(model)
     guidance = 7.5
     requests = make_requests(jobs, size, steps, guidance, "tiny")
-    warm = make_requests(2, size, steps, guidance, "tiny")
-    run_bare(model, warm)
-    run_engine(engine, warm)
-
     threads = torch.get_num_threads()  # as load_pipeline set it for this thread
 
     def factory() -> Any:
@@ -192,35 +191,61 @@ async def run(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) ->
         torch.set_num_threads(threads)
         return engine
 
-    fixed_costs = measure_fixed_costs(model, requests[0])
-    idle = Ticker()
-    idle.start()
-    await asyncio.sleep(0.5)  # idle loop: the ticker's own floor
-    await idle.stop()
+    from generation.service import GenerationService
 
-    times: dict[str, list[float]] = {"bare": [], "engine": [], "service": [], "batched": []}
-    runs: dict[str, list[ServiceRun]] = {"service": [], "batched": []}
-    order = ["bare", "engine", "service", "batched"]
-    for round_index in range(rounds):  # each variant takes each place in the order in turn
-        shift = round_index % len(order)
-        for kind in order[shift:] + order[:shift]:
-            if kind == "bare":
-                times[kind].append(run_bare(model, requests))
-            elif kind == "engine":
-                times[kind].append(run_engine(engine, requests))
-            else:
-                one = await run_service(factory, requests, 1 if kind == "service" else None)
-                times[kind].append(one.elapsed_s)
-                runs[kind].append(one)
+    # Two long-lived services, as the bot keeps one: one job per pipeline call, and batching on.
+    services = {
+        "service": GenerationService(factory, _NoImages(), job_timeout_s=600.0, max_batch=1),
+        "batched": GenerationService(factory, _NoImages(), job_timeout_s=600.0),
+    }
+    for service in services.values():
+        await service.start()
+    try:
+        warm = make_requests(4, size, steps, guidance, "tiny")  # first calls, thread pools, allocator
+        run_bare(model, warm)
+        run_engine(engine, warm)
+        for kind, service in services.items():
+            await run_service(service, warm, f"warm-{kind}")
+
+        fixed_costs = measure_fixed_costs(model, requests[0])
+        idle = Ticker()
+        idle.start()
+        await asyncio.sleep(0.5)  # idle loop: the ticker's own floor
+        await idle.stop()
+
+        times: dict[str, list[float]] = {"bare": [], "engine": [], "service": [], "batched": []}
+        runs: dict[str, list[ServiceRun]] = {"service": [], "batched": []}
+        for round_index in range(rounds):
+            # bare and service back to back, first one then the other, so drift of the machine hits
+            # both alike; then the two others.
+            pair = ["bare", "service"] if round_index % 2 == 0 else ["service", "bare"]
+            for kind in [*pair, "engine", "batched"]:
+                if kind == "bare":
+                    times[kind].append(run_bare(model, requests))
+                elif kind == "engine":
+                    times[kind].append(run_engine(engine, requests))
+                else:
+                    one = await run_service(services[kind], requests, f"{kind}{round_index}")
+                    times[kind].append(one.elapsed_s)
+                    runs[kind].append(one)
+        stalls = {
+            kind: await run_service(service, requests, f"stalls-{kind}", measure_stalls=True)
+            for kind, service in services.items()
+        }
+    finally:
+        for service in services.values():
+            await service.close()
+
+    def ratios(kind: str, base: str) -> list[float]:
+        return [a / b for a, b in zip(times[kind], times[base], strict=True)]
 
     def ratio_pct(kind: str, base: str) -> float:
-        ratios = [a / b for a, b in zip(times[kind], times[base], strict=True)]
-        return round((statistics.median(ratios) - 1.0) * 100, 2)
+        return round((statistics.median(ratios(kind, base)) - 1.0) * 100, 2)
 
-    def stalls(kind: str) -> Ticker:
-        merged = Ticker()
-        merged.lateness = [x for one in runs[kind] for x in one.ticker.lateness]
-        return merged
+    def stall_figures(kind: str, prefix: str) -> dict[str, float]:
+        ticker = stalls[kind].ticker
+        assert ticker is not None
+        return ticker.figures(prefix)
 
     def per_job_ms(values: Sequence[float]) -> float:
         return round(statistics.median(values) * 1000 / jobs, 3)
@@ -240,6 +265,8 @@ async def run(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) ->
         "overhead_vs_engine_pct": ratio_pct("service", "engine"),
         "engine_vs_bare_pct": ratio_pct("engine", "bare"),
         "batched_vs_bare_pct": ratio_pct("batched", "bare"),
+        "overhead_pct_fastest_runs": round((min(times["service"]) / min(times["bare"]) - 1.0) * 100, 2),
+        "overhead_pct_ci95": [round((r - 1.0) * 100, 2) for r in median_ci95(ratios("service", "bare"))],
         "overhead_pct_by_round": [
             round((a / b - 1) * 100, 2) for a, b in zip(times["service"], times["bare"], strict=True)
         ],
@@ -249,10 +276,29 @@ async def run(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) ->
         "preview_ms": fixed_costs["preview_ms"],
         "png_encode_ms": fixed_costs["png_encode_ms"],
         "events_per_job": round(sum(one.events for one in runs["service"]) / (jobs * rounds), 2),
-        **stalls("service").figures("loop_stall"),
-        **stalls("batched").figures("batched_loop_stall"),
+        **stall_figures("service", "loop_stall"),
+        **stall_figures("batched", "batched_loop_stall"),
         **idle.figures("idle_loop_lateness"),
     }
+
+
+def median_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """A distribution-free confidence interval (at least 95%) for the median of `values`: the order
+    statistics whose ranks a Binomial(n, 1/2) count falls between with that probability. With fewer
+    than 6 values no such pair exists and the whole range is returned."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return (0.0, 0.0)
+    low = 0  # the largest low with P(low < B < n - low) >= 0.95, B ~ Binomial(n, 1/2)
+    for candidate in range(n // 2):
+        tail = sum(math.comb(n, i) for i in range(candidate + 1)) / 2**n
+        if 1 - 2 * tail < 0.95:
+            break
+        low = candidate + 1
+    if low == 0:
+        return (ordered[0], ordered[-1])
+    return (ordered[low - 1], ordered[n - low])
 
 
 def measure_fixed_costs(model: Any, request: GenerationRequest) -> dict[str, float]:
@@ -281,8 +327,8 @@ def measure_fixed_costs(model: Any, request: GenerationRequest) -> dict[str, flo
 def main(argv: list[str]) -> int:
     """CLI entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m bench service", description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=40, help="requests per run (default 40)")
-    parser.add_argument("--rounds", type=int, default=4, help="repetitions of every variant (default 4)")
+    parser.add_argument("--jobs", type=int, default=10, help="requests per run (default 10)")
+    parser.add_argument("--rounds", type=int, default=40, help="repetitions of every variant (default 40)")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--steps", type=int, default=4, help="denoising steps (default 4)")
     args = parser.parse_args(argv)

@@ -60,6 +60,7 @@ from generation.backend import (
     Queued,
     Started,
 )
+from generation.batch_run import StepDone, outcome_for, timeout_message
 from generation.fairqueue import FairQueue
 
 # The job state, its handle and event streams are the local service's, so both backends behave alike.
@@ -71,7 +72,6 @@ from generation.ray_replica import (
     EngineFactory,
     ImagineReplica,
     ReplicaStarted,
-    StepDone,
     TokenCounter,
 )
 from generation.request import GenerationRequest, ModelProfile
@@ -127,6 +127,7 @@ class RayBackend:
         replica_cpus: float | None = None,
         app_name: str = "imagine",
         preview_interval_s: float = 0.5,
+        progress_interval_s: float = 0.25,
         watchdog_grace_s: float = 10.0,
         max_attempts: int = 3,
     ) -> None:
@@ -157,6 +158,7 @@ class RayBackend:
         self._replica_cpus = replica_cpus
         self._app = app_name
         self._preview_interval = preview_interval_s
+        self._progress_interval = progress_interval_s
         self._grace = watchdog_grace_s
         self._max_attempts = max_attempts
         self._profile: ModelProfile | None = None
@@ -500,6 +502,7 @@ class RayBackend:
             sources=tuple(sources),
             timeout_s=self._timeout,
             preview_interval_s=self._preview_interval,
+            progress_interval_s=self._progress_interval,
         )
 
     def _on_message(self, batch: _Batch, message: object) -> None:
@@ -513,11 +516,7 @@ class RayBackend:
                 self._replica_of[job.job_id] = message.replica
         elif isinstance(message, BatchDone):
             for job, outcome in zip(batch.jobs, message.outcomes, strict=True):
-                if isinstance(outcome, str):
-                    error = JobCancelled(outcome) if outcome == "cancelled" else JobFailed(outcome)
-                    self._settle(job, error)
-                else:
-                    self._settle(job, GenerationResult(job.job_id, outcome))
+                self._settle(job, outcome_for(job.job_id, outcome))
         self.stats.scheduler_s += time.perf_counter() - began
 
     def _requeue(self, batch: _Batch, exc: BaseException) -> None:
@@ -551,7 +550,7 @@ class RayBackend:
             return
         log.error("batch %s on %s hung past the time limit", batch.batch_id, batch.replica)
         for job in batch.jobs:
-            self._settle(job, JobFailed(f"took longer than {self._timeout:g} s"))
+            self._settle(job, JobFailed(timeout_message(self._timeout)))
         self._stop(batch)
         if batch.replica is not None and self._loop is not None:
             self._loop.create_task(asyncio.to_thread(_kill_replica, batch.replica))

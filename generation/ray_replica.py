@@ -5,13 +5,13 @@ and runs one batch at a time on its own engine thread (pipelines are not thread-
 scheduler sends a whole batch as ONE streaming call, `run(BatchCall)`, which yields:
 
 1. `ReplicaStarted(replica)`: the replica's actor name (the driver logs it; tests kill it);
-2. `StepDone(step, total, previews)` after every denoising step, previews throttled per job;
+2. `StepDone(step, total, previews)` after denoising steps (throttled per job, see `BatchRun`);
 3. `BatchDone(outcomes)`: per request, its images or a failure message.
 
 Stopping: the pipeline runs in a thread, so cancelling the call (`DeploymentResponseGenerator.cancel()`,
 which reaches this coroutine as `asyncio.CancelledError`) sets a per-batch stop flag that the step
-callback checks: the pipeline stops at its next step. The per-job time limit is checked there too.
-`OutOfMemory` splits the batch in halves and retries, as the local service does.
+callback checks: the pipeline stops at its next step. The step checks, the time limit and the
+`OutOfMemory` split are `generation.batch_run.BatchRun`'s, as in the local service.
 
 Only the engine factory imports torch/diffusers, inside the replica process.
 """
@@ -20,29 +20,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import ray
 from ray import serve
 
-from generation.backend import GeneratedImage
-from generation.engine_api import BatchInterrupted, Engine, OutOfMemory, PreviewFn
+from generation.batch_run import BatchRun, Outcome, StepDone
+from generation.engine_api import Engine
 from generation.request import GenerationRequest, ModelProfile
 
 log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[], Engine]
 """Builds the replica's engine; must pickle (a module-level function or a small dataclass)."""
-
-Outcome = tuple[GeneratedImage, ...] | str
-"""A request's images, or the message of the `JobFailed` it ends with."""
 
 
 class TokenCounter(Protocol):
@@ -91,6 +87,7 @@ class BatchCall:
     sources: tuple[bytes | None, ...]
     timeout_s: float
     preview_interval_s: float = 0.5
+    progress_interval_s: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -98,15 +95,6 @@ class ReplicaStarted:
     """The batch reached a replica: its actor name (in Ray's `serve` namespace)."""
 
     replica: str
-
-
-@dataclass(frozen=True)
-class StepDone:
-    """Step `step` of `total` finished for the requests in `previews` (request index → preview or None)."""
-
-    step: int
-    total: int
-    previews: dict[int, bytes | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,73 +113,26 @@ ReplicaMessage = ReplicaStarted | StepDone | BatchDone
 def run_call(
     engine: Engine, call: BatchCall, stop: threading.Event, emit: Callable[[StepDone], None]
 ) -> list[Outcome]:
-    """Run `call` on `engine` (in the engine's thread): per-step progress through `emit`, the stop flag
-    and the time limit checked at every step, OutOfMemory split in halves. Never raises."""
-    deadline = time.monotonic() + call.timeout_s
-    timeout_message = f"took longer than {call.timeout_s:g} s"
+    """Run `call` on `engine` (in the engine's thread) with `BatchRun`: progress through `emit`, the
+    stop flag and the time limit checked at every step. Never raises."""
     outcomes: list[Outcome] = ["generation failed: not run"] * len(call.requests)
 
-    def run_group(indices: Sequence[int]) -> None:
-        if stop.is_set():
-            _set(indices, "cancelled")
-            return
-        if time.monotonic() > deadline:
-            _set(indices, timeout_message)
-            return
-        last_preview: dict[int, float] = {}
-        timed_out = False
+    def settle(index: int, outcome: Outcome) -> None:
+        outcomes[index] = outcome
 
-        def on_step(step: int, total: int, preview: PreviewFn) -> bool:
-            nonlocal timed_out
-            if stop.is_set():
-                return False
-            now = time.monotonic()
-            if now > deadline:
-                timed_out = True
-                return False
-            previews: dict[int, bytes | None] = {}
-            for local, index in enumerate(indices):
-                png: bytes | None = None
-                if step < total and now - last_preview.get(index, -math.inf) >= call.preview_interval_s:
-                    last_preview[index] = now
-                    try:
-                        png = preview(local)
-                    except Exception:
-                        log.exception("preview failed")
-                previews[index] = png
-            emit(StepDone(step, total, previews))
-            return True
-
-        try:
-            out = engine.run_batch(
-                [call.requests[i] for i in indices], [call.sources[i] for i in indices], on_step
-            )
-        except OutOfMemory:
-            if len(indices) == 1:
-                _set(indices, "ran out of GPU memory")
-                return
-            half = len(indices) // 2
-            run_group(indices[:half])
-            run_group(indices[half:])
-            return
-        except BatchInterrupted:
-            _set(indices, timeout_message if timed_out else "cancelled")
-            return
-        except Exception as exc:
-            log.exception("generation batch %s failed", call.batch_id)
-            _set(indices, f"generation failed: {type(exc).__name__}")
-            return
-        if len(out) != len(indices):
-            _set(indices, "generation failed: wrong number of results")
-            return
-        for index, images in zip(indices, out, strict=True):
-            outcomes[index] = tuple(images)
-
-    def _set(indices: Sequence[int], message: str) -> None:
-        for i in indices:
-            outcomes[i] = message
-
-    run_group(list(range(len(call.requests))))
+    BatchRun(
+        engine,
+        call.requests,
+        call.sources,
+        deadline=time.monotonic() + call.timeout_s,
+        timeout_s=call.timeout_s,
+        report=emit,
+        settle=settle,
+        stopped=stop.is_set,
+        preview_interval_s=call.preview_interval_s,
+        progress_interval_s=call.progress_interval_s,
+        label=f"batch {call.batch_id}",
+    ).run()
     return outcomes
 
 

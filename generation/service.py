@@ -6,7 +6,8 @@ next job fairly, adds waiting jobs with an equal `batch_key()` (in fair order, u
 cap) and hands the batch to the worker through a `queue.Queue`. The worker runs `engine.run_batch`
 and reports progress and results back with `loop.call_soon_threadsafe`; the loop never waits on it.
 
-Faults:
+Faults (the per-step checks and the OutOfMemory split are `generation.batch_run.BatchRun`'s, shared
+with the Ray replica):
 - a batch that raises fails its own jobs with `JobFailed("generation failed: <Type>")` (traceback
   logged); the worker goes on with the next batch.
 - `OutOfMemory`: the batch is split in halves and retried, down to single jobs; a single job that
@@ -19,12 +20,13 @@ Faults:
   load a second engine beside a hung one: on one GPU that would most likely run out of memory too.
 
 Events: Queued(position) on submit and whenever the position changes, Started when the batch is
-handed to the worker, Progress(step, total, preview) per step, then the iterator ends. Queued events
-go only to jobs someone listens to, at most once per `position_interval_s` (a burst of submits,
-cancels and dispatches costs one pass over the queue; 0: once per loop turn); a reader who subscribes
-later gets the current position at once. Previews are rendered only for a job with a reader, at
-most one per `preview_interval_s` counted from the job's start (a job shorter than that renders
-none), never for the last step.
+handed to the worker, Progress(step, total, preview) at most once per `progress_interval_s` and at
+the last step (see `BatchRun`), then the iterator ends. Queued events go only to jobs someone
+listens to, at most once per `position_interval_s` (a burst of submits, cancels and dispatches costs
+one pass over the queue; 0: once per loop turn); a reader who subscribes later gets the current
+position at once. Previews are rendered only for a job with a reader, at most one per
+`preview_interval_s` counted from the job's start (a job shorter than that renders none), never for
+the last step.
 `events()` may be called any number of times; each reader starts from the job's latest event. Readers
 never slow the worker: each has its own buffer where an unread Queued/Progress is replaced by a newer one.
 The engine is touched from the loop thread only for `count_tokens` (tokenizer reads) and
@@ -50,7 +52,8 @@ from generation.backend import (
     Queued,
     Started,
 )
-from generation.engine_api import BatchInterrupted, Engine, OutOfMemory, PreviewFn
+from generation.batch_run import BatchRun, StepDone, outcome_for, timeout_message
+from generation.engine_api import Engine
 from generation.fairqueue import FairQueue
 from generation.jobs import Handle, Job, SourceImages, mark_retrieved
 from generation.request import GenerationRequest, ModelProfile
@@ -83,6 +86,7 @@ class GenerationService:
         max_batch: int | None = None,
         clock: Clock = time.monotonic,
         preview_interval_s: float = 0.5,
+        progress_interval_s: float = 0.25,
         position_interval_s: float = 0.25,
         watchdog_grace_s: float = 10.0,
     ) -> None:
@@ -92,6 +96,7 @@ class GenerationService:
         self._max_batch = max_batch
         self._clock = clock
         self._preview_interval = preview_interval_s
+        self._progress_interval = progress_interval_s
         self._position_interval = position_interval_s
         self._grace = watchdog_grace_s
         self._engine: Engine | None = None
@@ -272,7 +277,7 @@ class GenerationService:
             [j.job_id for j in batch.jobs],
         )
         for job in batch.jobs:
-            self._settle(job, JobFailed(self._timeout_message()))
+            self._settle(job, JobFailed(timeout_message(self._timeout)))
 
     def _on_batch_done(self, batch: _Batch) -> None:
         if batch.watchdog is not None:
@@ -287,9 +292,6 @@ class GenerationService:
         if not job.settle(outcome):
             return
         self._jobs.pop(job.job_id, None)
-
-    def _timeout_message(self) -> str:
-        return f"took longer than {self._timeout:g} s"
 
     # -- worker thread -----------------------------------------------------------------------------
 
@@ -323,97 +325,46 @@ class GenerationService:
                 log.exception("closing the engine failed")
 
     def _run(self, engine: Engine, batch: _Batch) -> None:
-        # Each job's preview throttle starts now: its first preview comes `preview_interval_s` in.
-        started = self._clock()
-        last_preview = {job.job_id: started for job in batch.jobs}
-        group: list[tuple[Job, bytes | None]] = []
+        jobs: list[Job] = []
+        sources: list[bytes | None] = []
         for job in batch.jobs:
             digest = job.request.source_image
-            if digest is None:
-                group.append((job, None))
-                continue
             try:
-                group.append((job, self._images.get(digest)))
+                sources.append(None if digest is None else self._images.get(digest))
             except Exception:
                 log.exception("source image %s of job %s is missing", digest, job.job_id)
                 self._post(self._settle, job, JobFailed("the source image is no longer available"))
-        self._run_group(engine, batch, group, last_preview)
+                continue
+            jobs.append(job)
+        if not jobs:
+            return
 
-    def _run_group(
-        self,
-        engine: Engine,
-        batch: _Batch,
-        group: list[tuple[Job, bytes | None]],
-        last_preview: dict[str, float],
-    ) -> None:
-        group = [(job, src) for job, src in group if not job.cancelled]
-        if not group or batch.abandoned:
-            return
-        jobs = [job for job, _ in group]
-        if self._clock() > batch.deadline:
-            self._fail(jobs, JobFailed, self._timeout_message())
-            return
-        timed_out = False
+        def report(step: StepDone) -> None:
+            # One loop wake-up per reported step, whatever the batch size.
+            events = [(jobs[i], Progress(step.step, step.total, png)) for i, png in step.previews.items()]
+            self._post(_publish_all, events)
 
-        def on_step(step: int, total: int, preview: PreviewFn) -> bool:
-            nonlocal timed_out
-            if batch.abandoned:
-                return False
-            now = self._clock()
-            if now > batch.deadline:
-                timed_out = True
-                return False
-            live = [i for i, job in enumerate(jobs) if not job.cancelled]
-            if not live:
-                return False
-            for i in live:
-                job = jobs[i]
-                png: bytes | None = None
-                if (
-                    step < total
-                    and job.subscribers  # nobody listening: nobody to show a preview to
-                    and now - last_preview[job.job_id] >= self._preview_interval
-                ):
-                    last_preview[job.job_id] = now
-                    try:
-                        png = preview(i)
-                    except Exception:
-                        log.exception("preview failed")
-                self._post(job.publish, Progress(step, total, png))
-            return True
+        BatchRun(
+            engine,
+            [job.request for job in jobs],
+            sources,
+            deadline=batch.deadline,
+            timeout_s=self._timeout,
+            report=report,
+            settle=lambda i, outcome: self._post(self._settle, jobs[i], outcome_for(jobs[i].job_id, outcome)),
+            stopped=lambda: batch.abandoned,
+            cancelled=lambda i: jobs[i].cancelled,
+            watched=lambda i: bool(jobs[i].subscribers),  # previews only for jobs someone listens to
+            clock=self._clock,
+            preview_interval_s=self._preview_interval,
+            progress_interval_s=self._progress_interval,
+            label=f"batch {[job.job_id for job in jobs]}",
+        ).run()
 
-        try:
-            out = engine.run_batch([job.request for job in jobs], [src for _, src in group], on_step)
-        except OutOfMemory:
-            if len(group) == 1:
-                log.warning("job %s ran out of memory alone", jobs[0].job_id)
-                self._fail(jobs, JobFailed, "ran out of GPU memory")
-                return
-            log.warning("batch of %d ran out of memory; splitting", len(group))
-            half = len(group) // 2
-            self._run_group(engine, batch, group[:half], last_preview)
-            self._run_group(engine, batch, group[half:], last_preview)
-            return
-        except BatchInterrupted:
-            if timed_out:
-                self._fail(jobs, JobFailed, self._timeout_message())
-            else:
-                self._fail(jobs, JobCancelled, "cancelled")  # all cancelled or abandoned: already settled
-            return
-        except Exception as exc:
-            log.exception("generation batch %s failed", [job.job_id for job in jobs])
-            self._fail(jobs, JobFailed, f"generation failed: {type(exc).__name__}")
-            return
-        if len(out) != len(jobs):
-            log.error("engine returned %d results for %d requests", len(out), len(jobs))
-            self._fail(jobs, JobFailed, "generation failed: wrong number of results")
-            return
-        for job, images in zip(jobs, out, strict=True):
-            self._post(self._settle, job, GenerationResult(job.job_id, tuple(images)))
 
-    def _fail(self, jobs: Sequence[Job], error: type[Exception], message: str) -> None:
-        for job in jobs:  # one exception object per job: each future raises its own
-            self._post(self._settle, job, error(message))
+def _publish_all(events: Sequence[tuple[Job, Progress]]) -> None:
+    for job, event in events:
+        job.publish(event)
 
 
 def _resolve(future: asyncio.Future[Engine], outcome: Engine | BaseException) -> None:

@@ -135,3 +135,15 @@ def test_percentile_by_nearest_rank() -> None:
     assert percentile(values, 99) == 99.0
     assert percentile(values, 100) == 100.0
     assert percentile([], 99) == 0.0
+
+
+def test_median_confidence_interval_uses_binomial_ranks() -> None:
+    from bench.service import median_ci95
+
+    # n = 40: P(Binomial(40, 1/2) <= 13) = 0.0192 (two tails 0.038 <= 0.05), <= 14 gives 0.0403 (0.081)
+    assert median_ci95([float(v) for v in range(40)]) == (13.0, 26.0)
+    assert median_ci95([float(v) for v in range(6)]) == (0.0, 5.0)  # 1 - 2/64 = 0.969
+    assert median_ci95([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few for 95%: the whole range
+    shuffled = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0, 0.0]
+    low, high = median_ci95(shuffled)
+    assert low <= 4.5 <= high and (low, high) == (1.0, 8.0)
