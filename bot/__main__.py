@@ -83,16 +83,12 @@ def make_backend(settings: Settings, images: ImageStore) -> GenerationBackend:
 
     def engine_factory():  # type: ignore[no-untyped-def]  # runs on the worker thread
         from generation.engine import DiffusersEngine
-        from generation.models import load_pipeline, resolve_device
+        from generation.models import resolve_device
 
         device = resolve_device(settings.device)
-        loaded = load_pipeline(
+        return DiffusersEngine.load(
             settings.model_id, device, cache_dir=settings.model_cache_dir, options=settings.optimise
         )
-        engine = DiffusersEngine(loaded)
-        if settings.optimise.compile_unet:
-            engine.warm_up()  # compile now, on the worker thread at start, not while a member waits
-        return engine
 
     return GenerationService(engine_factory, images, job_timeout_s=settings.job_timeout_s)
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,9 +27,18 @@ from PIL import Image, ImageOps
 
 from generation.backend import GeneratedImage
 from generation.engine_api import BatchInterrupted, OutOfMemory, PreviewFn, StepCallback
-from generation.models import LoadedModel, SafetyCheck
+from generation.models import LoadedModel, SafetyCheck, load_pipeline
+from generation.options import OptimiseOptions
 from generation.preview import preview_png
-from generation.request import UPSCALE_STRENGTH, VARIATION_STRENGTH, GenerationRequest, Mode, ModelProfile
+from generation.request import (
+    UPSCALE_STRENGTH,
+    VARIATION_STRENGTH,
+    GenerationRequest,
+    Mode,
+    ModelProfile,
+    size_unit,
+    snap_size,
+)
 from generation.results import encode_png
 
 log = logging.getLogger(__name__)
@@ -79,6 +89,17 @@ class DiffusersEngine:
         # truncation settings as state, so sharing the pipeline's races (its prompts lose their padding).
         self._count_tokenizer = copy.deepcopy(model.tokenizer)
 
+    @classmethod
+    def load(
+        cls, model_id: str, device: str, *, cache_dir: Path | None, options: OptimiseOptions | None = None
+    ) -> DiffusersEngine:
+        """Load `model_id` onto `device` with `options`; with a compiled UNet, compile it now (see
+        `warm_up`), so no member ever waits on a compile. Call it on the thread that will own it."""
+        engine = cls(load_pipeline(model_id, device, cache_dir=cache_dir, options=options))
+        if options is not None and options.compile_unet:
+            engine.warm_up()
+        return engine
+
     # -- small queries ------------------------------------------------------------------------------
 
     def count_tokens(self, text: str) -> int:
@@ -99,17 +120,18 @@ class DiffusersEngine:
         fits = int((free * MEMORY_HEADROOM - fixed) // per_image)
         return max(1, min(GPU_MAX_BATCH_IMAGES, fits))
 
-    def warm_up(self, batch_images: tuple[int, ...] = (1,)) -> float:
-        """Run a short native-size generation for each batch size so a compiled UNet (and the CUDA
-        caching allocator) is ready before any member waits; call it on the worker thread at start.
-        Returns the seconds it took."""
+    def warm_up(self, shapes: Sequence[tuple[int, int, int]] | None = None) -> float:
+        """Run a short generation for each (images, width, height) in `shapes` (default:
+        `warm_up_shapes(profile)`) so that a compiled UNet has compiled for every shape a member can
+        ask for before any member waits; call it on the worker thread at start. Returns the seconds."""
         started = time.perf_counter()
         profile = self.profile
-        for images in batch_images:
+        shapes = warm_up_shapes(profile) if shapes is None else shapes
+        for images, width, height in shapes:
             request = GenerationRequest(
                 prompt="warm-up",
-                width=profile.native_size,
-                height=profile.native_size,
+                width=width,
+                height=height,
                 steps=max(profile.min_steps, 2) if not profile.is_turbo else profile.default_steps,
                 guidance=profile.default_guidance,
                 seeds=tuple(range(images)),
@@ -117,7 +139,7 @@ class DiffusersEngine:
             )
             self.run_batch([request], [None], lambda _step, _total, _preview: True)
         elapsed = time.perf_counter() - started
-        log.info("warm-up done in %.1f s (batches of %s images)", elapsed, batch_images)
+        log.info("warm-up done in %.1f s (%d shapes)", elapsed, len(shapes))
         return elapsed
 
     # -- the batch ----------------------------------------------------------------------------------
@@ -227,6 +249,18 @@ class DiffusersEngine:
             torch.cuda.empty_cache()
         elif self.model.device == "mps":
             torch.mps.empty_cache()
+
+
+def warm_up_shapes(profile: ModelProfile) -> list[tuple[int, int, int]]:
+    """(images, width, height) to warm a compiled UNet up with: two batch sizes, then two other
+    aspects. torch.compile first specialises on the shapes it sees; a dimension seen with a second
+    value is recompiled as dynamic, so after these four runs one graph serves every batch size and
+    aspect (CUDA graphs are still recorded once per new shape, which takes milliseconds, not a compile)."""
+    native = profile.native_size
+    unit = size_unit(native)
+    landscape = snap_size(4 / 3, float(native * native), unit)
+    portrait = snap_size(2 / 3, float(native * native), unit)
+    return [(1, native, native), (2, native, native), (1, *landscape), (2, *portrait)]
 
 
 _encode_pool: ThreadPoolExecutor | None = None

@@ -57,14 +57,13 @@ from generation.backend import (
     JobCancelled,
     JobFailed,
     Progress,
-    Queued,
     Started,
 )
 from generation.batch_run import StepDone, outcome_for, timeout_message
-from generation.fairqueue import FairQueue
 
 # The job state, its handle and event streams are the local service's, so both backends behave alike.
-from generation.jobs import Handle, Job, SourceImages, mark_retrieved
+from generation.jobs import Job, SourceImages
+from generation.options import OptimiseOptions
 from generation.ray_replica import (
     BatchCall,
     BatchDone,
@@ -75,11 +74,11 @@ from generation.ray_replica import (
     TokenCounter,
 )
 from generation.request import GenerationRequest, ModelProfile
+from generation.scheduling import SHUTDOWN_MESSAGE, JobScheduler
 
 log = logging.getLogger(__name__)
 
 DEPLOYMENT_NAME = "ImagineReplica"
-SHUTDOWN_MESSAGE = "the generator is shutting down"
 
 
 @dataclass
@@ -107,7 +106,7 @@ class _Batch:
     batch_id: str = field(default="")
 
 
-class RayBackend:
+class RayBackend(JobScheduler):
     """`GenerationBackend` over Ray Serve replicas. Use from one event loop (like `GenerationService`)."""
 
     def __init__(
@@ -122,18 +121,20 @@ class RayBackend:
         job_timeout_s: float = 300.0,
         max_batch: int | None = None,
         cache_dir: Path | None = None,
+        optimise: OptimiseOptions | None = None,
         engine_factory: EngineFactory | None = None,
         max_ongoing: int = 1,
         replica_cpus: float | None = None,
         app_name: str = "imagine",
         preview_interval_s: float = 0.5,
         progress_interval_s: float = 0.25,
+        position_interval_s: float = 0.25,
         watchdog_grace_s: float = 10.0,
         max_attempts: int = 3,
     ) -> None:
         """`replicas` (fixed) or `autoscale=(min, max)`; neither: one replica. `address`: the cluster to
         join (else `$RAY_ADDRESS`, else a local cluster; a process already connected to Ray stays on
-        its cluster). `engine_factory` replaces `DiffusersFactory(model_id, device, cache_dir)`
+        its cluster). `engine_factory` replaces `DiffusersFactory(model_id, device, cache_dir, optimise)`
         (stand-in engines for tests and benchmarks). `replica_cpus`: CPUs Ray reserves per replica
         (None: Serve's default of 1)."""
         if replicas is not None and autoscale is not None:
@@ -144,6 +145,7 @@ class RayBackend:
             raise ValueError("autoscale must be (min, max) with 1 <= min <= max")
         if max_ongoing < 1:
             raise ValueError("max_ongoing must be at least 1")
+        super().__init__(position_interval_s=position_interval_s)
         self.model_id = model_id
         self.device = device
         self._replicas = replicas if replicas is not None else 1  # unused when autoscaling
@@ -153,6 +155,7 @@ class RayBackend:
         self._timeout = job_timeout_s
         self._max_batch = max_batch
         self._cache_dir = cache_dir
+        self._optimise = optimise
         self._factory = engine_factory
         self._max_ongoing = max_ongoing
         self._replica_cpus = replica_cpus
@@ -167,17 +170,12 @@ class RayBackend:
         self._handle: Any = None
         self._owns_ray = False
         self._owns_app = False  # this driver deployed the app (else it joined one already running)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiting: FairQueue[Job] = FairQueue()
         self._retry: deque[_Batch] = deque()  # broken batches: they run before anything waiting
         self._running: list[_Batch] = []
-        self._jobs: dict[str, Job] = {}
         self._replica_of: dict[str, str] = {}
         self._capacity = 0  # free slots when nothing runs: live replicas × max_ongoing
         self._poller: asyncio.Task[None] | None = None
-        self._dispatch_scheduled = False
         self._started = False
-        self._closed = False
         self._ids = itertools.count(1)
         self.stats = SchedulerStats()
 
@@ -193,6 +191,7 @@ class RayBackend:
             image_store=image_store,
             job_timeout_s=settings.job_timeout_s,
             cache_dir=settings.model_cache_dir,
+            optimise=settings.optimise,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -273,7 +272,7 @@ class RayBackend:
             device = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES: the replica's GPU is its "cuda"
         elif device == "auto":
             device = "cpu"
-        factory = self._factory or DiffusersFactory(self.model_id, device, self._cache_dir)
+        factory = self._factory or DiffusersFactory(self.model_id, device, self._cache_dir, self._optimise)
         actor_options: dict[str, Any] = {"num_gpus": gpus}
         if self._replica_cpus is not None:
             actor_options["num_cpus"] = self._replica_cpus
@@ -303,9 +302,7 @@ class RayBackend:
         self._closed = True
         if self._poller is not None:
             self._poller.cancel()
-        for job in self._waiting.ordered():
-            self._waiting.remove(job.job_id)
-            self._settle(job, JobCancelled(SHUTDOWN_MESSAGE))
+        self._cancel_waiting()
         for batch in [*self._retry, *self._running]:
             for job in batch.jobs:
                 self._settle(job, JobCancelled(SHUTDOWN_MESSAGE))
@@ -328,36 +325,10 @@ class RayBackend:
             raise RuntimeError("RayBackend.start() has not finished")
         return self._counter.count_tokens(text)
 
-    def submit(self, job_id: str, owner: str, request: GenerationRequest) -> Handle:
-        """Queue a job (on the loop thread). After `close()` the handle's result is `JobCancelled`."""
-        if job_id in self._jobs:
-            raise ValueError(f"job {job_id!r} is already queued or running")
-        loop = self._loop or asyncio.get_running_loop()
-        job = Job(job_id, owner, request, loop.create_future())
-        job.future.add_done_callback(mark_retrieved)
-        if self._closed:
-            job.future.set_exception(JobCancelled(SHUTDOWN_MESSAGE))
-            return Handle(job)
-        self._jobs[job_id] = job
-        self._waiting.push(job_id, owner, job)
-        self._publish_positions()
-        self._schedule_dispatch()
-        return Handle(job)
-
-    def cancel(self, job_id: str) -> bool:
-        """Cancel a waiting job (it leaves the queue) or a running one (dropped from delivery; its batch
-        stops once all members are cancelled). False if there is nothing to cancel."""
-        job = self._jobs.get(job_id)
-        if job is None or job.done:
-            return False
-        job.cancelled = True
-        if self._waiting.remove(job_id) is not None:
-            self._publish_positions()
-        self._settle(job, JobCancelled("cancelled"))
+    def _on_cancel(self, job: Job) -> None:
         for batch in [*self._running, *self._retry]:
             if job in batch.jobs and all(j.done for j in batch.jobs):
                 self._stop(batch)
-        return True
 
     def queue_snapshot(self) -> list[tuple[str, str]]:
         """(job_id, owner) of running jobs first, then waiting ones in the order they will run."""
@@ -386,17 +357,8 @@ class RayBackend:
         retry = [j for b in self._retry for j in b.jobs if not j.done]
         return retry + self._waiting.ordered()
 
-    def _publish_positions(self) -> None:
-        for index, job in enumerate(self._waiting_order(), start=1):
-            if job.position != index:
-                job.position = index
-                job.publish(Queued(index))
-
-    def _schedule_dispatch(self) -> None:
-        # Deferred by one loop turn, so jobs submitted together can share a batch.
-        if not self._dispatch_scheduled and self._loop is not None:
-            self._dispatch_scheduled = True
-            self._loop.call_soon(self._dispatch)
+    def _is_waiting(self, job: Job) -> bool:
+        return job.job_id in self._waiting or any(job in b.jobs for b in self._retry)
 
     def _slots(self) -> int:
         slots = self._capacity
@@ -567,11 +529,11 @@ class RayBackend:
                 log.exception("reading Serve's status failed")
             await asyncio.sleep(1.0)  # a poll interval, not a wait for work
 
-    def _settle(self, job: Job, outcome: GenerationResult | BaseException) -> None:
-        if not job.settle(outcome):
-            return
-        self._jobs.pop(job.job_id, None)
+    def _settle(self, job: Job, outcome: GenerationResult | BaseException) -> bool:
+        if not super()._settle(job, outcome):
+            return False
         self.stats.jobs_settled += 1
+        return True
 
 
 def _kill_replica(name: str) -> None:

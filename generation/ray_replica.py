@@ -33,6 +33,7 @@ from ray import serve
 
 from generation.batch_run import BatchRun, Outcome, StepDone
 from generation.engine_api import Engine
+from generation.options import OptimiseOptions
 from generation.request import GenerationRequest, ModelProfile
 
 log = logging.getLogger(__name__)
@@ -51,17 +52,19 @@ class TokenCounter(Protocol):
 
 @dataclass(frozen=True)
 class DiffusersFactory:
-    """The real engine factory: `DiffusersEngine(load_pipeline(model_id, device, cache_dir=...))`."""
+    """The real engine factory: `DiffusersEngine.load(model_id, device, cache_dir=..., options=...)`."""
 
     model_id: str
     device: str
     cache_dir: Path | None = None
+    options: OptimiseOptions | None = None
 
     def __call__(self) -> Engine:
         from generation.engine import DiffusersEngine
-        from generation.models import load_pipeline
 
-        return DiffusersEngine(load_pipeline(self.model_id, self.device, cache_dir=self.cache_dir))
+        return DiffusersEngine.load(
+            self.model_id, self.device, cache_dir=self.cache_dir, options=self.options
+        )
 
 
 @dataclass(frozen=True)

@@ -45,18 +45,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from generation.backend import (
-    GenerationResult,
     JobCancelled,
     JobFailed,
     Progress,
-    Queued,
     Started,
 )
 from generation.batch_run import BatchRun, StepDone, outcome_for, timeout_message
 from generation.engine_api import Engine
-from generation.fairqueue import FairQueue
-from generation.jobs import Handle, Job, SourceImages, mark_retrieved
-from generation.request import GenerationRequest, ModelProfile
+from generation.jobs import Job, SourceImages
+from generation.request import ModelProfile
+from generation.scheduling import SHUTDOWN_MESSAGE, JobScheduler
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +71,7 @@ class _Batch:
     watchdog: asyncio.TimerHandle | None = None
 
 
-class GenerationService:
+class GenerationService(JobScheduler):
     """`GenerationBackend` over one `Engine` driven by one worker thread. Use from one event loop:
     `submit`, `cancel`, `queue_snapshot` and `count_tokens` are plain calls made on the loop thread."""
 
@@ -90,6 +88,7 @@ class GenerationService:
         position_interval_s: float = 0.25,
         watchdog_grace_s: float = 10.0,
     ) -> None:
+        super().__init__(position_interval_s=position_interval_s)
         self._factory = engine_factory
         self._images = image_store
         self._timeout = job_timeout_s
@@ -97,19 +96,12 @@ class GenerationService:
         self._clock = clock
         self._preview_interval = preview_interval_s
         self._progress_interval = progress_interval_s
-        self._position_interval = position_interval_s
         self._grace = watchdog_grace_s
         self._engine: Engine | None = None
         self._profile: ModelProfile | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._inbox: queue.Queue[_Batch | None] = queue.Queue()
-        self._waiting: FairQueue[Job] = FairQueue()
-        self._jobs: dict[str, Job] = {}
         self._running: _Batch | None = None  # handed to the worker and not yet returned
-        self._dispatch_scheduled = False
-        self._positions_scheduled = False  # a _flush_positions is pending on the loop
-        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -155,14 +147,12 @@ class GenerationService:
             return
         was_stuck = self.stuck
         self._closed = True
-        for job in self._waiting.ordered():
-            self._waiting.remove(job.job_id)
-            self._settle(job, JobCancelled("the generator is shutting down"))
+        self._cancel_waiting()
         if self._running is not None:
             self._running.abandoned = True
             for job in self._running.jobs:
                 job.cancelled = True
-                self._settle(job, JobCancelled("the generator is shutting down"))
+                self._settle(job, JobCancelled(SHUTDOWN_MESSAGE))
         thread, self._thread = self._thread, None
         if thread is not None:
             self._inbox.put(None)
@@ -178,46 +168,12 @@ class GenerationService:
             raise RuntimeError("GenerationService.start() has not finished")
         return self._engine.count_tokens(text)
 
-    def submit(self, job_id: str, owner: str, request: GenerationRequest) -> Handle:
-        """Queue a job (on the loop thread). After `close()` the handle's result is `JobCancelled`."""
-        if job_id in self._jobs:
-            raise ValueError(f"job {job_id!r} is already queued or running")
-        loop = self._loop or asyncio.get_running_loop()
-        job = Job(job_id, owner, request, loop.create_future(), on_subscribe=self._on_subscribe)
-        job.future.add_done_callback(mark_retrieved)
-        if self._closed:
-            job.future.set_exception(JobCancelled("the generator is shutting down"))
-            return Handle(job)
-        self._jobs[job_id] = job
-        self._waiting.push(job_id, owner, job)
-        self._publish_positions()
-        self._schedule_dispatch()
-        return Handle(job)
-
-    def cancel(self, job_id: str) -> bool:
-        """Cancel a waiting job (it leaves the queue) or a running one (its result is dropped; the
-        batch stops at its next step once all its members are cancelled). False if nothing to cancel."""
-        job = self._jobs.get(job_id)
-        if job is None or job.done:
-            return False
-        job.cancelled = True
-        if self._waiting.remove(job_id) is not None:
-            self._publish_positions()
-        self._settle(job, JobCancelled("cancelled"))
-        return True
-
     def queue_snapshot(self) -> list[tuple[str, str]]:
         """(job_id, owner) of running jobs first, then waiting ones in the order they will run."""
         running = [] if self._running is None else [j for j in self._running.jobs if not j.done]
         return [(j.job_id, j.owner) for j in running] + [(j.job_id, j.owner) for j in self._waiting.ordered()]
 
     # -- loop side: scheduling --------------------------------------------------------------------
-
-    def _schedule_dispatch(self) -> None:
-        # Deferred by one loop turn, so jobs submitted together can share a batch.
-        if not self._dispatch_scheduled and self._loop is not None:
-            self._dispatch_scheduled = True
-            self._loop.call_soon(self._dispatch)
 
     def _dispatch(self) -> None:
         self._dispatch_scheduled = False
@@ -242,32 +198,6 @@ class GenerationService:
         self._publish_positions()
         self._inbox.put(batch)
 
-    def _publish_positions(self) -> None:
-        # Coalesced: any number of queue changes within one interval cost one pass over the queue.
-        if not self._positions_scheduled and self._loop is not None:
-            self._positions_scheduled = True
-            self._loop.call_later(self._position_interval, self._flush_positions)
-
-    def _flush_positions(self) -> None:
-        """Give every waiting job its position; publish Queued only to jobs someone listens to."""
-        self._positions_scheduled = False
-        for index, job in enumerate(self._waiting.ordered(), start=1):
-            if job.position != index:
-                job.position = index
-                if job.subscribers:
-                    job.publish(Queued(index))
-
-    def _on_subscribe(self, job: Job) -> None:
-        # A new reader of a waiting job must start from its current position, which nobody may have
-        # published (no readers) or which a pending flush has not computed yet.
-        if job.job_id not in self._waiting:
-            return
-        if self._positions_scheduled:
-            self._flush_positions()
-        current = Queued(job.position)
-        if job.last_event != current:
-            job.last_event = current
-
     def _on_watchdog(self, batch: _Batch) -> None:
         if self._running is not batch:
             return
@@ -287,11 +217,6 @@ class GenerationService:
         for job in batch.jobs:  # a job the worker did not settle (should not happen) must still end
             self._settle(job, JobFailed("generation failed: the worker returned no result"))
         self._schedule_dispatch()
-
-    def _settle(self, job: Job, outcome: GenerationResult | BaseException) -> None:
-        if not job.settle(outcome):
-            return
-        self._jobs.pop(job.job_id, None)
 
     # -- worker thread -----------------------------------------------------------------------------
 

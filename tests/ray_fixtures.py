@@ -47,5 +47,5 @@ def ray_cluster() -> Iterator[None]:
     serve.start(proxy_location="Disabled")
     yield
     if owner:
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()

@@ -207,9 +207,8 @@ async def test_happy_path_progress_then_one_delivery(store: SqliteStore, tmp_pat
     outcome = await runner.submit(new_job("aaaaaaaaaaaa", req, clock), req, (), upload_limit=10_000_000)
     assert isinstance(outcome, Reservation)
     await asyncio.wait_for(backend.submitted.get(), 5)
-    events: list[JobEvent] = [Queued(2), Queued(1), Started()] + [
-        Progress(k, 4, png((1, 1, 1))) for k in (1, 2, 3, 4)
-    ]
+    events: list[JobEvent] = [Queued(2), Queued(1), Started()]
+    events += [Progress(k, 4, png((1, 1, 1))) for k in (1, 2, 3, 4)]
     backend.handles["aaaaaaaaaaaa"].finish(events, result("aaaaaaaaaaaa", [False] * 4))
     await asyncio.wait_for(runner.wait("aaaaaaaaaaaa"), 5)
     # Throttled: the clock never moved, so only the first event became an edit.

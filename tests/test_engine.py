@@ -14,7 +14,13 @@ from PIL import Image
 
 from generation import engine as engine_module
 from generation.backend import GeneratedImage
-from generation.engine import CPU_MAX_BATCH_IMAGES, ENCODE_WORKERS, DiffusersEngine, encode_images
+from generation.engine import (
+    CPU_MAX_BATCH_IMAGES,
+    ENCODE_WORKERS,
+    DiffusersEngine,
+    encode_images,
+    warm_up_shapes,
+)
 from generation.engine_api import BatchInterrupted, OutOfMemory, PreviewFn
 from generation.preview import preview_png
 from generation.request import Mode
@@ -60,21 +66,23 @@ def test_same_seed_same_pixels_other_seed_other_pixels(tiny_engine: DiffusersEng
     assert (first.seed, first.width, first.height, first.nsfw) == (7, 64, 64, False)
 
 
-def test_warm_up_runs_each_batch_size_and_changes_no_result(
+def test_warm_up_runs_each_shape_and_changes_no_result(
     tiny_engine: DiffusersEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = run_one(tiny_engine, seeds=(7,))
-    batches: list[int] = []
+    shapes: list[tuple[int, int, int]] = []
     real_run_batch = tiny_engine.run_batch
 
     def counting(requests: Any, sources: Any, on_step: Any) -> Any:
-        batches.append(sum(r.count for r in requests))
-        assert all((r.width, r.height) == (64, 64) for r in requests)  # the model's native size
+        shapes.extend((r.count, r.width, r.height) for r in requests)
         return real_run_batch(requests, sources, on_step)
 
     monkeypatch.setattr(tiny_engine, "run_batch", counting)
-    assert tiny_engine.warm_up((1, 2)) > 0
-    assert batches == [1, 2]
+    assert tiny_engine.warm_up() > 0
+    # two batch sizes at the native size, then two other aspects: each dimension seen with two values
+    assert shapes == warm_up_shapes(tiny_engine.profile)
+    assert {n for n, _, _ in shapes} == {1, 2} and len({(w, h) for _, w, h in shapes}) == 3
+    assert shapes[0] == (1, 64, 64) and shapes[2][1] > shapes[2][2] and shapes[3][1] < shapes[3][2]
     monkeypatch.undo()
     assert np.array_equal(pixels(before), pixels(run_one(tiny_engine, seeds=(7,))))
 

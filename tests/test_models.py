@@ -1,3 +1,4 @@
+# mypy: disable-error-code="no-untyped-call,attr-defined"
 """generation.models on the real diffusers pipeline: the tiny model, devices, loading, profiles."""
 
 from __future__ import annotations

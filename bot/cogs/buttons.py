@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -104,7 +105,8 @@ class ButtonsCog(commands.Cog):
         say so, rather than leave the member with Discord's "interaction failed"."""
         if interaction.type is not discord.InteractionType.component:
             return
-        custom_id = str((interaction.data or {}).get("custom_id", ""))
+        data: Mapping[str, Any] = interaction.data or {}
+        custom_id = str(data.get("custom_id", ""))
         if custom_id.startswith(CUSTOM_ID_PREFIX) and parse_custom_id(custom_id) is None:
             await send_private(interaction, "That button isn't one I can act on any more.")
 
