@@ -27,6 +27,13 @@ def _files(files: tuple[OutFile, ...]) -> list[discord.File]:
 TOKEN_GONE_CODES = (10015, 50027)  # Unknown Webhook, Invalid Webhook Token
 
 
+def result_nonce(job_id: str) -> str:
+    """The nonce of a job's result message in a channel. discord.py sends it with `enforce_nonce`, so
+    Discord answers a second post with the same nonce (a retry after a timeout, or after a restart
+    that lost the record of the first) with the first message instead of posting again."""
+    return f"imagine-{job_id}"[:25]  # Discord's limit on a nonce's length
+
+
 def is_token_gone(exc: BaseException) -> bool:
     """The interaction token no longer works: 401 Invalid Webhook Token (expired), 404 Unknown
     Webhook, or 404 for a deleted original response."""
@@ -78,7 +85,11 @@ class DiscordOutbox:
                 )
             else:
                 message = await self._channel(job).send(
-                    post.content, files=_files(post.files), view=view, allowed_mentions=self._mentions(job)
+                    post.content,
+                    files=_files(post.files),
+                    view=view,
+                    allowed_mentions=self._mentions(job),
+                    nonce=result_nonce(job.job_id),  # a retry of a post that did land returns it
                 )
         except Exception as exc:
             if via_token and is_token_gone(exc):

@@ -135,6 +135,32 @@ async def test_stalled_upload_times_out_and_is_retried(world: BotWorld, engine: 
         world.bot.runner.delivery_timeout_s = 60.0
 
 
+async def test_channel_post_that_landed_but_timed_out_is_not_posted_twice(
+    world: BotWorld, engine: FaultyEngine
+) -> None:
+    # An expired token sends the result to the channel. Discord creates the message but its answer
+    # never comes: the bot times out and posts again, with the same nonce, so Discord returns the
+    # first message instead of making a second one.
+    world.bot.runner.delivery_timeout_s = 1.0
+    rec = await _gated_job(world, engine, "a lost answer", world.carol)
+    job_id = await _job_id(world, world.carol)
+    world.server.expire_token(rec)
+    stall = world.server.stall_response_next("POST /channels/*/messages")
+    engine.gate.set()
+    try:
+        await world.server.wait_for(lambda: stall.stalled.is_set(), T)
+        assert len(_results_for(world, job_id)) == 1  # it landed; the bot does not know yet
+        await asyncio.wait_for(world.bot.runner.wait(job_id), T)
+    finally:
+        stall.release()
+        world.bot.runner.delivery_timeout_s = 60.0
+    posts = [r for r in world.server.requests if r.method == "POST" and r.path.endswith("/messages")]
+    (result,) = _results_for(world, job_id)
+    assert len(posts) >= 2 and f"<@{world.carol.id}>" in result.content
+    job = await world.store.get_job(job_id)
+    assert job is not None and job.result_message_id == result.id
+
+
 # -- the gateway drops ----------------------------------------------------------------------------------
 
 

@@ -78,8 +78,10 @@ retry_after=0.05, is_global=False) -> Fault`` (``fault.hits``): pattern is fnmat
 ``'METHOD /path'`` (e.g. ``'POST /webhooks/*'``) or ``'/path*'`` for any method; 429s carry
 ``retry_after``, ``Via`` and X-RateLimit-* headers, 5xx a JSON error (discord.py retries 500/502
 after ~1 s). ``stall_next(pattern, count=1) -> Stall``: matching requests hang until
-``stall.release()`` (``await stall.stalled.wait()`` to see one arrive). ``await drop_gateway(code=4000)``
-closes the socket; the client RESUMEs and missed dispatches are replayed.
+``stall.release()`` (``await stall.stalled.wait()`` to see one arrive); ``stall_response_next(...)``
+carries the request out and hangs only its response. Channel messages honour ``nonce`` with
+``enforce_nonce`` (the same nonce from the bot within 5 minutes returns the first message).
+``await drop_gateway(code=4000)`` closes the socket; the client RESUMEs and missed dispatches are replayed.
 ``await server.wait_for(predicate, timeout)`` waits on any server-state condition (no sleeps).
 """
 

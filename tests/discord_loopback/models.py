@@ -292,6 +292,8 @@ class Message:
     reactions: dict[str, set[int]] = field(default_factory=dict)
     deleted: bool = False
     history: list[MessageEdit] = field(default_factory=list)
+    nonce: str | None = None
+    created_at: float = 0.0  # on the server clock
 
     @property
     def ephemeral(self) -> bool:
@@ -355,6 +357,8 @@ class Message:
         if self.webhook_id is not None:
             data["webhook_id"] = str(self.webhook_id)
             data["application_id"] = str(self.webhook_id)
+        if self.nonce is not None:
+            data["nonce"] = self.nonce
         return data
 
 
@@ -486,10 +490,13 @@ class Fault:
 
 @dataclass
 class Stall:
-    """Requests matching `pattern` hang until `release()`; `await stalled.wait()` sees them arrive."""
+    """Requests matching `pattern` hang until `release()`; `await stalled.wait()` sees them arrive.
+    With `after_handling` the request is carried out first and only its response hangs (the client
+    cannot tell whether it happened)."""
 
     pattern: str
     count: int
+    after_handling: bool = False
     hits: list[str] = field(default_factory=list)
     released: asyncio.Event = field(default_factory=asyncio.Event)
     stalled: asyncio.Event = field(default_factory=asyncio.Event)

@@ -20,6 +20,7 @@ from .models import (
     InteractionRecord,
     Message,
     RequestLog,
+    Stall,
     snowflake,
 )
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from .server import DiscordLoopback
 
 API = "/api/v10"
+NONCE_WINDOW_S = 300.0  # how long Discord remembers a message's nonce for `enforce_nonce`
 _MENTION = re.compile(r"<@!?(\d+)>")
 
 
@@ -66,11 +68,8 @@ def make_middleware(server: DiscordLoopback) -> Any:
         rel = path[len(API) :]
         method = request.method
         for stall in server.stalls:
-            if stall.matches(method, rel):
-                stall.hits.append(f"{method} {rel}")
-                stall.stalled.set()
-                server._notify()
-                await stall.released.wait()
+            if not stall.after_handling and stall.matches(method, rel):
+                await _hold(server, stall, method, rel)
                 break
         for fault in server.faults:
             if fault.matches(method, rel):
@@ -90,9 +89,20 @@ def make_middleware(server: DiscordLoopback) -> Any:
             response = json_response({"message": "404: Not Found", "code": 0}, status=404)
         server.requests.append(RequestLog(method, rel, response.status, server.now()))
         server._notify()
+        for stall in server.stalls:
+            if stall.after_handling and stall.matches(method, rel):
+                await _hold(server, stall, method, rel)
+                break
         return response
 
     return middleware
+
+
+async def _hold(server: DiscordLoopback, stall: Stall, method: str, rel: str) -> None:
+    stall.hits.append(f"{method} {rel}")
+    stall.stalled.set()
+    server._notify()
+    await stall.released.wait()
 
 
 def _is_webhook_route(rel: str) -> bool:
@@ -452,7 +462,15 @@ async def _post_message(server: DiscordLoopback, request: web.Request) -> web.Re
     _check_sizes(files, guild.upload_limit if guild else server.default_upload_limit)
     if not (payload.get("content") or payload.get("embeds") or files or payload.get("components")):
         raise DiscordError(400, 50006, "Cannot send an empty message")
+    nonce = payload.get("nonce")
+    if nonce is not None and payload.get("enforce_nonce"):
+        # Discord: the same author and nonce within a few minutes returns the first message.
+        for earlier in server.channel_messages(channel.id):
+            recent = server.now() - earlier.created_at < NONCE_WINDOW_S
+            if earlier.nonce == str(nonce) and earlier.author.id == server.bot_user.id and recent:
+                return json_response(earlier.payload())
     msg = server._new_message(channel.id, server.bot_user)
+    msg.nonce = None if nonce is None else str(nonce)
     apply_payload(server, msg, payload, files, create=True)
     if payload.get("message_reference"):
         msg.type = 19

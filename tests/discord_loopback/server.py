@@ -312,6 +312,13 @@ class DiscordLoopback:
         self.stalls.append(stall)
         return stall
 
+    def stall_response_next(self, pattern: str, count: int = 1) -> Stall:
+        """The next `count` matching requests are carried out, then their responses hang until
+        `stall.release()`: the client times out not knowing that its request took effect."""
+        stall = Stall(pattern, count, after_handling=True)
+        self.stalls.append(stall)
+        return stall
+
     async def drop_gateway(self, code: int = 4000) -> None:
         """Close the bot's gateway socket (the session stays resumable; missed events are replayed)."""
         session = self.session
@@ -577,7 +584,7 @@ class DiscordLoopback:
     def _new_message(self, channel_id: int, author: User, *, webhook: bool = False) -> Message:
         channel = self.channels.get(channel_id)
         guild_id = channel.guild_id if channel else None
-        msg = Message(snowflake(), channel_id, guild_id, author)
+        msg = Message(snowflake(), channel_id, guild_id, author, created_at=self.now())
         if webhook:
             msg.webhook_id = self.application_id
         return msg
