@@ -10,10 +10,10 @@ In one process, for `--rounds` rounds:
   each job's events read by its own task as the bot does;
 - **batched**: the same through the service with batching on (its default cap), reported apart.
 
-The timed rounds carry no instrumentation. After them, one more `service` and one more `batched` pass
-run with a ticker coroutine that wakes every 5 ms and records how late it woke: that is the
-event-loop stall (the gateway heartbeat and Discord acknowledgements wait that long). The ticker
-itself costs the worker some GIL time, so it stays out of the passes that are compared.
+The timed rounds carry no instrumentation. After them, one more `service` and one more `batched`
+pass (of at least 40 jobs) run with a ticker coroutine that wakes every 5 ms and records how late it
+woke: that is the event-loop stall (the gateway heartbeat and Discord acknowledgements wait that
+long). The ticker itself costs the worker some GIL time, so it stays out of the passes compared.
 `overhead_pct` compares `service` with `bare`: the median of the per-round ratios, with a 95%
 confidence interval for it (`overhead_pct_ci95`); `overhead_pct_fastest_runs` compares the fastest
 run of each (interference on a shared machine only ever adds time). Each round runs
@@ -38,6 +38,7 @@ from bench.report import report
 from generation.request import GenerationRequest
 
 TICK_S = 0.005
+STALL_JOBS = 40
 
 
 class _NoImages:
@@ -228,8 +229,10 @@ async def run(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) ->
                     one = await run_service(services[kind], requests, f"{kind}{round_index}")
                     times[kind].append(one.elapsed_s)
                     runs[kind].append(one)
+        # At least STALL_JOBS jobs per stall pass: some hundreds of ticks, so p99 is not just the max.
+        stall_requests = make_requests(max(jobs, STALL_JOBS), size, steps, guidance, "tiny")
         stalls = {
-            kind: await run_service(service, requests, f"stalls-{kind}", measure_stalls=True)
+            kind: await run_service(service, stall_requests, f"stalls-{kind}", measure_stalls=True)
             for kind, service in services.items()
         }
     finally:
