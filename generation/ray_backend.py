@@ -32,8 +32,9 @@ Faults: a stream that breaks (replica killed, `RayActorError`, any stream error)
 back at the FRONT of the queue, as one batch, to run again on another (or the restarted) replica; a
 job's result is settled once, so it is delivered once. After `max_attempts` broken streams the jobs
 fail. The per-job time limit is checked by the replica at every step (`JobFailed("took longer than N
-s")`); if no step comes back, a watchdog here fails the jobs `watchdog_grace_s` after the limit,
-cancels the call and kills the hung replica so Serve replaces it.
+s")`, counted from when the replica takes the batch up); if no step comes back, a watchdog here
+fails the jobs `watchdog_grace_s` after the limit, cancels the call and kills the hung replica so
+Serve replaces it (tests/test_ray_watchdog.py).
 """
 
 from __future__ import annotations
@@ -410,7 +411,6 @@ class RayBackend(JobScheduler):
         self.stats.batches += 1
         for job in batch.jobs:
             job.publish(Started())
-        batch.watchdog = self._loop.call_later(self._timeout + self._grace, self._on_watchdog, batch)
         batch.task = self._loop.create_task(self._run(batch))
 
     async def _run(self, batch: _Batch) -> None:
@@ -476,6 +476,10 @@ class RayBackend(JobScheduler):
             batch.replica = message.replica
             for job in batch.jobs:
                 self._replica_of[job.job_id] = message.replica
+            # The time limit runs from here, as the replica's own: waiting for a replica (one being
+            # restarted, or scaled up) is queueing, not running.
+            assert self._loop is not None
+            batch.watchdog = self._loop.call_later(self._timeout + self._grace, self._on_watchdog, batch)
         elif isinstance(message, BatchDone):
             for job, outcome in zip(batch.jobs, message.outcomes, strict=True):
                 self._settle(job, outcome_for(job.job_id, outcome))

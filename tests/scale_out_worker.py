@@ -22,6 +22,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,7 +55,10 @@ def request(seed: int) -> GenerationRequest:
 
 
 class StandInEngine:
-    """A stand-in GPU: `step_s` per step per batch, up to `BATCH_CAP` images a batch, 8×8 PNGs."""
+    """A stand-in GPU: `step_s` per step per batch, up to `BATCH_CAP` images a batch, 8×8 PNGs. A
+    prompt containing `HANG` hangs its step for good, as a wedged GPU kernel would (no callback)."""
+
+    HANG = "[hang]"
 
     profile = PROFILE
 
@@ -76,6 +80,8 @@ class StandInEngine:
         from PIL import Image
 
         total = requests[0].steps
+        if any(self.HANG in r.prompt for r in requests):
+            threading.Event().wait()  # never returns: only killing the replica ends it
         for step in range(1, total + 1):
             time.sleep(self.step_s)  # the stand-in's compute time, not a wait for work
             if not on_step(step, total, lambda _i: b""):
