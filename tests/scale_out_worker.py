@@ -141,13 +141,28 @@ class NoSources:
         raise KeyError(digest)
 
 
+def stand_in_backend(app_name: str, replicas: int = 2, **options: Any) -> RayBackend:
+    """A RayBackend deploying (or joining) `replicas` stand-in replicas as the Serve app `app_name`."""
+    from generation.ray_backend import RayBackend
+
+    return RayBackend(
+        "stand-in",
+        "cpu",
+        replicas=replicas,
+        image_store=NoSources(),
+        engine_factory=StandInFactory(),
+        replica_cpus=0.5,
+        app_name=app_name,
+        **options,
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
     import ray
 
     from bot.dispatch import ClaimDispatcher, pg_signals_for
     from bot.jobs import JobRunner
     from generation.images import ImageStore
-    from generation.ray_backend import RayBackend
     from storage.interface import Limits
     from storage.postgres import open_pg_store
     from tests.dispatch_worker import dump_tasks
@@ -157,7 +172,7 @@ async def main(args: argparse.Namespace) -> None:
     ray.init(address=args.ray_address, log_to_driver=False, logging_level=logging.WARNING)
     store = await open_pg_store(args.url, unlimited, max_size=4)
     images = ImageStore(Path(args.outdir))
-    backend = RayBackend("stand-in", "cpu", replicas=2, image_store=NoSources(), app_name=args.app)
+    backend = stand_in_backend(args.app)
     await backend.start()
     outbox = ReplicaOutbox(args.tag, backend)
     runner = JobRunner(store, backend, images, outbox, edit_interval_s=0.0)

@@ -17,7 +17,7 @@ require_ray()
 
 from generation.backend import JobFailed  # noqa: E402
 from generation.ray_backend import RayBackend  # noqa: E402
-from tests.scale_out_worker import NoSources, StandInEngine, StandInFactory, request  # noqa: E402
+from tests.scale_out_worker import StandInEngine, request, stand_in_backend  # noqa: E402
 
 WAIT = 60.0  # bound on every wait (a replica restart takes seconds); never reached when the code is right
 TIMEOUT_S = 1.0
@@ -25,17 +25,7 @@ TIMEOUT_S = 1.0
 
 @pytest.fixture
 async def one_replica(ray_cluster: None) -> AsyncIterator[RayBackend]:
-    backend = RayBackend(
-        "stand-in",
-        "cpu",
-        replicas=1,
-        image_store=NoSources(),
-        engine_factory=StandInFactory(),
-        replica_cpus=0.5,
-        app_name="imagine-watchdog",
-        job_timeout_s=TIMEOUT_S,
-        watchdog_grace_s=0.5,
-    )
+    backend = stand_in_backend("imagine-watchdog", replicas=1, job_timeout_s=TIMEOUT_S, watchdog_grace_s=0.5)
     await backend.start()
     yield backend
     await backend.close()

@@ -28,7 +28,7 @@ import ray  # noqa: E402
 from generation.ray_backend import RayBackend  # noqa: E402
 from storage.interface import JobState, NewJob, Reservation  # noqa: E402
 from tests.pg_fixtures import DEFAULTS, ROOT, open_pg_store  # noqa: E402
-from tests.scale_out_worker import NoSources, StandInFactory, request  # noqa: E402
+from tests.scale_out_worker import request, stand_in_backend  # noqa: E402
 
 pytest_plugins = ("tests.pg_fixtures",)
 
@@ -91,15 +91,7 @@ class Worker:
 @pytest.fixture
 async def deployment(ray_cluster: None) -> AsyncIterator[RayBackend]:
     """Two stand-in replicas deployed by this process (which deletes them at the end)."""
-    backend = RayBackend(
-        "stand-in",
-        "cpu",
-        replicas=2,
-        image_store=NoSources(),
-        engine_factory=StandInFactory(),
-        replica_cpus=0.5,
-        app_name=APP,
-    )
+    backend = stand_in_backend(APP)
     await backend.start()
     yield backend
     await backend.close()
