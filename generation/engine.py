@@ -93,10 +93,13 @@ class DiffusersEngine:
     def load(
         cls, model_id: str, device: str, *, cache_dir: Path | None, options: OptimiseOptions | None = None
     ) -> DiffusersEngine:
-        """Load `model_id` onto `device` with `options`; with a compiled UNet, compile it now (see
-        `warm_up`), so no member ever waits on a compile. Call it on the thread that will own it."""
+        """Load `model_id` onto `device` with `options`; if that compiled the UNet (`optimise` does on
+        CUDA only), compile it now (see `warm_up`), so no member ever waits on a compile. Call it on
+        the thread that will own the engine."""
+        from diffusers.utils.torch_utils import is_compiled_module
+
         engine = cls(load_pipeline(model_id, device, cache_dir=cache_dir, options=options))
-        if options is not None and options.compile_unet:
+        if is_compiled_module(getattr(engine.model.text2img, "unet", None)):
             engine.warm_up()
         return engine
 
