@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +109,12 @@ class PrintingService(GenerationService):
 
 
 class PrintingOutbox:
-    """Posts nothing anywhere: prints each post with a message id unique across processes."""
+    """Posts nothing anywhere: prints each post with a message id unique across processes (and, given
+    `replica_of`, the Ray replica that made the job's images)."""
 
-    def __init__(self, tag: int) -> None:
+    def __init__(self, tag: int, replica_of: Callable[[str], str | None] | None = None) -> None:
         self._next = tag * 1_000_000
+        self._replica_of = replica_of
         self.delivered: list[str] = []
 
     async def show_progress(self, job: JobRecord, text: str, preview_png: bytes | None) -> None:
@@ -121,7 +123,8 @@ class PrintingOutbox:
     async def post_result(self, job: JobRecord, post: ResultPost, *, via_token: bool) -> tuple[int, int]:
         self._next += 1
         self.delivered.append(job.job_id)
-        emit("delivered", job=job.job_id, owner=job.owner_id, message=self._next)
+        extra = {} if self._replica_of is None else {"replica": self._replica_of(job.job_id)}
+        emit("delivered", job=job.job_id, owner=job.owner_id, message=self._next, **extra)
         return self._next, job.channel_id
 
     async def tell_owner(self, job: JobRecord, text: str, *, via_token: bool, private: bool) -> None:

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import faulthandler
 import io
-import json
 import logging
 import signal
 import sys
@@ -34,17 +33,10 @@ from generation.engine_api import BatchInterrupted, Engine, StepCallback
 from generation.request import GenerationRequest, ModelProfile
 
 if TYPE_CHECKING:
-    from bot.jobs import ResultPost
     from generation.ray_backend import RayBackend
-    from storage.interface import JobRecord
 
 PROFILE = ModelProfile(name="stand-in", native_size=64, default_steps=2, default_guidance=5.0)
 BATCH_CAP = 4
-
-
-def emit(event: str, **fields: Any) -> None:
-    """One JSON line on stdout."""
-    print(json.dumps({"event": event, "t": time.monotonic(), **fields}), flush=True)
 
 
 def request(seed: int) -> GenerationRequest:
@@ -105,35 +97,6 @@ class StandInFactory:
         return StandInEngine(self.step_s)
 
 
-class ReplicaOutbox:
-    """Posts nothing anywhere: prints each post (with the Serve replica that made it) and returns a
-    message id unique across processes."""
-
-    def __init__(self, tag: int, backend: RayBackend) -> None:
-        self._next = tag * 1_000_000
-        self._backend = backend
-        self.delivered: list[str] = []
-
-    async def show_progress(self, job: JobRecord, text: str, preview_png: bytes | None) -> None:
-        return None
-
-    async def post_result(self, job: JobRecord, post: ResultPost, *, via_token: bool) -> tuple[int, int]:
-        self._next += 1
-        self.delivered.append(job.job_id)
-        replica = self._backend.replica_of(job.job_id)
-        emit("delivered", job=job.job_id, owner=job.owner_id, message=self._next, replica=replica)
-        return self._next, job.channel_id
-
-    async def tell_owner(self, job: JobRecord, text: str, *, via_token: bool, private: bool) -> None:
-        emit("told", job=job.job_id, text=text)
-
-    async def channel_is_nsfw(self, channel_id: int) -> bool:
-        return False
-
-    def upload_limit(self, guild_id: int) -> int:
-        return 8 * 1024 * 1024
-
-
 class NoSources:
     """Source images are never needed (text-to-image only)."""
 
@@ -165,7 +128,7 @@ async def main(args: argparse.Namespace) -> None:
     from generation.images import ImageStore
     from storage.interface import Limits
     from storage.postgres import open_pg_store
-    from tests.dispatch_worker import dump_tasks
+    from tests.dispatch_worker import PrintingOutbox, dump_tasks, emit
 
     unlimited = Limits(images_per_hour=None, images_per_day=None, max_queued=None, cooldown_seconds=0.0)
     # Our own connection, so Ray's log forwarding stays off this process's stdout (the JSON lines).
@@ -174,7 +137,7 @@ async def main(args: argparse.Namespace) -> None:
     images = ImageStore(Path(args.outdir))
     backend = stand_in_backend(args.app)
     await backend.start()
-    outbox = ReplicaOutbox(args.tag, backend)
+    outbox = PrintingOutbox(args.tag, replica_of=backend.replica_of)
     runner = JobRunner(store, backend, images, outbox, edit_interval_s=0.0)
     ClaimDispatcher(
         store,

@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
-import os
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,84 +19,30 @@ from bot.dispatch import ClaimDispatcher, pg_signals_for
 from bot.jobs import JobRunner, ResultPost
 from generation.request import GenerationRequest
 from storage.interface import JobRecord, JobState, NewJob, Reservation
-from tests.pg_fixtures import DEFAULTS, ROOT, PostgresStore, open_pg_store
+from tests.pg_fixtures import DEFAULTS, PostgresStore, open_pg_store
+from tests.worker_process import WorkerProcess, deliveries_until
 
 pytest_plugins = ("tests.pg_fixtures",)
 
 WAIT = 30.0  # bound on every wait; never reached when the code is right
 
 
-class Worker:
-    """One `tests.dispatch_worker` process and the JSON lines it has printed."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.events: list[dict[str, Any]] = []
-        self._seen: dict[str, int] = {}  # kind → how many of it `next` returned
-
-    @classmethod
-    async def start(cls, url: str, outdir: Path, name: str, tag: int, *args: str) -> Worker:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.dispatch_worker",
-            url,
-            str(outdir),
-            name,
-            "--tag",
-            str(tag),
-            *args,
-            cwd=ROOT,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-        worker = cls(proc)
-        await worker.next("ready")
-        return worker
-
-    async def next(self, kind: str) -> dict[str, Any]:
-        """The next event of `kind` not yet returned (reading more lines as needed)."""
-        while True:
-            seen = self._seen.get(kind, 0)
-            of_kind = self.of(kind)
-            if len(of_kind) > seen:
-                self._seen[kind] = seen + 1
-                return of_kind[seen]
-            await self.read_one()
-
-    async def read_one(self) -> None:
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), WAIT)
-        assert line, f"worker exited early (rc {await self.proc.wait()})"
-        self.events.append(json.loads(line))
-
-    async def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-        await self.proc.stdin.drain()
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == kind]
-
-    async def quit(self) -> None:
-        if self.proc.returncode is None:
-            await self.send("quit")
-            await self.next("closed")
-            assert await asyncio.wait_for(self.proc.wait(), WAIT) == 0
-
-    def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
+async def start_worker(url: str, outdir: Path, name: str, tag: int, *args: str) -> WorkerProcess:
+    """A `tests.dispatch_worker` process, once it says it is ready."""
+    worker = await WorkerProcess.spawn(
+        "tests.dispatch_worker", url, str(outdir), name, "--tag", str(tag), *args, wait_s=WAIT
+    )
+    await worker.next("ready")
+    return worker
 
 
 @pytest.fixture
 async def workers(pg_url: str, tmp_path: Path) -> AsyncIterator[Any]:
     """Starts workers on the test's database; kills any left at the end."""
-    started: list[Worker] = []
+    started: list[WorkerProcess] = []
 
-    async def start(name: str, *args: str) -> Worker:
-        worker = await Worker.start(pg_url, tmp_path / "images", name, len(started) + 1, *args)
+    async def start(name: str, *args: str) -> WorkerProcess:
+        worker = await start_worker(pg_url, tmp_path / "images", name, len(started) + 1, *args)
         started.append(worker)
         return worker
 
@@ -111,29 +54,6 @@ async def workers(pg_url: str, tmp_path: Path) -> AsyncIterator[Any]:
                 await asyncio.wait_for(worker.proc.wait(), 0.5)
         worker.kill()
         await worker.proc.wait()
-
-
-async def deliveries_until(workers: list[Worker], count: int) -> list[dict[str, Any]]:
-    """Read every worker's lines until `count` deliveries in all; return them in time order."""
-
-    def delivered() -> list[dict[str, Any]]:
-        return [e for w in workers for e in w.of("delivered")]
-
-    async def pump(worker: Worker) -> None:
-        while len(delivered()) < count:
-            await worker.read_one()
-
-    readers = [asyncio.create_task(pump(w)) for w in workers if w.proc.returncode is None]
-    try:
-        done, _ = await asyncio.wait(readers, timeout=WAIT, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()
-        assert done, f"only {len(delivered())} of {count} delivered"
-    finally:
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-    return sorted(delivered(), key=lambda e: e["t"])
 
 
 async def stored(pg_url: str) -> PostgresStore:
@@ -149,7 +69,7 @@ async def test_two_processes_deliver_100_jobs_from_10_users_exactly_once(pg_url:
         for _ in range(5):
             assert (await w.next("submitted"))["granted"] == 10
 
-    got = await deliveries_until([a, b], 100)
+    got = await deliveries_until([a, b], 100, WAIT)
     await asyncio.gather(a.quit(), b.quit())
 
     expected = {f"u{o}-{i}" for o in range(1, 11) for i in range(10)}
@@ -179,7 +99,7 @@ async def test_a_light_users_job_is_not_stuck_behind_a_heavy_users_fifty(pg_url:
     await b.send("submit 1 2 1 light")
     light_queued = (await b.next("submitted"))["t"]
 
-    got = await deliveries_until([a, b], 51)
+    got = await deliveries_until([a, b], 51, WAIT)
     await asyncio.gather(a.quit(), b.quit())
 
     light = next(e for e in got if e["job"] == "light-0")
@@ -205,11 +125,11 @@ async def test_a_killed_process_jobs_are_reclaimed_and_delivered_once(pg_url: st
     b = await workers("b", "--capacity", "2", "--lease", "30")
     a.kill()
     assert await asyncio.wait_for(a.proc.wait(), WAIT) == -signal.SIGKILL
-    first = await deliveries_until([b], 3)  # the three jobs nobody held
+    first = await deliveries_until([b], 3, WAIT)  # the three jobs nobody held
     assert not held & {e["job"] for e in first}
     await b.send("advance 31")  # the dead process's leases run out
     await b.next("advanced")
-    got = await deliveries_until([b], 6)
+    got = await deliveries_until([b], 6, WAIT)
     await b.quit()
 
     assert sorted(e["job"] for e in got) == sorted([f"x-{i}" for i in range(4)] + ["y-0", "y-1"])

@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,8 +23,9 @@ import ray  # noqa: E402
 
 from generation.ray_backend import RayBackend  # noqa: E402
 from storage.interface import JobState, NewJob, Reservation  # noqa: E402
-from tests.pg_fixtures import DEFAULTS, ROOT, open_pg_store  # noqa: E402
+from tests.pg_fixtures import DEFAULTS, open_pg_store  # noqa: E402
 from tests.scale_out_worker import request, stand_in_backend  # noqa: E402
+from tests.worker_process import WorkerProcess, deliveries_until  # noqa: E402
 
 pytest_plugins = ("tests.pg_fixtures",)
 
@@ -36,56 +33,10 @@ WAIT = 60.0  # bound on every wait; never reached when the code is right
 APP = "imagine-scale-out"
 
 
-class Worker:
-    """One `tests.scale_out_worker` process and the JSON lines it has printed."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.events: list[dict[str, Any]] = []
-
-    @classmethod
-    async def start(cls, address: str, url: str, outdir: Path, name: str, tag: int) -> Worker:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.scale_out_worker",
-            address,
-            APP,
-            url,
-            str(outdir),
-            name,
-            "--tag",
-            str(tag),
-            "--capacity",
-            "4",
-            cwd=ROOT,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-        return cls(proc)
-
-    async def read_one(self) -> None:
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), WAIT)
-        assert line, f"worker exited early (rc {await self.proc.wait()})"
-        if line.startswith(b'{"event"'):  # anything else (a library's print) is not ours
-            self.events.append(json.loads(line))
-
-    async def until(self, kind: str) -> dict[str, Any]:
-        while not self.of(kind):
-            await self.read_one()
-        return self.of(kind)[0]
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == kind]
-
-    async def quit(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"quit\n")
-        await self.proc.stdin.drain()
-        await self.until("closed")
-        assert await asyncio.wait_for(self.proc.wait(), WAIT) == 0
+async def start_worker(address: str, url: str, outdir: Path, name: str, tag: int) -> WorkerProcess:
+    """A `tests.scale_out_worker` process joining the Ray cluster at `address` and the app `APP`."""
+    args = (address, APP, url, str(outdir), name, "--tag", str(tag), "--capacity", "4")
+    return await WorkerProcess.spawn("tests.scale_out_worker", *args, wait_s=WAIT)
 
 
 @pytest.fixture
@@ -97,40 +48,17 @@ async def deployment(ray_cluster: None) -> AsyncIterator[RayBackend]:
     await backend.close()
 
 
-async def deliveries_until(workers: list[Worker], count: int) -> list[dict[str, Any]]:
-    """Read every worker's lines until `count` deliveries in all."""
-
-    def delivered() -> list[dict[str, Any]]:
-        return [e for w in workers for e in w.of("delivered")]
-
-    async def pump(worker: Worker) -> None:
-        while len(delivered()) < count:
-            await worker.read_one()
-
-    readers = [asyncio.create_task(pump(w)) for w in workers]
-    try:
-        done, _ = await asyncio.wait(readers, timeout=WAIT, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()
-        assert done, f"only {len(delivered())} of {count} delivered"
-    finally:
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-    return delivered()
-
-
 async def test_two_processes_on_one_deployment_deliver_100_jobs_from_10_users_exactly_once(
     deployment: RayBackend, pg_url: str, tmp_path: Path
 ) -> None:
     assert deployment.deployed_here
     address = ray.get_runtime_context().gcs_address
     store = await open_pg_store(pg_url, DEFAULTS, max_size=2)  # migrates the schema before the workers
-    workers: list[Worker] = []
+    workers: list[WorkerProcess] = []
     try:
         for tag, name in enumerate(("a", "b"), start=1):
-            workers.append(await Worker.start(address, pg_url, tmp_path / "images", name, tag))
-        ready = await asyncio.wait_for(asyncio.gather(*(w.until("ready") for w in workers)), WAIT)
+            workers.append(await start_worker(address, pg_url, tmp_path / "images", name, tag))
+        ready = await asyncio.wait_for(asyncio.gather(*(w.next("ready") for w in workers)), WAIT)
         assert all(r["joined"] for r in ready)  # neither redeployed: one deployment, two drivers
 
         expected: set[str] = set()
@@ -143,7 +71,7 @@ async def test_two_processes_on_one_deployment_deliver_100_jobs_from_10_users_ex
                 expected.add(job_id)
         await store.pool.execute("SELECT pg_notify('imagine_jobs', '')")  # wake the dispatchers now
 
-        got = await deliveries_until(workers, 100)
+        got = await deliveries_until(workers, 100, WAIT)
         await asyncio.wait_for(asyncio.gather(*(w.quit() for w in workers)), WAIT)
 
         print(

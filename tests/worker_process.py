@@ -1,0 +1,102 @@
+"""A bot worker started as its own OS process (`tests.dispatch_worker`, `tests.scale_out_worker`),
+driven through stdin and read through the JSON event lines it prints (`{"event": ..., "t": ...}`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+from tests.pg_fixtures import ROOT
+
+
+class WorkerProcess:
+    """One worker process and the events it has printed so far."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, wait_s: float) -> None:
+        self.proc = proc
+        self.wait_s = wait_s  # bound on every wait; never reached when the code is right
+        self.events: list[dict[str, Any]] = []
+        self._seen: dict[str, int] = {}  # kind → how many of it `next` returned
+
+    @classmethod
+    async def spawn(cls, module: str, *args: str, wait_s: float) -> WorkerProcess:
+        """`python -m module *args` from the repository root, offline for models."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            module,
+            *args,
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        return cls(proc, wait_s)
+
+    async def read_one(self) -> None:
+        """Read one line; keep it if it is an event (anything else, a library's print, is not ours)."""
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), self.wait_s)
+        assert line, f"worker exited early (rc {await self.proc.wait()})"
+        if line.startswith(b'{"event"'):
+            self.events.append(json.loads(line))
+
+    async def next(self, kind: str) -> dict[str, Any]:
+        """The next event of `kind` not yet returned (reading more lines as needed)."""
+        while True:
+            seen = self._seen.get(kind, 0)
+            of_kind = self.of(kind)
+            if len(of_kind) > seen:
+                self._seen[kind] = seen + 1
+                return of_kind[seen]
+            await self.read_one()
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        """Every event of `kind` read so far."""
+        return [e for e in self.events if e["event"] == kind]
+
+    async def send(self, line: str) -> None:
+        """One command line on the worker's stdin."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def quit(self) -> None:
+        """Ask the worker to stop; it must say `closed` and exit with 0."""
+        if self.proc.returncode is None:
+            await self.send("quit")
+            await self.next("closed")
+            assert await asyncio.wait_for(self.proc.wait(), self.wait_s) == 0
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+
+
+async def deliveries_until(workers: list[WorkerProcess], count: int, wait_s: float) -> list[dict[str, Any]]:
+    """Read every live worker's lines until `count` `delivered` events in all; return them in time
+    order (each event's `t`: one monotonic clock for all processes on this machine)."""
+
+    def delivered() -> list[dict[str, Any]]:
+        return [e for w in workers for e in w.of("delivered")]
+
+    async def pump(worker: WorkerProcess) -> None:
+        while len(delivered()) < count:
+            await worker.read_one()
+
+    readers = [asyncio.create_task(pump(w)) for w in workers if w.proc.returncode is None]
+    try:
+        done, _ = await asyncio.wait(readers, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+        assert done, f"only {len(delivered())} of {count} delivered"
+    finally:
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+    return sorted(delivered(), key=lambda e: e["t"])
