@@ -30,109 +30,23 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 from bot.jobs import JobRunner
 from storage.interface import JobRecord, JobState, StorageError
-from storage.queue import JobQueue
+from storage.pg_signals import CHANNEL, PgSignals, pg_signals_for
+from storage.queue import JobQueue, QueueSignals
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "imagine_jobs"
 DEFAULT_LEASE_S = 60.0
 DEFAULT_CAPACITY = 4
 DEFAULT_POLL_S = 1.0
-_LOCK_KEY = "hashtextextended('imagine-deliver:' || current_schema() || ':' || $1, 0)"
 
 
 def default_worker_id() -> str:
     """A name for this process's leases: host, pid and a random tag (pids repeat after restarts)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-class QueueSignals(Protocol):
-    """Wake-ups between processes and per-job delivery locks that end with the process."""
-
-    async def open(self, on_wake: Callable[[], None]) -> None:
-        """Start listening: `on_wake()` runs whenever any process calls `notify`."""
-        ...
-
-    async def notify(self) -> None:
-        """Wake every listening dispatcher (this one too)."""
-        ...
-
-    async def lock_delivery(self, job_id: str, *, wait: bool) -> bool:
-        """Take the job's delivery lock (waiting for it if `wait`); False if another holds it."""
-        ...
-
-    async def unlock_delivery(self, job_id: str) -> None:
-        """Give the job's delivery lock back."""
-        ...
-
-    async def close(self) -> None:
-        """Stop listening and give back every lock."""
-        ...
-
-
-class PgSignals:
-    """`QueueSignals` on PostgreSQL: LISTEN/NOTIFY and session advisory locks on one connection taken
-    from the store's asyncpg pool for the dispatcher's lifetime (its locks end when it does)."""
-
-    def __init__(self, pool: Any, channel: str = CHANNEL) -> None:
-        self._pool = pool
-        self._channel = channel
-        self._conn: Any = None
-        self._use = asyncio.Lock()  # one operation at a time on the connection
-        self._on_wake: Callable[[], None] | None = None
-
-    async def open(self, on_wake: Callable[[], None]) -> None:
-        self._on_wake = on_wake
-        try:
-            self._conn = await self._pool.acquire()
-            await self._conn.add_listener(self._channel, self._notified)
-        except Exception as exc:
-            raise StorageError(f"cannot listen for queued jobs: {type(exc).__name__}: {exc}") from exc
-
-    def _notified(self, *_: object) -> None:
-        if self._on_wake is not None:
-            self._on_wake()
-
-    async def notify(self) -> None:
-        try:
-            await self._pool.execute("SELECT pg_notify($1, '')", self._channel)
-        except Exception as exc:  # a missed wake-up costs one poll interval, no more
-            log.warning("could not notify the other dispatchers: %r", exc)
-
-    async def lock_delivery(self, job_id: str, *, wait: bool) -> bool:
-        if self._conn is None:
-            raise StorageError("the dispatcher's connection is not open")
-        async with self._use:
-            if wait:
-                await self._conn.execute(f"SELECT pg_advisory_lock({_LOCK_KEY})", job_id)
-                return True
-            return bool(await self._conn.fetchval(f"SELECT pg_try_advisory_lock({_LOCK_KEY})", job_id))
-
-    async def unlock_delivery(self, job_id: str) -> None:
-        if self._conn is None:
-            return
-        async with self._use:
-            await self._conn.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})", job_id)
-
-    async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        with contextlib.suppress(Exception):
-            await conn.remove_listener(self._channel, self._notified)
-            await conn.execute("SELECT pg_advisory_unlock_all()")
-        with contextlib.suppress(Exception):
-            await self._pool.release(conn)
-
-
-def pg_signals_for(store: object) -> PgSignals | None:
-    """`PgSignals` on the store's pool, if it has one (`storage.postgres.PostgresStore`)."""
-    pool = getattr(store, "pool", None)
-    return PgSignals(pool) if pool is not None else None
 
 
 class ClaimDispatcher:

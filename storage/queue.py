@@ -10,11 +10,14 @@ through `set_job_state` makes the holder's next `renew_lease` leave the job out)
 Fairness is round-robin by owner (a member of a guild, as the in-process queue keys them) across
 every process: the owner served least recently (or never) goes first, and within one claim of several
 jobs each owner gets one before anyone gets a second.
+
+`QueueSignals` is what the dispatchers of those processes share besides the queue: wake-ups and
+per-job delivery locks (`storage.pg_signals.PgSignals` on PostgreSQL).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from storage.interface import JobRecord
@@ -59,4 +62,28 @@ class JobQueue(Protocol):
 
     async def reclaim_expired(self, now: float) -> int:
         """Put running jobs whose lease ended at or before `now` back in the queue; how many."""
+        ...
+
+
+class QueueSignals(Protocol):
+    """Wake-ups between processes and per-job delivery locks that end with the process."""
+
+    async def open(self, on_wake: Callable[[], None]) -> None:
+        """Start listening: `on_wake()` runs whenever any process calls `notify`."""
+        ...
+
+    async def notify(self) -> None:
+        """Wake every listening dispatcher (this one too)."""
+        ...
+
+    async def lock_delivery(self, job_id: str, *, wait: bool) -> bool:
+        """Take the job's delivery lock (waiting for it if `wait`); False if another holds it."""
+        ...
+
+    async def unlock_delivery(self, job_id: str) -> None:
+        """Give the job's delivery lock back."""
+        ...
+
+    async def close(self) -> None:
+        """Stop listening and give back every lock."""
         ...
