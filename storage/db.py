@@ -5,7 +5,9 @@ timeout, brings the schema up to date (`PRAGMA user_version`, one transaction pe
 turns every way the file can be unusable (locked, not a database, read-only, from a newer version)
 into a `StorageError` whose message says what to fix, at start-up.
 
-Migrations are the SQL files `storage/migrations/NNNN_name.sql` (package data), applied in order.
+Migrations are the SQLite steps of `storage.schema` (`storage/migrations/sqlite/NNNN_name.sql`), applied
+in order. A file from before both dialects shared one numbering, at `user_version` 2, is renumbered to 3
+first (see `renumber_legacy`).
 
 `Database.run(fn)` executes a synchronous function on aiosqlite's worker thread with the raw
 `sqlite3.Connection`: a whole transaction is one hop to that thread, and the thread runs one function
@@ -16,64 +18,36 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
 from storage.interface import StorageError
+from storage.schema import Migration, load_migrations, pending
 
 T = TypeVar("T")
 
 DEFAULT_BUSY_TIMEOUT_S = 5.0
-_MIGRATION_NAME = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
 
-
-@dataclass(frozen=True)
-class Migration:
-    """One schema step: applying it takes `user_version` from `version - 1` to `version`."""
-
-    version: int
-    name: str
-    sql: str
-
-
-def load_migrations() -> tuple[Migration, ...]:
-    """The shipped migrations, in order; their versions must run 1, 2, 3, … without gaps."""
-    folder = resources.files("storage").joinpath("migrations")
-    found: list[Migration] = []
-    for entry in folder.iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
-    found.sort(key=lambda m: m.version)
-    for expected, migration in enumerate(found, start=1):
-        if migration.version != expected:
-            raise RuntimeError(f"migration {migration.version:04d}_{migration.name} is out of sequence")
-    return tuple(found)
-
-
-MIGRATIONS = load_migrations()
+MIGRATIONS = load_migrations("sqlite")
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 0
 
 
 def split_statements(sql: str) -> list[str]:
     """Split a migration script into complete statements (comments and quoted `;` are respected)."""
     statements: list[str] = []
-    pending = ""
+    buffered = ""
     for line in sql.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            statements.append(pending.strip())
-            pending = ""
-    rest = "\n".join(ln for ln in pending.splitlines() if not ln.strip().startswith("--")).strip()
+        buffered += line
+        if sqlite3.complete_statement(buffered):
+            statements.append(buffered.strip())
+            buffered = ""
+    rest = "\n".join(ln for ln in buffered.splitlines() if not ln.strip().startswith("--")).strip()
     if rest:
         raise ValueError(f"incomplete SQL statement at the end of a migration: {rest[:80]!r}")
     return statements
@@ -149,23 +123,35 @@ def user_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
+# Before the steps of both dialects shared one numbering, SQLite's step 2 was today's steps 2 and 3 in
+# one file; only such a file has the partial-refunds column at user_version 2.
+_LEGACY_VERSIONS = {2: 3}
+
+
+def renumber_legacy(conn: sqlite3.Connection, version: int) -> int:
+    """The version of a file in today's numbering: a file at `user_version` 2 that already has step 3's
+    `usage_ledger.refunded_images` was written by the old numbering, where 2 meant steps 2 and 3 (its
+    `user_version` is set to 3). Call inside a write transaction."""
+    if version not in _LEGACY_VERSIONS:
+        return version
+    columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(usage_ledger)")}
+    if "refunded_images" not in columns:
+        return version
+    renumbered = _LEGACY_VERSIONS[version]
+    conn.execute(f"PRAGMA user_version = {int(renumbered)}")
+    return renumbered
+
+
 def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], busy_timeout_s: float) -> int:
     """Bring the schema up to the last of `migrations`, each in its own transaction; return the version.
 
     A file newer than the last migration raises `StorageError`. Another process migrating at the same
     time is fine: each step re-reads the version under the write lock.
     """
-    latest = migrations[-1].version if migrations else 0
     with write_transaction(conn, busy_timeout_s):  # also proves we can take the write lock
-        version = user_version(conn)
-    if version > latest:
-        raise StorageError(
-            f"database {_db_path(conn)} has schema version {version}, but this version of imagine only "
-            f"knows up to {latest}: upgrade imagine, or point DATABASE_PATH at another file"
-        )
-    for migration in migrations:
-        if migration.version <= version:
-            continue
+        version = renumber_legacy(conn, user_version(conn))
+    where = f"database {_db_path(conn)}"
+    for migration in pending(migrations, version, where, "DATABASE_PATH at another file"):
         with write_transaction(conn, busy_timeout_s):
             current = user_version(conn)
             if current >= migration.version:

@@ -1,9 +1,10 @@
 """The storage interface the bot calls: limits, usage, jobs, blocked words.
 
-`storage.sqlite.SqliteStore` implements it on one SQLite file; a PostgreSQL store for several bot
-processes can implement the same calls. Every method takes `now` (a UNIX timestamp in seconds,
-float) where time matters, so tests pass a clock. IDs are Discord snowflakes as `int`; job ids
-are short strings. Nothing is keyed by user alone: every user-scoped row also names its guild.
+`storage.sqlite.SqliteStore` implements it on one SQLite file, `storage.postgres.PostgresStore` on a
+PostgreSQL database that several bot processes share; both are `storage.store.SqlStore`. Every method
+takes `now` (a UNIX timestamp in seconds, float) where time matters, so tests pass a clock. IDs are
+Discord snowflakes as `int`; job ids are short strings. Nothing is keyed by user alone: every
+user-scoped row also names its guild.
 """
 
 from __future__ import annotations
@@ -87,7 +88,6 @@ class NewJob:
     token_expires_at: float | None = None
     parent_job_id: str | None = None  # for variations, upscales, rerolls
     parent_index: int | None = None
-    batch_key: str | None = None  # jobs with equal keys may share a batch (the shared queue's claims)
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,6 @@ class JobRecord:
     result_message_id: int | None = None  # set once the result is posted: delivered
     result_channel_id: int | None = None
     refunded: bool = False  # the whole spend was given back (`Store.refund`, or partial refunds adding up)
-    batch_key: str | None = None
 
 
 @dataclass(frozen=True)

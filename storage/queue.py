@@ -27,17 +27,10 @@ from storage.interface import JobRecord
 class JobQueue(Protocol):
     """Claiming queued jobs across processes (see the module docstring)."""
 
-    async def claim_next(
-        self,
-        worker_id: str,
-        now: float,
-        lease_s: float,
-        batch_key: str | None = None,
-        limit: int = 1,
-    ) -> list[JobRecord]:
-        """Claim up to `limit` queued jobs (only those with `batch_key` if given) in fair order: each
-        becomes `running`, leased to `worker_id` until `now + lease_s`. Never returns a job that
-        another claimer holds. Empty list if nothing is queued."""
+    async def claim_next(self, worker_id: str, now: float, lease_s: float, limit: int = 1) -> list[JobRecord]:
+        """Claim up to `limit` queued jobs in fair order: each becomes `running`, leased to `worker_id`
+        until `now + lease_s`. Never returns a job that another claimer holds. Empty list if nothing
+        is queued."""
         ...
 
     async def renew_lease(

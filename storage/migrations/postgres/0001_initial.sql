@@ -1,5 +1,5 @@
 -- imagine PostgreSQL schema version 1: limits, blocked words, jobs and the usage ledger.
--- The same tables as the SQLite schema (storage/migrations/0001_initial.sql), in PostgreSQL types.
+-- The same tables as the SQLite schema (storage/migrations/sqlite/0001_initial.sql), in PostgreSQL types.
 -- Limit columns: NULL = not set here (fall through to the next level), -1 = unlimited.
 -- Times are UNIX seconds (double precision), as the store's callers pass them.
 
