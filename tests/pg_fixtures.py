@@ -104,9 +104,7 @@ async def pg_url(pg_server_url: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-def new_job(
-    job_id: str, *, guild: int = 1, owner: int = 10, images: int = 1, batch_key: str | None = None
-) -> NewJob:
+def new_job(job_id: str, *, guild: int = 1, owner: int = 10, images: int = 1) -> NewJob:
     """A job for tests (the request JSON is opaque to the store)."""
     return NewJob(
         job_id=job_id,
@@ -115,7 +113,6 @@ def new_job(
         owner_id=owner,
         request_json='{"prompt": "a fox"}',
         images=images,
-        batch_key=batch_key,
     )
 
 

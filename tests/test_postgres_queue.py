@@ -25,10 +25,8 @@ async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
         await s.close()
 
 
-async def add(
-    store: PostgresStore, job_id: str, owner: int, at: float, batch_key: str | None = None, guild: int = 1
-) -> None:
-    r = await store.reserve(new_job(job_id, guild=guild, owner=owner, batch_key=batch_key), (), at)
+async def add(store: PostgresStore, job_id: str, owner: int, at: float, guild: int = 1) -> None:
+    r = await store.reserve(new_job(job_id, guild=guild, owner=owner), (), at)
     assert isinstance(r, Reservation)
 
 
@@ -107,15 +105,6 @@ async def test_light_user_is_not_stuck_behind_heavy_users_fifty(pg_url: str) -> 
     finally:
         await a.close()
         await b.close()
-
-
-async def test_batch_key_filters_claims(store: PostgresStore) -> None:
-    await add(store, "x1", owner=1, at=T0, batch_key="512x512")
-    await add(store, "y1", owner=2, at=T0 + 1, batch_key="768x768")
-    await add(store, "x2", owner=3, at=T0 + 2, batch_key="512x512")
-    batch = await store.claim_next("w", T0 + 10, 30.0, batch_key="512x512", limit=4)
-    assert [(j.job_id, j.batch_key) for j in batch] == [("x1", "512x512"), ("x2", "512x512")]
-    assert [j.job_id for j in await store.claim_next("w", T0 + 11, 30.0, limit=4)] == ["y1"]
 
 
 async def test_expired_lease_is_reclaimed_without_a_second_spend(store: PostgresStore) -> None:

@@ -1,17 +1,23 @@
-"""SqliteStore in one process: limits, windows, refunds, precedence, jobs, admin, SQL quoting."""
+"""The one `Store` suite, run on both backends: SQLite (a file in tmp_path) and PostgreSQL (a schema of
+its own per test, see tests/pg_fixtures.py). Limits, windows, refunds, precedence, jobs, admin, SQL
+quoting. What only one backend has stays in its own files: tests/test_storage_open.py and
+tests/test_storage_processes.py (SQLite files, locks, processes), tests/test_postgres.py and
+tests/test_postgres_queue.py (the server, the pool, the shared queue), tests/test_storage_migrations.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import math
-import sqlite3
+import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from storage.db import MIGRATIONS, SCHEMA_VERSION, open_database, user_version
 from storage.interface import (
     UNLIMITED,
     JobState,
@@ -25,16 +31,46 @@ from storage.interface import (
     StorageError,
 )
 from storage.sqlite import SqliteStore, open_store
+from storage.store import SqlStore
+
+# Without asyncpg (outside CI) the PostgreSQL half skips; tests.pg_fixtures would skip the whole module.
+_PG = importlib.util.find_spec("asyncpg") is not None or os.environ.get("CI", "").lower() == "true"
+pytest_plugins = ("tests.pg_fixtures",) if _PG else ()  # the pg_server_url and pg_url fixtures
 
 G, G2 = 111, 222
 U, U2 = 501, 502
+PG_G, PG_U = 1, 10  # the guild and member of the tests that came from the PostgreSQL suite
 T0 = 1_700_000_000.0
 OPEN = Limits(images_per_hour=None, images_per_day=None, max_queued=None, cooldown_seconds=0.0)
 
 
+@dataclass(frozen=True)
+class Backend:
+    """One database of one backend; `open` may be called again (a restart) and sees the same rows."""
+
+    name: str
+    target: str  # the SQLite file, or the PostgreSQL URL with its own search_path
+
+    async def open(self, defaults: Limits = OPEN) -> SqlStore:
+        if self.name == "sqlite":
+            return await open_store(self.target, defaults)
+        from storage.postgres import open_pg_store
+
+        return await open_pg_store(self.target, defaults)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", str(tmp_path / "db.sqlite"))
+    if not _PG:
+        pytest.skip('asyncpg is not installed (pip install -e ".[postgres]")')
+    return Backend("postgres", request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    async with open_store(tmp_path / "db.sqlite", OPEN) as s:
+async def store(backend: Backend) -> AsyncIterator[SqlStore]:
+    async with await backend.open() as s:
         yield s
 
 
@@ -52,19 +88,24 @@ def job(guild: int = G, user: int = U, images: int = 1, request_json: str = "{}"
     )
 
 
-async def granted(store: SqliteStore, now: float, **kw: Any) -> Reservation:
+def new_job(job_id: str, *, guild: int = PG_G, owner: int = PG_U, images: int = 1) -> NewJob:
+    """A job with a chosen id (the request JSON is opaque to the store)."""
+    return NewJob(job_id, guild, 100, owner, '{"prompt": "a fox"}', images)
+
+
+async def granted(store: SqlStore, now: float, **kw: Any) -> Reservation:
     out = await store.reserve(job(**kw), (), now)
     assert isinstance(out, Reservation), out
     return out
 
 
-async def refused(store: SqliteStore, now: float, **kw: Any) -> Refusal:
+async def refused(store: SqlStore, now: float, **kw: Any) -> Refusal:
     out = await store.reserve(job(**kw), (), now)
     assert isinstance(out, Refusal), out
     return out
 
 
-async def test_fifty_concurrent_reservations_grant_exactly_the_limit(store: SqliteStore) -> None:
+async def test_fifty_concurrent_reservations_grant_exactly_the_limit(store: SqlStore) -> None:
     await store.set_limits(G, Scope.GUILD, None, LimitsPatch(images_per_hour=10))
     outs = await asyncio.gather(*(store.reserve(job(), (), T0) for _ in range(50)))
     assert sum(isinstance(o, Reservation) for o in outs) == 10
@@ -73,7 +114,7 @@ async def test_fifty_concurrent_reservations_grant_exactly_the_limit(store: Sqli
     assert len(ledger) == 10 and sum(e.images for e in ledger) == 10
 
 
-async def test_hour_window_edge_is_exactly_3600_seconds(store: SqliteStore) -> None:
+async def test_hour_window_edge_is_exactly_3600_seconds(store: SqlStore) -> None:
     await store.set_limits(G, Scope.GUILD, None, LimitsPatch(images_per_hour=1))
     await granted(store, T0)
     r = await refused(store, T0 + 3599.999)
@@ -81,7 +122,7 @@ async def test_hour_window_edge_is_exactly_3600_seconds(store: SqliteStore) -> N
     await granted(store, T0 + 3600)  # the first spend has left the window
 
 
-async def test_day_window_edge_and_retry_time(store: SqliteStore) -> None:
+async def test_day_window_edge_and_retry_time(store: SqlStore) -> None:
     await store.set_limits(G, Scope.GUILD, None, LimitsPatch(images_per_day=2))
     await granted(store, T0)
     await granted(store, T0 + 10)
@@ -91,7 +132,7 @@ async def test_day_window_edge_and_retry_time(store: SqliteStore) -> None:
     await refused(store, T0 + 86400)  # T0+10 still inside
 
 
-async def test_retry_at_is_when_enough_images_leave_the_window(store: SqliteStore) -> None:
+async def test_retry_at_is_when_enough_images_leave_the_window(store: SqlStore) -> None:
     await store.set_limits(G, Scope.GUILD, None, LimitsPatch(images_per_hour=5))
     await granted(store, T0, images=3)
     await granted(store, T0 + 100, images=2)
@@ -101,7 +142,7 @@ async def test_retry_at_is_when_enough_images_leave_the_window(store: SqliteStor
     await granted(store, T0 + 3600, images=3)
 
 
-async def test_refund_frees_the_window_once(store: SqliteStore) -> None:
+async def test_refund_frees_the_window_once(store: SqlStore) -> None:
     await store.set_limits(G, Scope.GUILD, None, LimitsPatch(images_per_hour=2))
     first = await granted(store, T0, images=2)
     await refused(store, T0 + 1)
@@ -116,7 +157,7 @@ async def test_refund_frees_the_window_once(store: SqliteStore) -> None:
     assert usage.used_last_hour == 2
 
 
-async def test_refund_images_gives_back_part_of_a_spend(store: SqliteStore) -> None:
+async def test_refund_images_gives_back_part_of_a_spend(store: SqlStore) -> None:
     await store.set_limits(G, Scope.GUILD, None, LimitsPatch(images_per_hour=4, images_per_day=5))
     first = await granted(store, T0, images=4)
     await refused(store, T0 + 1)
@@ -154,7 +195,7 @@ async def test_refund_images_gives_back_part_of_a_spend(store: SqliteStore) -> N
             await store.refund_images(first.job.job_id, bad, T0 + 9)
 
 
-async def test_refund_after_partial_refund_gives_back_the_rest(store: SqliteStore) -> None:
+async def test_refund_after_partial_refund_gives_back_the_rest(store: SqlStore) -> None:
     await store.set_limits(G, Scope.GUILD, None, LimitsPatch(images_per_hour=4, cooldown_seconds=60))
     a = await granted(store, T0, images=4)
     assert await store.refund_images(a.job.job_id, 3, T0 + 1) is True
@@ -167,7 +208,7 @@ async def test_refund_after_partial_refund_gives_back_the_rest(store: SqliteStor
     assert [(e.refunded, e.refunded_images) for e in await store.ledger(G, U)] == [(True, 4), (False, 0)]
 
 
-async def test_cooldown_counts_from_the_last_spend(store: SqliteStore) -> None:
+async def test_cooldown_counts_from_the_last_spend(store: SqlStore) -> None:
     await store.set_limits(G, Scope.GUILD, None, LimitsPatch(cooldown_seconds=30))
     await granted(store, T0)
     r = await refused(store, T0 + 10)
@@ -177,7 +218,7 @@ async def test_cooldown_counts_from_the_last_spend(store: SqliteStore) -> None:
     await granted(store, T0 + 32)
 
 
-async def test_max_queued_counts_queued_and_running_jobs(store: SqliteStore) -> None:
+async def test_max_queued_counts_queued_and_running_jobs(store: SqlStore) -> None:
     await store.set_limits(G, Scope.GUILD, None, LimitsPatch(max_queued=2))
     a = await granted(store, T0)
     await granted(store, T0)
@@ -190,7 +231,7 @@ async def test_max_queued_counts_queued_and_running_jobs(store: SqliteStore) -> 
     assert (await refused(store, T0 + 3)).retry_at == math.inf
 
 
-async def test_refusal_names_the_limit_that_frees_last(store: SqliteStore) -> None:
+async def test_refusal_names_the_limit_that_frees_last(store: SqlStore) -> None:
     await store.set_limits(
         G, Scope.GUILD, None, LimitsPatch(images_per_hour=1, images_per_day=1, cooldown_seconds=60)
     )
@@ -200,9 +241,9 @@ async def test_refusal_names_the_limit_that_frees_last(store: SqliteStore) -> No
     assert r.limits == Limits(1, 1, None, 60.0)
 
 
-async def test_precedence_user_then_most_generous_role_then_guild_then_defaults(tmp_path: Path) -> None:
+async def test_precedence_user_then_most_generous_role_then_guild_then_defaults(backend: Backend) -> None:
     defaults = Limits(images_per_hour=5, images_per_day=50, max_queued=3, cooldown_seconds=10.0)
-    async with open_store(tmp_path / "p.db", defaults) as s:
+    async with await backend.open(defaults) as s:
         assert await s.effective_limits(G, U, (1, 2)) == defaults
         await s.set_limits(G, Scope.GUILD, None, LimitsPatch(images_per_hour=8))
         assert await s.effective_limits(G, U, ()) == Limits(8, 50, 3, 10.0)  # unset fields fall through
@@ -230,7 +271,7 @@ async def test_precedence_user_then_most_generous_role_then_guild_then_defaults(
         assert isinstance(await s.reserve(job(), (1, 3), T0), Reservation)  # back to role 3's 99
 
 
-async def test_show_limits_and_validation(store: SqliteStore) -> None:
+async def test_show_limits_and_validation(store: SqlStore) -> None:
     await store.set_limits(G, Scope.GUILD, None, LimitsPatch(images_per_hour=3))
     await store.set_limits(G, Scope.ROLE, 7, LimitsPatch(max_queued=UNLIMITED))
     await store.set_limits(G, Scope.USER, U, LimitsPatch(cooldown_seconds=5))
@@ -252,7 +293,7 @@ async def test_show_limits_and_validation(store: SqliteStore) -> None:
     assert (await store.show_limits(G)).guild_default == LimitsPatch()
 
 
-async def test_usage_reports_spends_and_refill_times(store: SqliteStore) -> None:
+async def test_usage_reports_spends_and_refill_times(store: SqlStore) -> None:
     await store.set_limits(G, Scope.GUILD, None, LimitsPatch(images_per_hour=10, cooldown_seconds=60))
     await granted(store, T0, images=2)
     await granted(store, T0 + 4000, images=3)
@@ -266,7 +307,7 @@ async def test_usage_reports_spends_and_refill_times(store: SqliteStore) -> None
     assert (empty.used_last_hour, empty.hour_refills_at, empty.day_refills_at) == (0, None, None)
 
 
-async def test_guilds_are_isolated(store: SqliteStore) -> None:
+async def test_guilds_are_isolated(store: SqlStore) -> None:
     await store.set_limits(G, Scope.GUILD, None, LimitsPatch(images_per_hour=1))
     await store.set_limits(G, Scope.USER, U, LimitsPatch(images_per_day=1))
     await store.add_blocked_word(G, "fox")
@@ -281,7 +322,7 @@ async def test_guilds_are_isolated(store: SqliteStore) -> None:
     assert [j.guild_id for j in await store.queued_jobs(G2)] == [G2, G2, G2]
 
 
-async def test_blocked_words_are_normalised_and_idempotent(store: SqliteStore) -> None:
+async def test_blocked_words_are_normalised_and_idempotent(store: SqlStore) -> None:
     assert await store.add_blocked_word(G, "  Red   FOX ") is True
     assert await store.add_blocked_word(G, "red fox") is False
     assert await store.blocked_words(G) == ["red fox"]
@@ -289,9 +330,10 @@ async def test_blocked_words_are_normalised_and_idempotent(store: SqliteStore) -
     assert await store.remove_blocked_word(G, "red fox") is False
     with pytest.raises(ValueError):
         await store.add_blocked_word(G, "   ")
+    assert await store.blocked_words(G2) == []  # per guild
 
 
-async def test_sql_quotes_are_data(store: SqliteStore) -> None:
+async def test_sql_quotes_are_data(store: SqlStore) -> None:
     nasty = ["'; DROP TABLE jobs; --", 'robert"); DELETE FROM usage_ledger; --', "it's", "%_\\"]
     for word in nasty:
         assert await store.add_blocked_word(G, word) is True
@@ -306,7 +348,7 @@ async def test_sql_quotes_are_data(store: SqliteStore) -> None:
     assert await store.get_job("' OR '1'='1") is None
 
 
-async def test_job_lifecycle_and_restart_queries(store: SqliteStore) -> None:
+async def test_job_lifecycle_and_restart_queries(store: SqlStore) -> None:
     assert await store.get_job("nope") is None
     a = await granted(store, T0)
     b = await granted(store, T0 + 1, images=2)
@@ -336,7 +378,7 @@ async def test_job_lifecycle_and_restart_queries(store: SqliteStore) -> None:
         await store.reserve(NewJob(a.job.job_id, G, 9, U, "{}", 1), (), T0 + 5)
 
 
-async def test_full_record_round_trips(store: SqliteStore) -> None:
+async def test_full_record_round_trips(store: SqlStore) -> None:
     new = NewJob(
         job_id="full",
         guild_id=G,
@@ -349,19 +391,16 @@ async def test_full_record_round_trips(store: SqliteStore) -> None:
         token_expires_at=T0 + 900,
         parent_job_id="parent",
         parent_index=2,
-        batch_key="sd15:512x512",
     )
     r = await store.reserve(new, (), T0)
     assert isinstance(r, Reservation)
     assert await store.get_job("full") == r.job
     assert (r.job.interaction_token, r.job.token_expires_at, r.job.parent_index) == ("tok", T0 + 900, 2)
-    assert r.job.batch_key == "sd15:512x512"
-    assert [j.batch_key for j in await store.unfinished_jobs()] == ["sd15:512x512"]
+    assert await store.unfinished_jobs() == [r.job]
 
 
-async def test_job_by_message_finds_the_delivered_job(tmp_path: Path) -> None:
-    path = tmp_path / "msg.db"
-    async with open_store(path, OPEN) as s:
+async def test_job_by_message_finds_the_delivered_job(backend: Backend) -> None:
+    async with await backend.open() as s:
         a = await granted(s, T0)
         b = await granted(s, T0 + 1)
         assert await s.job_by_message(4242) is None  # nothing delivered yet
@@ -369,13 +408,15 @@ async def test_job_by_message_finds_the_delivered_job(tmp_path: Path) -> None:
         await s.record_delivery(a.job.job_id, 4242, 9)
         await s.record_images(b.job.job_id, (2,), ("b.png",))
         await s.record_delivery(b.job.job_id, 4343, 9)
-    async with open_store(path, OPEN) as s:  # after a restart
+    async with await backend.open() as s:  # after a restart
         found = await s.job_by_message(4242)
         assert found is not None and found == await s.get_job(a.job.job_id)
         assert found.result_message_id == 4242
         other = await s.job_by_message(4343)
         assert other is not None and other.job_id == b.job.job_id
         assert await s.job_by_message(9) is None  # a channel id is not a message id
+        if not isinstance(s, SqliteStore):
+            return
         plan = await s._db.run(
             lambda c: c.execute(
                 "EXPLAIN QUERY PLAN SELECT job_id FROM jobs WHERE result_message_id = ?", (1,)
@@ -384,58 +425,184 @@ async def test_job_by_message_finds_the_delivered_job(tmp_path: Path) -> None:
         assert "jobs_result_message" in " ".join(str(row[-1]) for row in plan)
 
 
-async def test_upgrade_from_version_1_keeps_rows(tmp_path: Path) -> None:
-    path = tmp_path / "v1.db"
-    db = await open_database(path, migrations=MIGRATIONS[:1])
+async def test_closed_store_raises_storage_error(backend: Backend) -> None:
+    s = await backend.open()
+    await s.close()
+    with pytest.raises(StorageError, match="closed"):
+        await s.get_job("x")
 
-    def fill(conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN")
-        for job_id, at, message in (("old", T0, 777), ("gone", T0 + 10, None), ("new", T0 + 20, None)):
-            conn.execute(
-                "INSERT INTO jobs (job_id, guild_id, channel_id, owner_id, request_json, images, state, "
-                "created_at, result_message_id, result_channel_id) "
-                "VALUES (?, ?, 9, ?, '{}', 2, 'done', ?, ?, 9)",
-                (job_id, G, U, at, message),
-            )
-            conn.execute(
-                "INSERT INTO usage_ledger (guild_id, user_id, job_id, images, at, refunded) "
-                "VALUES (?, ?, ?, 2, ?, ?)",
-                (G, U, job_id, at, int(job_id == "gone")),
-            )
-        conn.execute("COMMIT")
 
+# limits -------------------------------------------------------------------------------------------
+
+
+async def test_hourly_window_edges_and_retry_time(store: SqlStore) -> None:
+    await store.set_limits(PG_G, Scope.USER, PG_U, LimitsPatch(images_per_hour=3))
+    assert isinstance(await store.reserve(new_job("a", images=2), (), T0), Reservation)
+    assert isinstance(await store.reserve(new_job("b"), (), T0 + 10), Reservation)
+    refused = await store.reserve(new_job("c"), (), T0 + 20)
+    assert isinstance(refused, Refusal)
+    assert refused.limit is LimitName.PER_HOUR and refused.retry_at == T0 + 3600
+    # One second before the first spend leaves the window: still refused; at the edge: granted.
+    assert isinstance(await store.reserve(new_job("c"), (), T0 + 3599.999), Refusal)
+    assert isinstance(await store.reserve(new_job("c", images=2), (), T0 + 3600), Reservation)
+    never = await store.reserve(new_job("d", images=4), (), T0 + 99_999)
+    assert isinstance(never, Refusal) and never.retry_at == math.inf
+
+
+async def test_daily_window_cooldown_and_max_queued(store: SqlStore) -> None:
+    await store.set_limits(
+        PG_G, Scope.GUILD, None, LimitsPatch(images_per_day=2, cooldown_seconds=60, max_queued=5)
+    )
+    assert isinstance(await store.reserve(new_job("a"), (), T0), Reservation)
+    cool = await store.reserve(new_job("b"), (), T0 + 30)
+    assert isinstance(cool, Refusal) and cool.limit is LimitName.COOLDOWN and cool.retry_at == T0 + 60
+    assert isinstance(await store.reserve(new_job("b"), (), T0 + 60), Reservation)
+    day = await store.reserve(new_job("c"), (), T0 + 7200)
+    assert isinstance(day, Refusal) and day.limit is LimitName.PER_DAY and day.retry_at == T0 + 86400
+    await store.set_limits(PG_G, Scope.USER, PG_U, LimitsPatch(images_per_day=UNLIMITED, max_queued=2))
+    full = await store.reserve(new_job("c"), (), T0 + 7200)
+    assert isinstance(full, Refusal) and full.limit is LimitName.MAX_QUEUED and full.retry_at == T0 + 7200
+    await store.set_job_state("a", JobState.DONE)
+    assert isinstance(await store.reserve(new_job("c"), (), T0 + 7200), Reservation)
+
+
+async def test_precedence_user_role_guild_default(store: SqlStore) -> None:
+    defaults = OPEN
+    assert await store.effective_limits(PG_G, PG_U, ()) == defaults
+    await store.set_limits(PG_G, Scope.GUILD, None, LimitsPatch(images_per_hour=5, cooldown_seconds=30))
+    await store.set_limits(PG_G, Scope.ROLE, 100, LimitsPatch(images_per_hour=8, cooldown_seconds=10))
+    await store.set_limits(PG_G, Scope.ROLE, 200, LimitsPatch(images_per_hour=UNLIMITED, images_per_day=7))
+    await store.set_limits(PG_G, Scope.ROLE, 300, LimitsPatch(images_per_hour=50))
+    assert await store.effective_limits(PG_G, PG_U, ()) == Limits(5, None, None, 30.0)
+    assert await store.effective_limits(PG_G, PG_U, (100,)) == Limits(8, None, None, 10.0)
+    assert await store.effective_limits(PG_G, PG_U, (100, 200)) == Limits(None, 7, None, 10.0)
+    await store.set_limits(PG_G, Scope.USER, PG_U, LimitsPatch(images_per_hour=1))
+    await store.set_limits(
+        PG_G, Scope.USER, PG_U, LimitsPatch(max_queued=2)
+    )  # patching keeps images_per_hour
+    assert await store.effective_limits(PG_G, PG_U, (100, 200)) == Limits(1, 7, 2, 10.0)
+    # Another guild and another member are untouched.
+    assert await store.effective_limits(2, PG_U, (100, 200)) == defaults
+    assert await store.effective_limits(PG_G, PG_U + 1, ()) == Limits(5, None, None, 30.0)
+    view = await store.show_limits(PG_G, PG_U, (100,))
+    assert view.guild_default == LimitsPatch(images_per_hour=5, cooldown_seconds=30)
+    assert set(view.role_overrides) == {100, 200, 300}
+    assert view.user_override == LimitsPatch(images_per_hour=1, max_queued=2)
+    assert view.effective == Limits(1, None, 2, 10.0)
+    assert await store.reset_limits(PG_G, Scope.USER, PG_U) is True
+    assert await store.reset_limits(PG_G, Scope.USER, PG_U) is False
+    assert await store.effective_limits(PG_G, PG_U, (100,)) == Limits(8, None, None, 10.0)
+    with pytest.raises(ValueError):
+        await store.set_limits(PG_G, Scope.USER, None, LimitsPatch(images_per_hour=1))
+    with pytest.raises(ValueError):
+        await store.set_limits(PG_G, Scope.GUILD, None, LimitsPatch(images_per_hour=-5))
+
+
+async def test_refund_gives_spend_back_once(store: SqlStore) -> None:
+    await store.set_limits(PG_G, Scope.USER, PG_U, LimitsPatch(images_per_hour=4))
+    assert isinstance(await store.reserve(new_job("a", images=4), (), T0), Reservation)
+    assert isinstance(await store.reserve(new_job("b"), (), T0 + 1), Refusal)
+    assert await store.refund("a", T0 + 2) is True
+    assert await store.refund("a", T0 + 3) is False
+    assert await store.refund("nope", T0 + 3) is False
+    job = await store.get_job("a")
+    assert job is not None and job.refunded
+    usage = await store.usage(PG_G, PG_U, (), T0 + 4)
+    assert usage.used_last_hour == 0
+    assert isinstance(await store.reserve(new_job("b", images=4), (), T0 + 5), Reservation)
+    entries = await store.ledger(PG_G, PG_U)
+    assert [(e.job_id, e.images, e.refunded) for e in entries] == [("a", 4, True), ("b", 4, False)]
+
+
+async def test_partial_refund_holds_the_cooldown_until_all_is_back(store: SqlStore) -> None:
+    await store.set_limits(PG_G, Scope.USER, PG_U, LimitsPatch(images_per_hour=4, cooldown_seconds=60))
+    assert isinstance(await store.reserve(new_job("a", images=4), (), T0), Reservation)
+    assert await store.refund_images("a", 1, T0 + 1) is True
+    usage = await store.usage(PG_G, PG_U, (), T0 + 1)
+    assert (usage.used_last_hour, usage.hour_refills_at, usage.cooldown_until) == (3, T0 + 3600, T0 + 60)
+    job = await store.get_job("a")
+    assert job is not None and not job.refunded
+    refused = await store.reserve(new_job("b"), (), T0 + 2)
+    assert isinstance(refused, Refusal) and refused.limit is LimitName.COOLDOWN  # partial: still held
+    assert await store.refund_images("a", 10, T0 + 3) is True  # clipped to the 3 left
+    assert await store.refund_images("a", 1, T0 + 4) is False
+    assert await store.refund("a", T0 + 4) is False
+    job = await store.get_job("a")
+    assert job is not None and job.refunded
+    assert isinstance(await store.reserve(new_job("b", images=4), (), T0 + 5), Reservation)
+    assert await store.refund_images("b", 2, T0 + 6) is True
+    assert await store.refund("b", T0 + 7) is True  # the rest, once
+    assert await store.refund("b", T0 + 7) is False
+    assert await store.refund_images("nope", 1, T0 + 7) is False
+    with pytest.raises(ValueError):
+        await store.refund_images("b", 0, T0 + 7)
+    entries = await store.ledger(PG_G, PG_U)
+    assert [(e.job_id, e.refunded, e.refunded_images) for e in entries] == [("a", True, 4), ("b", True, 4)]
+    assert (await store.usage(PG_G, PG_U, (), T0 + 8)).used_last_hour == 0
+
+
+async def test_job_by_message(store: SqlStore) -> None:
+    for job_id in ("a", "b"):
+        assert isinstance(await store.reserve(new_job(job_id), (), T0), Reservation)
+    assert await store.job_by_message(555) is None
+    await store.record_images("a", (1,), ("/a.png",))
+    await store.record_delivery("a", 555, 100)
+    await store.record_delivery("b", 556, 100)
+    found = await store.job_by_message(555)
+    assert found is not None and found == await store.get_job("a") and found.result_message_id == 555
+    other = await store.job_by_message(556)
+    assert other is not None and other.job_id == "b"
+    assert await store.job_by_message(100) is None
+
+
+async def test_usage_reports_windows_and_refill_times(store: SqlStore) -> None:
+    await store.set_limits(PG_G, Scope.USER, PG_U, LimitsPatch(images_per_hour=10, cooldown_seconds=100))
+    await store.reserve(new_job("a", images=2), (), T0)
+    await store.reserve(new_job("b", images=3), (), T0 + 4000)
+    u = await store.usage(PG_G, PG_U, (), T0 + 4010)
+    assert (u.used_last_hour, u.used_last_day, u.queued) == (3, 5, 2)
+    assert u.hour_refills_at == T0 + 4000 + 3600
+    assert u.day_refills_at == T0 + 86400
+    assert u.cooldown_until == T0 + 4100
+
+
+# jobs ---------------------------------------------------------------------------------------------
+
+
+async def test_jobs_survive_a_restart(backend: Backend) -> None:
+    s = await backend.open()
+    r = await s.reserve(new_job("a"), (), T0)
+    assert isinstance(r, Reservation) and r.job.state is JobState.QUEUED
+    await s.reserve(new_job("b", guild=2), (), T0 + 1)
+    await s.reserve(new_job("c"), (), T0 + 2)
+    with pytest.raises(ValueError, match="already exists"):
+        await s.reserve(new_job("a"), (), T0 + 3)
+    await s.set_job_state("a", JobState.RUNNING)
+    await s.record_images("c", (1, 2**32 - 1), ("/x/1.png", "/x/2.png"))
+    await s.close()
+
+    s = await backend.open()  # "the process restarted"
     try:
-        assert await db.run(user_version) == 1
-        await db.run(fill)
+        assert [j.job_id for j in await s.unfinished_jobs()] == ["a", "b"]
+        assert [j.job_id for j in await s.queued_jobs(PG_G)] == ["a"]
+        c = await s.get_job("c")
+        assert c is not None and c.state is JobState.DONE
+        assert c.seeds == (1, 2**32 - 1) and c.image_paths == ("/x/1.png", "/x/2.png")
+        assert [j.job_id for j in await s.undelivered_jobs()] == ["c"]
+        await s.record_delivery("c", 555, 100)
+        assert await s.undelivered_jobs() == []
+        c = await s.get_job("c")
+        assert c is not None and (c.result_message_id, c.result_channel_id) == (555, 100)
+        await s.set_job_state("a", JobState.FAILED, "boom")
+        a = await s.get_job("a")
+        assert a is not None and a.state is JobState.FAILED and a.error == "boom"
+        for call in (
+            s.set_job_state("zz", JobState.DONE),
+            s.record_images("zz", (), ()),
+            s.record_delivery("zz", 1, 2),
+        ):
+            with pytest.raises(KeyError):
+                await call
+        assert await s.get_job("zz") is None
     finally:
-        await db.close()
-    async with open_store(path, OPEN) as s:
-        assert await s._db.run(user_version) == SCHEMA_VERSION >= 2
-        old = await s.get_job("old")
-        assert old is not None and old.batch_key is None and old.result_message_id == 777
-        assert await s.job_by_message(777) == old
-        gone = await s.get_job("gone")
-        assert gone is not None and gone.refunded
-        # The refunded row stays wholly refunded; the others count in full.
-        assert (await s.usage(G, U, (), T0 + 30)).used_last_hour == 4
-        assert [(e.job_id, e.refunded, e.refunded_images) for e in await s.ledger(G)] == [
-            ("old", False, 0),
-            ("gone", True, 2),
-            ("new", False, 0),
-        ]
-        assert await s.refund_images("new", 1, T0 + 31) is True
-        assert (await s.usage(G, U, (), T0 + 31)).used_last_hour == 3
-
-
-async def test_lock_held_past_busy_timeout_is_a_storage_error(tmp_path: Path) -> None:
-    path = tmp_path / "busy.db"
-    async with open_store(path, OPEN, busy_timeout_s=0.2) as s:
-        other = sqlite3.connect(path, isolation_level=None)
-        try:
-            other.execute("BEGIN IMMEDIATE")
-            with pytest.raises(StorageError, match="locked"):
-                await s.reserve(job(), (), T0)
-            other.execute("ROLLBACK")
-            await granted(s, T0)  # and the store still works afterwards
-        finally:
-            other.close()
+        await s.close()

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from storage.db import MIGRATIONS, SCHEMA_VERSION, Migration, open_database, split_statements
+from storage.db import MIGRATIONS, SCHEMA_VERSION, open_database, split_statements
 from storage.interface import Limits, NewJob, Reservation, StorageError
+from storage.schema import Migration
 from storage.sqlite import open_store
 
 OPEN = Limits(images_per_hour=None, images_per_day=None, max_queued=None, cooldown_seconds=0.0)
@@ -141,3 +142,18 @@ async def test_exclusively_locked_file_is_a_clear_storage_error_at_open(tmp_path
         other.close()
     async with open_store(path, OPEN, busy_timeout_s=0.2):  # free again: opens fine
         pass
+
+
+async def test_lock_held_past_busy_timeout_is_a_storage_error(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    async with open_store(path, OPEN, busy_timeout_s=0.2) as s:
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StorageError, match="locked"):
+                await s.reserve(NewJob("held", 1, 2, 3, "{}", 1), (), 1.0)
+            other.execute("ROLLBACK")
+            after = await s.reserve(NewJob("after", 1, 2, 3, "{}", 1), (), 1.0)
+            assert isinstance(after, Reservation)  # and the store still works afterwards
+        finally:
+            other.close()
