@@ -10,29 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from storage import interface as api
 from storage import limits as limit_math
-from storage.interface import (
-    JobRecord,
-    JobState,
-    LedgerEntry,
-    Limits,
-    LimitsPatch,
-    LimitsView,
-    NewJob,
-    Refusal,
-    Reservation,
-    Scope,
-    Usage,
-)
 from storage.sql import LIMIT_COLUMNS, Dialect, Execute, Fetch, Program, Row, ledger_entry, new_record, patch
 
-_LIMIT_TABLES: dict[Scope, tuple[str, str | None]] = {
-    Scope.GUILD: ("guild_limits", None),
-    Scope.ROLE: ("role_limits", "role_id"),
-    Scope.USER: ("user_limits", "user_id"),
+_LIMIT_TABLES: dict[api.Scope, tuple[str, str | None]] = {
+    api.Scope.GUILD: ("guild_limits", None),
+    api.Scope.ROLE: ("role_limits", "role_id"),
+    api.Scope.USER: ("user_limits", "user_id"),
 }
 _ACTIVE = "('queued', 'running')"
-Levels = tuple[LimitsPatch | None, dict[int, LimitsPatch], LimitsPatch | None]  # guild, roles, user
+Levels = tuple[
+    api.LimitsPatch | None, dict[int, api.LimitsPatch], api.LimitsPatch | None
+]  # guild, roles, user
 
 
 # limits --------------------------------------------------------------------------------------------
@@ -47,9 +37,9 @@ def _read_levels(guild_id: int, user_id: int | None) -> Program[Levels]:
         "ORDER BY 1, 2",
         (guild_id, user_id),
     )
-    guild: LimitsPatch | None = None
-    user: LimitsPatch | None = None
-    roles: dict[int, LimitsPatch] = {}
+    guild: api.LimitsPatch | None = None
+    user: api.LimitsPatch | None = None
+    roles: dict[int, api.LimitsPatch] = {}
     for row in rows:
         if row[0] == 0:
             guild = patch(row, 2)
@@ -60,7 +50,7 @@ def _read_levels(guild_id: int, user_id: int | None) -> Program[Levels]:
     return guild, roles, user
 
 
-def _effective(defaults: Limits, levels: Levels, role_ids: Sequence[int]) -> Limits:
+def _effective(defaults: api.Limits, levels: Levels, role_ids: Sequence[int]) -> api.Limits:
     guild, roles, user = levels
     held = set(role_ids)
     return limit_math.resolve(defaults, guild, [p for rid, p in roles.items() if rid in held], user)
@@ -86,8 +76,8 @@ def _read_member(
 
 
 def reserve(
-    defaults: Limits, job: NewJob, role_ids: Sequence[int], now: float
-) -> Program[Reservation | Refusal]:
+    defaults: api.Limits, job: api.NewJob, role_ids: Sequence[int], now: float
+) -> Program[api.Reservation | api.Refusal]:
     """Check every limit; if all pass, insert the job as queued and record its spend."""
     if job.images < 1:
         raise ValueError(f"a job spends at least one image, not {job.images}")
@@ -95,8 +85,8 @@ def reserve(
 
 
 def _reserve(
-    defaults: Limits, job: NewJob, role_ids: Sequence[int], now: float
-) -> Program[Reservation | Refusal]:
+    defaults: api.Limits, job: api.NewJob, role_ids: Sequence[int], now: float
+) -> Program[api.Reservation | api.Refusal]:
     g, u = job.guild_id, job.owner_id
     limits = _effective(defaults, (yield from _read_levels(g, u)), role_ids)
     spends, last, active = yield from _read_member(g, u, now)
@@ -117,7 +107,7 @@ def _reserve(
         "INSERT INTO usage_ledger (guild_id, user_id, job_id, images, at) VALUES ($1, $2, $3, $4, $5)",
         (g, u, job.job_id, job.images, now),
     )
-    return Reservation(new_record(job, now))
+    return api.Reservation(new_record(job, now))
 
 
 def refund(job_id: str, now: float) -> Program[bool]:
@@ -148,15 +138,15 @@ def _refund_images(job_id: str, count: int, now: float) -> Program[bool]:
 
 
 def effective_limits(
-    defaults: Limits, guild_id: int, user_id: int, role_ids: Sequence[int]
-) -> Program[Limits]:
+    defaults: api.Limits, guild_id: int, user_id: int, role_ids: Sequence[int]
+) -> Program[api.Limits]:
     """User override, else the most generous role override, else guild default, else `defaults`."""
     return _effective(defaults, (yield from _read_levels(guild_id, user_id)), role_ids)
 
 
 def usage(
-    defaults: Limits, guild_id: int, user_id: int, role_ids: Sequence[int], now: float
-) -> Program[Usage]:
+    defaults: api.Limits, guild_id: int, user_id: int, role_ids: Sequence[int], now: float
+) -> Program[api.Usage]:
     """What the member spent in the last hour and day, what is queued, and when each refills."""
     limits = _effective(defaults, (yield from _read_levels(guild_id, user_id)), role_ids)
     spends, last, active = yield from _read_member(guild_id, user_id, now)
@@ -164,33 +154,35 @@ def usage(
 
 
 def show_limits(
-    defaults: Limits, guild_id: int, user_id: int | None, role_ids: Sequence[int]
-) -> Program[LimitsView]:
+    defaults: api.Limits, guild_id: int, user_id: int | None, role_ids: Sequence[int]
+) -> Program[api.LimitsView]:
     """The guild default, every role override and, for a member, their override and effective limits."""
     levels = yield from _read_levels(guild_id, user_id)
     guild, roles, user = levels
-    return LimitsView(
-        guild_default=guild or LimitsPatch(),
+    return api.LimitsView(
+        guild_default=guild or api.LimitsPatch(),
         role_overrides=roles,
         user_override=user,
         effective=None if user_id is None else _effective(defaults, levels, role_ids),
     )
 
 
-def _limit_row(guild_id: int, scope: Scope, target_id: int | None) -> tuple[str, list[str], list[int]]:
+def _limit_row(guild_id: int, scope: api.Scope, target_id: int | None) -> tuple[str, list[str], list[int]]:
     """The table, key columns and key values an admin operation on `scope` addresses."""
-    if Scope(scope) is Scope.GUILD:
+    if api.Scope(scope) is api.Scope.GUILD:
         if target_id is not None:
             raise ValueError("the guild default takes no target id")
     elif target_id is None:
         raise ValueError(f"a {scope} override needs the {scope}'s id")
-    table, key = _LIMIT_TABLES[Scope(scope)]
+    table, key = _LIMIT_TABLES[api.Scope(scope)]
     if key is None:
         return table, ["guild_id"], [guild_id]
     return table, ["guild_id", key], [guild_id, int(target_id or 0)]
 
 
-def set_limits(guild_id: int, scope: Scope, target_id: int | None, limits: LimitsPatch) -> Program[int]:
+def set_limits(
+    guild_id: int, scope: api.Scope, target_id: int | None, limits: api.LimitsPatch
+) -> Program[int]:
     """Insert the row, or set the fields `limits` gives and leave the others."""
     table, keys, ids = _limit_row(guild_id, scope, target_id)
     limit_math.validate_patch(limits)
@@ -207,7 +199,7 @@ def set_limits(guild_id: int, scope: Scope, target_id: int | None, limits: Limit
     )
 
 
-def reset_limits(guild_id: int, scope: Scope, target_id: int | None) -> Program[int]:
+def reset_limits(guild_id: int, scope: api.Scope, target_id: int | None) -> Program[int]:
     """Delete the row; how many there were (0 or 1)."""
     table, keys, ids = _limit_row(guild_id, scope, target_id)
     where = " AND ".join(f"{k} = ${i}" for i, k in enumerate(keys, start=1))
@@ -244,24 +236,24 @@ def blocked_words(guild_id: int) -> Program[list[str]]:
 # jobs ----------------------------------------------------------------------------------------------
 
 
-def jobs(d: Dialect, where: str, *args: object) -> Program[list[JobRecord]]:
+def jobs(d: Dialect, where: str, *args: object) -> Program[list[api.JobRecord]]:
     """The jobs matching `where` (SQL on the alias `j`, which may end in ORDER BY / LIMIT)."""
     rows: list[Row] = yield Fetch(f"{d.job_select} WHERE {where}", args)
     return [d.job(r) for r in rows]
 
 
-def get_job(d: Dialect, job_id: str) -> Program[list[JobRecord]]:
+def get_job(d: Dialect, job_id: str) -> Program[list[api.JobRecord]]:
     """The job (a list of one, or empty)."""
     return jobs(d, "j.job_id = $1", job_id)
 
 
-def job_by_message(d: Dialect, message_id: int) -> Program[list[JobRecord]]:
+def job_by_message(d: Dialect, message_id: int) -> Program[list[api.JobRecord]]:
     """The job whose result is message `message_id` (the latest such, should there be several)."""
     order = f"j.created_at DESC, {d.same_instant_order} DESC"
     return jobs(d, f"j.result_message_id = $1 ORDER BY {order} LIMIT 1", message_id)
 
 
-def active_jobs(d: Dialect, guild_id: int | None = None) -> Program[list[JobRecord]]:
+def active_jobs(d: Dialect, guild_id: int | None = None) -> Program[list[api.JobRecord]]:
     """Queued and running jobs (of one guild if given), oldest first."""
     order = f"ORDER BY j.created_at, {d.same_instant_order}"
     if guild_id is None:
@@ -269,16 +261,16 @@ def active_jobs(d: Dialect, guild_id: int | None = None) -> Program[list[JobReco
     return jobs(d, f"j.guild_id = $1 AND j.state IN {_ACTIVE} {order}", guild_id)
 
 
-def undelivered_jobs(d: Dialect) -> Program[list[JobRecord]]:
+def undelivered_jobs(d: Dialect) -> Program[list[api.JobRecord]]:
     """Done jobs with no result message, oldest first."""
     order = f"j.created_at, {d.same_instant_order}"
     return jobs(d, f"j.state = 'done' AND j.result_message_id IS NULL ORDER BY {order}")
 
 
-def set_job_state(d: Dialect, job_id: str, state: JobState, error: str | None) -> Program[int]:
+def set_job_state(d: Dialect, job_id: str, state: api.JobState, error: str | None) -> Program[int]:
     """Set state and error (any state but running ends a lease); 0 if the job is unknown."""
     sql = f"UPDATE jobs SET state = $2, error = $3{d.lease_kept_if_running} WHERE job_id = $1"
-    return _one(Execute(sql, (job_id, JobState(state).value, error)))
+    return _one(Execute(sql, (job_id, api.JobState(state).value, error)))
 
 
 def record_images(d: Dialect, job_id: str, seeds: Sequence[int], paths: Sequence[str]) -> Program[int]:
@@ -298,7 +290,7 @@ def record_delivery(job_id: str, message_id: int, channel_id: int) -> Program[in
     return _one(Execute(sql, (job_id, message_id, channel_id)))
 
 
-def ledger(guild_id: int, user_id: int | None) -> Program[list[LedgerEntry]]:
+def ledger(guild_id: int, user_id: int | None) -> Program[list[api.LedgerEntry]]:
     """A guild's usage ledger (optionally one member's), by time."""
     rows = yield Fetch(
         "SELECT user_id, job_id, images, at, refunded, refunded_images FROM usage_ledger "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -150,23 +150,9 @@ def ledger_entry(row: Row) -> LedgerEntry:
 
 
 def new_record(job: NewJob, now: float) -> JobRecord:
-    """The record of a job just reserved (queued, nothing refunded)."""
-    return JobRecord(
-        job_id=job.job_id,
-        guild_id=job.guild_id,
-        channel_id=job.channel_id,
-        owner_id=job.owner_id,
-        request_json=job.request_json,
-        images=job.images,
-        state=JobState.QUEUED,
-        created_at=now,
-        interaction_id=job.interaction_id,
-        interaction_token=job.interaction_token,
-        token_expires_at=job.token_expires_at,
-        parent_job_id=job.parent_job_id,
-        parent_index=job.parent_index,
-        error=None,
-    )
+    """The record of a job just reserved (queued, nothing refunded): every field of `job`, and these."""
+    given = {f.name: getattr(job, f.name) for f in fields(job)}
+    return JobRecord(**given, state=JobState.QUEUED, created_at=now, error=None)
 
 
 def run_sync(program: Program[T], do: Callable[[Step], Any]) -> T:
