@@ -34,7 +34,9 @@ class Access(Enum):
 
     READ = "read"  # one query
     SNAPSHOT = "snapshot"  # several queries that must see one consistent state
-    WRITE = "write"  # one statement; a write of several is `SqlStore.reserve`'s alone
+    # One statement (PostgreSQL runs it outside a transaction): the one write of several statements,
+    # `reserve`, runs in BEGIN IMMEDIATE on SQLite and PostgresStore gives it a locked transaction.
+    WRITE = "write"
 
 
 class SqlStore:
