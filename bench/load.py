@@ -1,7 +1,7 @@
 """`python -m bench load`: the bot under a burst of `/imagine`, then a long run of jobs.
 
 The real bot runs as its own process (`python -m bot`, MODEL_ID=tiny, SQLite, images on disk) against
-the loopback Discord server of the end-to-end tests (tests/discord_loopback), which runs here and
+the loopback Discord server of the end-to-end tests (testkit/discord_loopback), which runs here and
 plays Discord: it dispatches interactions over the gateway, enforces the 3-second acknowledgement
 rule and timestamps every callback on its own clock.
 
@@ -132,8 +132,8 @@ async def _pace(start: float, at: float) -> None:
 
 async def run_load(config: LoadConfig, root: Path, cache_dir: Path) -> dict[str, Any]:
     """Run the burst and the soak against a fresh bot process in `root`; return the figures."""
-    from tests.bot_process import BotProcess
-    from tests.discord_loopback import DiscordLoopback
+    from testkit.bot_process import BotProcess
+    from testkit.discord_loopback import DiscordLoopback
 
     async with DiscordLoopback() as server:
         burst_guild = server.add_guild("burst")

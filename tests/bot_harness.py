@@ -30,7 +30,7 @@ from generation.images import ImageStore
 from generation.service import GenerationService
 from storage.interface import Limits
 from storage.sqlite import SqliteStore, open_store
-from tests.discord_loopback import Channel, DiscordLoopback, Guild, InteractionRecord, Member, Message
+from testkit.discord_loopback import Channel, DiscordLoopback, Guild, InteractionRecord, Member, Message
 
 T = 20.0  # the longest any single wait may take; nothing sleeps
 LIMITS = Limits(images_per_hour=100, images_per_day=500, max_queued=20, cooldown_seconds=0.0)

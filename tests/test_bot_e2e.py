@@ -21,8 +21,8 @@ from PIL import Image
 
 from generation.results import read_parameters
 from storage.interface import JobState
+from testkit.discord_loopback import CommandNotPermitted, InteractionRecord, Message, Upload
 from tests.bot_harness import BotWorld, T, is_result
-from tests.discord_loopback import CommandNotPermitted, InteractionRecord, Message, Upload
 
 pytest_plugins = ["tests.fixtures_generation"]
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -19,8 +19,8 @@ from bot.dispatch import ClaimDispatcher, pg_signals_for
 from bot.jobs import JobRunner, ResultPost
 from generation.request import GenerationRequest
 from storage.interface import JobRecord, JobState, NewJob, Reservation
+from testkit.worker_process import WorkerProcess, deliveries_until
 from tests.pg_fixtures import DEFAULTS, PostgresStore, open_pg_store
-from tests.worker_process import WorkerProcess, deliveries_until
 
 pytest_plugins = ("tests.pg_fixtures",)
 

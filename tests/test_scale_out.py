@@ -23,9 +23,9 @@ import ray  # noqa: E402
 
 from generation.ray_backend import RayBackend  # noqa: E402
 from storage.interface import JobState, NewJob, Reservation  # noqa: E402
+from testkit.worker_process import WorkerProcess, deliveries_until  # noqa: E402
 from tests.pg_fixtures import DEFAULTS, open_pg_store  # noqa: E402
 from tests.scale_out_worker import request, stand_in_backend  # noqa: E402
-from tests.worker_process import WorkerProcess, deliveries_until  # noqa: E402
 
 pytest_plugins = ("tests.pg_fixtures",)
 

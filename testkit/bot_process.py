@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from tests.discord_loopback import DiscordLoopback
+from testkit import REPO_ROOT
+from testkit.discord_loopback import DiscordLoopback
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 60.0
 
 

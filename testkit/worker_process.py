@@ -1,4 +1,4 @@
-"""A bot worker started as its own OS process (`tests.dispatch_worker`, `tests.scale_out_worker`),
+"""A bot worker started as its own OS process (e.g. `tests.dispatch_worker`, `tests.scale_out_worker`),
 driven through stdin and read through the JSON event lines it prints (`{"event": ..., "t": ...}`)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import signal
 import sys
 from typing import Any
 
-from tests.pg_fixtures import ROOT
+from testkit import REPO_ROOT
 
 
 class WorkerProcess:
@@ -30,7 +30,7 @@ class WorkerProcess:
             "-m",
             module,
             *args,
-            cwd=ROOT,
+            cwd=REPO_ROOT,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env={**os.environ, "HF_HUB_OFFLINE": "1"},

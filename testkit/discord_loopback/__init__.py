@@ -2,7 +2,7 @@
 
 Quick start (in an async test)::
 
-    from tests.discord_loopback import DiscordLoopback
+    from testkit.discord_loopback import DiscordLoopback
 
     async with DiscordLoopback() as server:            # aiohttp on 127.0.0.1:<ephemeral>
         guild = server.add_guild("g")                  # @everyone + the bot as members
