@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import tempfile
 import time
 from collections import Counter
@@ -34,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import report
+from testkit.answers import is_failure, is_result, job_of, live_ephemeral
 
 ACK_LIMIT_S = 3.0
-JOB_RE = re.compile(r"imagine:[uvr]:([0-9a-f]{12})")
 
 
 @dataclass(frozen=True)
@@ -61,36 +60,8 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def _is_result(message: Any) -> bool:
-    return (
-        message is not None
-        and not message.deleted
-        and not message.loading
-        and bool(message.attachments)
-        and any(cid.startswith("imagine:") for cid in message.custom_ids)
-    )
-
-
-def _live_ephemeral(rec: Any) -> list[Any]:
-    return [m for m in rec.messages if m.ephemeral and not m.deleted and not m.loading]
-
-
-def _job_of(message: Any) -> str | None:
-    for cid in message.custom_ids:
-        match = JOB_RE.fullmatch(cid)
-        if match:
-            return match.group(1)
-    return None
-
-
-def _failed(rec: Any) -> bool:
-    """The job was granted but failed: @original says so (no image)."""
-    m = rec.original
-    return m is not None and not m.deleted and not m.loading and m.content.startswith("Sorry")
-
-
 def _settled(rec: Any) -> bool:
-    return _is_result(rec.original) or bool(_live_ephemeral(rec)) or _failed(rec)
+    return is_result(rec.original) or bool(live_ephemeral(rec)) or is_failure(rec)
 
 
 def outcome_counts(records: Sequence[Any], server: Any) -> dict[str, int]:
@@ -98,22 +69,20 @@ def outcome_counts(records: Sequence[Any], server: Any) -> dict[str, int]:
     posted twice anywhere also counts as answered twice)."""
     granted = refused = failed = lost = twice = 0
     for rec in records:
-        result = _is_result(rec.original)
-        answers = len(_live_ephemeral(rec)) + int(result)
-        live_results = [m for m in rec.messages if _is_result(m)]
+        result = is_result(rec.original)
+        answers = len(live_ephemeral(rec)) + int(result)
+        live_results = [m for m in rec.messages if is_result(m)]
         if rec.responses_count > 1 or rec.rejected_callbacks or answers > 1 or len(live_results) > 1:
             twice += 1
         elif result:
             granted += 1
         elif answers == 1:
             refused += 1
-        elif _failed(rec):
+        elif is_failure(rec):
             failed += 1
         else:
             lost += 1
-    posted = Counter(
-        job for m in server.messages.values() if _is_result(m) and (job := _job_of(m)) is not None
-    )
+    posted = Counter(job for m in server.messages.values() if is_result(m) and (job := job_of(m)) is not None)
     return {
         "granted": granted,
         "refused": refused,
@@ -220,7 +189,7 @@ async def _soak(
         channel=channel,
         member=admin,
     )
-    await lift.wait_final(lambda r: bool(_live_ephemeral(r)), timeout=config.timeout_s)
+    await lift.wait_final(lambda r: bool(live_ephemeral(r)), timeout=config.timeout_s)
     baseline_after = max(1, min(config.baseline_after, config.jobs))
     done = 0
     failures = 0
@@ -236,7 +205,7 @@ async def _soak(
             prompt = f"soak {i}: a red fox in the snow --steps {config.steps} --seed {i}"
             rec = server.invoke("imagine", {"prompt": prompt}, guild=guild, channel=channel, member=member)
             await rec.wait_final(_settled, timeout=config.timeout_s)
-            if not _is_result(rec.original):
+            if not is_result(rec.original):
                 failures += 1  # a failure message (or a refusal): counted, not waited on forever
             done += 1
             if done == baseline_after:

@@ -1,6 +1,6 @@
 """The test toolkit that the tests and the benchmarks share: a loopback Discord server
 (`testkit.discord_loopback`), the bot as a real process (`testkit.bot_process`), a worker process driven
-over stdin/stdout (`testkit.worker_process`)."""
+over stdin/stdout (`testkit.worker_process`) and how the bot answered (`testkit.answers`)."""
 
 from __future__ import annotations
 

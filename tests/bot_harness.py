@@ -30,6 +30,7 @@ from generation.images import ImageStore
 from generation.service import GenerationService
 from storage.interface import Limits
 from storage.sqlite import SqliteStore, open_store
+from testkit.answers import is_result
 from testkit.discord_loopback import Channel, DiscordLoopback, Guild, InteractionRecord, Member, Message
 
 T = 20.0  # the longest any single wait may take; nothing sleeps
@@ -356,17 +357,6 @@ class FaultyEngine:
         close = getattr(self.inner, "close", None)
         if callable(close):
             close()
-
-
-def is_result(message: Message | None) -> bool:
-    """A finished result: live, not loading, with an attachment and the result buttons."""
-    return (
-        message is not None
-        and not message.deleted
-        and not message.loading
-        and bool(message.attachments)
-        and any(cid.startswith("imagine:") for cid in message.custom_ids)
-    )
 
 
 __all__ = [
