@@ -32,6 +32,7 @@ from typing import Any
 from PIL import Image
 
 from bench.report import report
+from bench.settings import BenchSettings
 from generation.engine import ENCODE_WORKERS, encode_images
 from generation.request import GenerationRequest
 from generation.results import encode_png
@@ -139,7 +140,7 @@ def run(counts: Sequence[int], size: int, repeats: int) -> dict[str, Any]:
         processes.shutdown()
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], settings: BenchSettings) -> int:
     """CLI entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m bench encode", description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
@@ -150,5 +151,5 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.size < 8 or args.repeats < 1 or any(c < 1 for c in args.counts):
         parser.error("--size ≥ 8; --repeats and --counts ≥ 1")
-    report("encode", run(args.counts, args.size, args.repeats), argv)
+    report("encode", run(args.counts, args.size, args.repeats), argv, results_path=settings.results_path)
     return 0

@@ -38,6 +38,7 @@ import torch
 
 from bench.archs import ARCH_NAMES, Arch, get_arch
 from bench.report import report
+from bench.settings import BenchSettings
 from generation.options import OptimiseOptions, parse_optimise
 from generation.request import GenerationRequest
 
@@ -458,7 +459,7 @@ def summarise(
     return rounded
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], settings: BenchSettings) -> int:
     """CLI entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m bench gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=ARCH_NAMES, required=True)
@@ -483,7 +484,6 @@ def main(argv: list[str]) -> int:
         variants_options = {variant_label(v): parse_optimise(v) for v in optimise_values}
     except ValueError as err:
         parser.error(str(err))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from generation.models import resolve_device
 
@@ -514,5 +514,5 @@ def main(argv: list[str]) -> int:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
     figures = summarise(arch, device_name, baseline, variants, peak_flops, args.tiny_arch, build_s)
-    report("gpu", figures, argv)
+    report("gpu", figures, argv, results_path=settings.results_path)
     return 0

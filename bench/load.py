@@ -27,12 +27,13 @@ import asyncio
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.report import report
+from bench.settings import BenchSettings
 from testkit.answers import is_failure, is_result, job_of, live_ephemeral
 
 ACK_LIMIT_S = 3.0
@@ -99,8 +100,11 @@ async def _pace(start: float, at: float) -> None:
         await asyncio.sleep(delay)
 
 
-async def run_load(config: LoadConfig, root: Path, cache_dir: Path) -> dict[str, Any]:
-    """Run the burst and the soak against a fresh bot process in `root`; return the figures."""
+async def run_load(
+    config: LoadConfig, root: Path, cache_dir: Path, *, base_env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Run the burst and the soak against a fresh bot process in `root` (its environment based on
+    `base_env`, default this process's); return the figures."""
     from testkit.bot_process import BotProcess
     from testkit.discord_loopback import DiscordLoopback
 
@@ -121,7 +125,7 @@ async def run_load(config: LoadConfig, root: Path, cache_dir: Path) -> dict[str,
             "LOG_LEVEL": "WARNING",
         }
         t0 = time.perf_counter()
-        proc = await BotProcess.start(server, root, cache_dir, env=env)
+        proc = await BotProcess.start(server, root, cache_dir, env=env, base_env=base_env)
         start_s = time.perf_counter() - t0
         try:
             figures = await _burst(server, proc, config, burst_guild, burst_channel, members)
@@ -256,7 +260,7 @@ def parse_args(argv: Sequence[str]) -> LoadConfig:
     )
 
 
-def main(argv: Sequence[str]) -> None:
+def main(argv: Sequence[str], settings: BenchSettings) -> None:
     """Run the load benchmark and report its figures."""
     config = parse_args(argv)
     from generation.models import ensure_tiny_model
@@ -264,5 +268,5 @@ def main(argv: Sequence[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="imagine-load-") as tmp:
         cache = Path(tmp) / "cache"
         ensure_tiny_model(cache)
-        figures = asyncio.run(run_load(config, Path(tmp) / "bot", cache))
-    report("load", figures, list(argv))
+        figures = asyncio.run(run_load(config, Path(tmp) / "bot", cache, base_env=settings.environ))
+    report("load", figures, list(argv), results_path=settings.results_path)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import report
+from bench.settings import BenchSettings
 from generation.request import GenerationRequest
 
 TICK_S = 0.005
@@ -325,7 +325,7 @@ def measure_fixed_costs(model: Any, request: GenerationRequest) -> dict[str, flo
     return {"preview_ms": round(preview_s * 1000, 3), "png_encode_ms": round(encode_s * 1000, 3)}
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], settings: BenchSettings) -> int:
     """CLI entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m bench service", description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10, help="requests per run (default 10)")
@@ -335,10 +335,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.rounds < 1:
         parser.error("--jobs and --rounds must be at least 1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from generation.models import default_cache_dir
-
-    cache = default_cache_dir(os.environ)  # $IMAGINE_CACHE or ~/.cache/imagine: the tiny model, built once
+    cache = settings.cache_dir()  # the tiny model, built there once
     figures = asyncio.run(run(args.jobs, args.rounds, args.size, args.steps, cache))
-    report("service", figures, argv)
+    report("service", figures, argv, results_path=settings.results_path)
     return 0

@@ -32,12 +32,18 @@ READY_TIMEOUT_S = 60.0
 
 
 def bot_env(
-    server: DiscordLoopback, root: Path, cache_dir: Path, extra: Mapping[str, str] | None = None
+    server: DiscordLoopback,
+    root: Path,
+    cache_dir: Path,
+    extra: Mapping[str, str] | None = None,
+    base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment `python -m bot` runs with against `server`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "DATABASE_", "OUTPUT_"))}
+    """The environment `python -m bot` runs with against `server`, based on `base` (default: this
+    process's environment) less its Discord, database and output settings."""
+    base = os.environ if base is None else base
+    env = {k: v for k, v in base.items() if not k.startswith(("DISCORD_", "DATABASE_", "OUTPUT_"))}
     env.update(
-        PYTHONPATH=os.pathsep.join(filter(None, (str(REPO_ROOT), os.environ.get("PYTHONPATH")))),
+        PYTHONPATH=os.pathsep.join(filter(None, (str(REPO_ROOT), base.get("PYTHONPATH")))),
         HF_HUB_OFFLINE="1",
         DISCORD_TOKEN=server.token,
         DISCORD_API_BASE=server.api_base,
@@ -74,12 +80,13 @@ class BotProcess:
         cache_dir: Path,
         *,
         env: Mapping[str, str] | None = None,
+        base_env: Mapping[str, str] | None = None,
         timeout: float = READY_TIMEOUT_S,  # noqa: ASYNC109
     ) -> BotProcess:
         """Start the bot and return once it has identified and synced its commands (a fresh sync
         and a fresh IDENTIFY count, so this also works for a restart against the same server)."""
         syncs, identifies = len(server.command_syncs), len(server.identifies)
-        proc = cls._spawn(bot_env(server, root, cache_dir, env), root)
+        proc = cls._spawn(bot_env(server, root, cache_dir, env, base_env), root)
         popen = proc.popen
         exited = asyncio.ensure_future(asyncio.to_thread(popen.wait))
         ready = asyncio.ensure_future(
