@@ -78,13 +78,12 @@ def build_pipeline(arch: Arch, device: str, dtype: torch.dtype, seed: int = 0) -
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
-        StableDiffusionPipeline,
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from generation.models import _tiny_tokenizer  # the local byte-level CLIP tokenizer (no download)
+    from generation.models import _tiny_tokenizer, sd_pipeline  # _tiny_tokenizer: local, byte-level CLIP
 
     tokenizer = _tiny_tokenizer()
     ids = {
@@ -117,17 +116,7 @@ def build_pipeline(arch: Arch, device: str, dtype: torch.dtype, seed: int = 0) -
             add_watermarker=False,
             **arch.pipeline_config,
         )
-    return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        image_encoder=None,
-        requires_safety_checker=False,
-    )
+    return sd_pipeline(vae, text_encoder, tokenizer, unet, scheduler)
 
 
 def save_arch(arch: Arch, folder: Path, device: str, dtype: torch.dtype) -> float:

@@ -132,7 +132,12 @@ def build_tiny_model(folder: Path, seed: int = 0) -> None:
         steps_offset=1,
         timestep_spacing="leading",
     )
-    pipe: Pipeline = StableDiffusionPipeline(
+    sd_pipeline(vae, text_encoder, tokenizer, unet, scheduler).save_pretrained(folder)
+
+
+def sd_pipeline(vae: Any, text_encoder: Any, tokenizer: CLIPTokenizer, unet: Any, scheduler: Any) -> Pipeline:
+    """A `StableDiffusionPipeline` of these components, without a safety checker (also `bench.gpu`'s)."""
+    return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -143,7 +148,6 @@ def build_tiny_model(folder: Path, seed: int = 0) -> None:
         image_encoder=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(folder)
 
 
 def ensure_tiny_model(cache_dir: Path, seed: int = 0) -> Path:
