@@ -236,28 +236,24 @@ def parse_args(argv: Sequence[str]) -> LoadConfig:
     p = argparse.ArgumentParser(prog="python -m bench load", description=__doc__.split("\n\n")[0])
     p.add_argument("--interactions", type=int, default=d.interactions)
     p.add_argument("--members", type=int, default=d.members)
-    p.add_argument("--window", type=float, default=d.window_s, help="seconds the burst is spread over")
+    p.add_argument(
+        "--window",
+        dest="window_s",
+        metavar="WINDOW",
+        type=float,
+        default=d.window_s,
+        help="seconds the burst is spread over",
+    )
     p.add_argument("--per-hour", type=int, default=d.per_hour, help="the burst guild's hourly image limit")
     p.add_argument("--jobs", type=int, default=d.jobs)
     p.add_argument("--concurrency", type=int, default=d.concurrency)
     p.add_argument("--baseline-after", type=int, default=None, help="jobs before the RSS baseline")
     p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--timeout", type=float, default=d.timeout_s)
-    a = p.parse_args(list(argv))
-    baseline = (
-        a.baseline_after if a.baseline_after is not None else min(d.baseline_after, max(1, a.jobs // 2))
-    )
-    return LoadConfig(
-        interactions=a.interactions,
-        members=a.members,
-        window_s=a.window,
-        per_hour=a.per_hour,
-        jobs=a.jobs,
-        concurrency=a.concurrency,
-        baseline_after=baseline,
-        steps=a.steps,
-        timeout_s=a.timeout,
-    )
+    p.add_argument("--timeout", dest="timeout_s", metavar="TIMEOUT", type=float, default=d.timeout_s)
+    a = p.parse_args(list(argv))  # one attribute per LoadConfig field, by name
+    if a.baseline_after is None:
+        a.baseline_after = min(d.baseline_after, max(1, a.jobs // 2))
+    return LoadConfig(**vars(a))
 
 
 def main(argv: Sequence[str], settings: BenchSettings) -> None:
