@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from bench.archs import ARCH_NAMES, Arch, get_arch
+from bench.plain import plain_call
 from bench.report import report
 from bench.settings import BenchSettings
 from generation.options import OptimiseOptions, parse_optimise
@@ -241,14 +242,7 @@ def run_baseline(folder: Path, arch: Arch, device: str, dtype: torch.dtype, imag
     load_s = time.perf_counter() - start
 
     def one(seed: int) -> None:
-        pipe(
-            PROMPT,
-            height=arch.size,
-            width=arch.size,
-            num_inference_steps=arch.steps,
-            guidance_scale=arch.guidance,
-            generator=torch.Generator(device).manual_seed(seed),
-        )
+        plain_call(pipe, _request(arch, seed), device)
 
     start = time.perf_counter()
     one(0)

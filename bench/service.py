@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.plain import plain_call
 from bench.report import report
 from bench.settings import BenchSettings
 from generation.request import GenerationRequest
@@ -112,21 +113,9 @@ class Ticker:
 
 def run_bare(model: Any, requests: Sequence[GenerationRequest]) -> float:
     """Seconds for plain pipeline calls, one request at a time."""
-    import torch
-
-    pipe = model.text2img
     start = time.perf_counter()
     for r in requests:
-        pipe(
-            prompt=r.prompt,
-            negative_prompt=r.negative_prompt,
-            width=r.width,
-            height=r.height,
-            num_inference_steps=r.steps,
-            guidance_scale=r.guidance,
-            generator=torch.Generator("cpu").manual_seed(r.seeds[0]),
-            output_type="pil",
-        )
+        plain_call(model.text2img, r)
     return time.perf_counter() - start
 
 
