@@ -85,50 +85,9 @@ carries the request out and hangs only its response. Channel messages honour ``n
 ``await server.wait_for(predicate, timeout)`` waits on any server-state condition (no sleeps).
 """
 
-from .models import (
-    ADMINISTRATOR,
-    EPHEMERAL,
-    LOADING,
-    MANAGE_GUILD,
-    Attachment,
-    CallbackAttempt,
-    Channel,
-    CommandNotPermitted,
-    Fault,
-    Guild,
-    InteractionRecord,
-    LoopbackError,
-    Member,
-    Message,
-    MessageEdit,
-    RequestLog,
-    Role,
-    Stall,
-    Upload,
-    User,
-)
+from . import models
+from .models import *  # noqa: F403  (the public names: models.__all__)
 from .server import DiscordLoopback
 
-__all__ = [
-    "ADMINISTRATOR",
-    "EPHEMERAL",
-    "LOADING",
-    "MANAGE_GUILD",
-    "Attachment",
-    "CallbackAttempt",
-    "Channel",
-    "CommandNotPermitted",
-    "DiscordLoopback",
-    "Fault",
-    "Guild",
-    "InteractionRecord",
-    "LoopbackError",
-    "Member",
-    "Message",
-    "MessageEdit",
-    "RequestLog",
-    "Role",
-    "Stall",
-    "Upload",
-    "User",
-]
+__all__ = ["DiscordLoopback"]
+__all__ += models.__all__

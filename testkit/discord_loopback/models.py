@@ -11,6 +11,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = [  # what `testkit.discord_loopback` exports from here
+    "ADMINISTRATOR",
+    "EPHEMERAL",
+    "LOADING",
+    "MANAGE_GUILD",
+    "Attachment",
+    "CallbackAttempt",
+    "Channel",
+    "CommandNotPermitted",
+    "Fault",
+    "Guild",
+    "InteractionRecord",
+    "LoopbackError",
+    "Member",
+    "Message",
+    "MessageEdit",
+    "RequestLog",
+    "Role",
+    "Stall",
+    "Upload",
+    "User",
+]
+
 JSON = dict[str, Any]
 
 DISCORD_EPOCH_MS = 1_420_070_400_000

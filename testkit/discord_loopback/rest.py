@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 API = "/api/v10"
 NONCE_WINDOW_S = 300.0  # how long Discord remembers a message's nonce for `enforce_nonce`
 _MENTION = re.compile(r"<@!?(\d+)>")
+
+MessageHandler = Callable[["DiscordLoopback", web.Request, str], Awaitable[web.Response]]
+"""The handler of one message's routes, told the method (GET, PATCH or DELETE)."""
 
 
 class DiscordError(Exception):
@@ -224,17 +228,15 @@ def add_routes(server: DiscordLoopback, app: web.Application) -> None:
     )
     r.add_post(f"{g}/interactions/{{iid}}/{{token}}/callback", lambda rq: _callback(server, rq))
     r.add_post(f"{g}/webhooks/{{app}}/{{token}}", lambda rq: _followup(server, rq))
-    wm = f"{g}/webhooks/{{app}}/{{token}}/messages/{{mid}}"
-    r.add_get(wm, lambda rq: _webhook_message(server, rq, "GET"))
-    r.add_patch(wm, lambda rq: _webhook_message(server, rq, "PATCH"))
-    r.add_delete(wm, lambda rq: _webhook_message(server, rq, "DELETE"))
     r.add_get(f"{g}/channels/{{cid}}", lambda rq: _get_channel(server, rq))
     r.add_post(f"{g}/channels/{{cid}}/typing", lambda rq: _typing(server, rq))
     r.add_post(f"{g}/channels/{{cid}}/messages", lambda rq: _post_message(server, rq))
+    wm = f"{g}/webhooks/{{app}}/{{token}}/messages/{{mid}}"
     cm = f"{g}/channels/{{cid}}/messages/{{mid}}"
-    r.add_get(cm, lambda rq: _channel_message(server, rq, "GET"))
-    r.add_patch(cm, lambda rq: _channel_message(server, rq, "PATCH"))
-    r.add_delete(cm, lambda rq: _channel_message(server, rq, "DELETE"))
+    for path, message_handler in ((wm, _webhook_message), (cm, _channel_message)):
+        r.add_get(path, _with_method(server, message_handler, "GET"))
+        r.add_patch(path, _with_method(server, message_handler, "PATCH"))
+        r.add_delete(path, _with_method(server, message_handler, "DELETE"))
     rx = f"{cm}/reactions/{{emoji}}/{{who}}"
     r.add_put(rx, lambda rq: _reaction(server, rq, add=True))
     r.add_delete(rx, lambda rq: _reaction(server, rq, add=False))
@@ -242,6 +244,13 @@ def add_routes(server: DiscordLoopback, app: web.Application) -> None:
     r.add_get(f"{g}/guilds/{{gid}}/members/{{uid}}", lambda rq: _get_member(server, rq))
     r.add_post(f"{g}/users/@me/channels", lambda rq: _open_dm(server, rq))
     r.add_get("/attachments/{aid}/{name}", lambda rq: _cdn(server, rq))
+
+
+def _with_method(
+    server: DiscordLoopback, handler: MessageHandler, method: str
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A route's handler: `handler(server, request, method)`."""
+    return lambda rq: handler(server, rq, method)
 
 
 async def _me(server: DiscordLoopback) -> web.Response:
