@@ -3,14 +3,27 @@ driven through stdin and read through the JSON event lines it prints (`{"event":
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, Protocol
 
+from storage.interface import JobRecord, JobState, LedgerEntry
 from testkit import REPO_ROOT
+
+
+def worker_parser(*leading: str, capacity: int) -> argparse.ArgumentParser:
+    """A worker's command line: the `leading` positionals, then URL OUTDIR WORKER (the database, the
+    images' folder, the worker id), `--tag N` (its outbox's message ids) and `--capacity N`."""
+    parser = argparse.ArgumentParser()
+    for name in (*leading, "url", "outdir", "worker"):
+        parser.add_argument(name)
+    parser.add_argument("--tag", type=int, default=1)
+    parser.add_argument("--capacity", type=int, default=capacity)
+    return parser
 
 
 class WorkerProcess:
@@ -100,3 +113,25 @@ async def deliveries_until(workers: list[WorkerProcess], count: int, wait_s: flo
             task.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
     return sorted(delivered(), key=lambda e: e["t"])
+
+
+class DeliveryStore(Protocol):
+    """What `check_delivered_once` reads of a store."""
+
+    async def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    async def ledger(self, guild_id: int, user_id: int | None = None) -> list[LedgerEntry]: ...
+
+
+async def check_delivered_once(
+    store: DeliveryStore, delivered: list[dict[str, Any]], expected: set[str]
+) -> None:
+    """The store agrees with the `delivered` events: every expected job is DONE with the message its
+    delivery posted, and guild 1's ledger holds each job once, none refunded."""
+    messages = {e["job"]: e["message"] for e in delivered}
+    for job_id in expected:
+        job = await store.get_job(job_id)
+        assert job is not None and job.state is JobState.DONE, (job_id, job)
+        assert job.result_message_id == messages[job_id], job_id
+    ledger = await store.ledger(1)
+    assert sorted(e.job_id for e in ledger) == sorted(expected) and not any(e.refunded for e in ledger)

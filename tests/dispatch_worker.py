@@ -39,6 +39,7 @@ from generation.request import GenerationRequest, ModelProfile
 from generation.service import GenerationService
 from storage.interface import JobRecord, Limits, NewJob, Reservation
 from storage.postgres import open_pg_store
+from testkit.worker_process import worker_parser
 
 PROFILE = ModelProfile(name="fake", native_size=64, default_steps=2, default_guidance=5.0)
 UNLIMITED = Limits(images_per_hour=None, images_per_day=None, max_queued=None, cooldown_seconds=0.0)
@@ -191,12 +192,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("url")
-    parser.add_argument("outdir")
-    parser.add_argument("worker")
-    parser.add_argument("--tag", type=int, default=1)
-    parser.add_argument("--capacity", type=int, default=2)
+    parser = worker_parser(capacity=2)
     parser.add_argument("--lease", type=float, default=30.0)
     parser.add_argument("--poll", type=float, default=1.0)
     parser.add_argument("--step-s", type=float, default=0.0)

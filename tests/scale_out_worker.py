@@ -173,12 +173,6 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("ray_address")
-    parser.add_argument("app")
-    parser.add_argument("url")
-    parser.add_argument("outdir")
-    parser.add_argument("worker")
-    parser.add_argument("--tag", type=int, default=1)
-    parser.add_argument("--capacity", type=int, default=4)
-    asyncio.run(main(parser.parse_args()))
+    from testkit.worker_process import worker_parser
+
+    asyncio.run(main(worker_parser("ray_address", "app", capacity=4).parse_args()))

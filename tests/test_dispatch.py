@@ -19,7 +19,7 @@ from bot.dispatch import ClaimDispatcher, pg_signals_for
 from bot.jobs import JobRunner, ResultPost
 from generation.request import GenerationRequest
 from storage.interface import JobRecord, JobState, NewJob, Reservation
-from testkit.worker_process import WorkerProcess, deliveries_until
+from testkit.worker_process import WorkerProcess, check_delivered_once, deliveries_until
 from tests.pg_fixtures import DEFAULTS, PostgresStore, open_pg_store
 
 pytest_plugins = ("tests.pg_fixtures",)
@@ -80,13 +80,7 @@ async def test_two_processes_deliver_100_jobs_from_10_users_exactly_once(pg_url:
     assert not a.of("told") and not b.of("told")
     store = await stored(pg_url)
     try:
-        messages = {e["job"]: e["message"] for e in got}
-        for job_id in expected:
-            job = await store.get_job(job_id)
-            assert job is not None and job.state is JobState.DONE
-            assert job.result_message_id == messages[job_id]
-        ledger = await store.ledger(1)
-        assert sorted(e.job_id for e in ledger) == sorted(expected) and not any(e.refunded for e in ledger)
+        await check_delivered_once(store, got, expected)
     finally:
         await store.close()
 
