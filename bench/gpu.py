@@ -40,8 +40,8 @@ from bench.archs import ARCH_NAMES, Arch, get_arch
 from bench.plain import plain_call
 from bench.report import report
 from bench.settings import BenchSettings
-from generation.options import OptimiseOptions, parse_optimise
-from generation.request import GenerationRequest
+from generation.pipelines.options import OptimiseOptions, parse_optimise
+from generation.prompts.request import GenerationRequest
 
 PROMPT = "a red fox in the snow, golden hour, highly detailed photograph"
 
@@ -84,7 +84,7 @@ def build_pipeline(arch: Arch, device: str, dtype: torch.dtype, seed: int = 0) -
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from generation.models import _tiny_tokenizer, sd_pipeline  # _tiny_tokenizer: local, byte-level CLIP
+    from generation.pipelines.loading import _tiny_tokenizer, sd_pipeline  # _tiny_tokenizer: local, byte-level CLIP
 
     tokenizer = _tiny_tokenizer()
     ids = {
@@ -294,8 +294,8 @@ async def run_service(
     min_images: int,
 ) -> dict[str, Any]:
     """The service at each concurrency (closed loop); see the module docstring."""
-    from generation.engine import DiffusersEngine
-    from generation.service import GenerationService
+    from generation.pipelines.engine import DiffusersEngine
+    from generation.backends.local import GenerationService
 
     def factory() -> DiffusersEngine:  # as the bot loads it: a compiled UNet is warmed up here (load_s)
         return DiffusersEngine.load(str(folder), device, cache_dir=None, options=options)
@@ -468,7 +468,7 @@ def main(argv: list[str], settings: BenchSettings) -> int:
     except ValueError as err:
         parser.error(str(err))
 
-    from generation.models import resolve_device
+    from generation.pipelines.loading import resolve_device
 
     device = resolve_device(args.device)
     if device != "cpu" and not device.startswith("cuda"):

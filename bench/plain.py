@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from generation.request import GenerationRequest
+from generation.prompts.request import GenerationRequest
 
 
 def plain_call(pipe: Any, request: GenerationRequest, device: str = "cpu") -> Any:

@@ -26,7 +26,7 @@ class BenchSettings:
 
     def cache_dir(self) -> Path:
         """Where built-in models are kept: `$IMAGINE_CACHE`, else `~/.cache/imagine`."""
-        from generation.models import default_cache_dir
+        from generation.pipelines.loading import default_cache_dir
 
         return default_cache_dir(self.environ)
 

@@ -14,13 +14,13 @@ import discord
 from discord.ext import commands
 
 from bot.dispatch import ClaimDispatcher, pg_signals_for
-from bot.errors import ImagineTree
+from bot.commands.errors import ImagineTree
 from bot.jobs import JobRunner, Outbox
-from bot.outbox import DiscordOutbox
+from bot.delivery.discord_outbox import DiscordOutbox
 from bot.settings import Settings
-from bot.views import ButtonActions, ImageButton, RerollButton
-from generation.backend import GenerationBackend
-from generation.images import ImageStore
+from bot.views.result_buttons import ButtonActions, ImageButton, RerollButton
+from generation.backends.protocol import GenerationBackend
+from generation.media.image_store import ImageStore
 from storage.interface import Store
 from storage.queue import JobQueue
 

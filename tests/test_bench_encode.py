@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.encode import bench_request, encode_all, noise_images
-from generation.results import read_parameters
+from generation.media.compose import read_parameters
 from tests.bench_cli import run_bench
 
 

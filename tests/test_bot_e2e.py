@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from generation.results import read_parameters
+from generation.media.compose import read_parameters
 from storage.interface import JobState
 from testkit.answers import JOB_RE
 from testkit.discord_loopback import CommandNotPermitted, InteractionRecord, Message, Upload

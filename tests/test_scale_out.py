@@ -21,7 +21,7 @@ require_ray()
 
 import ray  # noqa: E402
 
-from generation.ray_backend import RayBackend  # noqa: E402
+from generation.backends.ray_driver import RayBackend  # noqa: E402
 from storage.interface import NewJob, Reservation  # noqa: E402
 from testkit.worker_process import WorkerProcess, check_delivered_once, deliveries_until  # noqa: E402
 from tests.pg_fixtures import DEFAULTS, open_pg_store  # noqa: E402

@@ -8,9 +8,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import UserError, has_manage_guild, member_role_ids
+from bot.commands.errors import UserError, has_manage_guild, member_role_ids
 from bot.formatting import HELP_TEXT, usage_text
-from bot.ids import is_job_id
+from bot.views.custom_ids import is_job_id
 from storage.interface import JobState
 
 if TYPE_CHECKING:

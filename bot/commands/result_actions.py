@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
-from bot.derive import check_parent, derive, source_bytes
-from bot.errors import UserError, member_role_ids, report_error, send_private
+from bot.commands.derive import check_parent, derive, source_bytes
+from bot.commands.errors import UserError, member_role_ids, report_error, send_private
 from bot.formatting import refusal_text
-from bot.ids import CUSTOM_ID_PREFIX, Action, ButtonRef, new_job_id, parse_custom_id
+from bot.views.custom_ids import CUSTOM_ID_PREFIX, Action, ButtonRef, new_job_id, parse_custom_id
 from bot.jobs import token_expiry
-from bot.views import REROLL_EMOJI
+from bot.views.result_buttons import REROLL_EMOJI
 from storage.interface import NewJob, Refusal, Reservation, StorageError
 
 if TYPE_CHECKING:

@@ -16,13 +16,13 @@ from discord.app_commands import Range
 from discord.ext import commands
 
 from bot.blocklist import find_blocked
-from bot.errors import UserError, member_role_ids, send_private
+from bot.commands.errors import UserError, member_role_ids, send_private
 from bot.formatting import quote, refusal_text
-from bot.ids import new_job_id
+from bot.views.custom_ids import new_job_id
 from bot.jobs import token_expiry
-from generation.images import decode_image
-from generation.parser import ASPECT_CHOICES, parse_prompt
-from generation.request import PromptOptions
+from generation.media.image_store import decode_image
+from generation.prompts.parser import ASPECT_CHOICES, parse_prompt
+from generation.prompts.request import PromptOptions
 from storage.interface import NewJob, Refusal
 
 if TYPE_CHECKING:

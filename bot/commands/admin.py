@@ -12,7 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.blocklist import clean_phrase
-from bot.errors import UserError, member_role_ids, require_manage_guild
+from bot.commands.errors import UserError, member_role_ids, require_manage_guild
 from bot.formatting import limits_text, limits_view_text, patch_text, quote
 from storage.interface import LimitsPatch, Scope
 

@@ -1,0 +1,1 @@
+"""The slash commands and the handlers of clicks and reactions, one module per feature."""
