@@ -38,8 +38,8 @@ import torch
 
 from bench.archs import ARCH_NAMES, Arch, get_arch
 from bench.report import report
-from generation.options import OptimiseOptions, parse_optimise
-from generation.request import GenerationRequest
+from generation.pipelines.options import OptimiseOptions, parse_optimise
+from generation.prompts.request import GenerationRequest
 
 PROMPT = "a red fox in the snow, golden hour, highly detailed photograph"
 
@@ -83,7 +83,9 @@ def build_pipeline(arch: Arch, device: str, dtype: torch.dtype, seed: int = 0) -
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from generation.models import _tiny_tokenizer  # the local byte-level CLIP tokenizer (no download)
+    from generation.pipelines.loading import (
+        _tiny_tokenizer,  # the local byte-level CLIP tokenizer (no download)
+    )
 
     tokenizer = _tiny_tokenizer()
     ids = {
@@ -310,8 +312,8 @@ async def run_service(
     min_images: int,
 ) -> dict[str, Any]:
     """The service at each concurrency (closed loop); see the module docstring."""
-    from generation.engine import DiffusersEngine
-    from generation.service import GenerationService
+    from generation.backends.local import GenerationService
+    from generation.pipelines.engine import DiffusersEngine
 
     def factory() -> DiffusersEngine:  # as the bot loads it: a compiled UNet is warmed up here (load_s)
         return DiffusersEngine.load(str(folder), device, cache_dir=None, options=options)
@@ -485,7 +487,7 @@ def main(argv: list[str]) -> int:
         parser.error(str(err))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from generation.models import resolve_device
+    from generation.pipelines.loading import resolve_device
 
     device = resolve_device(args.device)
     if device != "cpu" and not device.startswith("cuda"):

@@ -290,7 +290,7 @@ def parse_args(argv: Sequence[str]) -> LoadConfig:
 def main(argv: Sequence[str]) -> None:
     """Run the load benchmark and report its figures."""
     config = parse_args(argv)
-    from generation.models import ensure_tiny_model
+    from generation.pipelines.loading import ensure_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="imagine-load-") as tmp:
         cache = Path(tmp) / "cache"

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import report
-from generation.backend import GeneratedImage
-from generation.engine_api import BatchInterrupted, Engine, StepCallback
-from generation.request import GenerationRequest, ModelProfile
+from generation.backends.protocol import GeneratedImage
+from generation.pipelines.contract import BatchInterrupted, Engine, StepCallback
+from generation.prompts.request import GenerationRequest, ModelProfile
 
 PROFILE = ModelProfile(name="sleep", native_size=512, default_steps=10, default_guidance=7.5)
 PNG = b"\x89PNG\r\n\x1a\n"  # not a picture: nothing downstream decodes it here
@@ -163,7 +163,7 @@ async def run(counts: Sequence[int], cfg: Config) -> dict[str, Any]:
     """Deploy each replica count in turn and measure."""
     import ray
 
-    from generation.ray_backend import RayBackend
+    from generation.backends.ray_driver import RayBackend
 
     ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     by: dict[int, dict[str, float]] = {}

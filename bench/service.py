@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import report
-from generation.request import GenerationRequest
+from generation.prompts.request import GenerationRequest
 
 TICK_S = 0.005
 STALL_JOBS = 40
@@ -177,9 +177,9 @@ async def run(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) ->
     """Run the comparison and return the figures."""
     import torch
 
-    from generation.engine import DiffusersEngine
-    from generation.models import load_pipeline
-    from generation.service import GenerationService
+    from generation.backends.local import GenerationService
+    from generation.pipelines.engine import DiffusersEngine
+    from generation.pipelines.loading import load_pipeline
 
     model = load_pipeline("tiny", "cpu", cache_dir=cache_dir)
     engine = DiffusersEngine(model)
@@ -307,8 +307,8 @@ def measure_fixed_costs(model: Any, request: GenerationRequest) -> dict[str, flo
     service's worker does per job that the bare loop does not."""
     import numpy as np
 
-    from generation.preview import preview_png
-    from generation.results import encode_png
+    from generation.media.compose import encode_png
+    from generation.pipelines.preview import preview_png
 
     image = model.text2img(
         prompt=request.prompt, width=request.width, height=request.height, num_inference_steps=1
@@ -336,7 +336,7 @@ def main(argv: list[str]) -> int:
     if args.jobs < 1 or args.rounds < 1:
         parser.error("--jobs and --rounds must be at least 1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from generation.models import default_cache_dir
+    from generation.pipelines.loading import default_cache_dir
 
     cache = default_cache_dir(os.environ)  # $IMAGINE_CACHE or ~/.cache/imagine: the tiny model, built once
     figures = asyncio.run(run(args.jobs, args.rounds, args.size, args.steps, cache))

@@ -1,5 +1,6 @@
 """`ImagineBot`: the discord.py `Bot` subclass. It holds its dependencies (settings, store, backend,
-image store, clock, job runner), loads one cog per feature, registers the persistent buttons, syncs
+image store, clock, job runner) as `Services`, adds every command (`bot.commands.all_commands`),
+registers the persistent buttons, forwards clicks and reactions on results to `ResultActions`, syncs
 commands, and resumes unfinished work once connected. Process set-up lives in `bot.__main__`."""
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from typing import Any
 import discord
 from discord.ext import commands
 
+from bot.commands import all_commands
+from bot.commands.errors import ImagineTree
+from bot.commands.result_actions import ResultActions
+from bot.delivery.discord_outbox import DiscordOutbox
 from bot.dispatch import ClaimDispatcher, pg_signals_for
-from bot.errors import ImagineTree
 from bot.jobs import JobRunner, Outbox
-from bot.outbox import DiscordOutbox
+from bot.services import Services
 from bot.settings import Settings
-from bot.views import ButtonActions, ImageButton, RerollButton
-from generation.backend import GenerationBackend
-from generation.images import ImageStore
+from bot.views.result_buttons import ImageButton, RerollButton
+from generation.backends.protocol import GenerationBackend
+from generation.media.image_store import ImageStore
 from storage.interface import Store
 from storage.queue import JobQueue
 
@@ -88,18 +92,15 @@ class ImagineBot(commands.Bot):
                 lease_s=settings.job_lease_s,
                 clock=clock,
             )
-        self.button_actions: ButtonActions | None = None
+        self.services = Services(settings, store, backend, image_store, self.runner, clock)
+        self.button_actions = ResultActions(self.services)
         self.synced: list[discord.app_commands.AppCommand] = []
         self._resumed = False
         self.resumed = asyncio.Event()
 
     async def setup_hook(self) -> None:
-        from bot.cogs import admin, buttons, imagine, member
-
-        await self.add_cog(imagine.ImagineCog(self))
-        await self.add_cog(buttons.ButtonsCog(self))
-        await self.add_cog(admin.AdminCog(self))
-        await self.add_cog(member.MemberCog(self))
+        for command in all_commands(self.services):
+            self.tree.add_command(command)
         self.add_dynamic_items(ImageButton, RerollButton)
         guild = discord.Object(self.settings.sync_guild_id) if self.settings.sync_guild_id else None
         if guild is not None:
@@ -117,6 +118,12 @@ class ImagineBot(commands.Bot):
                 await self.runner.resume()
             finally:
                 self.resumed.set()
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        await self.button_actions.on_interaction(interaction)
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        await self.button_actions.on_raw_reaction_add(self, payload)
 
     async def close(self) -> None:
         await self.runner.close()

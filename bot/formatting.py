@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from generation.request import GenerationRequest, Mode
+from generation.prompts.request import GenerationRequest, Mode
 from storage.interface import LimitName, Limits, LimitsPatch, LimitsView, Refusal, Usage
 
 MAX_PROMPT_SHOWN = 1500

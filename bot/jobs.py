@@ -4,7 +4,7 @@ reserve (atomic, in the store) → submit to the backend → follow its events (
 step k of n with a preview; edits throttled) → save the PNGs → record them → deliver (retried with
 backoff while Discord or the network fails) → record the delivery. A failure or cancel sets the
 job's state, gives the spend back and tells the owner. Discord is behind the `Outbox` protocol
-(`bot.outbox.DiscordOutbox` implements it), so tests drive this with a fake one.
+(`bot.delivery.discord_outbox.DiscordOutbox` implements it), so tests drive this with a fake one.
 
 After a restart `resume()` delivers done-but-undelivered jobs and resubmits queued or running ones
 under the same id, from the stored request: nothing is spent twice, nothing delivered twice
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from bot.delivery.throttle import EditThrottle
 from bot.formatting import progress_text, queued_text, result_text
-from bot.throttle import EditThrottle
-from generation.backend import (
+from generation.backends.protocol import (
     GeneratedImage,
     GenerationBackend,
     GenerationError,
@@ -35,8 +35,8 @@ from generation.backend import (
     Queued,
     Started,
 )
-from generation.request import GenerationRequest
-from generation.results import fit_to_size, grid_2x2
+from generation.media.compose import fit_to_size, grid_2x2
+from generation.prompts.request import GenerationRequest
 from storage.interface import JobRecord, JobState, NewJob, Refusal, Reservation, Store
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class JobClaims(Protocol):
 
 
 class ResultImages(Protocol):
-    """What the runner needs of `generation.images.ImageStore`."""
+    """What the runner needs of `generation.media.image_store.ImageStore`."""
 
     def save_result(self, job_id: str, index: int, png: bytes) -> Path: ...
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from generation.options import OptimiseOptions, parse_optimise
+from generation.pipelines.options import OptimiseOptions, parse_optimise
 from storage.interface import Limits
 
 DEFAULT_MODEL_ID = "dreamlike-art/dreamlike-photoreal-2.0"

@@ -21,11 +21,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from generation.backend import GenerationError, GenerationResult, JobHandle, Progress, Queued, Started
-from generation.engine_api import Engine
-from generation.parser import PromptError, parse_prompt
-from generation.request import Mode, PromptOptions
-from generation.service import GenerationService
+from generation.backends.local import GenerationService
+from generation.backends.protocol import (
+    GenerationError,
+    GenerationResult,
+    JobHandle,
+    Progress,
+    Queued,
+    Started,
+)
+from generation.pipelines.contract import Engine
+from generation.prompts.parser import PromptError, parse_prompt
+from generation.prompts.request import Mode, PromptOptions
 
 DEFAULT_MODEL = "dreamlike-art/dreamlike-photoreal-2.0"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -66,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _engine_factory(model: str, device: str, cache_dir: Path | None, quiet: bool) -> Engine:
     # torch and diffusers are only imported here, in the worker thread
-    from generation.engine import DiffusersEngine
-    from generation.models import load_pipeline, resolve_device
+    from generation.pipelines.engine import DiffusersEngine
+    from generation.pipelines.loading import load_pipeline, resolve_device
 
     if quiet:
         from diffusers.utils import logging as diffusers_logging

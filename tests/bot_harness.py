@@ -25,9 +25,9 @@ from typing import Any
 
 from bot.client import ImagineBot
 from bot.settings import Settings
-from generation.engine_api import OutOfMemory
-from generation.images import ImageStore
-from generation.service import GenerationService
+from generation.backends.local import GenerationService
+from generation.media.image_store import ImageStore
+from generation.pipelines.contract import OutOfMemory
 from storage.interface import Limits
 from storage.sqlite import SqliteStore, open_store
 from tests.discord_loopback import Channel, DiscordLoopback, Guild, InteractionRecord, Member, Message
@@ -178,7 +178,7 @@ class BotWorld:
         wrapper = self.engine_wrapper
 
         def engine_factory() -> Any:
-            from generation.engine import DiffusersEngine
+            from generation.pipelines.engine import DiffusersEngine
 
             engine = DiffusersEngine(model)
             return wrapper(engine) if wrapper is not None else engine

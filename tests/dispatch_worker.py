@@ -32,11 +32,11 @@ from PIL import Image
 
 from bot.dispatch import ClaimDispatcher, pg_signals_for
 from bot.jobs import JobRunner, ResultPost
-from generation.backend import GeneratedImage
-from generation.engine_api import BatchInterrupted, StepCallback
-from generation.images import ImageStore
-from generation.request import GenerationRequest, ModelProfile
-from generation.service import GenerationService
+from generation.backends.local import GenerationService
+from generation.backends.protocol import GeneratedImage
+from generation.media.image_store import ImageStore
+from generation.pipelines.contract import BatchInterrupted, StepCallback
+from generation.prompts.request import GenerationRequest, ModelProfile
 from storage.interface import JobRecord, Limits, NewJob, Reservation
 from storage.postgres import open_pg_store
 

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from generation.backend import GeneratedImage
-from generation.engine_api import BatchInterrupted, Engine, StepCallback
-from generation.request import GenerationRequest, ModelProfile
+from generation.backends.protocol import GeneratedImage
+from generation.pipelines.contract import BatchInterrupted, Engine, StepCallback
+from generation.prompts.request import GenerationRequest, ModelProfile
 
 if TYPE_CHECKING:
-    from generation.ray_backend import RayBackend
+    from generation.backends.ray_driver import RayBackend
 
 PROFILE = ModelProfile(name="stand-in", native_size=64, default_steps=2, default_guidance=5.0)
 BATCH_CAP = 4
@@ -106,7 +106,7 @@ class NoSources:
 
 def stand_in_backend(app_name: str, replicas: int = 2, **options: Any) -> RayBackend:
     """A RayBackend deploying (or joining) `replicas` stand-in replicas as the Serve app `app_name`."""
-    from generation.ray_backend import RayBackend
+    from generation.backends.ray_driver import RayBackend
 
     return RayBackend(
         "stand-in",
@@ -125,7 +125,7 @@ async def main(args: argparse.Namespace) -> None:
 
     from bot.dispatch import ClaimDispatcher, pg_signals_for
     from bot.jobs import JobRunner
-    from generation.images import ImageStore
+    from generation.media.image_store import ImageStore
     from storage.interface import Limits
     from storage.postgres import open_pg_store
     from tests.dispatch_worker import PrintingOutbox, dump_tasks, emit

@@ -1,15 +1,16 @@
-"""`generation.batch_run.BatchRun`: the per-step checks, progress throttling and OutOfMemory split that
-the local worker and the Ray replica share. Run synchronously on a scripted engine and a fake clock."""
+"""`generation.scheduling.batch_run.BatchRun`: the per-step checks, progress throttling and OutOfMemory
+split that the local worker and the Ray replica share. Run synchronously on a scripted engine and a
+fake clock."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from generation.backend import GeneratedImage, GenerationResult, JobCancelled, JobFailed
-from generation.batch_run import CANCELLED, OUT_OF_MEMORY, BatchRun, Outcome, StepDone, outcome_for
-from generation.engine_api import BatchInterrupted, OutOfMemory, StepCallback
-from generation.request import GenerationRequest, ModelProfile
+from generation.backends.protocol import GeneratedImage, GenerationResult, JobCancelled, JobFailed
+from generation.pipelines.contract import BatchInterrupted, OutOfMemory, StepCallback
+from generation.prompts.request import GenerationRequest, ModelProfile
+from generation.scheduling.batch_run import CANCELLED, OUT_OF_MEMORY, BatchRun, Outcome, StepDone, outcome_for
 
 
 @dataclass

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bench.encode import bench_request, encode_all, noise_images
-from generation.results import read_parameters
+from generation.media.compose import read_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 

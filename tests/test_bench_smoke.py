@@ -113,7 +113,7 @@ def test_counted_unet_flops_match_the_known_size_of_sd15() -> None:
 
 def test_argument_parsing() -> None:
     from bench.gpu import parse_concurrency, variant_label
-    from generation.options import parse_optimise
+    from generation.pipelines.options import parse_optimise
 
     assert parse_concurrency("1,4,8,16") == [1, 4, 8, 16]
     for bad in ("", "0", "1,1", "-2"):

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from generation.results import read_parameters
+from generation.media.compose import read_parameters
 from storage.interface import JobState
 from tests.bot_harness import BotWorld, T, is_result
 from tests.discord_loopback import CommandNotPermitted, InteractionRecord, Message, Upload

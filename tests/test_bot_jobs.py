@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from bot.jobs import JobRunner, ResultPost, TokenGone, TransientDeliveryError, token_expiry
-from generation.backend import (
+from generation.backends.protocol import (
     GeneratedImage,
     GenerationResult,
     JobCancelled,
@@ -22,8 +22,8 @@ from generation.backend import (
     Queued,
     Started,
 )
-from generation.images import ImageStore
-from generation.request import GenerationRequest, ModelProfile
+from generation.media.image_store import ImageStore
+from generation.prompts.request import GenerationRequest, ModelProfile
 from storage.interface import JobRecord, JobState, Limits, LimitsPatch, NewJob, Refusal, Reservation, Scope
 from storage.sqlite import SqliteStore, open_store
 

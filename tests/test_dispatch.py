@@ -17,7 +17,7 @@ from PIL import Image
 
 from bot.dispatch import ClaimDispatcher, pg_signals_for
 from bot.jobs import JobRunner, ResultPost
-from generation.request import GenerationRequest
+from generation.prompts.request import GenerationRequest
 from storage.interface import JobRecord, JobState, NewJob, Reservation
 from tests.pg_fixtures import DEFAULTS, PostgresStore, open_pg_store
 from tests.worker_process import WorkerProcess, deliveries_until
@@ -238,7 +238,7 @@ async def test_shard_settings_make_an_auto_sharded_bot_with_a_dispatcher_on_post
 
     from bot.client import ImagineBot, bot_class
     from bot.settings import settings_from_mapping
-    from generation.images import ImageStore
+    from generation.media.image_store import ImageStore
 
     plain = settings_from_mapping({"DISCORD_TOKEN": "t"})
     sharded = settings_from_mapping({"DISCORD_TOKEN": "t", "SHARD_COUNT": "4", "SHARD_IDS": "1,3"})

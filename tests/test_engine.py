@@ -12,19 +12,19 @@ import pytest
 import torch
 from PIL import Image
 
-from generation import engine as engine_module
-from generation.backend import GeneratedImage
-from generation.engine import (
+from generation.backends.protocol import GeneratedImage
+from generation.media.compose import encode_png
+from generation.pipelines import engine as engine_module
+from generation.pipelines.contract import BatchInterrupted, OutOfMemory, PreviewFn
+from generation.pipelines.engine import (
     CPU_MAX_BATCH_IMAGES,
     ENCODE_WORKERS,
     DiffusersEngine,
     encode_images,
     warm_up_shapes,
 )
-from generation.engine_api import BatchInterrupted, OutOfMemory, PreviewFn
-from generation.preview import preview_png
-from generation.request import Mode
-from generation.results import encode_png
+from generation.pipelines.preview import preview_png
+from generation.prompts.request import Mode
 from tests.fixtures_generation import png_pixels, tiny_request, tiny_source_png
 
 pytest_plugins = ["tests.fixtures_generation"]

@@ -21,7 +21,7 @@ require_ray()
 
 import ray  # noqa: E402
 
-from generation.ray_backend import RayBackend  # noqa: E402
+from generation.backends.ray_driver import RayBackend  # noqa: E402
 from storage.interface import JobState, NewJob, Reservation  # noqa: E402
 from tests.pg_fixtures import DEFAULTS, open_pg_store  # noqa: E402
 from tests.scale_out_worker import request, stand_in_backend  # noqa: E402

@@ -3,7 +3,8 @@
 
 `load_pipeline` goes through `AutoPipelineForText2Image.from_pretrained` for every model, `tiny`
 included (it is built once, saved with `save_pretrained` into a cache folder, then loaded back), so
-tests run the same loading path as real models. Only this module and `generation.engine` import torch.
+tests run the same loading path as real models. Only this module and `generation.pipelines.engine`
+import torch.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from diffusers import (
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from generation.options import OptimiseOptions
-from generation.request import ModelProfile
+from generation.pipelines.options import OptimiseOptions
+from generation.prompts.request import ModelProfile
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import discord
 
-from bot.ids import INDEXED_TEMPLATE, REROLL_TEMPLATE, Action, ButtonRef, make_custom_id
+from bot.views.custom_ids import INDEXED_TEMPLATE, REROLL_TEMPLATE, Action, ButtonRef, make_custom_id
 
 REROLL_EMOJI = "🔄"
 

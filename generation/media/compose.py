@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from PIL import Image, PngImagePlugin
 
-from generation.request import GenerationRequest, Mode
+from generation.prompts.request import GenerationRequest, Mode
 
 DEFAULT_SAMPLER = "Euler a"
 PARAMETERS_KEY = "parameters"

@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from generation.request import (
+from generation.prompts.request import (
     IMG2IMG_STRENGTH,
     MAX_IMAGES,
     SEED_MODULUS,

@@ -1,6 +1,6 @@
 """The small interface between the bot and whatever runs generations.
 
-`bot/` talks only to `GenerationBackend`. The local backend (`generation.service.GenerationService`)
+`bot/` talks only to `GenerationBackend`. The local backend (`generation.backends.local.GenerationService`)
 runs a worker thread in this process; a cluster backend can replace it without touching `bot/`.
 """
 
@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from generation.request import GenerationRequest, ModelProfile
+from generation.prompts.request import GenerationRequest, ModelProfile
 
 
 class GenerationError(Exception):

@@ -6,7 +6,7 @@ next job fairly, adds waiting jobs with an equal `batch_key()` (in fair order, u
 cap) and hands the batch to the worker through a `queue.Queue`. The worker runs `engine.run_batch`
 and reports progress and results back with `loop.call_soon_threadsafe`; the loop never waits on it.
 
-Faults (the per-step checks and the OutOfMemory split are `generation.batch_run.BatchRun`'s, shared
+Faults (the per-step checks and the OutOfMemory split are `generation.scheduling.batch_run.BatchRun`'s, shared
 with the Ray replica):
 - a batch that raises fails its own jobs with `JobFailed("generation failed: <Type>")` (traceback
   logged); the worker goes on with the next batch.
@@ -44,17 +44,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from generation.backend import (
+from generation.backends.protocol import (
     JobCancelled,
     JobFailed,
     Progress,
     Started,
 )
-from generation.batch_run import BatchRun, StepDone, outcome_for, timeout_message
-from generation.engine_api import Engine
-from generation.jobs import Job, SourceImages
-from generation.request import ModelProfile
-from generation.scheduling import SHUTDOWN_MESSAGE, JobScheduler
+from generation.pipelines.contract import Engine
+from generation.prompts.request import ModelProfile
+from generation.scheduling.batch_run import BatchRun, StepDone, outcome_for, timeout_message
+from generation.scheduling.job_state import Job, SourceImages
+from generation.scheduling.scheduler import SHUTDOWN_MESSAGE, JobScheduler
 
 log = logging.getLogger(__name__)
 

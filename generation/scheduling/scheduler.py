@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 
-from generation.backend import GenerationResult, JobCancelled, Queued
-from generation.fairqueue import FairQueue
-from generation.jobs import Handle, Job, mark_retrieved
-from generation.request import GenerationRequest
+from generation.backends.protocol import GenerationResult, JobCancelled, Queued
+from generation.prompts.request import GenerationRequest
+from generation.scheduling.fairqueue import FairQueue
+from generation.scheduling.job_state import Handle, Job, mark_retrieved
 
 SHUTDOWN_MESSAGE = "the generator is shutting down"
 

@@ -1,6 +1,6 @@
 """Generation requests: the frozen value every other part passes around.
 
-`GenerationRequest` says exactly what to draw; `parse_prompt` (in `generation.parser`) builds one
+`GenerationRequest` says exactly what to draw; `parse_prompt` (in `generation.prompts.parser`) builds one
 from a member's text and slash options. Nothing here imports torch or Discord.
 """
 

@@ -1,4 +1,4 @@
-"""The Ray Serve deployment behind `generation.ray_backend`: one replica = one loaded engine.
+"""The Ray Serve deployment behind `generation.backends.ray_driver`: one replica = one loaded engine.
 
 Each replica builds its engine once (`engine_factory()`, e.g. `DiffusersEngine(load_pipeline(...))`)
 and runs one batch at a time on its own engine thread (pipelines are not thread-safe). The driver's
@@ -11,7 +11,7 @@ scheduler sends a whole batch as ONE streaming call, `run(BatchCall)`, which yie
 Stopping: the pipeline runs in a thread, so cancelling the call (`DeploymentResponseGenerator.cancel()`,
 which reaches this coroutine as `asyncio.CancelledError`) sets a per-batch stop flag that the step
 callback checks: the pipeline stops at its next step. The step checks, the time limit and the
-`OutOfMemory` split are `generation.batch_run.BatchRun`'s, as in the local service.
+`OutOfMemory` split are `generation.scheduling.batch_run.BatchRun`'s, as in the local service.
 
 Only the engine factory imports torch/diffusers, inside the replica process.
 """
@@ -31,10 +31,10 @@ from typing import Any, Protocol
 import ray
 from ray import serve
 
-from generation.batch_run import BatchRun, Outcome, StepDone
-from generation.engine_api import Engine
-from generation.options import OptimiseOptions
-from generation.request import GenerationRequest, ModelProfile
+from generation.pipelines.contract import Engine
+from generation.pipelines.options import OptimiseOptions
+from generation.prompts.request import GenerationRequest, ModelProfile
+from generation.scheduling.batch_run import BatchRun, Outcome, StepDone
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class DiffusersFactory:
     options: OptimiseOptions | None = None
 
     def __call__(self) -> Engine:
-        from generation.engine import DiffusersEngine
+        from generation.pipelines.engine import DiffusersEngine
 
         return DiffusersEngine.load(
             self.model_id, self.device, cache_dir=self.cache_dir, options=self.options

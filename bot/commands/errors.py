@@ -9,11 +9,11 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from generation.images import ImageStoreError, InvalidImage
-from generation.parser import PromptError
+from generation.media.image_store import ImageStoreError, InvalidImage
+from generation.prompts.parser import PromptError
 from storage.interface import StorageError
 
-log = logging.getLogger("bot.errors")
+log = logging.getLogger("bot.commands.errors")
 
 APOLOGY = "Sorry, something went wrong on my side. It has been logged; please try again."
 

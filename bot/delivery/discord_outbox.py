@@ -13,7 +13,7 @@ import aiohttp
 import discord
 
 from bot.jobs import DEFAULT_UPLOAD_LIMIT, OutFile, ResultPost, TokenGone, TransientDeliveryError
-from bot.views import result_view
+from bot.views.result_buttons import result_view
 from storage.interface import JobRecord
 
 # discord.py formats the message id into the URL; "@original" addresses the interaction's response.

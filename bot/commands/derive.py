@@ -1,6 +1,6 @@
 """Requests made from a stored result: variations, upscales, rerolls (Discord-free).
 
-The rules themselves (strengths, upscale size) are `generation.request`'s derivations."""
+The rules themselves (strengths, upscale size) are `generation.prompts.request`'s derivations."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.errors import UserError
-from bot.ids import Action, ButtonRef
-from generation.request import (
+from bot.commands.errors import UserError
+from bot.views.custom_ids import Action, ButtonRef
+from generation.prompts.request import (
     SEED_MODULUS,
     GenerationRequest,
     ModelProfile,

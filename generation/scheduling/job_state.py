@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from generation.backend import GenerationResult, JobEvent, Progress, Queued
-from generation.request import GenerationRequest
+from generation.backends.protocol import GenerationResult, JobEvent, Progress, Queued
+from generation.prompts.request import GenerationRequest
 
 
 class SourceImages(Protocol):

@@ -1,14 +1,15 @@
 """`RayBackend`: the `GenerationBackend` over GPU workers on a Ray Serve deployment.
 
-Fairness and batching stay here, in the driver (the bot's process), not in Ray: the scheduler picks
-the next jobs fairly (`generation.fairqueue.FairQueue.pop_batch`, the same rule as the local service:
-the next job fairly plus later compatible ones in fair order, up to the batch image cap) and sends each
-batch as ONE streaming call to `generation.ray_replica.ImagineReplica.run`, only while a replica has a
-free slot. Free slots = replicas × `max_ongoing` (the deployment's `max_ongoing_requests`, 1 by
-default: one batch per replica at a time, so Serve's router can only place a batch on an idle replica
-and nothing is committed to Ray's first-come-first-served queues). With `max_ongoing=2` a second batch
-waits inside the replica behind the running one (hides the dispatch round trip; costs a little
-fairness, since that batch is chosen one batch earlier). `@serve.batch` is not used.
+Fairness and batching stay here, in the driver (the bot's process), not in Ray: the scheduler picks the
+next jobs fairly (`generation.scheduling.fairqueue.FairQueue.pop_batch`, the same rule as the local
+service: the next job fairly plus later compatible ones in fair order, up to the batch image cap) and
+sends each batch as ONE streaming call to `generation.backends.ray_replica.ImagineReplica.run`, only
+while a replica has a free slot. Free slots = replicas × `max_ongoing` (the deployment's
+`max_ongoing_requests`, 1 by default: one batch per replica at a time, so Serve's router can only place
+a batch on an idle replica and nothing is committed to Ray's first-come-first-served queues). With
+`max_ongoing=2` a second batch waits inside the replica behind the running one (hides the dispatch round
+trip; costs a little fairness, since that batch is chosen one batch earlier). `@serve.batch` is not
+used.
 
 Source images are read on the driver (`image_store.get`) and sent in the call.
 
@@ -53,19 +54,14 @@ from typing import Any, cast
 import ray
 from ray import serve
 
-from generation.backend import (
+from generation.backends.protocol import (
     GenerationResult,
     JobCancelled,
     JobFailed,
     Progress,
     Started,
 )
-from generation.batch_run import StepDone, outcome_for, timeout_message
-
-# The job state, its handle and event streams are the local service's, so both backends behave alike.
-from generation.jobs import Job, SourceImages
-from generation.options import OptimiseOptions
-from generation.ray_replica import (
+from generation.backends.ray_replica import (
     BatchCall,
     BatchDone,
     DiffusersFactory,
@@ -74,8 +70,13 @@ from generation.ray_replica import (
     ReplicaStarted,
     TokenCounter,
 )
-from generation.request import GenerationRequest, ModelProfile
-from generation.scheduling import SHUTDOWN_MESSAGE, JobScheduler
+from generation.pipelines.options import OptimiseOptions
+from generation.prompts.request import GenerationRequest, ModelProfile
+from generation.scheduling.batch_run import StepDone, outcome_for, timeout_message
+
+# The job state, its handle and event streams are the local service's, so both backends behave alike.
+from generation.scheduling.job_state import Job, SourceImages
+from generation.scheduling.scheduler import SHUTDOWN_MESSAGE, JobScheduler
 
 log = logging.getLogger(__name__)
 

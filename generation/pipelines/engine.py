@@ -25,12 +25,13 @@ from typing import Any
 import torch
 from PIL import Image, ImageOps
 
-from generation.backend import GeneratedImage
-from generation.engine_api import BatchInterrupted, OutOfMemory, PreviewFn, StepCallback
-from generation.models import LoadedModel, SafetyCheck, load_pipeline
-from generation.options import OptimiseOptions
-from generation.preview import preview_png
-from generation.request import (
+from generation.backends.protocol import GeneratedImage
+from generation.media.compose import encode_png
+from generation.pipelines.contract import BatchInterrupted, OutOfMemory, PreviewFn, StepCallback
+from generation.pipelines.loading import LoadedModel, SafetyCheck, load_pipeline
+from generation.pipelines.options import OptimiseOptions
+from generation.pipelines.preview import preview_png
+from generation.prompts.request import (
     UPSCALE_STRENGTH,
     VARIATION_STRENGTH,
     GenerationRequest,
@@ -39,13 +40,12 @@ from generation.request import (
     size_unit,
     snap_size,
 )
-from generation.results import encode_png
 
 log = logging.getLogger(__name__)
 
 CPU_MAX_BATCH_IMAGES = 8
 GPU_MAX_BATCH_IMAGES = 16
-IMG2IMG_DEFAULT_STRENGTH = 0.6  # as generation.request.IMG2IMG_STRENGTH
+IMG2IMG_DEFAULT_STRENGTH = 0.6  # as generation.prompts.request.IMG2IMG_STRENGTH
 
 # Memory estimate for max_batch_images on CUDA (fp16, SDPA attention, VAE slicing on). Not measured on
 # every card: a conservative rule of thumb from SD 1.5 at 512×512 (≈ 0.35 GiB of UNet activations per
@@ -72,7 +72,7 @@ SAMPLER_NAMES = {
 
 
 class DiffusersEngine:
-    """The `generation.engine_api.Engine` over a loaded diffusers model."""
+    """The `generation.pipelines.contract.Engine` over a loaded diffusers model."""
 
     def __init__(self, model: LoadedModel, *, safety_checker: SafetyCheck | None = None) -> None:
         """`safety_checker` replaces the model's own checker (tests inject one that flags chosen images)."""

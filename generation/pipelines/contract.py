@@ -1,6 +1,7 @@
-"""The contract between the scheduler (`generation.service`) and the module that drives diffusers.
+"""The contract between the scheduler (`generation.backends.local`) and the module that drives diffusers.
 
-Only `generation.engine` and `generation.models` import torch; the scheduler sees this Protocol.
+Only `generation.pipelines.engine` and `generation.pipelines.loading` import torch; the scheduler sees
+this Protocol.
 """
 
 from __future__ import annotations
@@ -8,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from generation.backend import GeneratedImage
-from generation.request import GenerationRequest, ModelProfile
+from generation.backends.protocol import GeneratedImage
+from generation.prompts.request import GenerationRequest, ModelProfile
 
 PreviewFn = Callable[[int], bytes]
 """preview(i) renders a small PNG of request i's first image so far, cheaply from the latents."""

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from generation.backend import GeneratedImage, GenerationResult, JobCancelled, JobFailed
-from generation.engine_api import BatchInterrupted, Engine, OutOfMemory, PreviewFn
-from generation.request import GenerationRequest
+from generation.backends.protocol import GeneratedImage, GenerationResult, JobCancelled, JobFailed
+from generation.pipelines.contract import BatchInterrupted, Engine, OutOfMemory, PreviewFn
+from generation.prompts.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ OPTIMISE_FLAGS = {"channels_last": "channels_last", "fuse_qkv": "fuse_qkv", "com
 
 @dataclass(frozen=True)
 class OptimiseOptions:
-    """Speed options applied after loading. All off on CPU; see `generation.models.optimise`."""
+    """Speed options applied after loading. All off on CPU; see `generation.pipelines.loading.optimise`."""
 
     xformers: bool = True  # only if xformers imports and the device is CUDA
     vae_slicing: bool = True  # decode a batch one image at a time (lower peak memory, same pixels)

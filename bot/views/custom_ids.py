@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
-from generation.request import MAX_IMAGES
+from generation.prompts.request import MAX_IMAGES
 
 JOB_ID_PATTERN = r"[0-9a-f]{12}"
 _JOB_ID_RE = re.compile(rf"^{JOB_ID_PATTERN}$")
