@@ -18,13 +18,15 @@ from bot.commands import all_commands
 from bot.commands.errors import ImagineTree
 from bot.commands.result_actions import ResultActions
 from bot.delivery.discord_outbox import DiscordOutbox
-from bot.dispatch import ClaimDispatcher, pg_signals_for
-from bot.jobs import JobRunner, Outbox
 from bot.services import Services
 from bot.settings import Settings
 from bot.views.result_buttons import ImageButton, RerollButton
 from generation.backends.protocol import GenerationBackend
 from generation.media.image_store import ImageStore
+from jobs.claims import ClaimSource, pg_signals_for
+from jobs.delivery import Outbox
+from jobs.runner import JobRunner
+from jobs.sources import InProcessSource, JobSource
 from storage.interface import Store
 from storage.queue import JobQueue
 
@@ -37,6 +39,19 @@ def bot_intents() -> discord.Intents:
     intents.guilds = True
     intents.guild_reactions = True
     return intents
+
+
+def job_source(settings: Settings, store: Store, clock: Callable[[], float]) -> JobSource:
+    """Claims on the shared queue when the store is one (PostgreSQL), else this process's own queue."""
+    if isinstance(store, JobQueue):  # a shared store: its jobs table is every process's queue
+        return ClaimSource(
+            store,
+            signals=pg_signals_for(store),
+            capacity=settings.dispatch_capacity,
+            lease_s=settings.job_lease_s,
+            clock=clock,
+        )
+    return InProcessSource(store)
 
 
 class ImagineBot(commands.Bot):
@@ -79,19 +94,10 @@ class ImagineBot(commands.Bot):
             backend,
             image_store,
             outbox or DiscordOutbox(self),
+            source=job_source(settings, store, clock),
             clock=clock,
             edit_interval_s=edit_interval_s,
         )
-        self.dispatcher: ClaimDispatcher | None = None
-        if isinstance(store, JobQueue):  # a shared store: its jobs table is every process's queue
-            self.dispatcher = ClaimDispatcher(
-                store,
-                self.runner,
-                signals=pg_signals_for(store),
-                capacity=settings.dispatch_capacity,
-                lease_s=settings.job_lease_s,
-                clock=clock,
-            )
         self.services = Services(settings, store, backend, image_store, self.runner, clock)
         self.button_actions = ResultActions(self.services)
         self.synced: list[discord.app_commands.AppCommand] = []

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.jobs import JobRunner
 from bot.settings import Settings
 from generation.backends.protocol import GenerationBackend
 from generation.media.image_store import ImageStore
+from jobs.runner import JobRunner
 from storage.interface import Store
 
 

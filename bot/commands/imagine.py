@@ -16,13 +16,14 @@ from discord.app_commands import Range
 
 from bot.blocklist import find_blocked
 from bot.commands.errors import UserError, member_role_ids, send_private
-from bot.formatting import quote, refusal_text
-from bot.jobs import token_expiry
+from bot.formatting import refusal_text
 from bot.services import Services
 from bot.views.custom_ids import new_job_id
 from generation.media.image_store import decode_image
 from generation.prompts.parser import ASPECT_CHOICES, parse_prompt
 from generation.prompts.request import PromptOptions
+from jobs.delivery import token_expiry
+from jobs.messages import quote
 from storage.interface import NewJob, Refusal
 
 PENDING_SOURCE = "0" * 64  # stands in for the source picture's hash until it is read (after the defer)

@@ -16,10 +16,10 @@ import discord
 from bot.commands.derive import check_parent, derive, source_bytes
 from bot.commands.errors import UserError, member_role_ids, report_error, send_private
 from bot.formatting import refusal_text
-from bot.jobs import token_expiry
 from bot.services import Services
 from bot.views.custom_ids import CUSTOM_ID_PREFIX, Action, ButtonRef, new_job_id, parse_custom_id
 from bot.views.result_buttons import REROLL_EMOJI
+from jobs.delivery import token_expiry
 from storage.interface import NewJob, Refusal, Reservation, StorageError
 
 log = logging.getLogger(__name__)

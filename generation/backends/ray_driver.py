@@ -22,7 +22,7 @@ replicas × `max_ongoing` as its own, so with N drivers up to N × that many bat
 once; the excess waits in Serve's handle queue (first come first served between drivers) until a
 replica is free, and that wait counts against the batch's time limit. Fairness across processes is
 kept before that point, by the shared queue's claim order and each dispatcher's small `capacity`
-(`bot.dispatch.ClaimDispatcher`). Two processes starting at the same moment may both deploy; the
+(`jobs.claims.ClaimSource`). Two processes starting at the same moment may both deploy; the
 second deploy updates the app in place (a broken stream is requeued, as for a lost replica).
 
 Cancel: a waiting job leaves the queue. A member of a running batch is settled `JobCancelled` at once
