@@ -44,7 +44,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -135,10 +134,10 @@ class RayBackend(JobScheduler):
         max_attempts: int = 3,
     ) -> None:
         """`replicas` (fixed) or `autoscale=(min, max)`; neither: one replica. `address`: the cluster to
-        join (else `$RAY_ADDRESS`, else a local cluster; a process already connected to Ray stays on
-        its cluster). `engine_factory` replaces `DiffusersFactory(model_id, device, cache_dir, optimise)`
-        (stand-in engines for tests and benchmarks). `replica_cpus`: CPUs Ray reserves per replica
-        (None: Serve's default of 1)."""
+        join (else Ray's default: `$RAY_ADDRESS` as Ray reads it, else a local cluster; a process
+        already connected to Ray stays on its cluster). `engine_factory` replaces
+        `DiffusersFactory(model_id, device, cache_dir, optimise)` (stand-in engines for tests and
+        benchmarks). `replica_cpus`: CPUs Ray reserves per replica (None: Serve's default of 1)."""
         if replicas is not None and autoscale is not None:
             raise ValueError("give replicas or autoscale, not both")
         if replicas is not None and replicas < 1:
@@ -255,8 +254,8 @@ class RayBackend(JobScheduler):
         if ray.is_initialized():
             log.info("using this process's Ray connection")
         else:
-            address = self._address or os.environ.get("RAY_ADDRESS") or None
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+            # address None: Ray's own default (a RAY_ADDRESS it was started with, else a local cluster)
+            ray.init(address=self._address, include_dashboard=False, logging_level=logging.WARNING)
             self._owns_ray = True
         serve.start(proxy_location="Disabled")
 

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import ray
 from ray import serve
 
+from generation.backends.protocol import JobFailed
 from generation.pipelines.contract import Engine
 from generation.pipelines.options import OptimiseOptions
 from generation.prompts.request import GenerationRequest, ModelProfile
@@ -118,7 +119,7 @@ def run_call(
 ) -> list[Outcome]:
     """Run `call` on `engine` (in the engine's thread) with `BatchRun`: progress through `emit`, the
     stop flag and the time limit checked at every step. Never raises."""
-    outcomes: list[Outcome] = ["generation failed: not run"] * len(call.requests)
+    outcomes: list[Outcome] = [JobFailed("generation failed: not run")] * len(call.requests)
 
     def settle(index: int, outcome: Outcome) -> None:
         outcomes[index] = outcome

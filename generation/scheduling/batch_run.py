@@ -27,14 +27,14 @@ log = logging.getLogger(__name__)
 CANCELLED = "cancelled"
 OUT_OF_MEMORY = "ran out of GPU memory"
 
-Outcome = tuple[GeneratedImage, ...] | str
-"""A request's images, or the message its job fails with (`CANCELLED`: the job was cancelled)."""
+Outcome = tuple[GeneratedImage, ...] | JobFailed | JobCancelled
+"""A request's images, or how its job ended without them (plain values: they cross to Ray's driver)."""
 
 
 def outcome_for(job_id: str, outcome: Outcome) -> GenerationResult | JobFailed | JobCancelled:
-    """What the job's future ends with: its result, `JobCancelled`, or `JobFailed(message)`."""
-    if isinstance(outcome, str):
-        return JobCancelled(outcome) if outcome == CANCELLED else JobFailed(outcome)
+    """What the job's future ends with: its result, or the `JobCancelled` / `JobFailed` it ended with."""
+    if isinstance(outcome, JobFailed | JobCancelled):
+        return outcome
     return GenerationResult(job_id, outcome)
 
 
@@ -93,14 +93,14 @@ class BatchRun:
 
     def _run_group(self, indices: list[int]) -> None:
         wanted = [i for i in indices if not self.cancelled(i)]
-        self._end([i for i in indices if i not in wanted], CANCELLED)
+        self._end([i for i in indices if i not in wanted], JobCancelled(CANCELLED))
         if not wanted:
             return
         if self.stopped():
-            self._end(wanted, CANCELLED)
+            self._end(wanted, JobCancelled(CANCELLED))
             return
         if self.clock() > self.deadline:
-            self._end(wanted, timeout_message(self.timeout_s))
+            self._end(wanted, JobFailed(timeout_message(self.timeout_s)))
             return
         timed_out = False
 
@@ -132,7 +132,7 @@ class BatchRun:
         except OutOfMemory:
             if len(wanted) == 1:
                 log.warning("%s: request %d ran out of memory alone", self.label, wanted[0])
-                self._end(wanted, OUT_OF_MEMORY)
+                self._end(wanted, JobFailed(OUT_OF_MEMORY))
                 return
             log.warning("%s: %d requests ran out of memory together; splitting", self.label, len(wanted))
             half = len(wanted) // 2
@@ -140,15 +140,17 @@ class BatchRun:
             self._run_group(wanted[half:])
             return
         except BatchInterrupted:
-            self._end(wanted, timeout_message(self.timeout_s) if timed_out else CANCELLED)
+            self._end(
+                wanted, JobFailed(timeout_message(self.timeout_s)) if timed_out else JobCancelled(CANCELLED)
+            )
             return
         except Exception as exc:
             log.exception("%s failed", self.label)
-            self._end(wanted, f"generation failed: {type(exc).__name__}")
+            self._end(wanted, JobFailed(f"generation failed: {type(exc).__name__}"))
             return
         if len(out) != len(wanted):
             log.error("%s: the engine returned %d results for %d requests", self.label, len(out), len(wanted))
-            self._end(wanted, "generation failed: wrong number of results")
+            self._end(wanted, JobFailed("generation failed: wrong number of results"))
             return
         for i, images in zip(wanted, out, strict=True):
             self.settle(i, tuple(images))
@@ -165,6 +167,6 @@ class BatchRun:
             log.exception("%s: preview failed", self.label)
             return None
 
-    def _end(self, indices: Sequence[int], message: str) -> None:
+    def _end(self, indices: Sequence[int], ending: JobFailed | JobCancelled) -> None:
         for i in indices:
-            self.settle(i, message)
+            self.settle(i, ending)
