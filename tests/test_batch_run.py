@@ -4,7 +4,7 @@ fake clock."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from generation.backends.protocol import GeneratedImage, GenerationResult, JobCancelled, JobFailed
@@ -85,23 +85,46 @@ CANCELLED_ENDING = Ended(JobCancelled, CANCELLED)
 
 @dataclass
 class Recorder:
+    """`BatchMembers` that records steps and outcomes; `run()` may replace its flags and `report`."""
+
     steps: list[StepDone] = field(default_factory=list)
     outcomes: dict[int, list[tuple[GeneratedImage, ...] | Ended]] = field(default_factory=dict)
+    is_stopped: Callable[[], bool] = lambda: False
+    is_cancelled: Callable[[int], bool] = lambda i: False
+    is_watched: Callable[[int], bool] = lambda i: True
+    on_report: Callable[[StepDone], None] | None = None
 
-    def settle(self, index: int, outcome: Outcome) -> None:
+    def stopped(self) -> bool:
+        return self.is_stopped()
+
+    def cancelled(self, i: int) -> bool:
+        return self.is_cancelled(i)
+
+    def watched(self, i: int) -> bool:
+        return self.is_watched(i)
+
+    def report(self, step: StepDone) -> None:
+        (self.on_report or self.steps.append)(step)
+
+    def settle(self, i: int, outcome: Outcome) -> None:
         recorded = outcome if isinstance(outcome, tuple) else Ended(type(outcome), str(outcome))
-        self.outcomes.setdefault(index, []).append(recorded)
+        self.outcomes.setdefault(i, []).append(recorded)
+
+
+MEMBER_OPTIONS = {
+    "stopped": "is_stopped",
+    "cancelled": "is_cancelled",
+    "watched": "is_watched",
+    "report": "on_report",
+}
 
 
 def run(engine: ScriptedEngine, reqs: list[GenerationRequest], rec: Recorder, **options: object) -> None:
-    defaults: dict[str, object] = {
-        "deadline": 1e9,
-        "timeout_s": 60.0,
-        "clock": engine.clock,
-        "report": rec.steps.append,
-        "settle": rec.settle,
-    }
-    BatchRun(engine, reqs, [None] * len(reqs), **(defaults | options)).run()  # type: ignore[arg-type]
+    for option, attribute in MEMBER_OPTIONS.items():
+        if option in options:
+            setattr(rec, attribute, options.pop(option))
+    defaults: dict[str, object] = {"deadline": 1e9, "timeout_s": 60.0, "clock": engine.clock}
+    BatchRun(engine, reqs, [None] * len(reqs), rec, **(defaults | options)).run()  # type: ignore[arg-type]
 
 
 def test_progress_is_reported_once_per_interval_and_always_at_the_last_step() -> None:

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from generation.backends.protocol import GeneratedImage, GenerationResult, JobCancelled, JobFailed
 from generation.pipelines.contract import BatchInterrupted, Engine, OutOfMemory, PreviewFn
@@ -53,32 +54,42 @@ class StepDone:
     previews: dict[int, bytes | None] = field(default_factory=dict)
 
 
-def _never(*_args: object) -> bool:
-    return False
+class BatchMembers(Protocol):
+    """The requests' side of a run: what `BatchRun` reads of them and reports to them, from the
+    engine's thread at every step. `i` is a request's index in the batch."""
 
+    def stopped(self) -> bool:
+        """The whole batch is abandoned (cancelled call, watchdog, shutdown)."""
+        ...
 
-def _always(*_args: object) -> bool:
-    return True
+    def cancelled(self, i: int) -> bool:
+        """Request i is no longer wanted (the batch stops once none is)."""
+        ...
+
+    def watched(self, i: int) -> bool:
+        """Someone would see request i's previews."""
+        ...
+
+    def report(self, step: StepDone) -> None:
+        """Progress of the requests named in `step.previews`."""
+        ...
+
+    def settle(self, i: int, outcome: Outcome) -> None:
+        """Request i ended (exactly once per request)."""
+        ...
 
 
 @dataclass
 class BatchRun:
-    """One batch of requests with equal `batch_key()` (see the module docstring).
-
-    `stopped()`: the whole batch is abandoned (cancelled call, watchdog, shutdown). `cancelled(i)`:
-    request i is no longer wanted (the batch stops once none is). `watched(i)`: someone would see
-    request i's previews. All three are read from the engine's thread at every step."""
+    """One batch of requests with equal `batch_key()` (see the module docstring), reporting to
+    `members`."""
 
     engine: Engine
     requests: Sequence[GenerationRequest]
     sources: Sequence[bytes | None]
+    members: BatchMembers
     deadline: float  # on `clock`
     timeout_s: float  # for the message of a job that passes `deadline`
-    report: Callable[[StepDone], None]
-    settle: Callable[[int, Outcome], None]
-    stopped: Callable[[], bool] = _never
-    cancelled: Callable[[int], bool] = _never
-    watched: Callable[[int], bool] = _always
     clock: Callable[[], float] = time.monotonic
     preview_interval_s: float = 0.5
     progress_interval_s: float = 0.25
@@ -92,11 +103,11 @@ class BatchRun:
         self._run_group(list(range(len(self.requests))))
 
     def _run_group(self, indices: list[int]) -> None:
-        wanted = [i for i in indices if not self.cancelled(i)]
+        wanted = [i for i in indices if not self.members.cancelled(i)]
         self._end([i for i in indices if i not in wanted], JobCancelled(CANCELLED))
         if not wanted:
             return
-        if self.stopped():
+        if self.members.stopped():
             self._end(wanted, JobCancelled(CANCELLED))
             return
         if self.clock() > self.deadline:
@@ -106,13 +117,13 @@ class BatchRun:
 
         def on_step(step: int, total: int, preview: PreviewFn) -> bool:
             nonlocal timed_out
-            if self.stopped():
+            if self.members.stopped():
                 return False
             now = self.clock()
             if now > self.deadline:
                 timed_out = True
                 return False
-            live = [(local, i) for local, i in enumerate(wanted) if not self.cancelled(i)]
+            live = [(local, i) for local, i in enumerate(wanted) if not self.members.cancelled(i)]
             if not live:
                 return False
             reported = {}
@@ -122,7 +133,7 @@ class BatchRun:
                     self._last_report[i] = now
                     reported[i] = png
             if reported:
-                self.report(StepDone(step, total, reported))
+                self.members.report(StepDone(step, total, reported))
             return True
 
         try:
@@ -153,12 +164,16 @@ class BatchRun:
             self._end(wanted, JobFailed("generation failed: wrong number of results"))
             return
         for i, images in zip(wanted, out, strict=True):
-            self.settle(i, tuple(images))
+            self.members.settle(i, tuple(images))
 
     def _preview(
         self, i: int, local: int, step: int, total: int, now: float, preview: PreviewFn
     ) -> bytes | None:
-        if step >= total or not self.watched(i) or now - self._last_preview[i] < self.preview_interval_s:
+        if (
+            step >= total
+            or not self.members.watched(i)
+            or now - self._last_preview[i] < self.preview_interval_s
+        ):
             return None
         self._last_preview[i] = now
         try:
@@ -169,4 +184,4 @@ class BatchRun:
 
     def _end(self, indices: Sequence[int], ending: JobFailed | JobCancelled) -> None:
         for i in indices:
-            self.settle(i, ending)
+            self.members.settle(i, ending)
