@@ -16,7 +16,7 @@ the stored job is the queue. Each process's runner has one claim source, which
 - wakes on a NOTIFY that any process sends when a job is queued or put back, with a slow poll as the
   fallback, so it never spins.
 
-The delivery lock is a PostgreSQL session advisory lock on the dispatcher's own connection, so it ends
+The delivery lock is a PostgreSQL session advisory lock on the claim source's own connection, so it ends
 with the process (`PgSignals`). A crash after the post and before `record_delivery` can still post one
 job twice, as in one process: Discord has no idempotent post.
 """
@@ -165,7 +165,7 @@ class ClaimSource:
         self.clock = clock
         self._held: set[str] = set()  # leased to us and generating (they fill `capacity`)
         self._locked: set[str] = set()  # delivery locks we hold
-        self._following: dict[str, asyncio.Task[None]] = {}
+        self._handed_over: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -228,7 +228,7 @@ class ClaimSource:
         if self.signals is not None:
             await self.signals.open(self.wake)
         swept = await self._sweep_undelivered()
-        self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="claim-dispatcher")
+        self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="claim-source")
         return swept, 0
 
     async def close(self) -> None:
@@ -240,9 +240,9 @@ class ClaimSource:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-        for task in list(self._following.values()):
+        for task in list(self._handed_over.values()):
             task.cancel()
-        for task in list(self._following.values()):
+        for task in list(self._handed_over.values()):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._held:
@@ -319,7 +319,7 @@ class ClaimSource:
         jobs = await self.queue.claim_next(self.worker_id, self.clock(), self.lease_s, limit=free)
         for job in jobs:
             self._held.add(job.job_id)
-            self._follow(job)
+            self._hand_over(job)
         if jobs and len(self._held) < self.capacity:
             self.wake()  # others may have taken some candidates: look again before sleeping
 
@@ -339,7 +339,7 @@ class ClaimSource:
         """Deliver done jobs nobody is delivering (their process died after recording them)."""
         taken = 0
         for job in await self.worker.store.undelivered_jobs():
-            if job.job_id in self._following or self._closing:
+            if job.job_id in self._handed_over or self._closing:
                 continue
             if self.signals is not None:
                 if not await self.signals.lock_delivery(job.job_id, wait=False):
@@ -350,12 +350,12 @@ class ClaimSource:
                 await self._unlock(job.job_id)
                 continue
             log.info("job %s: delivering a result another process recorded", job.job_id)
-            self._follow(fresh)
+            self._hand_over(fresh)
             taken += 1
         return taken
 
-    def _follow(self, job: JobRecord) -> None:
-        self._following[job.job_id] = asyncio.get_running_loop().create_task(
+    def _hand_over(self, job: JobRecord) -> None:
+        self._handed_over[job.job_id] = asyncio.get_running_loop().create_task(
             self._watch(job), name=f"claimed-{job.job_id}"
         )
 
@@ -373,7 +373,7 @@ class ClaimSource:
         finally:
             if not cancelled:
                 self._held.discard(job_id)
-            self._following.pop(job_id, None)
+            self._handed_over.pop(job_id, None)
             await self._unlock(job_id)
             self.wake()
 

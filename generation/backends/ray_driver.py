@@ -21,7 +21,7 @@ redeployed with this driver's settings. Free slots are per driver: each counts t
 replicas × `max_ongoing` as its own, so with N drivers up to N × that many batches are in flight at
 once; the excess waits in Serve's handle queue (first come first served between drivers) until a
 replica is free, and that wait counts against the batch's time limit. Fairness across processes is
-kept before that point, by the shared queue's claim order and each dispatcher's small `capacity`
+kept before that point, by the shared queue's claim order and each claim source's small `capacity`
 (`jobs.claims.ClaimSource`). Two processes starting at the same moment may both deploy; the
 second deploy updates the app in place (a broken stream is requeued, as for a lost replica).
 
