@@ -1,5 +1,5 @@
 """`python -m bench NAME [args]`: import `bench.NAME` and call its `main(argv, settings)` with the
-settings read from the environment (`bench.settings`)."""
+settings read from the environment (`bench.config`)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not _NAME.match(name) or name in _NOT_BENCHMARKS or name not in available():
         print(f"unknown benchmark {name!r}; available: {', '.join(available())}", file=sys.stderr)
         return 2
-    from bench.settings import load_settings
+    from bench.config import load_settings
 
     module = importlib.import_module(f"bench.{name}")
     result = module.main(rest, load_settings())

@@ -1,8 +1,9 @@
 """`python -m bench encode`: result PNGs of a batch encoded one after the other vs in parallel.
 
-`DiffusersEngine.run_batch` encodes a batch's images with `generation.pipelines.engine.encode_images`: each with
-`generation.media.compose.encode_png`, two or more at once on a shared thread pool of
-`generation.pipelines.engine.ENCODE_WORKERS` (min(8, cpu_count)) threads. For `--counts` images of `--size`² RGB
+`DiffusersEngine.run_batch` encodes a batch's images with
+`generation.pipelines.engine.encode_images`: each with `generation.media.compose.encode_png`, two or
+more at once on a shared thread pool of `generation.pipelines.engine.ENCODE_WORKERS` (min(8, cpu_count))
+threads. For `--counts` images of `--size`² RGB
 noise (the worst case for PNG filtering), in one run, medians of `--repeats` (the order rotates
 each repeat to cancel drift):
 - **serial**: `encode_png` in a loop (what the engine did before);
@@ -31,11 +32,11 @@ from typing import Any
 
 from PIL import Image
 
+from bench.config import BenchSettings
 from bench.report import report
-from bench.settings import BenchSettings
+from generation.media.compose import encode_png
 from generation.pipelines.engine import ENCODE_WORKERS, encode_images
 from generation.prompts.request import GenerationRequest
-from generation.media.compose import encode_png
 
 SAMPLER = "Euler"
 

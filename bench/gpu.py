@@ -37,9 +37,9 @@ from typing import Any
 import torch
 
 from bench.archs import ARCH_NAMES, Arch, get_arch
+from bench.config import BenchSettings
 from bench.plain import plain_call
 from bench.report import report
-from bench.settings import BenchSettings
 from generation.pipelines.options import OptimiseOptions, parse_optimise
 from generation.prompts.request import GenerationRequest
 
@@ -84,7 +84,10 @@ def build_pipeline(arch: Arch, device: str, dtype: torch.dtype, seed: int = 0) -
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from generation.pipelines.loading import _tiny_tokenizer, sd_pipeline  # _tiny_tokenizer: local, byte-level CLIP
+    from generation.pipelines.loading import (  # _tiny_tokenizer: local, byte-level CLIP
+        _tiny_tokenizer,
+        sd_pipeline,
+    )
 
     tokenizer = _tiny_tokenizer()
     ids = {
@@ -294,8 +297,8 @@ async def run_service(
     min_images: int,
 ) -> dict[str, Any]:
     """The service at each concurrency (closed loop); see the module docstring."""
-    from generation.pipelines.engine import DiffusersEngine
     from generation.backends.local import GenerationService
+    from generation.pipelines.engine import DiffusersEngine
 
     def factory() -> DiffusersEngine:  # as the bot loads it: a compiled UNet is warmed up here (load_s)
         return DiffusersEngine.load(str(folder), device, cache_dir=None, options=options)

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.config import BenchSettings
 from bench.report import report
-from bench.settings import BenchSettings
 from testkit.answers import is_failure, is_result, job_of, live_ephemeral
 
 ACK_LIMIT_S = 3.0

@@ -33,8 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench.config import BenchSettings
 from bench.report import report
-from bench.settings import BenchSettings
 from generation.backends.protocol import GeneratedImage
 from generation.pipelines.contract import BatchInterrupted, Engine, StepCallback
 from generation.prompts.request import GenerationRequest, ModelProfile

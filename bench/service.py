@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.config import BenchSettings
 from bench.plain import plain_call
 from bench.report import report
-from bench.settings import BenchSettings
 from generation.prompts.request import GenerationRequest
 
 TICK_S = 0.005
@@ -166,9 +166,9 @@ async def run(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) ->
     """Run the comparison and return the figures."""
     import torch
 
+    from generation.backends.local import GenerationService
     from generation.pipelines.engine import DiffusersEngine
     from generation.pipelines.loading import load_pipeline
-    from generation.backends.local import GenerationService
 
     model = load_pipeline("tiny", "cpu", cache_dir=cache_dir)
     engine = DiffusersEngine(model)
@@ -296,8 +296,8 @@ def measure_fixed_costs(model: Any, request: GenerationRequest) -> dict[str, flo
     service's worker does per job that the bare loop does not."""
     import numpy as np
 
-    from generation.pipelines.preview import preview_png
     from generation.media.compose import encode_png
+    from generation.pipelines.preview import preview_png
 
     image = model.text2img(
         prompt=request.prompt, width=request.width, height=request.height, num_inference_steps=1

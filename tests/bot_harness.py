@@ -25,9 +25,9 @@ from typing import Any
 
 from bot.client import ImagineBot
 from bot.settings import Settings
-from generation.pipelines.contract import OutOfMemory
-from generation.media.image_store import ImageStore
 from generation.backends.local import GenerationService
+from generation.media.image_store import ImageStore
+from generation.pipelines.contract import OutOfMemory
 from storage.interface import Limits
 from storage.sqlite import SqliteStore, open_store
 from testkit.answers import is_result

@@ -1,4 +1,4 @@
-"""One bot process of the multi-process dispatcher tests: the real `JobRunner`, `ClaimDispatcher`,
+"""One bot process of the multi-process claim tests: the real `JobRunner`, `ClaimSource`,
 `PostgresStore` and `GenerationService`, over a fake engine and an outbox that prints what it posts.
 
     python -m tests.dispatch_worker URL OUTDIR WORKER_ID [--capacity N] [--lease S] [--step-s S] [--hang]
@@ -30,13 +30,14 @@ from typing import Any
 
 from PIL import Image
 
-from bot.dispatch import ClaimDispatcher, pg_signals_for
-from bot.jobs import JobRunner, ResultPost
-from generation.backends.protocol import GeneratedImage
-from generation.pipelines.contract import BatchInterrupted, StepCallback
-from generation.media.image_store import ImageStore
-from generation.prompts.request import GenerationRequest, ModelProfile
 from generation.backends.local import GenerationService
+from generation.backends.protocol import GeneratedImage
+from generation.media.image_store import ImageStore
+from generation.pipelines.contract import BatchInterrupted, StepCallback
+from generation.prompts.request import GenerationRequest, ModelProfile
+from jobs.claims import ClaimSource, pg_signals_for
+from jobs.delivery import ResultPost
+from jobs.runner import JobRunner
 from storage.interface import JobRecord, Limits, NewJob, Reservation
 from storage.postgres import open_pg_store
 from testkit.worker_process import worker_parser
@@ -150,10 +151,8 @@ async def main(args: argparse.Namespace) -> None:
     service = PrintingService(lambda: engine, images, max_batch=1, watchdog_grace_s=1.0)
     await service.start()
     outbox = PrintingOutbox(args.tag)
-    runner = JobRunner(store, service, images, outbox, clock=clock, edit_interval_s=0.0)
-    dispatcher = ClaimDispatcher(
+    source = ClaimSource(
         store,
-        runner,
         signals=pg_signals_for(store),
         worker_id=args.worker,
         capacity=args.capacity,
@@ -161,8 +160,9 @@ async def main(args: argparse.Namespace) -> None:
         poll_s=args.poll,
         clock=clock,
     )
+    runner = JobRunner(store, service, images, outbox, source=source, clock=clock, edit_interval_s=0.0)
     await runner.resume()
-    emit("ready", worker=dispatcher.worker_id)
+    emit("ready", worker=source.worker_id)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, dump_tasks)  # a hung test can ask where it is
     try:
@@ -180,7 +180,7 @@ async def main(args: argparse.Namespace) -> None:
                 emit("submitted", granted=granted)
             elif line[0] == "advance":
                 offset[0] += float(line[1])
-                dispatcher.reclaim_now()
+                source.reclaim_now()
                 emit("advanced")
         for job_id in outbox.delivered:  # let posted results be recorded before closing
             await runner.wait(job_id)

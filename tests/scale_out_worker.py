@@ -1,4 +1,4 @@
-"""One bot process of the scale-out test: the real `JobRunner`, `ClaimDispatcher` and `PostgresStore`,
+"""One bot process of the scale-out test: the real `JobRunner`, `ClaimSource` and `PostgresStore`,
 with a `RayBackend` that JOINS a Serve app another process deployed on a running Ray cluster, and an
 outbox that prints what it posts.
 
@@ -123,9 +123,9 @@ def stand_in_backend(app_name: str, replicas: int = 2, **options: Any) -> RayBac
 async def main(args: argparse.Namespace) -> None:
     import ray
 
-    from bot.dispatch import ClaimDispatcher, pg_signals_for
-    from bot.jobs import JobRunner
     from generation.media.image_store import ImageStore
+    from jobs.claims import ClaimSource, pg_signals_for
+    from jobs.runner import JobRunner
     from storage.interface import Limits
     from storage.postgres import open_pg_store
     from tests.dispatch_worker import PrintingOutbox, dump_tasks, emit
@@ -138,15 +138,10 @@ async def main(args: argparse.Namespace) -> None:
     backend = stand_in_backend(args.app)
     await backend.start()
     outbox = PrintingOutbox(args.tag, replica_of=backend.replica_of)
-    runner = JobRunner(store, backend, images, outbox, edit_interval_s=0.0)
-    ClaimDispatcher(
-        store,
-        runner,
-        signals=pg_signals_for(store),
-        worker_id=args.worker,
-        capacity=args.capacity,
-        poll_s=1.0,
+    source = ClaimSource(
+        store, signals=pg_signals_for(store), worker_id=args.worker, capacity=args.capacity, poll_s=1.0
     )
+    runner = JobRunner(store, backend, images, outbox, source=source, edit_interval_s=0.0)
     await runner.resume()
     emit("ready", joined=not backend.deployed_here)
     loop = asyncio.get_running_loop()

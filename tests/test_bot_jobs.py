@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.jobs import JobRunner, ResultPost, TokenGone, TransientDeliveryError, token_expiry
 from generation.backends.protocol import (
     GeneratedImage,
     GenerationResult,
@@ -24,6 +23,8 @@ from generation.backends.protocol import (
 )
 from generation.media.image_store import ImageStore
 from generation.prompts.request import GenerationRequest, ModelProfile
+from jobs.delivery import ResultPost, TokenGone, TransientDeliveryError, token_expiry
+from jobs.runner import JobRunner
 from storage.interface import JobRecord, JobState, Limits, LimitsPatch, NewJob, Refusal, Reservation, Scope
 from storage.sqlite import SqliteStore, open_store
 

@@ -1,4 +1,4 @@
-"""Many bot processes on one PostgreSQL queue: `bot.dispatch.ClaimDispatcher` in real OS processes
+"""Many bot processes on one PostgreSQL queue: `jobs.claims.ClaimSource` in real OS processes
 (`tests.dispatch_worker`: the real runner, store and local backend over a fake engine), read through
 their stdout; exactly-once delivery, fairness across processes, a killed process's jobs reclaimed."""
 
@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.dispatch import ClaimDispatcher, pg_signals_for
-from bot.jobs import JobRunner, ResultPost
 from generation.prompts.request import GenerationRequest
+from jobs.claims import ClaimSource, pg_signals_for
+from jobs.delivery import ResultPost
+from jobs.runner import JobRunner
 from storage.interface import JobRecord, JobState, NewJob, Reservation
 from testkit.worker_process import WorkerProcess, check_delivered_once, deliveries_until
 from tests.pg_fixtures import DEFAULTS, PostgresStore, open_pg_store
@@ -205,11 +206,16 @@ async def test_a_result_recorded_by_a_dead_process_is_delivered_once_by_one_of_t
 
         outboxes = [CountingOutbox() for _ in live]
         runners = [
-            JobRunner(s, NoBackend(), Files(tmp_path), o, clock=lambda: 1000.0)  # type: ignore[arg-type]
-            for s, o in zip(live, outboxes, strict=True)
+            JobRunner(
+                s,
+                NoBackend(),  # type: ignore[arg-type]
+                Files(tmp_path),
+                o,
+                source=ClaimSource(s, signals=pg_signals_for(s), worker_id=f"w{i}", poll_s=WAIT),
+                clock=lambda: 1000.0,
+            )
+            for i, (s, o) in enumerate(zip(live, outboxes, strict=True))
         ]
-        for s, r in zip(live, runners, strict=True):
-            ClaimDispatcher(s, r, signals=pg_signals_for(s), worker_id=f"w{id(r)}", poll_s=WAIT)
         taken = await asyncio.gather(*(r.resume() for r in runners))
         assert sorted(t[0] for t in taken) == [0, 1]
         winner = next(i for i, t in enumerate(taken) if t[0] == 1)
@@ -225,7 +231,7 @@ async def test_a_result_recorded_by_a_dead_process_is_delivered_once_by_one_of_t
             await s.close()
 
 
-async def test_shard_settings_make_an_auto_sharded_bot_with_a_dispatcher_on_postgres(
+async def test_shard_settings_make_an_auto_sharded_bot_with_a_claim_source_on_postgres(
     pg_url: str, tmp_path: Path
 ) -> None:
     import discord
@@ -242,7 +248,7 @@ async def test_shard_settings_make_an_auto_sharded_bot_with_a_dispatcher_on_post
         bot = bot_class(sharded)(sharded, store, NoBackend(), ImageStore(tmp_path))  # type: ignore[arg-type]
         assert isinstance(bot, discord.AutoShardedClient)
         assert (bot.shard_count, bot.shard_ids) == (4, [1, 3])
-        assert bot.dispatcher is not None and bot.runner.claims is bot.dispatcher
+        assert isinstance(bot.runner.source, ClaimSource)
         await bot.runner.close()  # (never connected: discord.py's close needs a login first)
     finally:
         await store.close()

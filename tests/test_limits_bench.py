@@ -9,9 +9,9 @@ import pytest
 
 from bench.__main__ import available
 from bench.__main__ import main as bench_main
+from bench.config import load_settings
 from bench.limits import LIMITS, _share, overspends, postgres_url, run, with_schema
 from bench.report import report
-from bench.settings import load_settings
 from storage.interface import LedgerEntry
 
 

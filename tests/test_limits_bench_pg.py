@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from bench.config import load_settings
 from bench.limits import main, run_postgres, throwaway_server
-from bench.settings import load_settings
 from tests.pg_fixtures import asyncpg
 
 pytest_plugins = ("tests.pg_fixtures",)

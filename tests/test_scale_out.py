@@ -1,4 +1,4 @@
-"""Scale-out end to end: two bot processes (`tests.scale_out_worker`: JobRunner + ClaimDispatcher on one
+"""Scale-out end to end: two bot processes (`tests.scale_out_worker`: JobRunner + ClaimSource on one
 PostgreSQL) share ONE Ray Serve deployment of two stand-in replicas that this process deployed on the
 session's Ray cluster; each worker joins it (`RayBackend.start` finds the app running). Read through the
 workers' stdout; waits are on pipes with timeouts.

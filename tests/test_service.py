@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import pytest
 from PIL import Image
 
+from generation.backends.local import GenerationService
 from generation.backends.protocol import (
     GeneratedImage,
     GenerationResult,
@@ -22,11 +23,10 @@ from generation.backends.protocol import (
     Queued,
     Started,
 )
-from generation.pipelines.contract import BatchInterrupted, OutOfMemory, StepCallback
-from generation.scheduling.job_state import Handle, Job
-from generation.prompts.request import GenerationRequest, Mode, ModelProfile
 from generation.media.compose import read_parameters
-from generation.backends.local import GenerationService
+from generation.pipelines.contract import BatchInterrupted, OutOfMemory, StepCallback
+from generation.prompts.request import GenerationRequest, Mode, ModelProfile
+from generation.scheduling.job_state import Handle, Job
 from tests.fixtures_generation import same_within_rounding, tiny_request
 
 WAIT = 10.0  # generous bound for waits on events/futures; never reached when the code is right

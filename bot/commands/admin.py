@@ -5,19 +5,17 @@ Hidden from members without Manage Server by default permissions, and checked ag
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
 from bot.blocklist import clean_phrase
 from bot.commands.errors import UserError, member_role_ids, require_manage_guild
-from bot.formatting import limits_text, limits_view_text, patch_text, quote
+from bot.formatting import limits_text, limits_view_text, patch_text
+from bot.services import Services
+from jobs.messages import quote
 from storage.interface import LimitsPatch, Scope
-
-if TYPE_CHECKING:
-    from bot.client import ImagineBot
 
 MAX_COUNT = 1_000_000
 MAX_COOLDOWN = 86_400.0
@@ -45,14 +43,18 @@ async def _admin_defer(interaction: discord.Interaction[Any]) -> int:
     return interaction.guild_id
 
 
-@app_commands.guild_only()
-@app_commands.default_permissions(manage_guild=True)
-class LimitsGroup(app_commands.Group, name="limits", description="Image limits for this server (admins)"):
+class LimitsGroup(
+    app_commands.Group,
+    name="limits",
+    description="Image limits for this server (admins)",
+    guild_only=True,
+    default_permissions=discord.Permissions(manage_guild=True),
+):
     """`/limits show|set|reset`."""
 
-    def __init__(self, bot: ImagineBot) -> None:
+    def __init__(self, services: Services) -> None:
         super().__init__()
-        self.bot = bot
+        self.services = services
 
     @app_commands.command(name="show", description="Show the server's limits, or a member's")
     @app_commands.describe(user="Whose limits to show", role="A role's override")
@@ -64,14 +66,14 @@ class LimitsGroup(app_commands.Group, name="limits", description="Image limits f
     ) -> None:
         guild_id = await _admin_defer(interaction)
         roles = member_role_ids(user) if isinstance(user, discord.Member) else ()
-        view = await self.bot.store.show_limits(guild_id, user.id if user else None, roles)
+        view = await self.services.store.show_limits(guild_id, user.id if user else None, roles)
         names = {r.id: quote(r.name) for r in interaction.guild.roles} if interaction.guild else {}
         text = limits_view_text(view, user_id=user.id if user else None, role_names=names)
         if role is not None and not role.is_default():
             patch = view.role_overrides.get(role.id)
             text += f"\n**Role {quote(role.name)}:** {patch_text(patch) if patch else 'no override'}"
         if user is None:
-            effective = await self.bot.store.effective_limits(guild_id, 0, ())
+            effective = await self.services.store.effective_limits(guild_id, 0, ())
             text += f"\n**Effective default:** {limits_text(effective)}"
         await interaction.followup.send(text, ephemeral=True)
 
@@ -101,7 +103,7 @@ class LimitsGroup(app_commands.Group, name="limits", description="Image limits f
             raise UserError(
                 "Give at least one of images_per_hour, images_per_day, max_queued, cooldown_seconds."
             )
-        await self.bot.store.set_limits(guild_id, scope, target, patch)
+        await self.services.store.set_limits(guild_id, scope, target, patch)
         await interaction.followup.send(f"Limits for {label} set: {patch_text(patch)}.", ephemeral=True)
 
     set_.name = "set"
@@ -116,12 +118,11 @@ class LimitsGroup(app_commands.Group, name="limits", description="Image limits f
     ) -> None:
         guild_id = await _admin_defer(interaction)
         scope, target, label = _target(user, role)
-        removed = await self.bot.store.reset_limits(guild_id, scope, target)
+        removed = await self.services.store.reset_limits(guild_id, scope, target)
         text = f"Limits for {label} reset." if removed else f"There was nothing set for {label}."
         await interaction.followup.send(text, ephemeral=True)
 
 
-@app_commands.guild_only()
 def _phrase(raw: str) -> str:
     """A blocked phrase as stored, or a UserError saying why it can't be one."""
     try:
@@ -130,13 +131,18 @@ def _phrase(raw: str) -> str:
         raise UserError(str(exc)) from None
 
 
-@app_commands.default_permissions(manage_guild=True)
-class BlocklistGroup(app_commands.Group, name="blocklist", description="Blocked words (admins)"):
+class BlocklistGroup(
+    app_commands.Group,
+    name="blocklist",
+    description="Blocked words (admins)",
+    guild_only=True,
+    default_permissions=discord.Permissions(manage_guild=True),
+):
     """`/blocklist add|remove|list`."""
 
-    def __init__(self, bot: ImagineBot) -> None:
+    def __init__(self, services: Services) -> None:
         super().__init__()
-        self.bot = bot
+        self.services = services
 
     @app_commands.command(name="add", description="Block a word or phrase in prompts")
     @app_commands.describe(phrase="A word or phrase (whole words, any case)")
@@ -145,7 +151,7 @@ class BlocklistGroup(app_commands.Group, name="blocklist", description="Blocked 
     ) -> None:
         guild_id = await _admin_defer(interaction)
         cleaned = _phrase(phrase)
-        added = await self.bot.store.add_blocked_word(guild_id, cleaned)
+        added = await self.services.store.add_blocked_word(guild_id, cleaned)
         text = f"Blocked “{quote(cleaned)}”." if added else f"“{quote(cleaned)}” was already blocked."
         await interaction.followup.send(text, ephemeral=True)
 
@@ -156,24 +162,18 @@ class BlocklistGroup(app_commands.Group, name="blocklist", description="Blocked 
     ) -> None:
         guild_id = await _admin_defer(interaction)
         cleaned = _phrase(phrase)
-        removed = await self.bot.store.remove_blocked_word(guild_id, cleaned)
+        removed = await self.services.store.remove_blocked_word(guild_id, cleaned)
         text = f"Unblocked “{quote(cleaned)}”." if removed else f"“{quote(cleaned)}” wasn't blocked."
         await interaction.followup.send(text, ephemeral=True)
 
     @app_commands.command(name="list", description="List blocked words and phrases")
     async def list_(self, interaction: discord.Interaction[Any]) -> None:
         guild_id = await _admin_defer(interaction)
-        words = await self.bot.store.blocked_words(guild_id)
+        words = await self.services.store.blocked_words(guild_id)
         text = "Blocked: " + ", ".join(f"“{quote(w)}”" for w in words) if words else "Nothing is blocked."
         await interaction.followup.send(text[:1900], ephemeral=True)
 
 
-class AdminCog(commands.Cog):
-    """Adds the admin groups to the tree."""
-
-    def __init__(self, bot: ImagineBot) -> None:
-        self.bot = bot
-
-    async def cog_load(self) -> None:
-        self.bot.tree.add_command(LimitsGroup(self.bot), override=True)
-        self.bot.tree.add_command(BlocklistGroup(self.bot), override=True)
+def admin_commands(services: Services) -> list[app_commands.Group]:
+    """`/limits` and `/blocklist`."""
+    return [LimitsGroup(services), BlocklistGroup(services)]

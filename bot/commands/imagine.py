@@ -8,25 +8,23 @@ at once, then blocked words, the source picture, and the atomic reservation thro
 import asyncio
 import dataclasses
 import secrets
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import discord
 from discord import app_commands
 from discord.app_commands import Range
-from discord.ext import commands
 
 from bot.blocklist import find_blocked
 from bot.commands.errors import UserError, member_role_ids, send_private
-from bot.formatting import quote, refusal_text
+from bot.formatting import refusal_text
+from bot.services import Services
 from bot.views.custom_ids import new_job_id
-from bot.jobs import token_expiry
 from generation.media.image_store import decode_image
 from generation.prompts.parser import ASPECT_CHOICES, parse_prompt
 from generation.prompts.request import PromptOptions
+from jobs.delivery import token_expiry
+from jobs.messages import quote
 from storage.interface import NewJob, Refusal
-
-if TYPE_CHECKING:
-    from bot.client import ImagineBot
 
 PENDING_SOURCE = "0" * 64  # stands in for the source picture's hash until it is read (after the defer)
 SEED_LIMIT = 2**32 - 1
@@ -49,9 +47,9 @@ def _check_attachment(image: discord.Attachment, limit: int) -> None:
         )
 
 
-def build_imagine_command(cog: "ImagineCog") -> app_commands.Command[Any, Any, None]:
+def build_imagine_command(cog: "ImagineCommand") -> app_commands.Command[Any, Any, None]:
     """The `/imagine` command, with the step range of the loaded model."""
-    profile = cog.bot.backend.profile
+    profile = cog.services.backend.profile
     low, high = profile.min_steps, profile.max_steps
 
     @app_commands.command(name="imagine", description="Draw a picture from a prompt")
@@ -98,17 +96,11 @@ def build_imagine_command(cog: "ImagineCog") -> app_commands.Command[Any, Any, N
     return imagine
 
 
-class ImagineCog(commands.Cog):
-    """The `/imagine` command."""
+class ImagineCommand:
+    """The `/imagine` command's work, over the bot's services."""
 
-    def __init__(self, bot: "ImagineBot") -> None:
-        self.bot = bot
-
-    async def cog_load(self) -> None:
-        self.bot.tree.add_command(build_imagine_command(self), override=True)
-
-    async def cog_unload(self) -> None:
-        self.bot.tree.remove_command("imagine")
+    def __init__(self, services: Services) -> None:
+        self.services = services
 
     async def run(
         self,
@@ -118,7 +110,7 @@ class ImagineCog(commands.Cog):
         image: Optional[discord.Attachment],
     ) -> None:
         """The whole command: everything before `defer` is synchronous and fast."""
-        bot = self.bot
+        bot = self.services
         if interaction.guild_id is None or interaction.channel_id is None:
             raise UserError("`/imagine` only works in a server channel.")
         limit = interaction.filesize_limit
@@ -164,3 +156,8 @@ class ImagineCog(commands.Cog):
         if isinstance(outcome, Refusal):
             await send_private(interaction, refusal_text(outcome, request.count))
             return
+
+
+def imagine_commands(services: Services) -> list[app_commands.Command[Any, Any, None]]:
+    """`/imagine`, built for the loaded model."""
+    return [build_imagine_command(ImagineCommand(services))]

@@ -9,21 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
-from discord.ext import commands
 
 from bot.commands.derive import check_parent, derive, source_bytes
 from bot.commands.errors import UserError, member_role_ids, report_error, send_private
 from bot.formatting import refusal_text
+from bot.services import Services
 from bot.views.custom_ids import CUSTOM_ID_PREFIX, Action, ButtonRef, new_job_id, parse_custom_id
-from bot.jobs import token_expiry
 from bot.views.result_buttons import REROLL_EMOJI
+from jobs.delivery import token_expiry
 from storage.interface import NewJob, Refusal, Reservation, StorageError
-
-if TYPE_CHECKING:
-    from bot.client import ImagineBot
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +35,12 @@ def reaction_ref(emoji: str, job_id: str) -> ButtonRef | None:
     return None if index is None else ButtonRef(Action.VARIATION, job_id, index)
 
 
-class ButtonsCog(commands.Cog):
-    """Clicks and reactions on results."""
+class ResultActions:
+    """Clicks and reactions on results (`bot.views.result_buttons.ButtonActions`); the client forwards
+    its `on_interaction` and `on_raw_reaction_add` events here."""
 
-    def __init__(self, bot: ImagineBot) -> None:
-        self.bot = bot
-        bot.button_actions = self
+    def __init__(self, services: Services) -> None:
+        self.services = services
 
     async def start_derived(
         self,
@@ -56,7 +53,7 @@ class ButtonsCog(commands.Cog):
         interaction: discord.Interaction[Any] | None,
     ) -> tuple[Reservation | Refusal, int]:
         """Check the parent, build the derived request, reserve and run it; also returns its image count."""
-        bot = self.bot
+        bot = self.services
         parent = check_parent(await bot.store.get_job(ref.job_id), guild_id, ref)
         digest = None
         if ref.action is not Action.REROLL:
@@ -99,7 +96,6 @@ class ButtonsCog(commands.Cog):
         except Exception as exc:
             await report_error(interaction, exc)
 
-    @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         """A button in our namespace that no template matches (forged, or from an older version):
         say so, rather than leave the member with Discord's "interaction failed"."""
@@ -110,10 +106,11 @@ class ButtonsCog(commands.Cog):
         if custom_id.startswith(CUSTOM_ID_PREFIX) and parse_custom_id(custom_id) is None:
             await send_private(interaction, "That button isn't one I can act on any more.")
 
-    @commands.Cog.listener()
-    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+    async def on_raw_reaction_add(
+        self, client: discord.Client, payload: discord.RawReactionActionEvent
+    ) -> None:
         """🔄 or 1️⃣–4️⃣ on one of the bot's results."""
-        me = self.bot.user
+        me = client.user
         if payload.guild_id is None or (me is not None and payload.user_id == me.id):
             return
         if payload.member is not None and payload.member.bot:
@@ -121,12 +118,12 @@ class ButtonsCog(commands.Cog):
         emoji = str(payload.emoji)
         if emoji != REROLL_EMOJI and emoji not in NUMBER_EMOJI:
             return
-        channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
+        channel = client.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
         mention = discord.AllowedMentions(
             everyone=False, roles=False, users=[discord.Object(payload.user_id)]
         )
         try:
-            job = await self.bot.store.job_by_message(payload.message_id)
+            job = await self.services.store.job_by_message(payload.message_id)
             if job is None:
                 return
             ref = reaction_ref(emoji, job.job_id)

@@ -12,8 +12,8 @@ from typing import Any, cast
 import aiohttp
 import discord
 
-from bot.jobs import DEFAULT_UPLOAD_LIMIT, OutFile, ResultPost, TokenGone, TransientDeliveryError
 from bot.views.result_buttons import result_view
+from jobs.delivery import DEFAULT_UPLOAD_LIMIT, OutFile, ResultPost, TokenGone, TransientDeliveryError
 from storage.interface import JobRecord
 
 # discord.py formats the message id into the URL; "@original" addresses the interaction's response.

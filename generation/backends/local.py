@@ -50,10 +50,10 @@ from generation.backends.protocol import (
     Progress,
     Started,
 )
-from generation.scheduling.batch_run import BatchRun, StepDone, outcome_for, timeout_message
 from generation.pipelines.contract import Engine
-from generation.scheduling.job_state import Job, SourceImages
 from generation.prompts.request import ModelProfile
+from generation.scheduling.batch_run import BatchRun, Outcome, StepDone, outcome_for, timeout_message
+from generation.scheduling.job_state import Job, SourceImages
 from generation.scheduling.scheduler import SHUTDOWN_MESSAGE, JobScheduler
 
 log = logging.getLogger(__name__)
@@ -264,27 +264,44 @@ class GenerationService(JobScheduler):
         if not jobs:
             return
 
-        def report(step: StepDone) -> None:
-            # One loop wake-up per reported step, whatever the batch size.
-            events = [(jobs[i], Progress(step.step, step.total, png)) for i, png in step.previews.items()]
-            self._post(_publish_all, events)
-
         BatchRun(
             engine,
             [job.request for job in jobs],
             sources,
+            _LoopMembers(self, batch, jobs),
             deadline=batch.deadline,
             timeout_s=self._timeout,
-            report=report,
-            settle=lambda i, outcome: self._post(self._settle, jobs[i], outcome_for(jobs[i].job_id, outcome)),
-            stopped=lambda: batch.abandoned,
-            cancelled=lambda i: jobs[i].cancelled,
-            watched=lambda i: bool(jobs[i].subscribers),  # previews only for jobs someone listens to
             clock=self._clock,
             preview_interval_s=self._preview_interval,
             progress_interval_s=self._progress_interval,
             label=f"batch {[job.job_id for job in jobs]}",
         ).run()
+
+
+class _LoopMembers:
+    """`BatchMembers` of a local batch: reads the jobs' flags, posts their progress and endings to the
+    event loop."""
+
+    def __init__(self, service: GenerationService, batch: _Batch, jobs: list[Job]) -> None:
+        self._service, self._batch, self._jobs = service, batch, jobs
+
+    def stopped(self) -> bool:
+        return self._batch.abandoned
+
+    def cancelled(self, i: int) -> bool:
+        return self._jobs[i].cancelled
+
+    def watched(self, i: int) -> bool:
+        return bool(self._jobs[i].subscribers)  # previews only for jobs someone listens to
+
+    def report(self, step: StepDone) -> None:
+        # One loop wake-up per reported step, whatever the batch size.
+        events = [(self._jobs[i], Progress(step.step, step.total, png)) for i, png in step.previews.items()]
+        self._service._post(_publish_all, events)
+
+    def settle(self, i: int, outcome: Outcome) -> None:
+        job = self._jobs[i]
+        self._service._post(self._service._settle, job, outcome_for(job.job_id, outcome))
 
 
 def _publish_all(events: Sequence[tuple[Job, Progress]]) -> None:

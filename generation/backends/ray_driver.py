@@ -1,14 +1,15 @@
 """`RayBackend`: the `GenerationBackend` over GPU workers on a Ray Serve deployment.
 
-Fairness and batching stay here, in the driver (the bot's process), not in Ray: the scheduler picks
-the next jobs fairly (`generation.scheduling.fairqueue.FairQueue.pop_batch`, the same rule as the local service:
-the next job fairly plus later compatible ones in fair order, up to the batch image cap) and sends each
-batch as ONE streaming call to `generation.backends.ray_replica.ImagineReplica.run`, only while a replica has a
-free slot. Free slots = replicas × `max_ongoing` (the deployment's `max_ongoing_requests`, 1 by
-default: one batch per replica at a time, so Serve's router can only place a batch on an idle replica
-and nothing is committed to Ray's first-come-first-served queues). With `max_ongoing=2` a second batch
-waits inside the replica behind the running one (hides the dispatch round trip; costs a little
-fairness, since that batch is chosen one batch earlier). `@serve.batch` is not used.
+Fairness and batching stay here, in the driver (the bot's process), not in Ray: the scheduler picks the
+next jobs fairly (`generation.scheduling.fairqueue.FairQueue.pop_batch`, the same rule as the local
+service: the next job fairly plus later compatible ones in fair order, up to the batch image cap) and
+sends each batch as ONE streaming call to `generation.backends.ray_replica.ImagineReplica.run`, only
+while a replica has a free slot. Free slots = replicas × `max_ongoing` (the deployment's
+`max_ongoing_requests`, 1 by default: one batch per replica at a time, so Serve's router can only place
+a batch on an idle replica and nothing is committed to Ray's first-come-first-served queues). With
+`max_ongoing=2` a second batch waits inside the replica behind the running one (hides the dispatch round
+trip; costs a little fairness, since that batch is chosen one batch earlier). `@serve.batch` is not
+used.
 
 Source images are read on the driver (`image_store.get`) and sent in the call.
 
@@ -20,8 +21,8 @@ redeployed with this driver's settings. Free slots are per driver: each counts t
 replicas × `max_ongoing` as its own, so with N drivers up to N × that many batches are in flight at
 once; the excess waits in Serve's handle queue (first come first served between drivers) until a
 replica is free, and that wait counts against the batch's time limit. Fairness across processes is
-kept before that point, by the shared queue's claim order and each dispatcher's small `capacity`
-(`bot.dispatch.ClaimDispatcher`). Two processes starting at the same moment may both deploy; the
+kept before that point, by the shared queue's claim order and each claim source's small `capacity`
+(`jobs.claims.ClaimSource`). Two processes starting at the same moment may both deploy; the
 second deploy updates the app in place (a broken stream is requeued, as for a lost replica).
 
 Cancel: a waiting job leaves the queue. A member of a running batch is settled `JobCancelled` at once
@@ -43,14 +44,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import ray
 from ray import serve
 
 from generation.backends.protocol import (
@@ -60,26 +59,33 @@ from generation.backends.protocol import (
     Progress,
     Started,
 )
-from generation.scheduling.batch_run import StepDone, outcome_for, timeout_message
-
-# The job state, its handle and event streams are the local service's, so both backends behave alike.
-from generation.scheduling.job_state import Job, SourceImages
-from generation.pipelines.options import OptimiseOptions
+from generation.backends.ray_cluster import (
+    DeploySpec,
+    connect,
+    deploy,
+    existing_app,
+    gpus_per_replica,
+    kill_replica,
+    running_replicas,
+    shutdown_ray,
+)
 from generation.backends.ray_replica import (
     BatchCall,
     BatchDone,
     DiffusersFactory,
     EngineFactory,
-    ImagineReplica,
     ReplicaStarted,
     TokenCounter,
 )
+from generation.pipelines.options import OptimiseOptions
 from generation.prompts.request import GenerationRequest, ModelProfile
+from generation.scheduling.batch_run import StepDone, outcome_for, timeout_message
+
+# The job state, its handle and event streams are the local service's, so both backends behave alike.
+from generation.scheduling.job_state import Job, SourceImages
 from generation.scheduling.scheduler import SHUTDOWN_MESSAGE, JobScheduler
 
 log = logging.getLogger(__name__)
-
-DEPLOYMENT_NAME = "ImagineReplica"
 
 
 @dataclass
@@ -134,10 +140,10 @@ class RayBackend(JobScheduler):
         max_attempts: int = 3,
     ) -> None:
         """`replicas` (fixed) or `autoscale=(min, max)`; neither: one replica. `address`: the cluster to
-        join (else `$RAY_ADDRESS`, else a local cluster; a process already connected to Ray stays on
-        its cluster). `engine_factory` replaces `DiffusersFactory(model_id, device, cache_dir, optimise)`
-        (stand-in engines for tests and benchmarks). `replica_cpus`: CPUs Ray reserves per replica
-        (None: Serve's default of 1)."""
+        join (else Ray's default: `$RAY_ADDRESS` as Ray reads it, else a local cluster; a process
+        already connected to Ray stays on its cluster). `engine_factory` replaces
+        `DiffusersFactory(model_id, device, cache_dir, optimise)` (stand-in engines for tests and
+        benchmarks). `replica_cpus`: CPUs Ray reserves per replica (None: Serve's default of 1)."""
         if replicas is not None and autoscale is not None:
             raise ValueError("give replicas or autoscale, not both")
         if replicas is not None and replicas < 1:
@@ -216,8 +222,8 @@ class RayBackend(JobScheduler):
             raise RuntimeError("already started")
         self._started = True
         self._loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self._connect)
-        self._handle = await asyncio.to_thread(_existing_app, self._app)
+        self._owns_ray = await asyncio.to_thread(connect, self._address)
+        self._handle = await asyncio.to_thread(existing_app, self._app)
         if self._handle is not None:
             self._profile = await self._handle.profile.remote()
             if self._profile.name == self.model_id:
@@ -231,8 +237,7 @@ class RayBackend(JobScheduler):
                 )
                 self._handle = None
         if self._handle is None:
-            gpus = await asyncio.to_thread(self._gpus_per_replica)
-            self._handle = await asyncio.to_thread(self._deploy, gpus)
+            self._handle = await asyncio.to_thread(deploy, self._deploy_spec())
             self._owns_app = True
             self._profile = await self._handle.profile.remote()
         self._counter = await self._handle.token_counter.remote()
@@ -243,57 +248,31 @@ class RayBackend(JobScheduler):
         if self._autoscale is None:
             replicas = self._replicas
             if not self._owns_app:  # the app's own replica count, not this driver's setting
-                replicas = await asyncio.to_thread(_running_replicas, self._app) or replicas
+                replicas = await asyncio.to_thread(running_replicas, self._app) or replicas
             self._capacity = replicas * self._max_ongoing
         else:
             self._capacity = self._autoscale[0] * self._max_ongoing
             self._poller = self._loop.create_task(self._poll_replicas())
         self._schedule_dispatch()
 
-    def _connect(self) -> None:
-        if ray.is_initialized():
-            log.info("using this process's Ray connection")
-        else:
-            address = self._address or os.environ.get("RAY_ADDRESS") or None
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
-            self._owns_ray = True
-        serve.start(proxy_location="Disabled")
-
-    def _gpus_per_replica(self) -> float:
-        if self.device.startswith("cuda"):
-            return 1.0
-        gpus = ray.cluster_resources().get("GPU", 0)  # type: ignore[no-untyped-call]
-        if self.device == "auto" and gpus >= 1:
-            return 1.0
-        return 0.0
-
-    def _deploy(self, gpus: float) -> Any:
+    def _deploy_spec(self) -> DeploySpec:
+        gpus = gpus_per_replica(self.device)
         device = self.device
         if gpus:
             device = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES: the replica's GPU is its "cuda"
         elif device == "auto":
             device = "cpu"
         factory = self._factory or DiffusersFactory(self.model_id, device, self._cache_dir, self._optimise)
-        actor_options: dict[str, Any] = {"num_gpus": gpus}
-        if self._replica_cpus is not None:
-            actor_options["num_cpus"] = self._replica_cpus
-        options: dict[str, Any] = {
-            "max_ongoing_requests": self._max_ongoing,
-            "ray_actor_options": actor_options,
-        }
-        if self._autoscale is None:
-            options["num_replicas"] = self._replicas
-        else:
-            low, high = self._autoscale
-            options["autoscaling_config"] = {
-                "min_replicas": low,
-                "max_replicas": high,
-                # Full replicas plus one batch waiting at the handle read as "more needed".
-                "target_ongoing_requests": self._max_ongoing,
-            }
-        app = cast(Any, ImagineReplica).options(**options).bind(factory)  # a serve.Deployment
-        log.info("deploying %s on Ray Serve: %s", self.model_id, options)
-        return serve.run(app, name=self._app, route_prefix=None)
+        return DeploySpec(
+            self._app,
+            self.model_id,
+            factory,
+            gpus,
+            self._max_ongoing,
+            self._replicas,
+            self._autoscale,
+            self._replica_cpus,
+        )
 
     async def close(self) -> None:
         """Cancel waiting and running jobs, delete the deployment if this driver deployed it, leave a
@@ -316,7 +295,7 @@ class RayBackend(JobScheduler):
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(serve.delete, self._app)
         if self._owns_ray:
-            await asyncio.to_thread(_shutdown_ray)
+            await asyncio.to_thread(shutdown_ray)
 
     # -- the GenerationBackend calls ----------------------------------------------------------------
 
@@ -519,13 +498,13 @@ class RayBackend(JobScheduler):
             self._settle(job, JobFailed(timeout_message(self._timeout)))
         self._stop(batch)
         if batch.replica is not None and self._loop is not None:
-            self._loop.create_task(asyncio.to_thread(_kill_replica, batch.replica))
+            self._loop.create_task(asyncio.to_thread(kill_replica, batch.replica))
 
     async def _poll_replicas(self) -> None:
         """Autoscaling: keep the slot count at running replicas × max_ongoing."""
         while not self._closed:
             try:
-                running = await asyncio.to_thread(_running_replicas, self._app)
+                running = await asyncio.to_thread(running_replicas, self._app)
                 if running:
                     self._capacity = running * self._max_ongoing
                     self._schedule_dispatch()
@@ -538,32 +517,3 @@ class RayBackend(JobScheduler):
             return False
         self.stats.jobs_settled += 1
         return True
-
-
-def _kill_replica(name: str) -> None:
-    with contextlib.suppress(Exception):
-        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
-
-
-def _existing_app(app: str) -> Any:
-    """A handle to the Serve app `app` if it is deploying or running, else None."""
-    status = serve.status().applications.get(app)
-    if status is None or not str(status.status).endswith(("RUNNING", "DEPLOYING")):
-        return None
-    return serve.get_app_handle(app)
-
-
-def _running_replicas(app: str) -> int:
-    status = serve.status().applications.get(app)
-    if status is None:
-        return 0
-    deployment = status.deployments.get(DEPLOYMENT_NAME)
-    if deployment is None:
-        return 0
-    return sum(n for state, n in deployment.replica_states.items() if str(state).endswith("RUNNING"))
-
-
-def _shutdown_ray() -> None:
-    with contextlib.suppress(Exception):
-        serve.shutdown()  # type: ignore[no-untyped-call]
-    ray.shutdown()

@@ -31,10 +31,11 @@ from typing import Any, Protocol
 import ray
 from ray import serve
 
-from generation.scheduling.batch_run import BatchRun, Outcome, StepDone
+from generation.backends.protocol import JobFailed
 from generation.pipelines.contract import Engine
 from generation.pipelines.options import OptimiseOptions
 from generation.prompts.request import GenerationRequest, ModelProfile
+from generation.scheduling.batch_run import BatchRun, Outcome, StepDone
 
 log = logging.getLogger(__name__)
 
@@ -118,25 +119,41 @@ def run_call(
 ) -> list[Outcome]:
     """Run `call` on `engine` (in the engine's thread) with `BatchRun`: progress through `emit`, the
     stop flag and the time limit checked at every step. Never raises."""
-    outcomes: list[Outcome] = ["generation failed: not run"] * len(call.requests)
-
-    def settle(index: int, outcome: Outcome) -> None:
-        outcomes[index] = outcome
-
+    members = _CallMembers(len(call.requests), stop, emit)
     BatchRun(
         engine,
         call.requests,
         call.sources,
+        members,
         deadline=time.monotonic() + call.timeout_s,
         timeout_s=call.timeout_s,
-        report=emit,
-        settle=settle,
-        stopped=stop.is_set,
         preview_interval_s=call.preview_interval_s,
         progress_interval_s=call.progress_interval_s,
         label=f"batch {call.batch_id}",
     ).run()
-    return outcomes
+    return members.outcomes
+
+
+class _CallMembers:
+    """`BatchMembers` of one call: every member is wanted and watched (the driver drops what it no
+    longer needs); the outcomes are collected for `BatchDone`."""
+
+    def __init__(self, count: int, stop: threading.Event, emit: Callable[[StepDone], None]) -> None:
+        self.outcomes: list[Outcome] = [JobFailed("generation failed: not run")] * count
+        self._stop = stop
+        self.report = emit
+
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def cancelled(self, i: int) -> bool:
+        return False
+
+    def watched(self, i: int) -> bool:
+        return True
+
+    def settle(self, i: int, outcome: Outcome) -> None:
+        self.outcomes[i] = outcome
 
 
 def token_counter_of(engine: Engine) -> TokenCounter:

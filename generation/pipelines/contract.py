@@ -1,6 +1,7 @@
 """The contract between the scheduler (`generation.backends.local`) and the module that drives diffusers.
 
-Only `generation.pipelines.engine` and `generation.pipelines.loading` import torch; the scheduler sees this Protocol.
+Only `generation.pipelines.engine` and `generation.pipelines.loading` import torch; the scheduler sees
+this Protocol.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ Not thread-safe: the worker thread that owns the model owns its engine.
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import math
 import os
@@ -23,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from generation.backends.protocol import GeneratedImage
+from generation.media.compose import encode_png
+from generation.media.image_store import fit_source, load_source
 from generation.pipelines.contract import BatchInterrupted, OutOfMemory, PreviewFn, StepCallback
 from generation.pipelines.loading import LoadedModel, SafetyCheck, load_pipeline
 from generation.pipelines.options import OptimiseOptions
@@ -39,7 +40,6 @@ from generation.prompts.request import (
     size_unit,
     snap_size,
 )
-from generation.media.compose import encode_png
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class DiffusersEngine:
         else:
             pipe = self.model.img2img
             strength = _strength(first)
-            per_request = [_fit_source(source, r) for r, source in zip(requests, sources, strict=True)]
+            per_request = [_source_for(source, r) for r, source in zip(requests, sources, strict=True)]
             kwargs["image"] = [image for r, image in zip(requests, per_request, strict=True) for _ in r.seeds]
             kwargs["strength"] = strength
             # diffusers runs int(steps * strength) steps; always run at least one
@@ -316,10 +316,9 @@ def _strength(request: GenerationRequest) -> float:
     return defaults.get(request.mode, IMG2IMG_DEFAULT_STRENGTH)
 
 
-def _fit_source(source: bytes | None, request: GenerationRequest) -> Image.Image:
-    """Decode a source picture and fit it to the request's size (centre crop to the aspect, then resize)."""
+def _source_for(source: bytes | None, request: GenerationRequest) -> Image.Image:
+    """A stored source picture, upright and flattened (`load_source`), fit to the request's size
+    (`fit_source`: centre crop to the aspect, then resize)."""
     if source is None:
         raise ValueError(f"{request.mode.value} needs a source image")
-    with Image.open(io.BytesIO(source)) as opened:
-        image = ImageOps.exif_transpose(opened).convert("RGB")
-    return ImageOps.fit(image, (request.width, request.height), Image.Resampling.LANCZOS)
+    return fit_source(load_source(source), request.width, request.height)

@@ -3,7 +3,8 @@
 
 `load_pipeline` goes through `AutoPipelineForText2Image.from_pretrained` for every model, `tiny`
 included (it is built once, saved with `save_pretrained` into a cache folder, then loaded back), so
-tests run the same loading path as real models. Only this module and `generation.pipelines.engine` import torch.
+tests run the same loading path as real models. Only this module and `generation.pipelines.engine`
+import torch.
 """
 
 from __future__ import annotations
@@ -173,9 +174,10 @@ def ensure_tiny_model(cache_dir: Path, seed: int = 0) -> Path:
     return folder
 
 
-def default_cache_dir(environ: Mapping[str, str]) -> Path:
-    """Where built-in models are kept: `$IMAGINE_CACHE`, else `~/.cache/imagine`."""
-    value = environ.get("IMAGINE_CACHE")
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where built-in models are kept when no cache folder is given: `IMAGINE_CACHE` in `environ` (a
+    settings mapping the caller passes), else `~/.cache/imagine`."""
+    value = (environ or {}).get("IMAGINE_CACHE")
     return Path(value).expanduser() if value else Path("~/.cache/imagine").expanduser()
 
 
@@ -315,7 +317,7 @@ def load_pipeline(
     """Load `model_id` (`tiny`, a Hugging Face id or a local diffusers folder) onto `device`."""
     source = model_id
     if model_id == TINY_MODEL_ID:
-        source = str(ensure_tiny_model(cache_dir or default_cache_dir(os.environ)))
+        source = str(ensure_tiny_model(cache_dir or default_cache_dir()))
     dtype = choose_dtype(device, _pipeline_class_of(source))
     log.info("loading model %s on %s (%s)", model_id, device, str(dtype).removeprefix("torch."))
     text2img = _from_pretrained(source, dtype)

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from generation.backends.protocol import GeneratedImage, GenerationResult, JobCancelled, JobFailed
 from generation.pipelines.contract import BatchInterrupted, Engine, OutOfMemory, PreviewFn
@@ -27,14 +28,14 @@ log = logging.getLogger(__name__)
 CANCELLED = "cancelled"
 OUT_OF_MEMORY = "ran out of GPU memory"
 
-Outcome = tuple[GeneratedImage, ...] | str
-"""A request's images, or the message its job fails with (`CANCELLED`: the job was cancelled)."""
+Outcome = tuple[GeneratedImage, ...] | JobFailed | JobCancelled
+"""A request's images, or how its job ended without them (plain values: they cross to Ray's driver)."""
 
 
 def outcome_for(job_id: str, outcome: Outcome) -> GenerationResult | JobFailed | JobCancelled:
-    """What the job's future ends with: its result, `JobCancelled`, or `JobFailed(message)`."""
-    if isinstance(outcome, str):
-        return JobCancelled(outcome) if outcome == CANCELLED else JobFailed(outcome)
+    """What the job's future ends with: its result, or the `JobCancelled` / `JobFailed` it ended with."""
+    if isinstance(outcome, JobFailed | JobCancelled):
+        return outcome
     return GenerationResult(job_id, outcome)
 
 
@@ -53,32 +54,42 @@ class StepDone:
     previews: dict[int, bytes | None] = field(default_factory=dict)
 
 
-def _never(*_args: object) -> bool:
-    return False
+class BatchMembers(Protocol):
+    """The requests' side of a run: what `BatchRun` reads of them and reports to them, from the
+    engine's thread at every step. `i` is a request's index in the batch."""
 
+    def stopped(self) -> bool:
+        """The whole batch is abandoned (cancelled call, watchdog, shutdown)."""
+        ...
 
-def _always(*_args: object) -> bool:
-    return True
+    def cancelled(self, i: int) -> bool:
+        """Request i is no longer wanted (the batch stops once none is)."""
+        ...
+
+    def watched(self, i: int) -> bool:
+        """Someone would see request i's previews."""
+        ...
+
+    def report(self, step: StepDone) -> None:
+        """Progress of the requests named in `step.previews`."""
+        ...
+
+    def settle(self, i: int, outcome: Outcome) -> None:
+        """Request i ended (exactly once per request)."""
+        ...
 
 
 @dataclass
 class BatchRun:
-    """One batch of requests with equal `batch_key()` (see the module docstring).
-
-    `stopped()`: the whole batch is abandoned (cancelled call, watchdog, shutdown). `cancelled(i)`:
-    request i is no longer wanted (the batch stops once none is). `watched(i)`: someone would see
-    request i's previews. All three are read from the engine's thread at every step."""
+    """One batch of requests with equal `batch_key()` (see the module docstring), reporting to
+    `members`."""
 
     engine: Engine
     requests: Sequence[GenerationRequest]
     sources: Sequence[bytes | None]
+    members: BatchMembers
     deadline: float  # on `clock`
     timeout_s: float  # for the message of a job that passes `deadline`
-    report: Callable[[StepDone], None]
-    settle: Callable[[int, Outcome], None]
-    stopped: Callable[[], bool] = _never
-    cancelled: Callable[[int], bool] = _never
-    watched: Callable[[int], bool] = _always
     clock: Callable[[], float] = time.monotonic
     preview_interval_s: float = 0.5
     progress_interval_s: float = 0.25
@@ -92,27 +103,27 @@ class BatchRun:
         self._run_group(list(range(len(self.requests))))
 
     def _run_group(self, indices: list[int]) -> None:
-        wanted = [i for i in indices if not self.cancelled(i)]
-        self._end([i for i in indices if i not in wanted], CANCELLED)
+        wanted = [i for i in indices if not self.members.cancelled(i)]
+        self._end([i for i in indices if i not in wanted], JobCancelled(CANCELLED))
         if not wanted:
             return
-        if self.stopped():
-            self._end(wanted, CANCELLED)
+        if self.members.stopped():
+            self._end(wanted, JobCancelled(CANCELLED))
             return
         if self.clock() > self.deadline:
-            self._end(wanted, timeout_message(self.timeout_s))
+            self._end(wanted, JobFailed(timeout_message(self.timeout_s)))
             return
         timed_out = False
 
         def on_step(step: int, total: int, preview: PreviewFn) -> bool:
             nonlocal timed_out
-            if self.stopped():
+            if self.members.stopped():
                 return False
             now = self.clock()
             if now > self.deadline:
                 timed_out = True
                 return False
-            live = [(local, i) for local, i in enumerate(wanted) if not self.cancelled(i)]
+            live = [(local, i) for local, i in enumerate(wanted) if not self.members.cancelled(i)]
             if not live:
                 return False
             reported = {}
@@ -122,7 +133,7 @@ class BatchRun:
                     self._last_report[i] = now
                     reported[i] = png
             if reported:
-                self.report(StepDone(step, total, reported))
+                self.members.report(StepDone(step, total, reported))
             return True
 
         try:
@@ -132,7 +143,7 @@ class BatchRun:
         except OutOfMemory:
             if len(wanted) == 1:
                 log.warning("%s: request %d ran out of memory alone", self.label, wanted[0])
-                self._end(wanted, OUT_OF_MEMORY)
+                self._end(wanted, JobFailed(OUT_OF_MEMORY))
                 return
             log.warning("%s: %d requests ran out of memory together; splitting", self.label, len(wanted))
             half = len(wanted) // 2
@@ -140,23 +151,29 @@ class BatchRun:
             self._run_group(wanted[half:])
             return
         except BatchInterrupted:
-            self._end(wanted, timeout_message(self.timeout_s) if timed_out else CANCELLED)
+            self._end(
+                wanted, JobFailed(timeout_message(self.timeout_s)) if timed_out else JobCancelled(CANCELLED)
+            )
             return
         except Exception as exc:
             log.exception("%s failed", self.label)
-            self._end(wanted, f"generation failed: {type(exc).__name__}")
+            self._end(wanted, JobFailed(f"generation failed: {type(exc).__name__}"))
             return
         if len(out) != len(wanted):
             log.error("%s: the engine returned %d results for %d requests", self.label, len(out), len(wanted))
-            self._end(wanted, "generation failed: wrong number of results")
+            self._end(wanted, JobFailed("generation failed: wrong number of results"))
             return
         for i, images in zip(wanted, out, strict=True):
-            self.settle(i, tuple(images))
+            self.members.settle(i, tuple(images))
 
     def _preview(
         self, i: int, local: int, step: int, total: int, now: float, preview: PreviewFn
     ) -> bytes | None:
-        if step >= total or not self.watched(i) or now - self._last_preview[i] < self.preview_interval_s:
+        if (
+            step >= total
+            or not self.members.watched(i)
+            or now - self._last_preview[i] < self.preview_interval_s
+        ):
             return None
         self._last_preview[i] = now
         try:
@@ -165,6 +182,6 @@ class BatchRun:
             log.exception("%s: preview failed", self.label)
             return None
 
-    def _end(self, indices: Sequence[int], message: str) -> None:
+    def _end(self, indices: Sequence[int], ending: JobFailed | JobCancelled) -> None:
         for i in indices:
-            self.settle(i, message)
+            self.members.settle(i, ending)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 
 from generation.backends.protocol import GenerationResult, JobCancelled, Queued
+from generation.prompts.request import GenerationRequest
 from generation.scheduling.fairqueue import FairQueue
 from generation.scheduling.job_state import Handle, Job, mark_retrieved
-from generation.prompts.request import GenerationRequest
 
 SHUTDOWN_MESSAGE = "the generator is shutting down"
 

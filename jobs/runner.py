@@ -1,14 +1,15 @@
 """`JobRunner`: a job's whole life, apart from Discord.
 
-reserve (atomic, in the store) → submit to the backend → follow its events (queue position, then
-step k of n with a preview; edits throttled) → save the PNGs → record them → deliver (retried with
-backoff while Discord or the network fails) → record the delivery. A failure or cancel sets the
-job's state, gives the spend back and tells the owner. Discord is behind the `Outbox` protocol
+reserve (atomic, in the store) → hand it to the job source (`jobs.sources`), which gives it back to run
+→ submit to the backend → follow its events (queue position, then step k of n with a preview; edits
+throttled) → save the PNGs → record them (through the source) → deliver (retried with backoff while
+Discord or the network fails) → record the delivery. A failure or cancel sets the job's state, gives
+the spend back and tells the owner. Discord is behind the `jobs.delivery.Outbox` protocol
 (`bot.delivery.discord_outbox.DiscordOutbox` implements it), so tests drive this with a fake one.
 
-After a restart `resume()` delivers done-but-undelivered jobs and resubmits queued or running ones
-under the same id, from the stored request: nothing is spent twice, nothing delivered twice
-(`record_delivery` only after the post succeeded).
+After a restart `resume()` starts the source, which hands back done-but-undelivered jobs (delivered
+from their saved images) and queued or running ones (resubmitted under the same id, from the stored
+request): nothing is spent twice, nothing delivered twice (`record_delivery` only after the post).
 """
 
 from __future__ import annotations
@@ -18,12 +19,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from bot.formatting import progress_text, queued_text, result_text
-from bot.delivery.throttle import EditThrottle
 from generation.backends.protocol import (
     GeneratedImage,
     GenerationBackend,
@@ -31,12 +28,17 @@ from generation.backends.protocol import (
     GenerationResult,
     JobCancelled,
     JobEvent,
+    JobFailed,
     Progress,
     Queued,
     Started,
 )
-from generation.prompts.request import GenerationRequest
 from generation.media.compose import fit_to_size, grid_2x2
+from generation.prompts.request import GenerationRequest
+from jobs.delivery import Outbox, OutFile, ResultImages, ResultPost, TokenGone, TransientDeliveryError
+from jobs.messages import progress_text, queued_text, result_text
+from jobs.sources import InProcessSource, JobSource
+from jobs.throttle import EditThrottle
 from storage.interface import JobRecord, JobState, NewJob, Refusal, Reservation, Store
 
 log = logging.getLogger(__name__)
@@ -44,99 +46,11 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-DEFAULT_UPLOAD_LIMIT = 8 * 1024 * 1024  # Discord's smallest per-file limit; interactions say the real one
-TOKEN_LIFETIME_S = 15 * 60.0
-TOKEN_MARGIN_S = 60.0
 PROGRESS_EDIT_TIMEOUT_S = 5.0
 DELIVERY_TIMEOUT_S = 60.0  # one upload attempt: a request Discord never answers is retried, not awaited
 
-
-class JobClaims(Protocol):
-    """The shared queue's side of a runner (`bot.dispatch.ClaimDispatcher`): with it, `submit` only
-    reserves (the stored job is the queue) and jobs arrive through `follow`, under a lease."""
-
-    def queued(self, job: JobRecord) -> None:
-        """A job was reserved: wake the dispatchers."""
-        ...
-
-    def holds(self, job_id: str) -> bool:
-        """True while this process still holds the job's lease."""
-        ...
-
-    async def complete(self, job: JobRecord, seeds: tuple[int, ...], image_paths: tuple[str, ...]) -> bool:
-        """Record the images if the lease is still held (then this process alone delivers); else False."""
-        ...
-
-    async def resume(self) -> tuple[int, int]:
-        """Start claiming; returns (undelivered, unfinished) jobs found at start."""
-        ...
-
-    async def close(self) -> None:
-        """Stop claiming; give back the jobs still held."""
-        ...
-
-
-class ResultImages(Protocol):
-    """What the runner needs of `generation.media.image_store.ImageStore`."""
-
-    def save_result(self, job_id: str, index: int, png: bytes) -> Path: ...
-
-
-@dataclass(frozen=True)
-class OutFile:
-    """An attachment to upload."""
-
-    filename: str
-    data: bytes
-
-
-@dataclass(frozen=True)
-class ResultPost:
-    """A finished job's message: text, the image file(s), and buttons for `image_count` images."""
-
-    job_id: str
-    content: str
-    files: tuple[OutFile, ...]
-    image_count: int
-
-
-class TransientDeliveryError(Exception):
-    """Discord answered 429/5xx or the network failed: worth trying again later."""
-
-
-class TokenGone(Exception):
-    """The interaction token no longer works (expired or unknown): post to the channel instead."""
-
-
-class Outbox(Protocol):
-    """Where messages about a job go. `via_token` means: through the job's interaction (editing its
-    original response, or an ephemeral followup); otherwise a channel message mentioning the owner."""
-
-    async def show_progress(self, job: JobRecord, text: str, preview_png: bytes | None) -> None:
-        """Edit the original response to show progress (only called while the token is valid)."""
-        ...
-
-    async def post_result(self, job: JobRecord, post: ResultPost, *, via_token: bool) -> tuple[int, int]:
-        """Post the result; returns (message_id, channel_id). Raises TransientDeliveryError or TokenGone."""
-        ...
-
-    async def tell_owner(self, job: JobRecord, text: str, *, via_token: bool, private: bool) -> None:
-        """Tell the owner something (failure, cancel, flagged images). `private` asks for an
-        ephemeral message where there is an interaction (the original response is then removed)."""
-        ...
-
-    async def channel_is_nsfw(self, channel_id: int) -> bool:
-        """True if the channel is age-restricted (unknown channels count as not)."""
-        ...
-
-    def upload_limit(self, guild_id: int) -> int:
-        """Per-file upload limit of a guild when no interaction said it."""
-        ...
-
-
-def token_expiry(created_at: float) -> float:
-    """When to stop using an interaction token made at `created_at` (15 min minus a margin)."""
-    return created_at + TOKEN_LIFETIME_S - TOKEN_MARGIN_S
+UNREADABLE_SETTINGS = "its stored settings were unreadable"
+FLAGGED = "flagged by the safety checker"
 
 
 def backoff_delays(first: float = 1.0, cap: float = 60.0) -> Callable[[int], float]:
@@ -145,7 +59,8 @@ def backoff_delays(first: float = 1.0, cap: float = 60.0) -> Callable[[int], flo
 
 
 class JobRunner:
-    """Owns running jobs: their tasks, progress edits, saving, delivery, refunds."""
+    """Owns running jobs: their tasks, progress edits, saving, delivery, refunds. Its jobs come from
+    `source` (default: `InProcessSource`, this process's own queue); it never asks which source."""
 
     def __init__(
         self,
@@ -154,6 +69,7 @@ class JobRunner:
         images: ResultImages,
         outbox: Outbox,
         *,
+        source: JobSource | None = None,
         clock: Clock = time.time,
         edit_interval_s: float = 1.5,
         sleep: Sleep = asyncio.sleep,
@@ -164,6 +80,8 @@ class JobRunner:
         self.images = images
         self.outbox = outbox
         self.clock = clock
+        self.source: JobSource = source or InProcessSource(store)
+        self.source.attach(self)
         self._sleep = sleep
         self._retry_delay = retry_delay or backoff_delays()
         self._throttle = EditThrottle(edit_interval_s, clock)
@@ -171,7 +89,6 @@ class JobRunner:
         self._upload_limits: dict[str, int] = {}
         self._closing = False
         self.delivery_timeout_s = DELIVERY_TIMEOUT_S
-        self.claims: JobClaims | None = None  # set by bot.dispatch.ClaimDispatcher on a shared queue
 
     # -- entry points -------------------------------------------------------------------------------
 
@@ -183,43 +100,20 @@ class JobRunner:
         *,
         upload_limit: int | None = None,
     ) -> Reservation | Refusal:
-        """Reserve the spend and queue the job (both at once, in the store); run it if granted."""
+        """Reserve the spend and queue the job (both at once, in the store); hand it to the source."""
         outcome = await self.store.reserve(job, role_ids, self.clock())
         if isinstance(outcome, Reservation):
             if upload_limit is not None:
                 self._upload_limits[job.job_id] = upload_limit
-            if self.claims is not None:
-                self.claims.queued(outcome.job)
-            else:
-                self._spawn(outcome.job, request)
+            self.source.queued(outcome.job)
         return outcome
 
     async def resume(self) -> tuple[int, int]:
-        """After a restart: deliver done-but-undelivered jobs, resubmit queued/running ones.
-        Returns (delivered, resubmitted) counts of jobs started on. On a shared queue: start claiming."""
-        if self.claims is not None:
-            return await self.claims.resume()
-        undelivered = await self.store.undelivered_jobs()
-        for job in undelivered:
-            self._track(job.job_id, self._deliver_saved(job))
-        unfinished = await self.store.unfinished_jobs()
-        resubmitted = 0
-        for job in unfinished:
-            if job.job_id in self._tasks:
-                continue
-            try:
-                request = GenerationRequest.from_json(job.request_json)
-            except (ValueError, TypeError, KeyError) as exc:
-                log.error("job %s: stored request unreadable (%s); failing it", job.job_id, exc)
-                self._track(
-                    job.job_id, self._end(job, JobState.FAILED, "its stored settings were unreadable")
-                )
-                continue
-            self._spawn(job, request)
-            resubmitted += 1
-        if undelivered or resubmitted:
-            log.info("resumed: %d to deliver, %d to generate", len(undelivered), resubmitted)
-        return len(undelivered), resubmitted
+        """After a restart: start the source. Returns the (to deliver, to generate) jobs it took up."""
+        undelivered, unfinished = await self.source.start()
+        if undelivered or unfinished:
+            log.info("resumed: %d to deliver, %d to generate", undelivered, unfinished)
+        return undelivered, unfinished
 
     async def cancel(self, job_id: str) -> bool:
         """Stop a queued or running job (refund and the owner's message follow from its task)."""
@@ -253,12 +147,12 @@ class JobRunner:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self.claims is not None:
-            await self.claims.close()
+        await self.source.close()
 
-    def follow(self, job: JobRecord) -> None:
-        """Work on a job this process claimed from the shared queue: run it, or deliver its saved
-        images if it is done already (a dead process's)."""
+    # -- what the source calls (jobs.sources.Worker) --------------------------------------------------
+
+    def work_on(self, job: JobRecord) -> None:
+        """Run a job the source handed over, or deliver its saved images if it is done already."""
         if job.state is JobState.DONE:
             self._track(job.job_id, self._deliver_saved(job))
             return
@@ -266,14 +160,15 @@ class JobRunner:
             request = GenerationRequest.from_json(job.request_json)
         except (ValueError, TypeError, KeyError) as exc:
             log.error("job %s: stored request unreadable (%s); failing it", job.job_id, exc)
-            self._track(job.job_id, self._end(job, JobState.FAILED, "its stored settings were unreadable"))
+            self._track(job.job_id, self._end(job, JobFailed(UNREADABLE_SETTINGS)))
             return
-        self._spawn(job, request)
+        self._track(job.job_id, self._run(job, request))
+
+    def stop(self, job_id: str) -> None:
+        """Stop generating a job whose lease moved on; its ending is no longer this process's."""
+        self.backend.cancel(job_id)
 
     # -- a job's life -------------------------------------------------------------------------------
-
-    def _spawn(self, job: JobRecord, request: GenerationRequest) -> None:
-        self._track(job.job_id, self._run(job, request))
 
     def _track(self, job_id: str, work: Awaitable[None]) -> None:
         async def wrapper() -> None:
@@ -302,7 +197,7 @@ class JobRunner:
             handle = self.backend.submit(job.job_id, f"{job.guild_id}:{job.owner_id}", request)
         except Exception as exc:
             log.exception("job %s: the backend refused it", job.job_id)
-            await self._end(job, JobState.FAILED, f"it could not be queued ({type(exc).__name__})")
+            await self._end(job, JobFailed(f"it could not be queued ({type(exc).__name__})"))
             return
         try:
             async for event in handle.events():
@@ -311,17 +206,17 @@ class JobRunner:
         except JobCancelled as exc:
             if self._closing:
                 return  # shutting down: the job stays queued/running in the store and resumes later
-            await self._end(job, JobState.CANCELLED, str(exc) or "cancelled")
+            await self._end(job, exc)
             return
         except GenerationError as exc:
-            await self._end(job, JobState.FAILED, str(exc) or type(exc).__name__)
+            failed = exc if isinstance(exc, JobFailed) else JobFailed(str(exc) or type(exc).__name__)
+            await self._end(job, failed)
             return
         await self._finish(job, request, result)
 
     async def _on_event(self, job: JobRecord, event: JobEvent) -> None:
         if isinstance(event, Started):
-            if self.claims is None:  # a claimed job is running (under its lease) already
-                await self.store.set_job_state(job.job_id, JobState.RUNNING)
+            await self.source.mark_running(job.job_id)
             return
         if not self._via_token(job) or not self._throttle.ready(job.job_id):
             return
@@ -336,15 +231,18 @@ class JobRunner:
         except Exception as exc:  # progress is best effort; the result is what must arrive
             log.debug("job %s: progress edit failed: %r", job.job_id, exc)
 
-    async def _end(self, job: JobRecord, state: JobState, reason: str) -> None:
+    async def _end(self, job: JobRecord, outcome: JobFailed | JobCancelled) -> None:
         """Failed or cancelled: store it, refund, tell the owner."""
-        if self.claims is not None and not self.claims.holds(job.job_id):
+        if not self.source.holds(job.job_id):
             return  # the lease moved on (reclaimed, or cancelled elsewhere): not ours to end
+        cancelled = isinstance(outcome, JobCancelled)
+        reason = str(outcome) or ("cancelled" if cancelled else type(outcome).__name__)
+        state = JobState.CANCELLED if cancelled else JobState.FAILED
         await self.store.set_job_state(job.job_id, state, reason)
         refunded = await self.store.refund(job.job_id, self.clock())
         were = "s were" if job.images != 1 else " was"
         back = f" Your {job.images} image{were} given back." if refunded else ""
-        if state is JobState.CANCELLED:
+        if cancelled:
             text = f"Your job `{job.job_id}` was cancelled ({reason}).{back}"
         else:
             text = f"Sorry, your job `{job.job_id}` failed: {reason}.{back}"
@@ -364,7 +262,7 @@ class JobRunner:
                 return
 
     async def _finish(self, job: JobRecord, request: GenerationRequest, result: GenerationResult) -> None:
-        if self.claims is not None and not self.claims.holds(job.job_id):
+        if not self.source.holds(job.job_id):
             return
         nsfw_channel = any(i.nsfw for i in result.images) and await self.outbox.channel_is_nsfw(
             job.channel_id
@@ -372,7 +270,7 @@ class JobRunner:
         kept: list[GeneratedImage] = [i for i in result.images if nsfw_channel or not i.nsfw]
         dropped = len(result.images) - len(kept)
         if not kept:
-            await self.store.set_job_state(job.job_id, JobState.FAILED, "flagged by the safety checker")
+            await self.store.set_job_state(job.job_id, JobState.FAILED, FLAGGED)
             refunded = await self.store.refund(job.job_id, self.clock())
             back = " Your spend was given back." if refunded else ""
             await self._tell(
@@ -386,12 +284,10 @@ class JobRunner:
             paths = await asyncio.to_thread(self._save, job.job_id, kept)
         except Exception as exc:
             log.error("job %s: saving images failed: %r", job.job_id, exc)
-            await self._end(job, JobState.FAILED, f"the images could not be saved ({type(exc).__name__})")
+            await self._end(job, JobFailed(f"the images could not be saved ({type(exc).__name__})"))
             return
         seeds = tuple(i.seed for i in kept)
-        if self.claims is None:
-            await self.store.record_images(job.job_id, seeds, tuple(str(p) for p in paths))
-        elif not await self.claims.complete(job, seeds, tuple(str(p) for p in paths)):
+        if not await self.source.record_images(job, seeds, tuple(str(p) for p in paths)):
             log.info("job %s: lease lost before it was recorded; another process delivers it", job.job_id)
             return
         if dropped:

@@ -1,21 +1,22 @@
-"""`ClaimDispatcher`: many bot processes sharing one fair queue, the jobs table of a shared store.
+"""`ClaimSource`: the `JobSource` of many bot processes sharing one fair queue, the jobs table of a
+shared store.
 
 With a store that implements `storage.queue.JobQueue` (PostgreSQL), `JobRunner.submit` only reserves:
-the stored job is the queue. Each process runs one dispatcher, which
+the stored job is the queue. Each process's runner has one claim source, which
 
 - claims queued jobs (`claim_next`: round-robin by owner across every process) while its backend has
   room (`capacity` jobs generating at once, a small bound so a light user's job never waits behind a
-  heavy user's many in some process's local queue), and hands each to the runner (`JobRunner.follow`);
+  heavy user's many in some process's local queue), and hands each to the runner (`JobRunner.work_on`);
 - renews the leases of the jobs it runs every `lease_s / 3`; a job whose lease it lost (reclaimed after
   a stall, or cancelled elsewhere) is cancelled in the backend and never recorded or delivered here;
-- finishes a job with `complete_claimed` while holding the job's delivery lock, and keeps that lock
+- records a job's images with `complete_claimed` while holding the job's delivery lock, and keeps that lock
   until the result is posted and recorded, so no two processes deliver one job;
 - puts the jobs of dead processes back in the queue (`reclaim_expired`) and delivers done jobs that
   nobody delivered (a process that died between recording and posting): under the delivery lock;
 - wakes on a NOTIFY that any process sends when a job is queued or put back, with a slow poll as the
   fallback, so it never spins.
 
-The delivery lock is a PostgreSQL session advisory lock on the dispatcher's own connection, so it ends
+The delivery lock is a PostgreSQL session advisory lock on the claim source's own connection, so it ends
 with the process (`PgSignals`). A crash after the post and before `record_delivery` can still post one
 job twice, as in one process: Discord has no idempotent post.
 """
@@ -32,7 +33,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from bot.jobs import JobRunner
+from jobs.sources import Worker
 from storage.interface import JobRecord, JobState, StorageError
 from storage.queue import JobQueue
 
@@ -135,14 +136,13 @@ def pg_signals_for(store: object) -> PgSignals | None:
     return PgSignals(pool) if pool is not None else None
 
 
-class ClaimDispatcher:
-    """Claims jobs from a shared `JobQueue` for one `JobRunner` (see the module docstring). Creating it
-    attaches it (`runner.claims`); `runner.resume()` starts it and `runner.close()` stops it."""
+class ClaimSource:
+    """`JobSource` that claims jobs from a shared `JobQueue` (see the module docstring). Give it to a
+    `JobRunner` (`source=`): `runner.resume()` starts it and `runner.close()` stops it."""
 
     def __init__(
         self,
         queue: JobQueue,
-        runner: JobRunner,
         *,
         signals: QueueSignals | None = None,
         worker_id: str | None = None,
@@ -156,7 +156,7 @@ class ClaimDispatcher:
         if lease_s <= 0 or poll_s <= 0:
             raise ValueError("lease_s and poll_s must be > 0")
         self.queue = queue
-        self.runner = runner
+        self._worker: Worker | None = None
         self.signals = signals
         self.worker_id = worker_id or default_worker_id()
         self.capacity = capacity
@@ -165,15 +165,25 @@ class ClaimDispatcher:
         self.clock = clock
         self._held: set[str] = set()  # leased to us and generating (they fill `capacity`)
         self._locked: set[str] = set()  # delivery locks we hold
-        self._following: dict[str, asyncio.Task[None]] = {}
+        self._handed_over: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._reclaim_due = True
         self._closing = False
-        runner.claims = self
 
-    # -- JobClaims (called by the runner) -------------------------------------------------------------
+    # -- JobSource (called by the runner) -------------------------------------------------------------
+
+    def attach(self, worker: Worker) -> None:
+        """The runner claimed jobs go to."""
+        self._worker = worker
+
+    @property
+    def worker(self) -> Worker:
+        """The attached runner."""
+        if self._worker is None:
+            raise RuntimeError("the claim source belongs to no runner")
+        return self._worker
 
     def queued(self, job: JobRecord) -> None:
         """A job was reserved here: claim it (or let another process) now, not at the next poll."""
@@ -185,7 +195,12 @@ class ClaimDispatcher:
         """True while the job is leased to this process and not yet recorded."""
         return job_id in self._held
 
-    async def complete(self, job: JobRecord, seeds: tuple[int, ...], image_paths: tuple[str, ...]) -> bool:
+    async def mark_running(self, job_id: str) -> None:
+        """Nothing to store: a claimed job is running (under its lease) already."""
+
+    async def record_images(
+        self, job: JobRecord, seeds: tuple[int, ...], image_paths: tuple[str, ...]
+    ) -> bool:
         """Take the delivery lock, then record the images if the lease is still ours. True: the caller
         delivers (the lock is kept until its task ends); False: drop the result."""
         job_id = job.job_id
@@ -205,7 +220,7 @@ class ClaimDispatcher:
             await self._unlock(job_id)
         return done
 
-    async def resume(self) -> tuple[int, int]:
+    async def start(self) -> tuple[int, int]:
         """Start: listen, take over done-but-undelivered jobs nobody holds, start claiming. Returns
         (undelivered taken, 0): queued jobs are claimed by the loop, not counted here."""
         if self._loop_task is not None:
@@ -213,7 +228,7 @@ class ClaimDispatcher:
         if self.signals is not None:
             await self.signals.open(self.wake)
         swept = await self._sweep_undelivered()
-        self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="claim-dispatcher")
+        self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="claim-source")
         return swept, 0
 
     async def close(self) -> None:
@@ -225,9 +240,9 @@ class ClaimDispatcher:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-        for task in list(self._following.values()):
+        for task in list(self._handed_over.values()):
             task.cancel()
-        for task in list(self._following.values()):
+        for task in list(self._handed_over.values()):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._held:
@@ -287,9 +302,9 @@ class ClaimDispatcher:
                     await self._sweep_undelivered()
                 await self._claim()
             except StorageError as exc:
-                log.warning("dispatcher: %s (trying again in %.1f s)", exc, self.poll_s)
+                log.warning("claims: %s (trying again in %.1f s)", exc, self.poll_s)
             except Exception:
-                log.exception("dispatcher: unexpected error (trying again in %.1f s)", self.poll_s)
+                log.exception("claims: unexpected error (trying again in %.1f s)", self.poll_s)
             timeout = max(0.0, min(self.poll_s, next_renew - loop.time()))
             with contextlib.suppress(TimeoutError):
                 # Not asyncio.wait_for: on 3.11 it can swallow a cancel that lands as the wait ends,
@@ -304,7 +319,7 @@ class ClaimDispatcher:
         jobs = await self.queue.claim_next(self.worker_id, self.clock(), self.lease_s, limit=free)
         for job in jobs:
             self._held.add(job.job_id)
-            self._follow(job)
+            self._hand_over(job)
         if jobs and len(self._held) < self.capacity:
             self.wake()  # others may have taken some candidates: look again before sleeping
 
@@ -317,30 +332,30 @@ class ClaimDispatcher:
             if job_id not in kept and job_id in self._held:
                 log.warning("job %s: lease lost (reclaimed or cancelled elsewhere); dropping it", job_id)
                 self._held.discard(job_id)
-                self.runner.backend.cancel(job_id)
+                self.worker.stop(job_id)
                 self.wake()
 
     async def _sweep_undelivered(self) -> int:
         """Deliver done jobs nobody is delivering (their process died after recording them)."""
         taken = 0
-        for job in await self.runner.store.undelivered_jobs():
-            if job.job_id in self._following or self._closing:
+        for job in await self.worker.store.undelivered_jobs():
+            if job.job_id in self._handed_over or self._closing:
                 continue
             if self.signals is not None:
                 if not await self.signals.lock_delivery(job.job_id, wait=False):
                     continue
                 self._locked.add(job.job_id)
-            fresh = await self.runner.store.get_job(job.job_id)
+            fresh = await self.worker.store.get_job(job.job_id)
             if fresh is None or fresh.state is not JobState.DONE or fresh.result_message_id is not None:
                 await self._unlock(job.job_id)
                 continue
             log.info("job %s: delivering a result another process recorded", job.job_id)
-            self._follow(fresh)
+            self._hand_over(fresh)
             taken += 1
         return taken
 
-    def _follow(self, job: JobRecord) -> None:
-        self._following[job.job_id] = asyncio.get_running_loop().create_task(
+    def _hand_over(self, job: JobRecord) -> None:
+        self._handed_over[job.job_id] = asyncio.get_running_loop().create_task(
             self._watch(job), name=f"claimed-{job.job_id}"
         )
 
@@ -349,16 +364,16 @@ class ClaimDispatcher:
         job_id = job.job_id
         cancelled = False
         try:
-            if self.runner.is_active(job_id):  # an earlier lease of ours, still winding down
-                await self.runner.wait(job_id)
-            self.runner.follow(job)
-            await self.runner.wait(job_id)
+            if self.worker.is_active(job_id):  # an earlier lease of ours, still winding down
+                await self.worker.wait(job_id)
+            self.worker.work_on(job)
+            await self.worker.wait(job_id)
         except asyncio.CancelledError:
             cancelled = True  # shutting down: `close` releases what is still held
         finally:
             if not cancelled:
                 self._held.discard(job_id)
-            self._following.pop(job_id, None)
+            self._handed_over.pop(job_id, None)
             await self._unlock(job_id)
             self.wake()
 
@@ -381,7 +396,7 @@ __all__ = [
     "CHANNEL",
     "DEFAULT_CAPACITY",
     "DEFAULT_LEASE_S",
-    "ClaimDispatcher",
+    "ClaimSource",
     "PgSignals",
     "QueueSignals",
     "default_worker_id",
