@@ -1,4 +1,5 @@
-"""`python -m bench NAME [args]`: import `bench.NAME` and call its `main(argv)`."""
+"""`python -m bench NAME [args]`: import `bench.NAME` and call its `main(argv, settings)` with the
+settings read from the environment (`bench.config`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_NOT_BENCHMARKS = {"report", "archs"}  # helpers, not benchmarks
+_NOT_BENCHMARKS = {"report", "archs", "plain", "settings"}  # helpers, not benchmarks
 
 
 def available() -> list[str]:
@@ -33,8 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not _NAME.match(name) or name in _NOT_BENCHMARKS or name not in available():
         print(f"unknown benchmark {name!r}; available: {', '.join(available())}", file=sys.stderr)
         return 2
+    from bench.config import load_settings
+
     module = importlib.import_module(f"bench.{name}")
-    result = module.main(rest)
+    result = module.main(rest, load_settings())
     return int(result or 0)
 
 

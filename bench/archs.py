@@ -9,7 +9,7 @@ depend on the weights, only on these shapes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 ARCH_NAMES = ("sd15", "sd-turbo", "sdxl")
@@ -169,13 +169,9 @@ SDXL = Arch(
 
 # Tiny stand-ins: the shapes of diffusers' own `get_dummy_components()` (8×8 latents, 64 px images).
 _TINY_VAE: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    **_SD_VAE,
     "block_out_channels": (8, 16, 16, 16),
     "layers_per_block": 1,
-    "latent_channels": 4,
     "norm_num_groups": 8,
     "sample_size": 64,
 }
@@ -197,32 +193,18 @@ def _tiny_clip(projection: int = 32) -> dict[str, Any]:
     return {**_clip(32, 2, 4, 37, "quick_gelu", projection), "vocab_size": 1000}
 
 
+def _tiny(full: Arch, **components: Any) -> Arch:
+    """`full`'s tiny stand-in: its pipeline, scheduler, steps and guidance at 64 px, with tiny components
+    (the VAE and text encoder below unless given)."""
+    components = {"vae": _TINY_VAE, "text_encoder": _tiny_clip(), **components}
+    return replace(full, name=f"{full.name}-tiny", size=64, **components)
+
+
 TINY = {
-    "sd15": Arch(
-        name="sd15-tiny",
-        pipeline_class="StableDiffusionPipeline",
-        unet=_TINY_UNET,
-        vae=_TINY_VAE,
-        text_encoder=_tiny_clip(),
-        scheduler=_EULER,
-        size=64,
-        steps=SD15.steps,
-        guidance=SD15.guidance,
-    ),
-    "sd-turbo": Arch(
-        name="sd-turbo-tiny",
-        pipeline_class="StableDiffusionPipeline",
-        unet={**_TINY_UNET, "use_linear_projection": True},
-        vae=_TINY_VAE,
-        text_encoder=_tiny_clip(),
-        scheduler={**_EULER, "timestep_spacing": "trailing"},
-        size=64,
-        steps=SD_TURBO.steps,
-        guidance=SD_TURBO.guidance,
-    ),
-    "sdxl": Arch(
-        name="sdxl-tiny",
-        pipeline_class="StableDiffusionXLPipeline",
+    "sd15": _tiny(SD15, unet=_TINY_UNET),
+    "sd-turbo": _tiny(SD_TURBO, unet={**_TINY_UNET, "use_linear_projection": True}),
+    "sdxl": _tiny(
+        SDXL,
         unet={
             **_TINY_UNET,
             "layers_per_block": 2,
@@ -235,13 +217,7 @@ TINY = {
             "norm_num_groups": 1,
         },
         vae={**_TINY_VAE, "force_upcast": True, "scaling_factor": 0.13025},
-        text_encoder=_tiny_clip(),
         text_encoder_2=_tiny_clip(32),
-        scheduler=_EULER,
-        size=64,
-        steps=SDXL.steps,
-        guidance=SDXL.guidance,
-        pipeline_config={"force_zeros_for_empty_prompt": True},
     ),
 }
 

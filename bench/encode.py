@@ -1,8 +1,9 @@
 """`python -m bench encode`: result PNGs of a batch encoded one after the other vs in parallel.
 
-`DiffusersEngine.run_batch` encodes a batch's images with `generation.engine.encode_images`: each with
-`generation.results.encode_png`, two or more at once on a shared thread pool of
-`generation.engine.ENCODE_WORKERS` (min(8, cpu_count)) threads. For `--counts` images of `--size`² RGB
+`DiffusersEngine.run_batch` encodes a batch's images with
+`generation.pipelines.engine.encode_images`: each with `generation.media.compose.encode_png`, two or
+more at once on a shared thread pool of `generation.pipelines.engine.ENCODE_WORKERS` (min(8, cpu_count))
+threads. For `--counts` images of `--size`² RGB
 noise (the worst case for PNG filtering), in one run, medians of `--repeats` (the order rotates
 each repeat to cancel drift):
 - **serial**: `encode_png` in a loop (what the engine did before);
@@ -31,10 +32,11 @@ from typing import Any
 
 from PIL import Image
 
+from bench.config import BenchSettings
 from bench.report import report
-from generation.engine import ENCODE_WORKERS, encode_images
-from generation.request import GenerationRequest
-from generation.results import encode_png
+from generation.media.compose import encode_png
+from generation.pipelines.engine import ENCODE_WORKERS, encode_images
+from generation.prompts.request import GenerationRequest
 
 SAMPLER = "Euler"
 
@@ -139,7 +141,7 @@ def run(counts: Sequence[int], size: int, repeats: int) -> dict[str, Any]:
         processes.shutdown()
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], settings: BenchSettings) -> int:
     """CLI entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m bench encode", description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
@@ -150,5 +152,5 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.size < 8 or args.repeats < 1 or any(c < 1 for c in args.counts):
         parser.error("--size ≥ 8; --repeats and --counts ≥ 1")
-    report("encode", run(args.counts, args.size, args.repeats), argv)
+    report("encode", run(args.counts, args.size, args.repeats), argv, results_path=settings.results_path)
     return 0

@@ -37,9 +37,11 @@ from typing import Any
 import torch
 
 from bench.archs import ARCH_NAMES, Arch, get_arch
+from bench.config import BenchSettings
+from bench.plain import plain_call
 from bench.report import report
-from generation.options import OptimiseOptions, parse_optimise
-from generation.request import GenerationRequest
+from generation.pipelines.options import OptimiseOptions, parse_optimise
+from generation.prompts.request import GenerationRequest
 
 PROMPT = "a red fox in the snow, golden hour, highly detailed photograph"
 
@@ -77,13 +79,15 @@ def build_pipeline(arch: Arch, device: str, dtype: torch.dtype, seed: int = 0) -
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
-        StableDiffusionPipeline,
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from generation.models import _tiny_tokenizer  # the local byte-level CLIP tokenizer (no download)
+    from generation.pipelines.loading import (  # _tiny_tokenizer: local, byte-level CLIP
+        _tiny_tokenizer,
+        sd_pipeline,
+    )
 
     tokenizer = _tiny_tokenizer()
     ids = {
@@ -116,17 +120,7 @@ def build_pipeline(arch: Arch, device: str, dtype: torch.dtype, seed: int = 0) -
             add_watermarker=False,
             **arch.pipeline_config,
         )
-    return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        image_encoder=None,
-        requires_safety_checker=False,
-    )
+    return sd_pipeline(vae, text_encoder, tokenizer, unet, scheduler)
 
 
 def save_arch(arch: Arch, folder: Path, device: str, dtype: torch.dtype) -> float:
@@ -251,14 +245,7 @@ def run_baseline(folder: Path, arch: Arch, device: str, dtype: torch.dtype, imag
     load_s = time.perf_counter() - start
 
     def one(seed: int) -> None:
-        pipe(
-            PROMPT,
-            height=arch.size,
-            width=arch.size,
-            num_inference_steps=arch.steps,
-            guidance_scale=arch.guidance,
-            generator=torch.Generator(device).manual_seed(seed),
-        )
+        plain_call(pipe, _request(arch, seed), device)
 
     start = time.perf_counter()
     one(0)
@@ -310,8 +297,8 @@ async def run_service(
     min_images: int,
 ) -> dict[str, Any]:
     """The service at each concurrency (closed loop); see the module docstring."""
-    from generation.engine import DiffusersEngine
-    from generation.service import GenerationService
+    from generation.backends.local import GenerationService
+    from generation.pipelines.engine import DiffusersEngine
 
     def factory() -> DiffusersEngine:  # as the bot loads it: a compiled UNet is warmed up here (load_s)
         return DiffusersEngine.load(str(folder), device, cache_dir=None, options=options)
@@ -458,7 +445,7 @@ def summarise(
     return rounded
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], settings: BenchSettings) -> int:
     """CLI entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m bench gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=ARCH_NAMES, required=True)
@@ -483,9 +470,8 @@ def main(argv: list[str]) -> int:
         variants_options = {variant_label(v): parse_optimise(v) for v in optimise_values}
     except ValueError as err:
         parser.error(str(err))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from generation.models import resolve_device
+    from generation.pipelines.loading import resolve_device
 
     device = resolve_device(args.device)
     if device != "cpu" and not device.startswith("cuda"):
@@ -514,5 +500,5 @@ def main(argv: list[str]) -> int:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
     figures = summarise(arch, device_name, baseline, variants, peak_flops, args.tiny_arch, build_s)
-    report("gpu", figures, argv)
+    report("gpu", figures, argv, results_path=settings.results_path)
     return 0

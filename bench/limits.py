@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import secrets
 import subprocess
@@ -32,12 +31,13 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from bench.config import LIMITS_PG_URL_ENV, BenchSettings, load_settings
 from bench.report import report
 from storage.interface import LedgerEntry, Limits, NewJob, Refusal, Reservation, StorageError
 from storage.limits import DAY_S, HOUR_S
@@ -50,7 +50,6 @@ LIMITS = Limits(images_per_hour=25, images_per_day=160, max_queued=None, cooldow
 PROCESSES = 2  # OS processes in the PostgreSQL cross-process run
 ROOT = Path(__file__).resolve().parent.parent
 PG_SH = ROOT / "scripts" / "pg.sh"
-_URL_ENV = "BENCH_LIMITS_PG_URL"  # how the parent hands the URL to its children (not argv: passwords)
 _CHILD_TIMEOUT_S = 120.0
 
 Figures = dict[str, float | int | str]
@@ -192,9 +191,9 @@ def with_schema(url: str, schema: str) -> str:
     return parts._replace(query=urlencode(query)).geturl()
 
 
-def postgres_url(given: str | None, environ: Mapping[str, str]) -> str | None:
+def postgres_url(given: str | None, settings: BenchSettings) -> str | None:
     """The server to use: `given` (from `--postgres URL`), else `$DATABASE_URL`; None: start one."""
-    return given or environ.get("DATABASE_URL") or None
+    return given or settings.database_url or None
 
 
 @contextmanager
@@ -211,9 +210,11 @@ def throwaway_server() -> Iterator[str]:
         subprocess.run(["bash", str(PG_SH), "stop", exported["PG_TEST_DIR"]], capture_output=True, timeout=60)
 
 
-async def _two_processes(url: str, count: int, users: int, tasks: int, seed: int) -> tuple[int, float]:
+async def _two_processes(
+    url: str, count: int, users: int, tasks: int, seed: int, settings: BenchSettings
+) -> tuple[int, float]:
     """Start PROCESSES children, release them together once all are ready; (granted, wall seconds)."""
-    env = {**os.environ, _URL_ENV: url}
+    env = settings.child_env(**{LIMITS_PG_URL_ENV: url})
     each = max(1, tasks // PROCESSES)
     args = [str(a) for a in (PROCESSES, count, users, each, seed)]
     procs: list[asyncio.subprocess.Process] = []
@@ -258,21 +259,24 @@ async def _two_processes(url: str, count: int, users: int, tasks: int, seed: int
                 await p.wait()
 
 
-async def _child(index: int, processes: int, count: int, users: int, tasks: int, seed: int) -> None:
-    """One process of the cross-process run (see the module docstring)."""
+async def _child(url: str, index: int, processes: int, count: int, users: int, tasks: int, seed: int) -> None:
+    """One process of the cross-process run (see the module docstring), on the server at `url`."""
     from storage.postgres import open_pg_store
 
     reqs = _requests(count, users, seed)
     share = _share(count, users, index, processes)
-    async with await open_pg_store(os.environ[_URL_ENV], LIMITS, min_size=tasks, max_size=tasks) as store:
+    async with await open_pg_store(url, LIMITS, min_size=tasks, max_size=tasks) as store:
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         granted, _ = await _concurrent([store], reqs, tasks, share)
         print(granted, flush=True)
 
 
-async def run_postgres(url: str, count: int, users: int, tasks: int, seed: int) -> Figures:
-    """The three PostgreSQL runs on the server at `url`, each in a fresh schema dropped afterwards."""
+async def run_postgres(
+    url: str, count: int, users: int, tasks: int, seed: int, *, settings: BenchSettings
+) -> Figures:
+    """The three PostgreSQL runs on the server at `url`, each in a fresh schema dropped afterwards
+    (the child processes' environment from `settings`)."""
     import asyncpg
 
     from storage.postgres import DEFAULT_CONNECT_TIMEOUT_S, describe_connect_error, open_pg_store
@@ -308,7 +312,7 @@ async def run_postgres(url: str, count: int, users: int, tasks: int, seed: int) 
         two_url = await fresh("two")
         async with await open_pg_store(two_url, LIMITS, max_size=1):
             pass  # migrate once here, so the children's timed part never includes it
-        granted, elapsed = await _two_processes(two_url, count, users, tasks, seed)
+        granted, elapsed = await _two_processes(two_url, count, users, tasks, seed, settings)
         async with await open_pg_store(two_url, LIMITS, max_size=1) as store:
             overspent += await _audit(store, granted)
         _rates(figures, "two_process_", count, granted, elapsed)
@@ -330,7 +334,7 @@ def _redacted(argv: Sequence[str]) -> list[str]:
     return [redact_url(a) if "://" in a else a for a in argv]
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], settings: BenchSettings) -> int:
     """Run the benchmark and report it."""
     parser = argparse.ArgumentParser(
         prog="python -m bench limits",
@@ -354,20 +358,23 @@ def main(argv: list[str]) -> int:
     try:
         if args.postgres is None:
             figures = asyncio.run(run(*sizes))
-        elif (url := postgres_url(args.postgres, os.environ)) is not None:
-            figures = asyncio.run(run_postgres(url, *sizes))
+        elif (url := postgres_url(args.postgres, settings)) is not None:
+            figures = asyncio.run(run_postgres(url, *sizes, settings=settings))
         else:
             with throwaway_server() as url:
-                figures = asyncio.run(run_postgres(url, *sizes))
+                figures = asyncio.run(run_postgres(url, *sizes, settings=settings))
     except (StorageError, RuntimeError) as err:  # no server, or a child process failed: say so, no traceback
         print(f"bench limits: {err}", file=sys.stderr)
         return 2
-    report("limits", figures, _redacted(argv))
+    report("limits", figures, _redacted(argv), results_path=settings.results_path)
     return 0 if figures["overspent"] == 0 else 1
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["child"] and len(sys.argv) == 8:
-        asyncio.run(_child(*(int(a) for a in sys.argv[2:8])))  # index processes count users tasks seed
+    child_url = load_settings().limits_pg_url
+    if sys.argv[1:2] == ["child"] and len(sys.argv) == 8 and child_url is not None:
+        # index processes count users tasks seed
+        asyncio.run(_child(child_url, *(int(a) for a in sys.argv[2:8])))
     else:
-        sys.exit(f"usage: {_URL_ENV}=URL python -m bench.limits child INDEX PROCESSES COUNT USERS TASKS SEED")
+        usage = "python -m bench.limits child INDEX PROCESSES COUNT USERS TASKS SEED"
+        sys.exit(f"usage: {LIMITS_PG_URL_ENV}=URL {usage}")

@@ -1,7 +1,7 @@
 """`python -m bench load`: the bot under a burst of `/imagine`, then a long run of jobs.
 
 The real bot runs as its own process (`python -m bot`, MODEL_ID=tiny, SQLite, images on disk) against
-the loopback Discord server of the end-to-end tests (tests/discord_loopback), which runs here and
+the loopback Discord server of the end-to-end tests (testkit/discord_loopback), which runs here and
 plays Discord: it dispatches interactions over the gateway, enforces the 3-second acknowledgement
 rule and timestamps every callback on its own clock.
 
@@ -24,19 +24,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.config import BenchSettings
 from bench.report import report
+from testkit.answers import is_failure, is_result, job_of, live_ephemeral
 
 ACK_LIMIT_S = 3.0
-JOB_RE = re.compile(r"imagine:[uvr]:([0-9a-f]{12})")
 
 
 @dataclass(frozen=True)
@@ -61,36 +61,8 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def _is_result(message: Any) -> bool:
-    return (
-        message is not None
-        and not message.deleted
-        and not message.loading
-        and bool(message.attachments)
-        and any(cid.startswith("imagine:") for cid in message.custom_ids)
-    )
-
-
-def _live_ephemeral(rec: Any) -> list[Any]:
-    return [m for m in rec.messages if m.ephemeral and not m.deleted and not m.loading]
-
-
-def _job_of(message: Any) -> str | None:
-    for cid in message.custom_ids:
-        match = JOB_RE.fullmatch(cid)
-        if match:
-            return match.group(1)
-    return None
-
-
-def _failed(rec: Any) -> bool:
-    """The job was granted but failed: @original says so (no image)."""
-    m = rec.original
-    return m is not None and not m.deleted and not m.loading and m.content.startswith("Sorry")
-
-
 def _settled(rec: Any) -> bool:
-    return _is_result(rec.original) or bool(_live_ephemeral(rec)) or _failed(rec)
+    return is_result(rec.original) or bool(live_ephemeral(rec)) or is_failure(rec)
 
 
 def outcome_counts(records: Sequence[Any], server: Any) -> dict[str, int]:
@@ -98,22 +70,20 @@ def outcome_counts(records: Sequence[Any], server: Any) -> dict[str, int]:
     posted twice anywhere also counts as answered twice)."""
     granted = refused = failed = lost = twice = 0
     for rec in records:
-        result = _is_result(rec.original)
-        answers = len(_live_ephemeral(rec)) + int(result)
-        live_results = [m for m in rec.messages if _is_result(m)]
+        result = is_result(rec.original)
+        answers = len(live_ephemeral(rec)) + int(result)
+        live_results = [m for m in rec.messages if is_result(m)]
         if rec.responses_count > 1 or rec.rejected_callbacks or answers > 1 or len(live_results) > 1:
             twice += 1
         elif result:
             granted += 1
         elif answers == 1:
             refused += 1
-        elif _failed(rec):
+        elif is_failure(rec):
             failed += 1
         else:
             lost += 1
-    posted = Counter(
-        job for m in server.messages.values() if _is_result(m) and (job := _job_of(m)) is not None
-    )
+    posted = Counter(job for m in server.messages.values() if is_result(m) and (job := job_of(m)) is not None)
     return {
         "granted": granted,
         "refused": refused,
@@ -130,10 +100,13 @@ async def _pace(start: float, at: float) -> None:
         await asyncio.sleep(delay)
 
 
-async def run_load(config: LoadConfig, root: Path, cache_dir: Path) -> dict[str, Any]:
-    """Run the burst and the soak against a fresh bot process in `root`; return the figures."""
-    from tests.bot_process import BotProcess
-    from tests.discord_loopback import DiscordLoopback
+async def run_load(
+    config: LoadConfig, root: Path, cache_dir: Path, *, base_env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Run the burst and the soak against a fresh bot process in `root` (its environment based on
+    `base_env`, default this process's); return the figures."""
+    from testkit.bot_process import BotProcess
+    from testkit.discord_loopback import DiscordLoopback
 
     async with DiscordLoopback() as server:
         burst_guild = server.add_guild("burst")
@@ -152,7 +125,7 @@ async def run_load(config: LoadConfig, root: Path, cache_dir: Path) -> dict[str,
             "LOG_LEVEL": "WARNING",
         }
         t0 = time.perf_counter()
-        proc = await BotProcess.start(server, root, cache_dir, env=env)
+        proc = await BotProcess.start(server, root, cache_dir, env=env, base_env=base_env)
         start_s = time.perf_counter() - t0
         try:
             figures = await _burst(server, proc, config, burst_guild, burst_channel, members)
@@ -220,7 +193,7 @@ async def _soak(
         channel=channel,
         member=admin,
     )
-    await lift.wait_final(lambda r: bool(_live_ephemeral(r)), timeout=config.timeout_s)
+    await lift.wait_final(lambda r: bool(live_ephemeral(r)), timeout=config.timeout_s)
     baseline_after = max(1, min(config.baseline_after, config.jobs))
     done = 0
     failures = 0
@@ -236,7 +209,7 @@ async def _soak(
             prompt = f"soak {i}: a red fox in the snow --steps {config.steps} --seed {i}"
             rec = server.invoke("imagine", {"prompt": prompt}, guild=guild, channel=channel, member=member)
             await rec.wait_final(_settled, timeout=config.timeout_s)
-            if not _is_result(rec.original):
+            if not is_result(rec.original):
                 failures += 1  # a failure message (or a refusal): counted, not waited on forever
             done += 1
             if done == baseline_after:
@@ -263,37 +236,33 @@ def parse_args(argv: Sequence[str]) -> LoadConfig:
     p = argparse.ArgumentParser(prog="python -m bench load", description=__doc__.split("\n\n")[0])
     p.add_argument("--interactions", type=int, default=d.interactions)
     p.add_argument("--members", type=int, default=d.members)
-    p.add_argument("--window", type=float, default=d.window_s, help="seconds the burst is spread over")
+    p.add_argument(
+        "--window",
+        dest="window_s",
+        metavar="WINDOW",
+        type=float,
+        default=d.window_s,
+        help="seconds the burst is spread over",
+    )
     p.add_argument("--per-hour", type=int, default=d.per_hour, help="the burst guild's hourly image limit")
     p.add_argument("--jobs", type=int, default=d.jobs)
     p.add_argument("--concurrency", type=int, default=d.concurrency)
     p.add_argument("--baseline-after", type=int, default=None, help="jobs before the RSS baseline")
     p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--timeout", type=float, default=d.timeout_s)
-    a = p.parse_args(list(argv))
-    baseline = (
-        a.baseline_after if a.baseline_after is not None else min(d.baseline_after, max(1, a.jobs // 2))
-    )
-    return LoadConfig(
-        interactions=a.interactions,
-        members=a.members,
-        window_s=a.window,
-        per_hour=a.per_hour,
-        jobs=a.jobs,
-        concurrency=a.concurrency,
-        baseline_after=baseline,
-        steps=a.steps,
-        timeout_s=a.timeout,
-    )
+    p.add_argument("--timeout", dest="timeout_s", metavar="TIMEOUT", type=float, default=d.timeout_s)
+    a = p.parse_args(list(argv))  # one attribute per LoadConfig field, by name
+    if a.baseline_after is None:
+        a.baseline_after = min(d.baseline_after, max(1, a.jobs // 2))
+    return LoadConfig(**vars(a))
 
 
-def main(argv: Sequence[str]) -> None:
+def main(argv: Sequence[str], settings: BenchSettings) -> None:
     """Run the load benchmark and report its figures."""
     config = parse_args(argv)
-    from generation.models import ensure_tiny_model
+    from generation.pipelines.loading import ensure_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="imagine-load-") as tmp:
         cache = Path(tmp) / "cache"
         ensure_tiny_model(cache)
-        figures = asyncio.run(run_load(config, Path(tmp) / "bot", cache))
-    report("load", figures, list(argv))
+        figures = asyncio.run(run_load(config, Path(tmp) / "bot", cache, base_env=settings.environ))
+    report("load", figures, list(argv), results_path=settings.results_path)

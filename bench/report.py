@@ -78,10 +78,9 @@ def command(name: str, argv: Sequence[str]) -> str:
 
 
 def report(name: str, figures: dict[str, Any], argv: list[str], *, results_path: Path | None = None) -> None:
-    """Append a section (date, machine, command, figures) to RESULTS.md (or `results_path`, or
-    `$BENCH_RESULTS`: tests point it at a temp file), then print the figures as one JSON object on
-    the last line of stdout."""
-    path = results_path or Path(os.environ.get("BENCH_RESULTS") or RESULTS_PATH)
+    """Append a section (date, machine, command, figures) to RESULTS.md (or `results_path`: tests point
+    it at a temp file), then print the figures as one JSON object on the last line of stdout."""
+    path = results_path or RESULTS_PATH
     info = machine()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     libs = ", ".join(f"{k} {v}" for k, v in info["libraries"].items())

@@ -27,18 +27,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from bench.config import BenchSettings
 from bench.report import report
-from generation.backend import GeneratedImage
-from generation.engine_api import BatchInterrupted, Engine, StepCallback
-from generation.request import GenerationRequest, ModelProfile
+from generation.backends.protocol import GeneratedImage
+from generation.pipelines.contract import BatchInterrupted, Engine, StepCallback
+from generation.prompts.request import GenerationRequest, ModelProfile
 
 PROFILE = ModelProfile(name="sleep", native_size=512, default_steps=10, default_guidance=7.5)
 PNG = b"\x89PNG\r\n\x1a\n"  # not a picture: nothing downstream decodes it here
@@ -163,7 +162,7 @@ async def run(counts: Sequence[int], cfg: Config) -> dict[str, Any]:
     """Deploy each replica count in turn and measure."""
     import ray
 
-    from generation.ray_backend import RayBackend
+    from generation.backends.ray_driver import RayBackend
 
     ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     by: dict[int, dict[str, float]] = {}
@@ -224,13 +223,7 @@ async def run(counts: Sequence[int], cfg: Config) -> dict[str, Any]:
     }
 
 
-def results_path() -> Path | None:
-    """`$BENCH_RESULTS` if set (tests point it at a temp file), else None: bench/RESULTS.md."""
-    value = os.environ.get("BENCH_RESULTS")
-    return Path(value) if value else None
-
-
-def main(argv: list[str]) -> int:
+def main(argv: list[str], settings: BenchSettings) -> int:
     """CLI entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m bench scale", description=__doc__.splitlines()[0])
     parser.add_argument("--replicas", default="1,2,4,8", help="replica counts, ascending (default 1,2,4,8)")
@@ -249,5 +242,5 @@ def main(argv: list[str]) -> int:
         args.step_ms / 1000, args.steps, args.cap, args.batches, args.users, args.heavy_n, args.max_ongoing
     )
     figures = asyncio.run(run(counts, cfg))
-    report("scale", figures, argv, results_path=results_path())
+    report("scale", figures, argv, results_path=settings.results_path)
     return 0

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -34,8 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.config import BenchSettings
+from bench.plain import plain_call
 from bench.report import report
-from generation.request import GenerationRequest
+from generation.prompts.request import GenerationRequest
 
 TICK_S = 0.005
 STALL_JOBS = 40
@@ -112,21 +113,9 @@ class Ticker:
 
 def run_bare(model: Any, requests: Sequence[GenerationRequest]) -> float:
     """Seconds for plain pipeline calls, one request at a time."""
-    import torch
-
-    pipe = model.text2img
     start = time.perf_counter()
     for r in requests:
-        pipe(
-            prompt=r.prompt,
-            negative_prompt=r.negative_prompt,
-            width=r.width,
-            height=r.height,
-            num_inference_steps=r.steps,
-            guidance_scale=r.guidance,
-            generator=torch.Generator("cpu").manual_seed(r.seeds[0]),
-            output_type="pil",
-        )
+        plain_call(model.text2img, r)
     return time.perf_counter() - start
 
 
@@ -177,9 +166,9 @@ async def run(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) ->
     """Run the comparison and return the figures."""
     import torch
 
-    from generation.engine import DiffusersEngine
-    from generation.models import load_pipeline
-    from generation.service import GenerationService
+    from generation.backends.local import GenerationService
+    from generation.pipelines.engine import DiffusersEngine
+    from generation.pipelines.loading import load_pipeline
 
     model = load_pipeline("tiny", "cpu", cache_dir=cache_dir)
     engine = DiffusersEngine(model)
@@ -307,8 +296,8 @@ def measure_fixed_costs(model: Any, request: GenerationRequest) -> dict[str, flo
     service's worker does per job that the bare loop does not."""
     import numpy as np
 
-    from generation.preview import preview_png
-    from generation.results import encode_png
+    from generation.media.compose import encode_png
+    from generation.pipelines.preview import preview_png
 
     image = model.text2img(
         prompt=request.prompt, width=request.width, height=request.height, num_inference_steps=1
@@ -325,7 +314,7 @@ def measure_fixed_costs(model: Any, request: GenerationRequest) -> dict[str, flo
     return {"preview_ms": round(preview_s * 1000, 3), "png_encode_ms": round(encode_s * 1000, 3)}
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], settings: BenchSettings) -> int:
     """CLI entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m bench service", description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10, help="requests per run (default 10)")
@@ -335,10 +324,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.rounds < 1:
         parser.error("--jobs and --rounds must be at least 1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from generation.models import default_cache_dir
-
-    cache = default_cache_dir(os.environ)  # $IMAGINE_CACHE or ~/.cache/imagine: the tiny model, built once
+    cache = settings.cache_dir()  # the tiny model, built there once
     figures = asyncio.run(run(args.jobs, args.rounds, args.size, args.steps, cache))
-    report("service", figures, argv)
+    report("service", figures, argv, results_path=settings.results_path)
     return 0

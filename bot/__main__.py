@@ -18,8 +18,8 @@ import discord.http
 import yarl
 
 from bot.settings import Settings, SettingsError, install_redaction, load_settings
-from generation.backend import GenerationBackend
-from generation.images import ImageStore
+from generation.backends.protocol import GenerationBackend
+from generation.media.image_store import ImageStore
 from storage.interface import StorageError, Store
 
 log = logging.getLogger("bot")
@@ -74,16 +74,16 @@ def make_backend(settings: Settings, images: ImageStore) -> GenerationBackend:
     """The configured generation backend (not started)."""
     if settings.generation_backend == "ray":
         try:
-            ray_backend = importlib.import_module("generation.ray_backend")
+            ray_backend = importlib.import_module("generation.backends.ray_driver")
         except ImportError as exc:
             raise StartupError(f"GENERATION_BACKEND=ray is not available here: {exc}") from None
         backend: GenerationBackend = ray_backend.RayBackend.from_settings(settings, images)
         return backend
-    from generation.service import GenerationService
+    from generation.backends.local import GenerationService
 
     def engine_factory():  # type: ignore[no-untyped-def]  # runs on the worker thread
-        from generation.engine import DiffusersEngine
-        from generation.models import resolve_device
+        from generation.pipelines.engine import DiffusersEngine
+        from generation.pipelines.loading import resolve_device
 
         device = resolve_device(settings.device)
         return DiffusersEngine.load(

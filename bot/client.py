@@ -1,5 +1,6 @@
 """`ImagineBot`: the discord.py `Bot` subclass. It holds its dependencies (settings, store, backend,
-image store, clock, job runner), loads one cog per feature, registers the persistent buttons, syncs
+image store, clock, job runner) as `Services`, adds every command (`bot.commands.all_commands`),
+registers the persistent buttons, forwards clicks and reactions on results to `ResultActions`, syncs
 commands, and resumes unfinished work once connected. Process set-up lives in `bot.__main__`."""
 
 from __future__ import annotations
@@ -13,15 +14,21 @@ from typing import Any
 import discord
 from discord.ext import commands
 
-from bot.dispatch import ClaimDispatcher, pg_signals_for
-from bot.errors import ImagineTree
-from bot.jobs import JobRunner, Outbox
-from bot.outbox import DiscordOutbox
+from bot.commands import all_commands
+from bot.commands.errors import ImagineTree
+from bot.commands.result_actions import ResultActions
+from bot.delivery.discord_outbox import DiscordOutbox
+from bot.services import Services
 from bot.settings import Settings
-from bot.views import ButtonActions, ImageButton, RerollButton
-from generation.backend import GenerationBackend
-from generation.images import ImageStore
+from bot.views.result_buttons import ImageButton, RerollButton
+from generation.backends.protocol import GenerationBackend
+from generation.media.image_store import ImageStore
+from jobs.claims import ClaimSource
+from jobs.delivery import Outbox
+from jobs.runner import JobRunner
+from jobs.sources import InProcessSource, JobSource
 from storage.interface import Store
+from storage.pg_signals import pg_signals_for
 from storage.queue import JobQueue
 
 log = logging.getLogger(__name__)
@@ -33,6 +40,19 @@ def bot_intents() -> discord.Intents:
     intents.guilds = True
     intents.guild_reactions = True
     return intents
+
+
+def job_source(settings: Settings, store: Store, clock: Callable[[], float]) -> JobSource:
+    """Claims on the shared queue when the store is one (PostgreSQL), else this process's own queue."""
+    if isinstance(store, JobQueue):  # a shared store: its jobs table is every process's queue
+        return ClaimSource(
+            store,
+            signals=pg_signals_for(store),
+            capacity=settings.dispatch_capacity,
+            lease_s=settings.job_lease_s,
+            clock=clock,
+        )
+    return InProcessSource(store)
 
 
 class ImagineBot(commands.Bot):
@@ -75,31 +95,19 @@ class ImagineBot(commands.Bot):
             backend,
             image_store,
             outbox or DiscordOutbox(self),
+            source=job_source(settings, store, clock),
             clock=clock,
             edit_interval_s=edit_interval_s,
         )
-        self.dispatcher: ClaimDispatcher | None = None
-        if isinstance(store, JobQueue):  # a shared store: its jobs table is every process's queue
-            self.dispatcher = ClaimDispatcher(
-                store,
-                self.runner,
-                signals=pg_signals_for(store),
-                capacity=settings.dispatch_capacity,
-                lease_s=settings.job_lease_s,
-                clock=clock,
-            )
-        self.button_actions: ButtonActions | None = None
+        self.services = Services(settings, store, backend, image_store, self.runner, clock)
+        self.button_actions = ResultActions(self.services)
         self.synced: list[discord.app_commands.AppCommand] = []
         self._resumed = False
         self.resumed = asyncio.Event()
 
     async def setup_hook(self) -> None:
-        from bot.cogs import admin, buttons, imagine, member
-
-        await self.add_cog(imagine.ImagineCog(self))
-        await self.add_cog(buttons.ButtonsCog(self))
-        await self.add_cog(admin.AdminCog(self))
-        await self.add_cog(member.MemberCog(self))
+        for command in all_commands(self.services):
+            self.tree.add_command(command)
         self.add_dynamic_items(ImageButton, RerollButton)
         guild = discord.Object(self.settings.sync_guild_id) if self.settings.sync_guild_id else None
         if guild is not None:
@@ -117,6 +125,12 @@ class ImagineBot(commands.Bot):
                 await self.runner.resume()
             finally:
                 self.resumed.set()
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        await self.button_actions.on_interaction(interaction)
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        await self.button_actions.on_raw_reaction_add(self, payload)
 
     async def close(self) -> None:
         await self.runner.close()

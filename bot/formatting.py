@@ -1,11 +1,10 @@
-"""Texts the bot sends: results, progress, refusals, usage, queue, limits, help. Pure functions."""
+"""Texts the commands send: refusals, usage, limits, help. Pure functions. (A job's own messages,
+progress and results, are `jobs.messages`'.)"""
 
 from __future__ import annotations
 
-from generation.request import GenerationRequest, Mode
 from storage.interface import LimitName, Limits, LimitsPatch, LimitsView, Refusal, Usage
 
-MAX_PROMPT_SHOWN = 1500
 _LIMIT_TEXT = {
     LimitName.PER_HOUR: "your images per hour",
     LimitName.PER_DAY: "your images per day",
@@ -17,16 +16,6 @@ _LIMIT_TEXT = {
 def when(ts: float) -> str:
     """A Discord relative timestamp (`<t:…:R>`: "in 5 minutes"), rendered in each reader's time zone."""
     return f"<t:{int(ts + 0.999)}:R>"
-
-
-def shorten(text: str, limit: int) -> str:
-    """`text` cut to `limit` characters with an ellipsis."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def quote(text: str) -> str:
-    """Text shown inside bold or code without breaking Discord markdown or pinging anyone."""
-    return text.replace("`", "ˋ").replace("*", "∗").replace("@", "@\u200b")
 
 
 def refusal_text(refusal: Refusal, count: int) -> str:
@@ -43,53 +32,6 @@ def refusal_text(refusal: Refusal, count: int) -> str:
         f"You've hit {_LIMIT_TEXT[refusal.limit]} limit ({detail}), so this request for {ask} "
         f"wasn't queued. You can try again {when(refusal.retry_at)}."
     )
-
-
-def describe_request(request: GenerationRequest, seeds: tuple[int, ...] | None = None) -> str:
-    """One line of settings: seeds, size, steps, guidance, model (and strength when it applies)."""
-    shown = request.seeds if seeds is None else seeds
-    label = "seed" if len(shown) == 1 else "seeds"
-    parts = [
-        f"{label} {', '.join(str(s) for s in shown)}",
-        f"{request.width}×{request.height} ({request.aspect})",
-        f"{request.steps} steps",
-        f"cfg {request.guidance:g}",
-    ]
-    if request.strength is not None and request.mode is not Mode.TXT2IMG:
-        parts.append(f"strength {request.strength:g}")
-    parts.append(f"model {request.model}")
-    return " · ".join(parts)
-
-
-_MODE_TEXT = {
-    Mode.TXT2IMG: "",
-    Mode.IMG2IMG: " (from your picture)",
-    Mode.VARIATION: " (variation)",
-    Mode.UPSCALE: " (upscale)",
-}
-
-
-def result_text(
-    request: GenerationRequest, seeds: tuple[int, ...], owner_id: int, *, mention: bool, note: str = ""
-) -> str:
-    """The text above a result: prompt, negative prompt, settings; a mention when posted to the channel."""
-    lines = [f"**{quote(shorten(request.prompt, MAX_PROMPT_SHOWN))}**{_MODE_TEXT[request.mode]}"]
-    if request.negative_prompt:
-        lines.append(f"not: {quote(shorten(request.negative_prompt, 200))}")
-    lines.append(describe_request(request, seeds))
-    who = f"<@{owner_id}>" if mention else "you"
-    lines.append(f"for {who}{note}")
-    return "\n".join(lines)
-
-
-def queued_text(position: int) -> str:
-    """Progress text while waiting."""
-    return "Queued: next to run…" if position <= 1 else f"Queued: position {position}…"
-
-
-def progress_text(step: int, total: int) -> str:
-    """Progress text while running."""
-    return f"Generating… step {step} of {total}"
 
 
 def _limit_value(value: int | float | None, unit: str = "") -> str:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from generation.options import OptimiseOptions, parse_optimise
+from generation.cli_settings import DEFAULT_MODEL_ID
+from generation.pipelines.options import OptimiseOptions, parse_optimise
 from storage.interface import Limits
 
-DEFAULT_MODEL_ID = "dreamlike-art/dreamlike-photoreal-2.0"
 BACKENDS = ("local", "ray")
 DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")

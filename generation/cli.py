@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import hashlib
 import logging
-import os
 import re
 import secrets
 import sys
@@ -21,13 +20,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from generation.backend import GenerationError, GenerationResult, JobHandle, Progress, Queued, Started
-from generation.engine_api import Engine
-from generation.parser import PromptError, parse_prompt
-from generation.request import Mode, PromptOptions
-from generation.service import GenerationService
+from generation.backends.local import GenerationService
+from generation.backends.protocol import (
+    GenerationError,
+    GenerationResult,
+    JobHandle,
+    Progress,
+    Queued,
+    Started,
+)
+from generation.cli_settings import CliSettings, cli_settings
+from generation.pipelines.contract import Engine
+from generation.prompts.parser import PromptError, parse_prompt
+from generation.prompts.request import Mode, PromptOptions
 
-DEFAULT_MODEL = "dreamlike-art/dreamlike-photoreal-2.0"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -46,19 +52,25 @@ class _Sources:
         return self.data[digest]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line's arguments."""
+def build_parser(defaults: CliSettings | None = None) -> argparse.ArgumentParser:
+    """The command line's arguments, defaulting to `defaults` (MODEL_ID, DEVICE, MODEL_CACHE_DIR)."""
+    defaults = defaults or CliSettings()
     p = argparse.ArgumentParser(prog="python -m generation", description=__doc__.splitlines()[0])
     p.add_argument("prompt", help='the prompt with inline flags, e.g. "a red fox --ar 16:9 --seed 42"')
     p.add_argument(
-        "--model", default=os.environ.get("MODEL_ID", DEFAULT_MODEL), help="model id, folder or `tiny`"
+        "--model", default=defaults.model_id, help="model id, folder or `tiny` (default $MODEL_ID)"
     )
     p.add_argument("--out", type=Path, default=Path("."), help="folder for the PNGs (created if missing)")
     p.add_argument(
-        "--device", default=os.environ.get("DEVICE", "auto"), help="auto, cuda, cuda:N, mps or cpu"
+        "--device", default=defaults.device, help="auto, cuda, cuda:N, mps or cpu (default $DEVICE)"
     )
     p.add_argument("--image", type=Path, help="start from this picture (image-to-image)")
-    p.add_argument("--cache-dir", type=Path, help="where built-in models are kept (default $IMAGINE_CACHE)")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=defaults.cache_dir,
+        help="where models are downloaded or built (default $MODEL_CACHE_DIR)",
+    )
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before the job is given up")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens on stderr")
     return p
@@ -66,14 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _engine_factory(model: str, device: str, cache_dir: Path | None, quiet: bool) -> Engine:
     # torch and diffusers are only imported here, in the worker thread
-    from generation.engine import DiffusersEngine
-    from generation.models import load_pipeline, resolve_device
+    if quiet:  # through the libraries' own switches, before they are imported and warn
+        from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
+        from transformers.utils import logging as transformers_logging
 
-    if quiet:
+        transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        disable_progress_bars()
+
         from diffusers.utils import logging as diffusers_logging
 
+        diffusers_logging.set_verbosity_error()
         diffusers_logging.disable_progress_bar()
         warnings.filterwarnings("ignore", category=FutureWarning)
+    from generation.pipelines.engine import DiffusersEngine
+    from generation.pipelines.loading import load_pipeline, resolve_device
+
     return DiffusersEngine(load_pipeline(model, resolve_device(device), cache_dir=cache_dir))
 
 
@@ -166,14 +186,10 @@ async def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m generation`."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(cli_settings()).parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s"
     )
-    if not args.verbose:
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     try:
         return asyncio.run(run(args, sys.stdout, sys.stderr))
     except KeyboardInterrupt:

@@ -1,6 +1,6 @@
 """`PgSignals`: the `storage.queue.QueueSignals` of PostgreSQL, LISTEN/NOTIFY and advisory locks.
 
-One connection, taken from the store's asyncpg pool for the dispatcher's lifetime, listens on `CHANNEL`
+One connection, taken from the store's asyncpg pool for the claim source's lifetime, listens on `CHANNEL`
 and holds the session advisory locks that guard delivering a job; they end when it does (or with the
 process).
 """
@@ -23,7 +23,7 @@ _LOCK_KEY = "hashtextextended('imagine-deliver:' || current_schema() || ':' || $
 
 class PgSignals:
     """`QueueSignals` on PostgreSQL: LISTEN/NOTIFY and session advisory locks on one connection taken
-    from the store's asyncpg pool for the dispatcher's lifetime (its locks end when it does)."""
+    from the store's asyncpg pool for the claim source's lifetime (its locks end when it does)."""
 
     def __init__(self, pool: Any, channel: str = CHANNEL) -> None:
         self._pool = pool
@@ -48,11 +48,11 @@ class PgSignals:
         try:
             await self._pool.execute("SELECT pg_notify($1, '')", self._channel)
         except Exception as exc:  # a missed wake-up costs one poll interval, no more
-            log.warning("could not notify the other dispatchers: %r", exc)
+            log.warning("could not notify the other processes: %r", exc)
 
     async def lock_delivery(self, job_id: str, *, wait: bool) -> bool:
         if self._conn is None:
-            raise StorageError("the dispatcher's connection is not open")
+            raise StorageError("the claim source's connection is not open")
         async with self._use:
             if wait:
                 await self._conn.execute(f"SELECT pg_advisory_lock({_LOCK_KEY})", job_id)

@@ -25,12 +25,13 @@ from typing import Any
 
 from bot.client import ImagineBot
 from bot.settings import Settings
-from generation.engine_api import OutOfMemory
-from generation.images import ImageStore
-from generation.service import GenerationService
+from generation.backends.local import GenerationService
+from generation.media.image_store import ImageStore
+from generation.pipelines.contract import OutOfMemory
 from storage.interface import Limits
 from storage.sqlite import SqliteStore, open_store
-from tests.discord_loopback import Channel, DiscordLoopback, Guild, InteractionRecord, Member, Message
+from testkit.answers import is_result
+from testkit.discord_loopback import Channel, DiscordLoopback, Guild, InteractionRecord, Member, Message
 
 T = 20.0  # the longest any single wait may take; nothing sleeps
 LIMITS = Limits(images_per_hour=100, images_per_day=500, max_queued=20, cooldown_seconds=0.0)
@@ -178,7 +179,7 @@ class BotWorld:
         wrapper = self.engine_wrapper
 
         def engine_factory() -> Any:
-            from generation.engine import DiffusersEngine
+            from generation.pipelines.engine import DiffusersEngine
 
             engine = DiffusersEngine(model)
             return wrapper(engine) if wrapper is not None else engine
@@ -356,17 +357,6 @@ class FaultyEngine:
         close = getattr(self.inner, "close", None)
         if callable(close):
             close()
-
-
-def is_result(message: Message | None) -> bool:
-    """A finished result: live, not loading, with an attachment and the result buttons."""
-    return (
-        message is not None
-        and not message.deleted
-        and not message.loading
-        and bool(message.attachments)
-        and any(cid.startswith("imagine:") for cid in message.custom_ids)
-    )
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""One bot process of the multi-process dispatcher tests: the real `JobRunner`, `ClaimDispatcher`,
+"""One bot process of the multi-process claim tests: the real `JobRunner`, `ClaimSource`,
 `PostgresStore` and `GenerationService`, over a fake engine and an outbox that prints what it posts.
 
     python -m tests.dispatch_worker URL OUTDIR WORKER_ID [--capacity N] [--lease S] [--step-s S] [--hang]
@@ -30,15 +30,18 @@ from typing import Any
 
 from PIL import Image
 
-from bot.dispatch import ClaimDispatcher, pg_signals_for
-from bot.jobs import JobRunner, ResultPost
-from generation.backend import GeneratedImage
-from generation.engine_api import BatchInterrupted, StepCallback
-from generation.images import ImageStore
-from generation.request import GenerationRequest, ModelProfile
-from generation.service import GenerationService
+from generation.backends.local import GenerationService
+from generation.backends.protocol import GeneratedImage
+from generation.media.image_store import ImageStore
+from generation.pipelines.contract import BatchInterrupted, StepCallback
+from generation.prompts.request import GenerationRequest, ModelProfile
+from jobs.claims import ClaimSource
+from jobs.delivery import ResultPost
+from jobs.runner import JobRunner
 from storage.interface import JobRecord, Limits, NewJob, Reservation
+from storage.pg_signals import pg_signals_for
 from storage.postgres import open_pg_store
+from testkit.worker_process import worker_parser
 
 PROFILE = ModelProfile(name="fake", native_size=64, default_steps=2, default_guidance=5.0)
 UNLIMITED = Limits(images_per_hour=None, images_per_day=None, max_queued=None, cooldown_seconds=0.0)
@@ -149,10 +152,8 @@ async def main(args: argparse.Namespace) -> None:
     service = PrintingService(lambda: engine, images, max_batch=1, watchdog_grace_s=1.0)
     await service.start()
     outbox = PrintingOutbox(args.tag)
-    runner = JobRunner(store, service, images, outbox, clock=clock, edit_interval_s=0.0)
-    dispatcher = ClaimDispatcher(
+    source = ClaimSource(
         store,
-        runner,
         signals=pg_signals_for(store),
         worker_id=args.worker,
         capacity=args.capacity,
@@ -160,8 +161,9 @@ async def main(args: argparse.Namespace) -> None:
         poll_s=args.poll,
         clock=clock,
     )
+    runner = JobRunner(store, service, images, outbox, source=source, clock=clock, edit_interval_s=0.0)
     await runner.resume()
-    emit("ready", worker=dispatcher.worker_id)
+    emit("ready", worker=source.worker_id)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, dump_tasks)  # a hung test can ask where it is
     try:
@@ -179,7 +181,7 @@ async def main(args: argparse.Namespace) -> None:
                 emit("submitted", granted=granted)
             elif line[0] == "advance":
                 offset[0] += float(line[1])
-                dispatcher.reclaim_now()
+                source.reclaim_now()
                 emit("advanced")
         for job_id in outbox.delivered:  # let posted results be recorded before closing
             await runner.wait(job_id)
@@ -191,12 +193,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("url")
-    parser.add_argument("outdir")
-    parser.add_argument("worker")
-    parser.add_argument("--tag", type=int, default=1)
-    parser.add_argument("--capacity", type=int, default=2)
+    parser = worker_parser(capacity=2)
     parser.add_argument("--lease", type=float, default=30.0)
     parser.add_argument("--poll", type=float, default=1.0)
     parser.add_argument("--step-s", type=float, default=0.0)

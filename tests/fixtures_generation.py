@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generation.request import GenerationRequest, Mode
+from generation.prompts.request import GenerationRequest, Mode
 
 
 @pytest.fixture(scope="session")
 def tiny_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache folder holding the built `tiny` model (pass it as `cache_dir=`)."""
-    from generation.models import ensure_tiny_model
+    from generation.pipelines.loading import ensure_tiny_model
 
     cache = tmp_path_factory.mktemp("imagine-cache")
     ensure_tiny_model(cache)
@@ -31,16 +31,16 @@ def tiny_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_cache_dir: Path) -> Any:
-    """The `tiny` model loaded on the CPU (a `generation.models.LoadedModel`); don't mutate it."""
-    from generation.models import load_pipeline
+    """The `tiny` model loaded on the CPU (a `generation.pipelines.loading.LoadedModel`); don't mutate it."""
+    from generation.pipelines.loading import load_pipeline
 
     return load_pipeline("tiny", "cpu", cache_dir=tiny_cache_dir)
 
 
 @pytest.fixture
 def tiny_engine(tiny_model: Any) -> Iterator[Any]:
-    """A `generation.engine.DiffusersEngine` over the session's tiny model."""
-    from generation.engine import DiffusersEngine
+    """A `generation.pipelines.engine.DiffusersEngine` over the session's tiny model."""
+    from generation.pipelines.engine import DiffusersEngine
 
     yield DiffusersEngine(tiny_model)
 

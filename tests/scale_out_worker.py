@@ -1,4 +1,4 @@
-"""One bot process of the scale-out test: the real `JobRunner`, `ClaimDispatcher` and `PostgresStore`,
+"""One bot process of the scale-out test: the real `JobRunner`, `ClaimSource` and `PostgresStore`,
 with a `RayBackend` that JOINS a Serve app another process deployed on a running Ray cluster, and an
 outbox that prints what it posts.
 
@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from generation.backend import GeneratedImage
-from generation.engine_api import BatchInterrupted, Engine, StepCallback
-from generation.request import GenerationRequest, ModelProfile
+from generation.backends.protocol import GeneratedImage
+from generation.pipelines.contract import BatchInterrupted, Engine, StepCallback
+from generation.prompts.request import GenerationRequest, ModelProfile
 
 if TYPE_CHECKING:
-    from generation.ray_backend import RayBackend
+    from generation.backends.ray_driver import RayBackend
 
 PROFILE = ModelProfile(name="stand-in", native_size=64, default_steps=2, default_guidance=5.0)
 BATCH_CAP = 4
@@ -106,7 +106,7 @@ class NoSources:
 
 def stand_in_backend(app_name: str, replicas: int = 2, **options: Any) -> RayBackend:
     """A RayBackend deploying (or joining) `replicas` stand-in replicas as the Serve app `app_name`."""
-    from generation.ray_backend import RayBackend
+    from generation.backends.ray_driver import RayBackend
 
     return RayBackend(
         "stand-in",
@@ -123,10 +123,11 @@ def stand_in_backend(app_name: str, replicas: int = 2, **options: Any) -> RayBac
 async def main(args: argparse.Namespace) -> None:
     import ray
 
-    from bot.dispatch import ClaimDispatcher, pg_signals_for
-    from bot.jobs import JobRunner
-    from generation.images import ImageStore
+    from generation.media.image_store import ImageStore
+    from jobs.claims import ClaimSource
+    from jobs.runner import JobRunner
     from storage.interface import Limits
+    from storage.pg_signals import pg_signals_for
     from storage.postgres import open_pg_store
     from tests.dispatch_worker import PrintingOutbox, dump_tasks, emit
 
@@ -138,15 +139,10 @@ async def main(args: argparse.Namespace) -> None:
     backend = stand_in_backend(args.app)
     await backend.start()
     outbox = PrintingOutbox(args.tag, replica_of=backend.replica_of)
-    runner = JobRunner(store, backend, images, outbox, edit_interval_s=0.0)
-    ClaimDispatcher(
-        store,
-        runner,
-        signals=pg_signals_for(store),
-        worker_id=args.worker,
-        capacity=args.capacity,
-        poll_s=1.0,
+    source = ClaimSource(
+        store, signals=pg_signals_for(store), worker_id=args.worker, capacity=args.capacity, poll_s=1.0
     )
+    runner = JobRunner(store, backend, images, outbox, source=source, edit_interval_s=0.0)
     await runner.resume()
     emit("ready", joined=not backend.deployed_here)
     loop = asyncio.get_running_loop()
@@ -173,12 +169,6 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("ray_address")
-    parser.add_argument("app")
-    parser.add_argument("url")
-    parser.add_argument("outdir")
-    parser.add_argument("worker")
-    parser.add_argument("--tag", type=int, default=1)
-    parser.add_argument("--capacity", type=int, default=4)
-    asyncio.run(main(parser.parse_args()))
+    from testkit.worker_process import worker_parser
+
+    asyncio.run(main(worker_parser("ray_address", "app", capacity=4).parse_args()))

@@ -1,15 +1,16 @@
-"""`generation.batch_run.BatchRun`: the per-step checks, progress throttling and OutOfMemory split that
-the local worker and the Ray replica share. Run synchronously on a scripted engine and a fake clock."""
+"""`generation.scheduling.batch_run.BatchRun`: the per-step checks, progress throttling and OutOfMemory
+split that the local worker and the Ray replica share. Run synchronously on a scripted engine and a
+fake clock."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from generation.backend import GeneratedImage, GenerationResult, JobCancelled, JobFailed
-from generation.batch_run import CANCELLED, OUT_OF_MEMORY, BatchRun, Outcome, StepDone, outcome_for
-from generation.engine_api import BatchInterrupted, OutOfMemory, StepCallback
-from generation.request import GenerationRequest, ModelProfile
+from generation.backends.protocol import GeneratedImage, GenerationResult, JobCancelled, JobFailed
+from generation.pipelines.contract import BatchInterrupted, OutOfMemory, StepCallback
+from generation.prompts.request import GenerationRequest, ModelProfile
+from generation.scheduling.batch_run import CANCELLED, OUT_OF_MEMORY, BatchRun, Outcome, StepDone, outcome_for
 
 
 @dataclass
@@ -67,24 +68,63 @@ def requests(*prompts: str, steps: int = 10) -> list[GenerationRequest]:
     ]
 
 
+@dataclass(frozen=True)
+class Ended:
+    """A settled request that has no images: how it ended (exceptions compare by identity)."""
+
+    kind: type[Exception]
+    message: str
+
+
+def failed(message: str) -> Ended:
+    return Ended(JobFailed, message)
+
+
+CANCELLED_ENDING = Ended(JobCancelled, CANCELLED)
+
+
 @dataclass
 class Recorder:
-    steps: list[StepDone] = field(default_factory=list)
-    outcomes: dict[int, list[Outcome]] = field(default_factory=dict)
+    """`BatchMembers` that records steps and outcomes; `run()` may replace its flags and `report`."""
 
-    def settle(self, index: int, outcome: Outcome) -> None:
-        self.outcomes.setdefault(index, []).append(outcome)
+    steps: list[StepDone] = field(default_factory=list)
+    outcomes: dict[int, list[tuple[GeneratedImage, ...] | Ended]] = field(default_factory=dict)
+    is_stopped: Callable[[], bool] = lambda: False
+    is_cancelled: Callable[[int], bool] = lambda i: False
+    is_watched: Callable[[int], bool] = lambda i: True
+    on_report: Callable[[StepDone], None] | None = None
+
+    def stopped(self) -> bool:
+        return self.is_stopped()
+
+    def cancelled(self, i: int) -> bool:
+        return self.is_cancelled(i)
+
+    def watched(self, i: int) -> bool:
+        return self.is_watched(i)
+
+    def report(self, step: StepDone) -> None:
+        (self.on_report or self.steps.append)(step)
+
+    def settle(self, i: int, outcome: Outcome) -> None:
+        recorded = outcome if isinstance(outcome, tuple) else Ended(type(outcome), str(outcome))
+        self.outcomes.setdefault(i, []).append(recorded)
+
+
+MEMBER_OPTIONS = {
+    "stopped": "is_stopped",
+    "cancelled": "is_cancelled",
+    "watched": "is_watched",
+    "report": "on_report",
+}
 
 
 def run(engine: ScriptedEngine, reqs: list[GenerationRequest], rec: Recorder, **options: object) -> None:
-    defaults: dict[str, object] = {
-        "deadline": 1e9,
-        "timeout_s": 60.0,
-        "clock": engine.clock,
-        "report": rec.steps.append,
-        "settle": rec.settle,
-    }
-    BatchRun(engine, reqs, [None] * len(reqs), **(defaults | options)).run()  # type: ignore[arg-type]
+    for option, attribute in MEMBER_OPTIONS.items():
+        if option in options:
+            setattr(rec, attribute, options.pop(option))
+    defaults: dict[str, object] = {"deadline": 1e9, "timeout_s": 60.0, "clock": engine.clock}
+    BatchRun(engine, reqs, [None] * len(reqs), rec, **(defaults | options)).run()  # type: ignore[arg-type]
 
 
 def test_progress_is_reported_once_per_interval_and_always_at_the_last_step() -> None:
@@ -126,13 +166,13 @@ def test_out_of_memory_splits_in_halves_down_to_single_requests() -> None:
 
     engine, rec = ScriptedEngine(Clock(), max_fit=0), Recorder()
     run(engine, requests("a"), rec)
-    assert rec.outcomes == {0: [OUT_OF_MEMORY]}
+    assert rec.outcomes == {0: [failed(OUT_OF_MEMORY)]}
 
 
 def test_time_limit_stop_and_cancel_end_each_request_once() -> None:
     engine, rec = ScriptedEngine(Clock(), step_s=1.0), Recorder()
     run(engine, requests("a", "b"), rec, deadline=2.5, timeout_s=2.5)
-    assert rec.outcomes == {0: ["took longer than 2.5 s"], 1: ["took longer than 2.5 s"]}
+    assert rec.outcomes == {0: [failed("took longer than 2.5 s")], 1: [failed("took longer than 2.5 s")]}
 
     stopped = [False]
     engine, rec = ScriptedEngine(Clock()), Recorder()
@@ -140,13 +180,15 @@ def test_time_limit_stop_and_cancel_end_each_request_once() -> None:
     run(
         engine, requests("a"), rec, stopped=lambda: stopped[0], report=lambda _s: stopped.__setitem__(0, True)
     )
-    assert rec.outcomes == {0: [CANCELLED]}
+    assert rec.outcomes == {0: [CANCELLED_ENDING]}
 
     # one member cancelled before the run: skipped and ended as cancelled; the other runs alone
     engine, rec = ScriptedEngine(Clock()), Recorder()
     run(engine, requests("a", "b"), rec, cancelled=lambda i: i == 0)
     assert (
-        engine.calls == [["b"]] and rec.outcomes[0] == [CANCELLED] and isinstance(rec.outcomes[1][0], tuple)
+        engine.calls == [["b"]]
+        and rec.outcomes[0] == [CANCELLED_ENDING]
+        and isinstance(rec.outcomes[1][0], tuple)
     )
 
 
@@ -157,12 +199,14 @@ def test_an_engine_error_fails_the_batch_with_its_type() -> None:
 
     rec = Recorder()
     run(Broken(Clock()), requests("a", "b"), rec)
-    assert rec.outcomes == {0: ["generation failed: ValueError"], 1: ["generation failed: ValueError"]}
+    boom = failed("generation failed: ValueError")
+    assert rec.outcomes == {0: [boom], 1: [boom]}
 
 
 def test_outcomes_map_to_what_a_job_ends_with() -> None:
     image = GeneratedImage(b"png", 1, 64, 64)
     assert outcome_for("j", (image,)) == GenerationResult("j", (image,))
-    assert isinstance(outcome_for("j", CANCELLED), JobCancelled)
-    failed = outcome_for("j", "took longer than 5 s")
-    assert isinstance(failed, JobFailed) and str(failed) == "took longer than 5 s"
+    cancelled = JobCancelled(CANCELLED)
+    assert outcome_for("j", cancelled) is cancelled
+    too_long = outcome_for("j", JobFailed("took longer than 5 s"))
+    assert isinstance(too_long, JobFailed) and str(too_long) == "took longer than 5 s"

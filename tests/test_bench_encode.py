@@ -3,33 +3,17 @@ that every variant encodes the same bytes, and reports its figures as one JSON o
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from bench.encode import bench_request, encode_all, noise_images
-from generation.results import read_parameters
-
-ROOT = Path(__file__).resolve().parent.parent
+from generation.media.compose import read_parameters
+from tests.bench_cli import run_bench
 
 
 def test_encode_benchmark_reports_serial_thread_and_process_figures(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "BENCH_RESULTS": str(results)}
     argv = ["encode", "--size", "32", "--counts", "2", "--repeats", "1"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", *argv],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    figures = run_bench(argv, results, timeout=120)
     assert figures["identical_bytes"] is True and figures["workers"] >= 1
     for key in ("n2_serial_ms", "n2_pool_ms", "n2_processes_ms", "n2_zlib_threads_speedup"):
         assert figures[key] > 0, key

@@ -5,38 +5,22 @@ benchmarks' pure helpers."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from testkit import REPO_ROOT
+from tests.bench_cli import run_bench
 
 
 def _run_bench(args: list[str], results: Path, cache: Path) -> dict[str, Any]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "BENCH_RESULTS": str(results), "IMAGINE_CACHE": str(cache)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    last = proc.stdout.strip().splitlines()[-1]
-    figures: dict[str, Any] = json.loads(last)
-    return figures
+    return run_bench(args, results, timeout=240, IMAGINE_CACHE=str(cache))
 
 
 def test_service_benchmark_prints_overhead_and_loop_stall(tmp_path: Path, tiny_cache_dir: Path) -> None:
     results = tmp_path / "RESULTS.md"
-    real_results = ROOT / "bench" / "RESULTS.md"
+    real_results = REPO_ROOT / "bench" / "RESULTS.md"
     before = real_results.read_text() if real_results.exists() else None
     figures = _run_bench(["service", "--jobs", "3", "--rounds", "1"], results, tiny_cache_dir)
     for key in (
@@ -113,7 +97,7 @@ def test_counted_unet_flops_match_the_known_size_of_sd15() -> None:
 
 def test_argument_parsing() -> None:
     from bench.gpu import parse_concurrency, variant_label
-    from generation.options import parse_optimise
+    from generation.pipelines.options import parse_optimise
 
     assert parse_concurrency("1,4,8,16") == [1, 4, 8, 16]
     for bad in ("", "0", "1,1", "-2"):

@@ -19,16 +19,16 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from generation.results import read_parameters
+from generation.media.compose import read_parameters
 from storage.interface import JobState
+from testkit.answers import JOB_RE
+from testkit.discord_loopback import CommandNotPermitted, InteractionRecord, Message, Upload
 from tests.bot_harness import BotWorld, T, is_result
-from tests.discord_loopback import CommandNotPermitted, InteractionRecord, Message, Upload
 
 pytest_plugins = ["tests.fixtures_generation"]
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 NATIVE = 64  # the tiny model draws 64×64
-JOB_RE = re.compile(r"imagine:[uvr]:([0-9a-f]{12})")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

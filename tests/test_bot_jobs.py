@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.jobs import JobRunner, ResultPost, TokenGone, TransientDeliveryError, token_expiry
-from generation.backend import (
+from generation.backends.protocol import (
     GeneratedImage,
     GenerationResult,
     JobCancelled,
@@ -22,8 +21,10 @@ from generation.backend import (
     Queued,
     Started,
 )
-from generation.images import ImageStore
-from generation.request import GenerationRequest, ModelProfile
+from generation.media.image_store import ImageStore
+from generation.prompts.request import GenerationRequest, ModelProfile
+from jobs.delivery import ResultPost, TokenGone, TransientDeliveryError, token_expiry
+from jobs.runner import JobRunner
 from storage.interface import JobRecord, JobState, Limits, LimitsPatch, NewJob, Refusal, Reservation, Scope
 from storage.sqlite import SqliteStore, open_store
 

@@ -15,7 +15,7 @@ import pytest
 from discord import app_commands
 from PIL import Image
 
-from tests.discord_loopback import (
+from testkit.discord_loopback import (
     EPHEMERAL,
     Channel,
     CommandNotPermitted,

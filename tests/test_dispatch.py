@@ -1,4 +1,4 @@
-"""Many bot processes on one PostgreSQL queue: `bot.dispatch.ClaimDispatcher` in real OS processes
+"""Many bot processes on one PostgreSQL queue: `jobs.claims.ClaimSource` in real OS processes
 (`tests.dispatch_worker`: the real runner, store and local backend over a fake engine), read through
 their stdout; exactly-once delivery, fairness across processes, a killed process's jobs reclaimed."""
 
@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.dispatch import ClaimDispatcher, pg_signals_for
-from bot.jobs import JobRunner, ResultPost
-from generation.request import GenerationRequest
+from generation.prompts.request import GenerationRequest
+from jobs.claims import ClaimSource
+from jobs.delivery import ResultPost
+from jobs.runner import JobRunner
 from storage.interface import JobRecord, JobState, NewJob, Reservation
+from storage.pg_signals import pg_signals_for
+from testkit.worker_process import WorkerProcess, check_delivered_once, deliveries_until
 from tests.pg_fixtures import DEFAULTS, PostgresStore, open_pg_store
-from tests.worker_process import WorkerProcess, deliveries_until
 
 pytest_plugins = ("tests.pg_fixtures",)
 
@@ -80,13 +82,7 @@ async def test_two_processes_deliver_100_jobs_from_10_users_exactly_once(pg_url:
     assert not a.of("told") and not b.of("told")
     store = await stored(pg_url)
     try:
-        messages = {e["job"]: e["message"] for e in got}
-        for job_id in expected:
-            job = await store.get_job(job_id)
-            assert job is not None and job.state is JobState.DONE
-            assert job.result_message_id == messages[job_id]
-        ledger = await store.ledger(1)
-        assert sorted(e.job_id for e in ledger) == sorted(expected) and not any(e.refunded for e in ledger)
+        await check_delivered_once(store, got, expected)
     finally:
         await store.close()
 
@@ -211,11 +207,16 @@ async def test_a_result_recorded_by_a_dead_process_is_delivered_once_by_one_of_t
 
         outboxes = [CountingOutbox() for _ in live]
         runners = [
-            JobRunner(s, NoBackend(), Files(tmp_path), o, clock=lambda: 1000.0)  # type: ignore[arg-type]
-            for s, o in zip(live, outboxes, strict=True)
+            JobRunner(
+                s,
+                NoBackend(),  # type: ignore[arg-type]
+                Files(tmp_path),
+                o,
+                source=ClaimSource(s, signals=pg_signals_for(s), worker_id=f"w{i}", poll_s=WAIT),
+                clock=lambda: 1000.0,
+            )
+            for i, (s, o) in enumerate(zip(live, outboxes, strict=True))
         ]
-        for s, r in zip(live, runners, strict=True):
-            ClaimDispatcher(s, r, signals=pg_signals_for(s), worker_id=f"w{id(r)}", poll_s=WAIT)
         taken = await asyncio.gather(*(r.resume() for r in runners))
         assert sorted(t[0] for t in taken) == [0, 1]
         winner = next(i for i, t in enumerate(taken) if t[0] == 1)
@@ -231,14 +232,14 @@ async def test_a_result_recorded_by_a_dead_process_is_delivered_once_by_one_of_t
             await s.close()
 
 
-async def test_shard_settings_make_an_auto_sharded_bot_with_a_dispatcher_on_postgres(
+async def test_shard_settings_make_an_auto_sharded_bot_with_a_claim_source_on_postgres(
     pg_url: str, tmp_path: Path
 ) -> None:
     import discord
 
     from bot.client import ImagineBot, bot_class
     from bot.settings import settings_from_mapping
-    from generation.images import ImageStore
+    from generation.media.image_store import ImageStore
 
     plain = settings_from_mapping({"DISCORD_TOKEN": "t"})
     sharded = settings_from_mapping({"DISCORD_TOKEN": "t", "SHARD_COUNT": "4", "SHARD_IDS": "1,3"})
@@ -248,7 +249,7 @@ async def test_shard_settings_make_an_auto_sharded_bot_with_a_dispatcher_on_post
         bot = bot_class(sharded)(sharded, store, NoBackend(), ImageStore(tmp_path))  # type: ignore[arg-type]
         assert isinstance(bot, discord.AutoShardedClient)
         assert (bot.shard_count, bot.shard_ids) == (4, [1, 3])
-        assert bot.dispatcher is not None and bot.runner.claims is bot.dispatcher
+        assert isinstance(bot.runner.source, ClaimSource)
         await bot.runner.close()  # (never connected: discord.py's close needs a login first)
     finally:
         await store.close()

@@ -12,19 +12,19 @@ import pytest
 import torch
 from PIL import Image
 
-from generation import engine as engine_module
-from generation.backend import GeneratedImage
-from generation.engine import (
+from generation.backends.protocol import GeneratedImage
+from generation.media.compose import encode_png
+from generation.pipelines import engine as engine_module
+from generation.pipelines.contract import BatchInterrupted, OutOfMemory, PreviewFn
+from generation.pipelines.engine import (
     CPU_MAX_BATCH_IMAGES,
     ENCODE_WORKERS,
     DiffusersEngine,
     encode_images,
     warm_up_shapes,
 )
-from generation.engine_api import BatchInterrupted, OutOfMemory, PreviewFn
-from generation.preview import preview_png
-from generation.request import Mode
-from generation.results import encode_png
+from generation.pipelines.preview import preview_png
+from generation.prompts.request import Mode
 from tests.fixtures_generation import png_pixels, tiny_request, tiny_source_png
 
 pytest_plugins = ["tests.fixtures_generation"]
@@ -277,3 +277,14 @@ def test_a_batchs_pngs_are_what_serial_encoding_of_its_images_makes(tiny_engine:
             with Image.open(io.BytesIO(image.png)) as opened:
                 decoded = opened.convert("RGB")  # PNG is lossless: the very image that was encoded
             assert image.png == encode_png(decoded, request, image.seed, sampler=tiny_engine.sampler)
+
+
+def test_a_source_picture_is_flattened_onto_white_and_fit_to_the_request() -> None:
+    buf = io.BytesIO()
+    Image.new("RGBA", (30, 20), (0, 0, 0, 0)).save(buf, format="PNG")
+    request = tiny_request(mode=Mode.IMG2IMG, width=64, height=32, source_image="0" * 64, strength=0.5)
+    fitted = engine_module._source_for(buf.getvalue(), request)
+    assert fitted.mode == "RGB" and fitted.size == (64, 32)
+    assert fitted.getpixel((0, 0)) == (255, 255, 255)  # transparency is white, not black
+    with pytest.raises(ValueError, match="needs a source image"):
+        engine_module._source_for(None, request)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from generation.fairqueue import FairQueue
+from generation.scheduling.fairqueue import FairQueue
 
 
 def drain(q: FairQueue[str]) -> list[str]:

@@ -22,9 +22,9 @@ import pytest_asyncio
 
 from storage.interface import JobState
 from storage.sqlite import open_store
+from testkit.bot_process import BotProcess
+from testkit.discord_loopback import DiscordLoopback, InteractionRecord, Member
 from tests.bot_harness import LIMITS, BotWorld, FaultyEngine, T, is_result
-from tests.bot_process import BotProcess
-from tests.discord_loopback import DiscordLoopback, InteractionRecord, Member
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

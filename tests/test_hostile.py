@@ -17,8 +17,8 @@ import pytest
 import pytest_asyncio
 
 from storage.interface import JobState
+from testkit.discord_loopback import InteractionRecord, Message
 from tests.bot_harness import BotWorld, T, is_result
-from tests.discord_loopback import InteractionRecord, Message
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from generation.images import (
+from generation.media.image_store import (
     ImageNotFound,
     ImageStore,
     ImageStoreError,

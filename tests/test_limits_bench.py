@@ -9,6 +9,7 @@ import pytest
 
 from bench.__main__ import available
 from bench.__main__ import main as bench_main
+from bench.config import load_settings
 from bench.limits import LIMITS, _share, overspends, postgres_url, run, with_schema
 from bench.report import report
 from storage.interface import LedgerEntry
@@ -80,9 +81,9 @@ def test_each_process_takes_every_member_and_all_requests_are_taken_once() -> No
 
 
 def test_postgres_url_comes_from_the_argument_then_database_url_else_none() -> None:
-    env = {"DATABASE_URL": "postgresql://env/db"}
+    env = load_settings({"DATABASE_URL": "postgresql://env/db"})
     assert postgres_url("postgresql://arg/db", env) == "postgresql://arg/db"
     assert postgres_url("", env) == "postgresql://env/db"
-    assert postgres_url("", {}) is None
-    assert postgres_url("", {"DATABASE_URL": ""}) is None
+    assert postgres_url("", load_settings({})) is None
+    assert postgres_url("", load_settings({"DATABASE_URL": ""})) is None
     assert with_schema("postgresql://h/db?sslmode=disable", "s1").endswith("?sslmode=disable&search_path=s1")

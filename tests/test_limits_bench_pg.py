@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from bench.config import load_settings
 from bench.limits import main, run_postgres, throwaway_server
 from tests.pg_fixtures import asyncpg
 
@@ -41,7 +42,7 @@ def test_postgres_run_reports_every_figure_and_never_overspends(
     monkeypatch.setenv("BENCH_RESULTS", str(results))
     url = _with_password(pg_server_url, "s3cret-pw")
     argv = ["--postgres", url, "--requests", "200", "--users", "5", "--tasks", "4"]
-    assert main(argv) == 0
+    assert main(argv, load_settings()) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["backend"] == "postgres" and figures["processes"] == 2
     assert figures["overspent"] == 0
@@ -61,7 +62,7 @@ def test_database_url_is_used_when_no_url_is_given(
 ) -> None:
     monkeypatch.setenv("BENCH_RESULTS", str(tmp_path / "RESULTS.md"))
     monkeypatch.setenv("DATABASE_URL", "postgresql://postgres:pw@127.0.0.1:1/nowhere")  # nothing listens on 1
-    assert main(["--postgres", "--requests", "10", "--users", "2", "--tasks", "2"]) == 2
+    assert main(["--postgres", "--requests", "10", "--users", "2", "--tasks", "2"], load_settings()) == 2
     err = capsys.readouterr().err
     assert "cannot reach PostgreSQL at postgresql://postgres:***@127.0.0.1:1/nowhere" in err
     assert not (tmp_path / "RESULTS.md").exists()
@@ -69,7 +70,7 @@ def test_database_url_is_used_when_no_url_is_given(
 
 async def test_throwaway_server_serves_the_run_and_is_gone_afterwards(pg_server_url: str) -> None:
     with throwaway_server() as url:
-        figures = await run_postgres(url, count=60, users=3, tasks=2, seed=0)
+        figures = await run_postgres(url, count=60, users=3, tasks=2, seed=0, settings=load_settings())
     assert figures["overspent"] == 0 and isinstance(figures["two_process_reservations_per_s"], float)
     with pytest.raises(OSError):
         await asyncpg.connect(url, timeout=5)

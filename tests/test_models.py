@@ -1,5 +1,5 @@
 # mypy: disable-error-code="no-untyped-call,attr-defined"
-"""generation.models on the real diffusers pipeline: the tiny model, devices, loading, profiles."""
+"""generation.pipelines.loading on the real diffusers pipeline: the tiny model, devices, loading, profiles."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionS
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessor
 
-from generation.engine import DiffusersEngine
-from generation.models import (
+from generation.pipelines.engine import DiffusersEngine
+from generation.pipelines.loading import (
     TINY_FOLDER_NAME,
     build_tiny_model,
     choose_dtype,
@@ -76,7 +76,7 @@ def test_ensure_tiny_model_reuses_the_cache_and_leaves_no_temp_folders(tiny_cach
 def test_ensure_tiny_model_keeps_a_copy_that_another_process_finished_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import generation.models as models
+    import generation.pipelines.loading as models
 
     real_build = models.build_tiny_model
 
@@ -115,7 +115,7 @@ def test_a_local_folder_loads_through_the_real_path(
     tiny_cache_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     folder = str(tiny_cache_dir / TINY_FOLDER_NAME)
-    with caplog.at_level("WARNING", logger="generation.models"):
+    with caplog.at_level("WARNING", logger="generation.pipelines.loading"):
         loaded = load_pipeline(folder, "cpu", cache_dir=None)
     assert loaded.profile.name == folder
     assert loaded.profile.native_size == 64

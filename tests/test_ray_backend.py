@@ -22,9 +22,9 @@ require_ray()
 
 import ray  # noqa: E402
 
-from generation.backend import GenerationResult, JobCancelled, JobHandle, Progress, Started  # noqa: E402
-from generation.ray_backend import RayBackend  # noqa: E402
-from generation.request import GenerationRequest, Mode  # noqa: E402
+from generation.backends.protocol import GenerationResult, JobCancelled, JobHandle, Progress, Started  # noqa: E402
+from generation.backends.ray_driver import RayBackend  # noqa: E402
+from generation.prompts.request import GenerationRequest, Mode  # noqa: E402
 from tests.fixtures_generation import same_within_rounding, tiny_request, tiny_source_png  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -15,8 +15,8 @@ from tests.ray_fixtures import require_ray
 
 require_ray()
 
-from generation.backend import JobFailed  # noqa: E402
-from generation.ray_backend import RayBackend  # noqa: E402
+from generation.backends.protocol import JobFailed  # noqa: E402
+from generation.backends.ray_driver import RayBackend  # noqa: E402
 from tests.scale_out_worker import StandInEngine, request, stand_in_backend  # noqa: E402
 
 WAIT = 60.0  # bound on every wait (a replica restart takes seconds); never reached when the code is right

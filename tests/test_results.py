@@ -8,8 +8,8 @@ import random
 import pytest
 from PIL import Image
 
-from generation.request import GenerationRequest, Mode
-from generation.results import encode_png, fit_to_size, grid_2x2, parameters_text, read_parameters
+from generation.media.compose import encode_png, fit_to_size, grid_2x2, parameters_text, read_parameters
+from generation.prompts.request import GenerationRequest, Mode
 
 REQUEST = GenerationRequest(
     prompt="a red fox in the snow",

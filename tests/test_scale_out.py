@@ -1,4 +1,4 @@
-"""Scale-out end to end: two bot processes (`tests.scale_out_worker`: JobRunner + ClaimDispatcher on one
+"""Scale-out end to end: two bot processes (`tests.scale_out_worker`: JobRunner + ClaimSource on one
 PostgreSQL) share ONE Ray Serve deployment of two stand-in replicas that this process deployed on the
 session's Ray cluster; each worker joins it (`RayBackend.start` finds the app running). Read through the
 workers' stdout; waits are on pipes with timeouts.
@@ -21,11 +21,11 @@ require_ray()
 
 import ray  # noqa: E402
 
-from generation.ray_backend import RayBackend  # noqa: E402
-from storage.interface import JobState, NewJob, Reservation  # noqa: E402
+from generation.backends.ray_driver import RayBackend  # noqa: E402
+from storage.interface import NewJob, Reservation  # noqa: E402
+from testkit.worker_process import WorkerProcess, check_delivered_once, deliveries_until  # noqa: E402
 from tests.pg_fixtures import DEFAULTS, open_pg_store  # noqa: E402
 from tests.scale_out_worker import request, stand_in_backend  # noqa: E402
-from tests.worker_process import WorkerProcess, deliveries_until  # noqa: E402
 
 pytest_plugins = ("tests.pg_fixtures",)
 
@@ -87,13 +87,7 @@ async def test_two_processes_on_one_deployment_deliver_100_jobs_from_10_users_ex
         assert not any(w.of("told") for w in workers)  # no failure or cancel message
         replicas = {e["replica"] for e in got}  # both drivers' batches ran on the one deployment's two
         assert len(replicas) == 2 and all(f"{APP}#" in r for r in replicas), replicas
-        messages = {e["job"]: e["message"] for e in got}
-        for job_id in expected:
-            record = await store.get_job(job_id)
-            assert record is not None and record.state is JobState.DONE
-            assert record.result_message_id == messages[job_id]
-        ledger = await store.ledger(1)
-        assert sorted(e.job_id for e in ledger) == sorted(expected) and not any(e.refunded for e in ledger)
+        await check_delivered_once(store, got, expected)
         assert await asyncio.to_thread(_app_running)  # the joined drivers left the deployment up
     finally:
         for worker in workers:

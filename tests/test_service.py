@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import pytest
 from PIL import Image
 
-from generation.backend import (
+from generation.backends.local import GenerationService
+from generation.backends.protocol import (
     GeneratedImage,
     GenerationResult,
     JobCancelled,
@@ -22,11 +23,10 @@ from generation.backend import (
     Queued,
     Started,
 )
-from generation.engine_api import BatchInterrupted, OutOfMemory, StepCallback
-from generation.jobs import Handle, Job
-from generation.request import GenerationRequest, Mode, ModelProfile
-from generation.results import read_parameters
-from generation.service import GenerationService
+from generation.media.compose import read_parameters
+from generation.pipelines.contract import BatchInterrupted, OutOfMemory, StepCallback
+from generation.prompts.request import GenerationRequest, Mode, ModelProfile
+from generation.scheduling.job_state import Handle, Job
 from tests.fixtures_generation import same_within_rounding, tiny_request
 
 WAIT = 10.0  # generous bound for waits on events/futures; never reached when the code is right
@@ -396,7 +396,7 @@ async def test_a_raising_batch_fails_its_jobs_alone_and_the_next_job_succeeds(
     service: GenerationService, engine: FakeEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine.fail_on["boom"] = RuntimeError("CUDA error at /secret/path")
-    with caplog.at_level(logging.ERROR, logger="generation.service"):
+    with caplog.at_level(logging.ERROR, logger="generation.backends.local"):
         bad = service.submit("bad", "a", req("boom"))
         err = await failure(bad)
     assert isinstance(err, JobFailed)
@@ -646,7 +646,7 @@ async def test_close_does_not_wait_forever_on_a_hung_worker(engine: FakeEngine) 
 
 
 def test_service_satisfies_the_backend_protocol() -> None:
-    from generation.backend import GenerationBackend
+    from generation.backends.protocol import GenerationBackend
 
     svc: GenerationBackend = make_service(FakeEngine())
     assert isinstance(svc, GenerationService)

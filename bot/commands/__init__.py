@@ -1,0 +1,21 @@
+"""The slash commands and the handlers of clicks and reactions, one module per feature.
+
+Every command is registered one way: `all_commands(services)` builds them and `ImagineBot.setup_hook`
+adds them to the tree. `guild_only` and `default_permissions` sit on the commands and groups themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from discord import app_commands
+
+from bot.commands.admin import admin_commands
+from bot.commands.imagine import imagine_commands
+from bot.commands.member import member_commands
+from bot.services import Services
+
+
+def all_commands(services: Services) -> list[app_commands.Command[Any, Any, Any] | app_commands.Group]:
+    """Every application command the bot offers, built over its services."""
+    return [*imagine_commands(services), *member_commands(services), *admin_commands(services)]

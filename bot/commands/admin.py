@@ -1,0 +1,179 @@
+"""Admin commands: `/limits show|set|reset` and `/blocklist add|remove|list`.
+
+Hidden from members without Manage Server by default permissions, and checked again at run time
+(`require_manage_guild`), because a forged interaction can skip Discord's filter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.blocklist import clean_phrase
+from bot.commands.errors import UserError, member_role_ids, require_manage_guild
+from bot.formatting import limits_text, limits_view_text, patch_text
+from bot.services import Services
+from jobs.messages import quote
+from storage.interface import LimitsPatch, Scope
+
+MAX_COUNT = 1_000_000
+MAX_COOLDOWN = 86_400.0
+Phrase = app_commands.Range[str, 1, 200]
+
+
+def _target(
+    user: discord.Member | discord.User | None, role: discord.Role | None
+) -> tuple[Scope, int | None, str]:
+    if user is not None and role is not None:
+        raise UserError("Pick a user or a role, not both.")
+    if user is not None:
+        return Scope.USER, user.id, f"<@{user.id}>"
+    if role is not None:
+        if role.is_default():
+            return Scope.GUILD, None, "the server default"
+        return Scope.ROLE, role.id, f"role {quote(role.name)}"
+    return Scope.GUILD, None, "the server default"
+
+
+async def _admin_defer(interaction: discord.Interaction[Any]) -> int:
+    require_manage_guild(interaction)
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    assert interaction.guild_id is not None
+    return interaction.guild_id
+
+
+class LimitsGroup(
+    app_commands.Group,
+    name="limits",
+    description="Image limits for this server (admins)",
+    guild_only=True,
+    default_permissions=discord.Permissions(manage_guild=True),
+):
+    """`/limits show|set|reset`."""
+
+    def __init__(self, services: Services) -> None:
+        super().__init__()
+        self.services = services
+
+    @app_commands.command(name="show", description="Show the server's limits, or a member's")
+    @app_commands.describe(user="Whose limits to show", role="A role's override")
+    async def show(
+        self,
+        interaction: discord.Interaction[Any],
+        user: discord.Member | None = None,
+        role: discord.Role | None = None,
+    ) -> None:
+        guild_id = await _admin_defer(interaction)
+        roles = member_role_ids(user) if isinstance(user, discord.Member) else ()
+        view = await self.services.store.show_limits(guild_id, user.id if user else None, roles)
+        names = {r.id: quote(r.name) for r in interaction.guild.roles} if interaction.guild else {}
+        text = limits_view_text(view, user_id=user.id if user else None, role_names=names)
+        if role is not None and not role.is_default():
+            patch = view.role_overrides.get(role.id)
+            text += f"\n**Role {quote(role.name)}:** {patch_text(patch) if patch else 'no override'}"
+        if user is None:
+            effective = await self.services.store.effective_limits(guild_id, 0, ())
+            text += f"\n**Effective default:** {limits_text(effective)}"
+        await interaction.followup.send(text, ephemeral=True)
+
+    @app_commands.command(name="set", description="Set limits for the server, a role or a member")
+    @app_commands.describe(
+        user="Set a member's override",
+        role="Set a role's override",
+        images_per_hour="Images per sliding hour",
+        images_per_day="Images per sliding day",
+        max_queued="Jobs waiting at once",
+        cooldown_seconds="Seconds between requests",
+    )
+    async def set_(
+        self,
+        interaction: discord.Interaction[Any],
+        user: discord.Member | None = None,
+        role: discord.Role | None = None,
+        images_per_hour: app_commands.Range[int, 0, MAX_COUNT] | None = None,
+        images_per_day: app_commands.Range[int, 0, MAX_COUNT] | None = None,
+        max_queued: app_commands.Range[int, 0, MAX_COUNT] | None = None,
+        cooldown_seconds: app_commands.Range[float, 0.0, MAX_COOLDOWN] | None = None,
+    ) -> None:
+        guild_id = await _admin_defer(interaction)
+        scope, target, label = _target(user, role)
+        patch = LimitsPatch(images_per_hour, images_per_day, max_queued, cooldown_seconds)
+        if patch == LimitsPatch():
+            raise UserError(
+                "Give at least one of images_per_hour, images_per_day, max_queued, cooldown_seconds."
+            )
+        await self.services.store.set_limits(guild_id, scope, target, patch)
+        await interaction.followup.send(f"Limits for {label} set: {patch_text(patch)}.", ephemeral=True)
+
+    set_.name = "set"
+
+    @app_commands.command(name="reset", description="Remove an override (or the server default)")
+    @app_commands.describe(user="Whose override to remove", role="Which role's override to remove")
+    async def reset(
+        self,
+        interaction: discord.Interaction[Any],
+        user: discord.Member | None = None,
+        role: discord.Role | None = None,
+    ) -> None:
+        guild_id = await _admin_defer(interaction)
+        scope, target, label = _target(user, role)
+        removed = await self.services.store.reset_limits(guild_id, scope, target)
+        text = f"Limits for {label} reset." if removed else f"There was nothing set for {label}."
+        await interaction.followup.send(text, ephemeral=True)
+
+
+def _phrase(raw: str) -> str:
+    """A blocked phrase as stored, or a UserError saying why it can't be one."""
+    try:
+        return clean_phrase(raw)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+class BlocklistGroup(
+    app_commands.Group,
+    name="blocklist",
+    description="Blocked words (admins)",
+    guild_only=True,
+    default_permissions=discord.Permissions(manage_guild=True),
+):
+    """`/blocklist add|remove|list`."""
+
+    def __init__(self, services: Services) -> None:
+        super().__init__()
+        self.services = services
+
+    @app_commands.command(name="add", description="Block a word or phrase in prompts")
+    @app_commands.describe(phrase="A word or phrase (whole words, any case)")
+    async def add(
+        self, interaction: discord.Interaction[Any], phrase: app_commands.Range[str, 1, 200]
+    ) -> None:
+        guild_id = await _admin_defer(interaction)
+        cleaned = _phrase(phrase)
+        added = await self.services.store.add_blocked_word(guild_id, cleaned)
+        text = f"Blocked “{quote(cleaned)}”." if added else f"“{quote(cleaned)}” was already blocked."
+        await interaction.followup.send(text, ephemeral=True)
+
+    @app_commands.command(name="remove", description="Unblock a word or phrase")
+    @app_commands.describe(phrase="The blocked word or phrase")
+    async def remove(
+        self, interaction: discord.Interaction[Any], phrase: app_commands.Range[str, 1, 200]
+    ) -> None:
+        guild_id = await _admin_defer(interaction)
+        cleaned = _phrase(phrase)
+        removed = await self.services.store.remove_blocked_word(guild_id, cleaned)
+        text = f"Unblocked “{quote(cleaned)}”." if removed else f"“{quote(cleaned)}” wasn't blocked."
+        await interaction.followup.send(text, ephemeral=True)
+
+    @app_commands.command(name="list", description="List blocked words and phrases")
+    async def list_(self, interaction: discord.Interaction[Any]) -> None:
+        guild_id = await _admin_defer(interaction)
+        words = await self.services.store.blocked_words(guild_id)
+        text = "Blocked: " + ", ".join(f"“{quote(w)}”" for w in words) if words else "Nothing is blocked."
+        await interaction.followup.send(text[:1900], ephemeral=True)
+
+
+def admin_commands(services: Services) -> list[app_commands.Group]:
+    """`/limits` and `/blocklist`."""
+    return [LimitsGroup(services), BlocklistGroup(services)]

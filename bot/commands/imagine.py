@@ -1,0 +1,163 @@
+"""`/imagine`: parse (pure, before acknowledging, so bad input gets its own ephemeral answer), defer
+at once, then blocked words, the source picture, and the atomic reservation through the runner."""
+
+# No `from __future__ import annotations` here: the command's Range annotations are built from the
+# loaded model's step limits at run time and discord.py reads them as real objects (hence Optional).
+# ruff: noqa: UP045
+
+import asyncio
+import dataclasses
+import secrets
+from typing import Any, Optional
+
+import discord
+from discord import app_commands
+from discord.app_commands import Range
+
+from bot.blocklist import find_blocked
+from bot.commands.errors import UserError, member_role_ids, send_private
+from bot.formatting import refusal_text
+from bot.services import Services
+from bot.views.custom_ids import new_job_id
+from generation.media.image_store import decode_image
+from generation.prompts.parser import ASPECT_CHOICES, parse_prompt
+from generation.prompts.request import PromptOptions
+from jobs.delivery import token_expiry
+from jobs.messages import quote
+from storage.interface import NewJob, Refusal
+
+PENDING_SOURCE = "0" * 64  # stands in for the source picture's hash until it is read (after the defer)
+SEED_LIMIT = 2**32 - 1
+
+
+def random_seed() -> int:
+    """A fresh seed."""
+    return secrets.randbelow(2**32)
+
+
+def _check_attachment(image: discord.Attachment, limit: int) -> None:
+    if image.size > limit:
+        raise UserError(
+            f"That picture is {image.size / 2**20:.1f} MiB; the limit here is {limit / 2**20:.1f} MiB."
+        )
+    kind = (image.content_type or "").split(";")[0].strip().lower()
+    if kind and not kind.startswith("image/"):
+        raise UserError(
+            f"`{quote(image.filename)}` isn't a picture ({kind}): attach a PNG, JPEG or WebP image."
+        )
+
+
+def build_imagine_command(cog: "ImagineCommand") -> app_commands.Command[Any, Any, None]:
+    """The `/imagine` command, with the step range of the loaded model."""
+    profile = cog.services.backend.profile
+    low, high = profile.min_steps, profile.max_steps
+
+    @app_commands.command(name="imagine", description="Draw a picture from a prompt")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        prompt="What to draw; flags like --ar 16:9 --seed 42 --no text may follow",
+        negative="What to keep out of the picture",
+        aspect="Width:height of the picture",
+        steps=f"Denoising steps ({low}–{high})",
+        guidance="How closely to follow the prompt (0–30)",
+        seed="Seed for a repeatable picture",
+        count="How many pictures (1–4)",
+        image="Start from your own picture",
+        strength="How far to move from your picture (0–1)",
+    )
+    @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECT_CHOICES])
+    async def imagine(
+        interaction: discord.Interaction[Any],
+        prompt: Range[str, 1, 6000],
+        negative: Optional[Range[str, 0, 2000]] = None,
+        aspect: Optional[app_commands.Choice[str]] = None,
+        steps: Optional[Range[int, low, high]] = None,
+        guidance: Optional[Range[float, 0.0, 30.0]] = None,
+        seed: Optional[Range[int, 0, SEED_LIMIT]] = None,
+        count: Optional[Range[int, 1, 4]] = None,
+        image: Optional[discord.Attachment] = None,
+        strength: Optional[Range[float, 0.0, 1.0]] = None,
+    ) -> None:
+        await cog.run(
+            interaction,
+            prompt,
+            PromptOptions(
+                negative=negative,
+                aspect=aspect.value if aspect is not None else None,
+                steps=steps,
+                guidance=guidance,
+                seed=seed,
+                count=count,
+                strength=strength,
+            ),
+            image,
+        )
+
+    return imagine
+
+
+class ImagineCommand:
+    """The `/imagine` command's work, over the bot's services."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def run(
+        self,
+        interaction: discord.Interaction[Any],
+        text: str,
+        options: PromptOptions,
+        image: Optional[discord.Attachment],
+    ) -> None:
+        """The whole command: everything before `defer` is synchronous and fast."""
+        bot = self.services
+        if interaction.guild_id is None or interaction.channel_id is None:
+            raise UserError("`/imagine` only works in a server channel.")
+        limit = interaction.filesize_limit
+        if image is not None:
+            _check_attachment(image, limit)
+        request = parse_prompt(
+            text,
+            options,
+            bot.backend.profile,
+            count_tokens=bot.backend.count_tokens,
+            random_seed=random_seed,
+            source_image=PENDING_SOURCE if image is not None else None,
+        )
+        # Acknowledge now: nothing above awaited anything.
+        await interaction.response.defer(thinking=True)
+        interaction.extras["public_defer"] = True
+
+        blocked = find_blocked(request.prompt, await bot.store.blocked_words(interaction.guild_id))
+        if blocked is not None:
+            raise UserError(
+                f"Your prompt contains a word this server blocks (“{quote(blocked)}”), so it wasn't queued."
+            )
+        if image is not None:
+            data = await image.read()
+            if len(data) > limit:
+                raise UserError("That picture is larger than this server's upload limit.")
+            await asyncio.to_thread(decode_image, data)
+            digest = await asyncio.to_thread(bot.image_store.put, data)
+            request = dataclasses.replace(request, source_image=digest)
+
+        job = NewJob(
+            job_id=new_job_id(),
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            owner_id=interaction.user.id,
+            request_json=request.to_json(),
+            images=request.count,
+            interaction_id=interaction.id,
+            interaction_token=interaction.token,
+            token_expires_at=token_expiry(bot.clock()),
+        )
+        outcome = await bot.runner.submit(job, request, member_role_ids(interaction.user), upload_limit=limit)
+        if isinstance(outcome, Refusal):
+            await send_private(interaction, refusal_text(outcome, request.count))
+            return
+
+
+def imagine_commands(services: Services) -> list[app_commands.Command[Any, Any, None]]:
+    """`/imagine`, built for the loaded model."""
+    return [build_imagine_command(ImagineCommand(services))]

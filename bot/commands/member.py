@@ -1,0 +1,84 @@
+"""Member commands: `/usage`, `/queue`, `/cancel [job]`, `/help`. All answered ephemerally."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.commands.errors import UserError, has_manage_guild, member_role_ids
+from bot.formatting import HELP_TEXT, usage_text
+from bot.services import Services
+from bot.views.custom_ids import is_job_id
+from storage.interface import JobState
+
+
+async def _defer(interaction: discord.Interaction[Any]) -> int:
+    if interaction.guild_id is None:
+        raise UserError("This command only works in a server.")
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    return interaction.guild_id
+
+
+def member_commands(services: Services) -> list[app_commands.Command[Any, Any, None]]:
+    """Commands every member may use."""
+
+    @app_commands.command(name="usage", description="What you've used, what's left, when it refills")
+    @app_commands.guild_only()
+    async def usage(interaction: discord.Interaction[Any]) -> None:
+        guild_id = await _defer(interaction)
+        now = services.clock()
+        usage = await services.store.usage(
+            guild_id, interaction.user.id, member_role_ids(interaction.user), now
+        )
+        await interaction.followup.send(usage_text(usage, now), ephemeral=True)
+
+    @app_commands.command(name="queue", description="What's waiting, and where your jobs are")
+    @app_commands.guild_only()
+    async def queue(interaction: discord.Interaction[Any]) -> None:
+        guild_id = await _defer(interaction)
+        snapshot = services.backend.queue_snapshot()
+        mine_key = f"{guild_id}:{interaction.user.id}"
+        ours = sum(1 for _, owner in snapshot if owner.startswith(f"{guild_id}:"))
+        lines = [f"**{len(snapshot)}** job(s) running or waiting ({ours} from this server)."]
+        positions = [(pos, job_id) for pos, (job_id, owner) in enumerate(snapshot, 1) if owner == mine_key]
+        jobs = {j.job_id: j for j in await services.store.queued_jobs(guild_id)}
+        for pos, job_id in positions:
+            state = jobs[job_id].state if job_id in jobs else JobState.QUEUED
+            where = "running" if state is JobState.RUNNING or pos == 1 else f"position {pos}"
+            lines.append(f"• `{job_id}`: {where}")
+        if not positions:
+            lines.append("You have nothing waiting.")
+        await interaction.followup.send("\n".join(lines), ephemeral=True)
+
+    @app_commands.command(name="cancel", description="Stop your job (your latest, or the one you name)")
+    @app_commands.describe(job="The job id (from /queue); leave empty for your latest")
+    @app_commands.guild_only()
+    async def cancel(interaction: discord.Interaction[Any], job: str | None = None) -> None:
+        guild_id = await _defer(interaction)
+        user_id = interaction.user.id
+        if job is not None:
+            job = job.strip().strip("`")
+            record = await services.store.get_job(job) if is_job_id(job) else None
+            if record is None or record.guild_id != guild_id:
+                raise UserError("There's no job with that id on this server.")
+            if record.owner_id != user_id and not has_manage_guild(interaction):
+                raise UserError("That job isn't yours, so you can't cancel it.")
+            if record.state not in (JobState.QUEUED, JobState.RUNNING):
+                raise UserError(f"Job `{record.job_id}` has already ended ({record.state.value}).")
+            target = record.job_id
+        else:
+            mine = [j for j in await services.store.queued_jobs(guild_id) if j.owner_id == user_id]
+            if not mine:
+                raise UserError("You have no job waiting or running.")
+            target = mine[-1].job_id
+        if not await services.runner.cancel(target):
+            raise UserError(f"Job `{target}` is already finishing and can't be stopped now.")
+        await interaction.followup.send(f"Cancelling `{target}`; its spend is given back.", ephemeral=True)
+
+    @app_commands.command(name="help", description="How to use the bot")
+    async def help(interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.send_message(HELP_TEXT, ephemeral=True)
+
+    return [usage, queue, cancel, help]

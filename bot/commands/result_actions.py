@@ -1,0 +1,164 @@
+"""Result buttons (U1–U4, V1–V4, 🔄) and reactions (🔄, 1️⃣–4️⃣) on result messages.
+
+Whoever clicks or reacts spends their own quota. The job named by a button must exist and belong to
+this guild (custom ids are untrusted). Reactions have no interaction token: their results and
+refusals go to the channel, mentioning the member."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import discord
+
+from bot.commands.derive import check_parent, derive, source_bytes
+from bot.commands.errors import UserError, member_role_ids, report_error, send_private
+from bot.formatting import refusal_text
+from bot.services import Services
+from bot.views.custom_ids import CUSTOM_ID_PREFIX, Action, ButtonRef, new_job_id, parse_custom_id
+from bot.views.result_buttons import REROLL_EMOJI
+from jobs.delivery import token_expiry
+from storage.interface import NewJob, Refusal, Reservation, StorageError
+
+log = logging.getLogger(__name__)
+
+NUMBER_EMOJI = {"1️⃣": 0, "2️⃣": 1, "3️⃣": 2, "4️⃣": 3}
+
+
+def reaction_ref(emoji: str, job_id: str) -> ButtonRef | None:
+    """The action a reaction asks for on a result, or None when it means nothing to the bot."""
+    if emoji == REROLL_EMOJI:
+        return ButtonRef(Action.REROLL, job_id)
+    index = NUMBER_EMOJI.get(emoji)
+    return None if index is None else ButtonRef(Action.VARIATION, job_id, index)
+
+
+class ResultActions:
+    """Clicks and reactions on results (`bot.views.result_buttons.ButtonActions`); the client forwards
+    its `on_interaction` and `on_raw_reaction_add` events here."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def start_derived(
+        self,
+        ref: ButtonRef,
+        *,
+        guild_id: int | None,
+        channel_id: int,
+        user_id: int,
+        role_ids: tuple[int, ...],
+        interaction: discord.Interaction[Any] | None,
+    ) -> tuple[Reservation | Refusal, int]:
+        """Check the parent, build the derived request, reserve and run it; also returns its image count."""
+        bot = self.services
+        parent = check_parent(await bot.store.get_job(ref.job_id), guild_id, ref)
+        digest = None
+        if ref.action is not Action.REROLL:
+            data = await asyncio.to_thread(source_bytes, parent, ref.index)
+            digest = await asyncio.to_thread(bot.image_store.put, data)
+        request = derive(parent, ref, bot.backend.profile, digest)
+        job = NewJob(
+            job_id=new_job_id(),
+            guild_id=parent.guild_id,
+            channel_id=channel_id,
+            owner_id=user_id,
+            request_json=request.to_json(),
+            images=request.count,
+            interaction_id=interaction.id if interaction else None,
+            interaction_token=interaction.token if interaction else None,
+            token_expires_at=token_expiry(bot.clock()) if interaction else None,
+            parent_job_id=parent.job_id,
+            parent_index=ref.index if ref.action is not Action.REROLL else None,
+        )
+        upload_limit = interaction.filesize_limit if interaction else None
+        return await bot.runner.submit(job, request, role_ids, upload_limit=upload_limit), request.count
+
+    async def on_result_button(self, interaction: discord.Interaction[Any], ref: ButtonRef) -> None:
+        """A click on U/V/🔄 (called by the dynamic items)."""
+        try:
+            await interaction.response.defer(thinking=True)
+            interaction.extras["public_defer"] = True
+            if interaction.channel_id is None:
+                raise UserError("This only works in a server channel.")
+            outcome, count = await self.start_derived(
+                ref,
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                user_id=interaction.user.id,
+                role_ids=member_role_ids(interaction.user),
+                interaction=interaction,
+            )
+            if isinstance(outcome, Refusal):
+                await send_private(interaction, refusal_text(outcome, count))
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """A button in our namespace that no template matches (forged, or from an older version):
+        say so, rather than leave the member with Discord's "interaction failed"."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        data: Mapping[str, Any] = interaction.data or {}
+        custom_id = str(data.get("custom_id", ""))
+        if custom_id.startswith(CUSTOM_ID_PREFIX) and parse_custom_id(custom_id) is None:
+            await send_private(interaction, "That button isn't one I can act on any more.")
+
+    async def on_raw_reaction_add(
+        self, client: discord.Client, payload: discord.RawReactionActionEvent
+    ) -> None:
+        """🔄 or 1️⃣–4️⃣ on one of the bot's results."""
+        me = client.user
+        if payload.guild_id is None or (me is not None and payload.user_id == me.id):
+            return
+        if payload.member is not None and payload.member.bot:
+            return
+        emoji = str(payload.emoji)
+        if emoji != REROLL_EMOJI and emoji not in NUMBER_EMOJI:
+            return
+        channel = client.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
+        mention = discord.AllowedMentions(
+            everyone=False, roles=False, users=[discord.Object(payload.user_id)]
+        )
+        try:
+            job = await self.services.store.job_by_message(payload.message_id)
+            if job is None:
+                return
+            ref = reaction_ref(emoji, job.job_id)
+            if ref is None:
+                return
+            outcome, count = await self.start_derived(
+                ref,
+                guild_id=payload.guild_id,
+                channel_id=payload.channel_id,
+                user_id=payload.user_id,
+                role_ids=member_role_ids(payload.member) if payload.member else (),
+                interaction=None,
+            )
+            if isinstance(outcome, Refusal):
+                text = refusal_text(outcome, count)
+                await channel.send(f"<@{payload.user_id}> {text}", allowed_mentions=mention)
+        except (UserError, StorageError) as exc:
+            text = str(exc) if isinstance(exc, UserError) else "The bot's database is busy; please try again."
+            await _quiet_send(channel, f"<@{payload.user_id}> {text}", mention)
+        except Exception:
+            log.exception(
+                "reaction failed (guild=%s channel=%s user=%s message=%s emoji=%s)",
+                payload.guild_id,
+                payload.channel_id,
+                payload.user_id,
+                payload.message_id,
+                emoji,
+            )
+            await _quiet_send(channel, f"<@{payload.user_id}> Sorry, something went wrong.", mention)
+
+
+async def _quiet_send(
+    channel: discord.PartialMessageable, text: str, mention: discord.AllowedMentions
+) -> None:
+    try:
+        await channel.send(text, allowed_mentions=mention)
+    except discord.HTTPException as exc:
+        log.warning("could not post to channel %s: %r", channel.id, exc)

@@ -1,0 +1,1 @@
+"""Persistent components on results: custom ids and the `DynamicItem` buttons."""

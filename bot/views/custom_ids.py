@@ -1,0 +1,73 @@
+"""Job ids and the result buttons' `custom_id`s (`imagine:v:<job>:<i>`, `imagine:u:…`, `imagine:r:<job>`).
+
+Custom ids come back from Discord untrusted: `parse_custom_id` accepts only the exact shapes made
+here (a forged id is then checked against the store by the handler: job exists, same guild).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from generation.prompts.request import MAX_IMAGES
+
+JOB_ID_PATTERN = r"[0-9a-f]{12}"
+_JOB_ID_RE = re.compile(rf"^{JOB_ID_PATTERN}$")
+
+
+class Action(StrEnum):
+    """What a result button asks for."""
+
+    VARIATION = "v"
+    UPSCALE = "u"
+    REROLL = "r"
+
+
+CUSTOM_ID_PREFIX = "imagine:"
+
+# The templates DynamicItem classes register; index is 1-based in custom ids, as on the labels.
+INDEXED_TEMPLATE = rf"imagine:(?P<action>[vu]):(?P<job>{JOB_ID_PATTERN}):(?P<index>[1-{MAX_IMAGES}])"
+REROLL_TEMPLATE = rf"imagine:r:(?P<job>{JOB_ID_PATTERN})"
+_FULL_RE = re.compile(rf"^(?:{INDEXED_TEMPLATE}|{REROLL_TEMPLATE.replace('?P<job>', '?P<rjob>')})$")
+
+
+@dataclass(frozen=True)
+class ButtonRef:
+    """A parsed button: the action, the job it points at and the image index (0-based; 0 for rerolls)."""
+
+    action: Action
+    job_id: str
+    index: int = 0
+
+
+def new_job_id() -> str:
+    """A fresh random job id (12 hex digits)."""
+    return secrets.token_hex(6)
+
+
+def is_job_id(text: str) -> bool:
+    """True if `text` has the shape of a job id."""
+    return bool(_JOB_ID_RE.match(text))
+
+
+def make_custom_id(ref: ButtonRef) -> str:
+    """The custom_id of a button."""
+    if not is_job_id(ref.job_id):
+        raise ValueError(f"not a job id: {ref.job_id!r}")
+    if ref.action is Action.REROLL:
+        return f"imagine:r:{ref.job_id}"
+    if not 0 <= ref.index < MAX_IMAGES:
+        raise ValueError(f"image index out of range: {ref.index}")
+    return f"imagine:{ref.action.value}:{ref.job_id}:{ref.index + 1}"
+
+
+def parse_custom_id(custom_id: str) -> ButtonRef | None:
+    """The button a custom_id names, or None when it is not one of ours (or malformed)."""
+    match = _FULL_RE.match(custom_id)
+    if match is None:
+        return None
+    if match["rjob"] is not None:
+        return ButtonRef(Action.REROLL, match["rjob"])
+    return ButtonRef(Action(match["action"]), match["job"], int(match["index"]) - 1)

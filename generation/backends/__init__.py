@@ -1,0 +1,1 @@
+"""Where generations run: the `GenerationBackend` protocol, the local worker thread, Ray Serve."""

@@ -1,0 +1,519 @@
+"""`RayBackend`: the `GenerationBackend` over GPU workers on a Ray Serve deployment.
+
+Fairness and batching stay here, in the driver (the bot's process), not in Ray: the scheduler picks the
+next jobs fairly (`generation.scheduling.fairqueue.FairQueue.pop_batch`, the same rule as the local
+service: the next job fairly plus later compatible ones in fair order, up to the batch image cap) and
+sends each batch as ONE streaming call to `generation.backends.ray_replica.ImagineReplica.run`, only
+while a replica has a free slot. Free slots = replicas × `max_ongoing` (the deployment's
+`max_ongoing_requests`, 1 by default: one batch per replica at a time, so Serve's router can only place
+a batch on an idle replica and nothing is committed to Ray's first-come-first-served queues). With
+`max_ongoing=2` a second batch waits inside the replica behind the running one (hides the dispatch round
+trip; costs a little fairness, since that batch is chosen one batch earlier). `@serve.batch` is not
+used.
+
+Source images are read on the driver (`image_store.get`) and sent in the call.
+
+Several drivers, one deployment (many bot processes on one cluster): `start()` joins the Serve app
+named `app_name` if it already runs (`serve.get_app_handle`) instead of redeploying it, so only the
+first process deploys, and only the process that deployed deletes the app on `close()` (one that joined
+leaves it running). An app found running another model (its profile's name is not `model_id`) is
+redeployed with this driver's settings. Free slots are per driver: each counts the app's running
+replicas × `max_ongoing` as its own, so with N drivers up to N × that many batches are in flight at
+once; the excess waits in Serve's handle queue (first come first served between drivers) until a
+replica is free, and that wait counts against the batch's time limit. Fairness across processes is
+kept before that point, by the shared queue's claim order and each claim source's small `capacity`
+(`jobs.claims.ClaimSource`). Two processes starting at the same moment may both deploy; the
+second deploy updates the app in place (a broken stream is requeued, as for a lost replica).
+
+Cancel: a waiting job leaves the queue. A member of a running batch is settled `JobCancelled` at once
+and dropped from delivery; the batch is stopped (`DeploymentResponseGenerator.cancel()`, which sets
+the replica's per-step stop flag) only when all its members have cancelled.
+
+Faults: a stream that breaks (replica killed, `RayActorError`, any stream error) puts its live jobs
+back at the FRONT of the queue, as one batch, to run again on another (or the restarted) replica; a
+job's result is settled once, so it is delivered once. After `max_attempts` broken streams the jobs
+fail. The per-job time limit is checked by the replica at every step (`JobFailed("took longer than N
+s")`, counted from when the replica takes the batch up); if no step comes back, a watchdog here
+fails the jobs `watchdog_grace_s` after the limit, cancels the call and kills the hung replica so
+Serve replaces it (tests/test_ray_watchdog.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+
+from generation.backends.protocol import (
+    GenerationResult,
+    JobCancelled,
+    JobFailed,
+    Progress,
+    Started,
+)
+from generation.backends.ray_cluster import (
+    DeploySpec,
+    connect,
+    deploy,
+    existing_app,
+    gpus_per_replica,
+    kill_replica,
+    running_replicas,
+    shutdown_ray,
+)
+from generation.backends.ray_replica import (
+    BatchCall,
+    BatchDone,
+    DiffusersFactory,
+    EngineFactory,
+    ReplicaStarted,
+    TokenCounter,
+)
+from generation.pipelines.options import OptimiseOptions
+from generation.prompts.request import GenerationRequest, ModelProfile
+from generation.scheduling.batch_run import StepDone, outcome_for, timeout_message
+
+# The job state, its handle and event streams are the local service's, so both backends behave alike.
+from generation.scheduling.job_state import Job, SourceImages
+from generation.scheduling.scheduler import SHUTDOWN_MESSAGE, JobScheduler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SchedulerStats:
+    """Counters for benchmarks and tests: time spent in this module's scheduling code."""
+
+    scheduler_s: float = 0.0  # picking batches, reading stream messages, settling jobs (loop thread)
+    batches: int = 0  # streaming calls sent
+    jobs_settled: int = 0
+    requeued: int = 0  # jobs put back after a broken stream
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Jobs sent to a replica as one streaming call."""
+
+    jobs: list[Job]
+    attempt: int = 1
+    replica: str | None = None
+    response: Any = None  # DeploymentResponseGenerator while in flight
+    stopped: bool = False  # all members cancelled, or abandoned by the watchdog / close()
+    requeued: bool = False  # its live jobs went back to the queue in a new batch
+    task: asyncio.Task[None] | None = None
+    watchdog: asyncio.TimerHandle | None = None
+    batch_id: str = field(default="")
+
+
+class RayBackend(JobScheduler):
+    """`GenerationBackend` over Ray Serve replicas. Use from one event loop (like `GenerationService`)."""
+
+    def __init__(
+        self,
+        model_id: str,
+        device: str,
+        *,
+        replicas: int | None = None,
+        autoscale: tuple[int, int] | None = None,
+        address: str | None = None,
+        image_store: SourceImages,
+        job_timeout_s: float = 300.0,
+        max_batch: int | None = None,
+        cache_dir: Path | None = None,
+        optimise: OptimiseOptions | None = None,
+        engine_factory: EngineFactory | None = None,
+        max_ongoing: int = 1,
+        replica_cpus: float | None = None,
+        app_name: str = "imagine",
+        preview_interval_s: float = 0.5,
+        progress_interval_s: float = 0.25,
+        position_interval_s: float = 0.25,
+        watchdog_grace_s: float = 10.0,
+        max_attempts: int = 3,
+    ) -> None:
+        """`replicas` (fixed) or `autoscale=(min, max)`; neither: one replica. `address`: the cluster to
+        join (else Ray's default: `$RAY_ADDRESS` as Ray reads it, else a local cluster; a process
+        already connected to Ray stays on its cluster). `engine_factory` replaces
+        `DiffusersFactory(model_id, device, cache_dir, optimise)` (stand-in engines for tests and
+        benchmarks). `replica_cpus`: CPUs Ray reserves per replica (None: Serve's default of 1)."""
+        if replicas is not None and autoscale is not None:
+            raise ValueError("give replicas or autoscale, not both")
+        if replicas is not None and replicas < 1:
+            raise ValueError("replicas must be at least 1")
+        if autoscale is not None and not 1 <= autoscale[0] <= autoscale[1]:
+            raise ValueError("autoscale must be (min, max) with 1 <= min <= max")
+        if max_ongoing < 1:
+            raise ValueError("max_ongoing must be at least 1")
+        super().__init__(position_interval_s=position_interval_s)
+        self.model_id = model_id
+        self.device = device
+        self._replicas = replicas if replicas is not None else 1  # unused when autoscaling
+        self._autoscale = autoscale
+        self._address = address
+        self._images = image_store
+        self._timeout = job_timeout_s
+        self._max_batch = max_batch
+        self._cache_dir = cache_dir
+        self._optimise = optimise
+        self._factory = engine_factory
+        self._max_ongoing = max_ongoing
+        self._replica_cpus = replica_cpus
+        self._app = app_name
+        self._preview_interval = preview_interval_s
+        self._progress_interval = progress_interval_s
+        self._grace = watchdog_grace_s
+        self._max_attempts = max_attempts
+        self._profile: ModelProfile | None = None
+        self._counter: TokenCounter | None = None
+        self._native_cap = 1
+        self._handle: Any = None
+        self._owns_ray = False
+        self._owns_app = False  # this driver deployed the app (else it joined one already running)
+        self._retry: deque[_Batch] = deque()  # broken batches: they run before anything waiting
+        self._running: list[_Batch] = []
+        self._replica_of: dict[str, str] = {}
+        self._capacity = 0  # free slots when nothing runs: live replicas × max_ongoing
+        self._poller: asyncio.Task[None] | None = None
+        self._started = False
+        self._ids = itertools.count(1)
+        self.stats = SchedulerStats()
+
+    @classmethod
+    def from_settings(cls, settings: Any, image_store: SourceImages) -> RayBackend:
+        """Build from `bot.settings.Settings`."""
+        return cls(
+            settings.model_id,
+            settings.device,
+            replicas=settings.ray_replicas,
+            autoscale=settings.ray_autoscale,
+            address=settings.ray_address,
+            image_store=image_store,
+            job_timeout_s=settings.job_timeout_s,
+            cache_dir=settings.model_cache_dir,
+            optimise=settings.optimise,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def profile(self) -> ModelProfile:
+        """The model's profile, fetched from a replica at start."""
+        if self._profile is None:
+            raise RuntimeError("RayBackend.start() has not finished")
+        return self._profile
+
+    @profile.setter
+    def profile(self, value: ModelProfile) -> None:
+        self._profile = value
+
+    async def start(self) -> None:
+        """Join or start the cluster, deploy the replicas (each loads the model once) unless the app
+        already runs (then join it), fetch the profile, a token counter and the batch cap from a
+        replica."""
+        if self._started:
+            raise RuntimeError("already started")
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        self._owns_ray = await asyncio.to_thread(connect, self._address)
+        self._handle = await asyncio.to_thread(existing_app, self._app)
+        if self._handle is not None:
+            self._profile = await self._handle.profile.remote()
+            if self._profile.name == self.model_id:
+                log.info("joining the running Serve app %r (deployed by another driver)", self._app)
+            else:  # a leftover of another configuration: replace it, as a fresh deploy would
+                log.warning(
+                    "Serve app %r runs %r, not %r: redeploying it",
+                    self._app,
+                    self._profile.name,
+                    self.model_id,
+                )
+                self._handle = None
+        if self._handle is None:
+            self._handle = await asyncio.to_thread(deploy, self._deploy_spec())
+            self._owns_app = True
+            self._profile = await self._handle.profile.remote()
+        self._counter = await self._handle.token_counter.remote()
+        profile = self.profile
+        native = profile.native_size
+        probe = GenerationRequest("probe", native, native, profile.default_steps, 7.5, (0,), self.model_id)
+        self._native_cap = max(1, await self._handle.max_batch_images.remote(probe))
+        if self._autoscale is None:
+            replicas = self._replicas
+            if not self._owns_app:  # the app's own replica count, not this driver's setting
+                replicas = await asyncio.to_thread(running_replicas, self._app) or replicas
+            self._capacity = replicas * self._max_ongoing
+        else:
+            self._capacity = self._autoscale[0] * self._max_ongoing
+            self._poller = self._loop.create_task(self._poll_replicas())
+        self._schedule_dispatch()
+
+    def _deploy_spec(self) -> DeploySpec:
+        gpus = gpus_per_replica(self.device)
+        device = self.device
+        if gpus:
+            device = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES: the replica's GPU is its "cuda"
+        elif device == "auto":
+            device = "cpu"
+        factory = self._factory or DiffusersFactory(self.model_id, device, self._cache_dir, self._optimise)
+        return DeploySpec(
+            self._app,
+            self.model_id,
+            factory,
+            gpus,
+            self._max_ongoing,
+            self._replicas,
+            self._autoscale,
+            self._replica_cpus,
+        )
+
+    async def close(self) -> None:
+        """Cancel waiting and running jobs, delete the deployment if this driver deployed it, leave a
+        cluster we started."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._poller is not None:
+            self._poller.cancel()
+        self._cancel_waiting()
+        for batch in [*self._retry, *self._running]:
+            for job in batch.jobs:
+                self._settle(job, JobCancelled(SHUTDOWN_MESSAGE))
+            self._stop(batch)
+        self._retry.clear()
+        tasks = [b.task for b in self._running if b.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._handle is not None and self._owns_app:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(serve.delete, self._app)
+        if self._owns_ray:
+            await asyncio.to_thread(shutdown_ray)
+
+    # -- the GenerationBackend calls ----------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model's tokenizer makes of `text` (a tokenizer fetched from a replica at start)."""
+        if self._counter is None:
+            raise RuntimeError("RayBackend.start() has not finished")
+        return self._counter.count_tokens(text)
+
+    def _on_cancel(self, job: Job) -> None:
+        for batch in [*self._running, *self._retry]:
+            if job in batch.jobs and all(j.done for j in batch.jobs):
+                self._stop(batch)
+
+    def queue_snapshot(self) -> list[tuple[str, str]]:
+        """(job_id, owner) of running jobs first, then waiting ones in the order they will run."""
+        running = [(j.job_id, j.owner) for b in self._running for j in b.jobs if not j.done]
+        return running + [(j.job_id, j.owner) for j in self._waiting_order()]
+
+    # -- introspection (tests, benchmarks) -----------------------------------------------------------
+
+    def replica_of(self, job_id: str) -> str | None:
+        """The Serve replica actor (namespace `serve`) that last ran or runs this job's batch."""
+        return self._replica_of.get(job_id)
+
+    @property
+    def deployed_here(self) -> bool:
+        """True if `start()` deployed the app; False if it joined one another driver deployed."""
+        return self._owns_app
+
+    @property
+    def running_batches(self) -> int:
+        """Streaming calls in flight."""
+        return len(self._running)
+
+    # -- scheduling (loop thread) --------------------------------------------------------------------
+
+    def _waiting_order(self) -> list[Job]:
+        retry = [j for b in self._retry for j in b.jobs if not j.done]
+        return retry + self._waiting.ordered()
+
+    def _is_waiting(self, job: Job) -> bool:
+        return job.job_id in self._waiting or any(job in b.jobs for b in self._retry)
+
+    def _slots(self) -> int:
+        slots = self._capacity
+        if self._autoscale is not None and (self._retry or self._waiting):
+            slots += 1  # one batch waiting at the handle tells Serve's autoscaler more are needed
+        return slots
+
+    def _dispatch(self) -> None:
+        self._dispatch_scheduled = False
+        if self._closed or self._handle is None:
+            return
+        began = time.perf_counter()
+        sent = False
+        while len(self._running) < self._slots():
+            batch = self._next_batch()
+            if batch is None:
+                break
+            self._send(batch)
+            sent = True
+        if sent:
+            self._publish_positions()
+        self.stats.scheduler_s += time.perf_counter() - began
+
+    def _next_batch(self) -> _Batch | None:
+        while self._retry:
+            batch = self._retry.popleft()
+            batch.jobs = [j for j in batch.jobs if not j.done]
+            if batch.jobs:
+                return batch
+        jobs = self._waiting.pop_batch(
+            key_of=lambda j: j.request.batch_key(), size_of=lambda j: j.request.count, cap_of=self._cap_of
+        )
+        return _Batch(jobs) if jobs else None
+
+    def _cap_of(self, job: Job) -> int:
+        if self._max_batch is not None:
+            return max(1, self._max_batch)
+        # The replica's cap at the native size, scaled by area (the replica splits on OutOfMemory).
+        native = self.profile.native_size
+        area = job.request.width * job.request.height
+        return max(1, int(self._native_cap * native * native / area))
+
+    def _send(self, batch: _Batch) -> None:
+        assert self._loop is not None
+        batch.batch_id = f"b{next(self._ids)}"
+        batch.stopped = False
+        batch.replica = None
+        self._running.append(batch)
+        self.stats.batches += 1
+        for job in batch.jobs:
+            job.publish(Started())
+        batch.task = self._loop.create_task(self._run(batch))
+
+    async def _run(self, batch: _Batch) -> None:
+        try:
+            call = await self._make_call(batch)
+            if call is None:
+                return
+            batch.response = self._handle.options(stream=True).run.remote(call)
+            if batch.stopped:  # everyone cancelled while the sources were read
+                batch.response.cancel()
+                return
+            async for message in batch.response:
+                self._on_message(batch, message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not batch.stopped and not self._closed:
+                self._requeue(batch, exc)
+        finally:
+            if batch.watchdog is not None:
+                batch.watchdog.cancel()
+            with contextlib.suppress(ValueError):
+                self._running.remove(batch)
+            if not self._closed:
+                for job in batch.jobs:  # a stream that ended without BatchDone (should not happen)
+                    if not job.done and not batch.requeued:
+                        self._settle(job, JobFailed("generation failed: the worker returned no result"))
+            self._schedule_dispatch()
+
+    async def _make_call(self, batch: _Batch) -> BatchCall | None:
+        sources: list[bytes | None] = []
+        live: list[Job] = []
+        for job in batch.jobs:
+            digest = job.request.source_image
+            if digest is None:
+                sources.append(None)
+                live.append(job)
+                continue
+            try:
+                sources.append(await asyncio.to_thread(self._images.get, digest))
+                live.append(job)
+            except Exception:
+                log.exception("source image %s of job %s is missing", digest, job.job_id)
+                self._settle(job, JobFailed("the source image is no longer available"))
+        batch.jobs = live
+        if not live:
+            return None
+        return BatchCall(
+            batch_id=batch.batch_id,
+            requests=tuple(j.request for j in live),
+            sources=tuple(sources),
+            timeout_s=self._timeout,
+            preview_interval_s=self._preview_interval,
+            progress_interval_s=self._progress_interval,
+        )
+
+    def _on_message(self, batch: _Batch, message: object) -> None:
+        began = time.perf_counter()
+        if isinstance(message, StepDone):
+            for index, png in message.previews.items():
+                batch.jobs[index].publish(Progress(message.step, message.total, png))
+        elif isinstance(message, ReplicaStarted):
+            batch.replica = message.replica
+            for job in batch.jobs:
+                self._replica_of[job.job_id] = message.replica
+            # The time limit runs from here, as the replica's own: waiting for a replica (one being
+            # restarted, or scaled up) is queueing, not running.
+            assert self._loop is not None
+            batch.watchdog = self._loop.call_later(self._timeout + self._grace, self._on_watchdog, batch)
+        elif isinstance(message, BatchDone):
+            for job, outcome in zip(batch.jobs, message.outcomes, strict=True):
+                self._settle(job, outcome_for(job.job_id, outcome))
+        self.stats.scheduler_s += time.perf_counter() - began
+
+    def _requeue(self, batch: _Batch, exc: BaseException) -> None:
+        live = [j for j in batch.jobs if not j.done]
+        if not live:
+            return
+        batch.requeued = True
+        if batch.attempt >= self._max_attempts:
+            log.error("batch %s broke %d times (%r); failing it", batch.batch_id, batch.attempt, exc)
+            for job in live:
+                self._settle(job, JobFailed("generation failed: the GPU worker stopped"))
+            return
+        log.warning(
+            "replica %s lost batch %s (%s); %d job(s) back to the front of the queue",
+            batch.replica,
+            batch.batch_id,
+            type(exc).__name__,
+            len(live),
+        )
+        self.stats.requeued += len(live)
+        self._retry.append(_Batch(live, attempt=batch.attempt + 1))
+        self._publish_positions()
+
+    def _stop(self, batch: _Batch) -> None:
+        batch.stopped = True
+        if batch.response is not None:
+            batch.response.cancel()
+
+    def _on_watchdog(self, batch: _Batch) -> None:
+        if batch not in self._running:
+            return
+        log.error("batch %s on %s hung past the time limit", batch.batch_id, batch.replica)
+        for job in batch.jobs:
+            self._settle(job, JobFailed(timeout_message(self._timeout)))
+        self._stop(batch)
+        if batch.replica is not None and self._loop is not None:
+            self._loop.create_task(asyncio.to_thread(kill_replica, batch.replica))
+
+    async def _poll_replicas(self) -> None:
+        """Autoscaling: keep the slot count at running replicas × max_ongoing."""
+        while not self._closed:
+            try:
+                running = await asyncio.to_thread(running_replicas, self._app)
+                if running:
+                    self._capacity = running * self._max_ongoing
+                    self._schedule_dispatch()
+            except Exception:
+                log.exception("reading Serve's status failed")
+            await asyncio.sleep(1.0)  # a poll interval, not a wait for work
+
+    def _settle(self, job: Job, outcome: GenerationResult | BaseException) -> bool:
+        if not super()._settle(job, outcome):
+            return False
+        self.stats.jobs_settled += 1
+        return True

@@ -1,0 +1,213 @@
+"""The Ray Serve deployment behind `generation.backends.ray_driver`: one replica = one loaded engine.
+
+Each replica builds its engine once (`engine_factory()`, e.g. `DiffusersEngine(load_pipeline(...))`)
+and runs one batch at a time on its own engine thread (pipelines are not thread-safe). The driver's
+scheduler sends a whole batch as ONE streaming call, `run(BatchCall)`, which yields:
+
+1. `ReplicaStarted(replica)`: the replica's actor name (the driver logs it; tests kill it);
+2. `StepDone(step, total, previews)` after denoising steps (throttled per job, see `BatchRun`);
+3. `BatchDone(outcomes)`: per request, its images or a failure message.
+
+Stopping: the pipeline runs in a thread, so cancelling the call (`DeploymentResponseGenerator.cancel()`,
+which reaches this coroutine as `asyncio.CancelledError`) sets a per-batch stop flag that the step
+callback checks: the pipeline stops at its next step. The step checks, the time limit and the
+`OutOfMemory` split are `generation.scheduling.batch_run.BatchRun`'s, as in the local service.
+
+Only the engine factory imports torch/diffusers, inside the replica process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import ray
+from ray import serve
+
+from generation.backends.protocol import JobFailed
+from generation.pipelines.contract import Engine
+from generation.pipelines.options import OptimiseOptions
+from generation.prompts.request import GenerationRequest, ModelProfile
+from generation.scheduling.batch_run import BatchRun, Outcome, StepDone
+
+log = logging.getLogger(__name__)
+
+EngineFactory = Callable[[], Engine]
+"""Builds the replica's engine; must pickle (a module-level function or a small dataclass)."""
+
+
+class TokenCounter(Protocol):
+    """What the driver needs for `count_tokens`: a picklable object with this one method."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text`, begin/end included."""
+        ...
+
+
+@dataclass(frozen=True)
+class DiffusersFactory:
+    """The real engine factory: `DiffusersEngine.load(model_id, device, cache_dir=..., options=...)`."""
+
+    model_id: str
+    device: str
+    cache_dir: Path | None = None
+    options: OptimiseOptions | None = None
+
+    def __call__(self) -> Engine:
+        from generation.pipelines.engine import DiffusersEngine
+
+        return DiffusersEngine.load(
+            self.model_id, self.device, cache_dir=self.cache_dir, options=self.options
+        )
+
+
+@dataclass(frozen=True)
+class TokenizerCounter:
+    """A `TokenCounter` over a Hugging Face tokenizer (pickled from a replica to the driver)."""
+
+    tokenizer: Any
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as the tokenizer counts them, begin/end included."""
+        return len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+
+
+# -- messages -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchCall:
+    """One batch of requests with equal `batch_key()`; `sources[i]` is request i's source bytes."""
+
+    batch_id: str
+    requests: tuple[GenerationRequest, ...]
+    sources: tuple[bytes | None, ...]
+    timeout_s: float
+    preview_interval_s: float = 0.5
+    progress_interval_s: float = 0.25
+
+
+@dataclass(frozen=True)
+class ReplicaStarted:
+    """The batch reached a replica: its actor name (in Ray's `serve` namespace)."""
+
+    replica: str
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    """The batch ended: one outcome per request of the call."""
+
+    outcomes: tuple[Outcome, ...]
+
+
+ReplicaMessage = ReplicaStarted | StepDone | BatchDone
+
+
+# -- the engine thread's work ---------------------------------------------------------------------
+
+
+def run_call(
+    engine: Engine, call: BatchCall, stop: threading.Event, emit: Callable[[StepDone], None]
+) -> list[Outcome]:
+    """Run `call` on `engine` (in the engine's thread) with `BatchRun`: progress through `emit`, the
+    stop flag and the time limit checked at every step. Never raises."""
+    members = _CallMembers(len(call.requests), stop, emit)
+    BatchRun(
+        engine,
+        call.requests,
+        call.sources,
+        members,
+        deadline=time.monotonic() + call.timeout_s,
+        timeout_s=call.timeout_s,
+        preview_interval_s=call.preview_interval_s,
+        progress_interval_s=call.progress_interval_s,
+        label=f"batch {call.batch_id}",
+    ).run()
+    return members.outcomes
+
+
+class _CallMembers:
+    """`BatchMembers` of one call: every member is wanted and watched (the driver drops what it no
+    longer needs); the outcomes are collected for `BatchDone`."""
+
+    def __init__(self, count: int, stop: threading.Event, emit: Callable[[StepDone], None]) -> None:
+        self.outcomes: list[Outcome] = [JobFailed("generation failed: not run")] * count
+        self._stop = stop
+        self.report = emit
+
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def cancelled(self, i: int) -> bool:
+        return False
+
+    def watched(self, i: int) -> bool:
+        return True
+
+    def settle(self, i: int, outcome: Outcome) -> None:
+        self.outcomes[i] = outcome
+
+
+def token_counter_of(engine: Engine) -> TokenCounter:
+    """A picklable counter for the driver: the model's tokenizer, or the engine itself (stand-ins)."""
+    model = getattr(engine, "model", None)
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        return TokenizerCounter(tokenizer)
+    return engine
+
+
+# -- the deployment -------------------------------------------------------------------------------
+
+_END = object()
+
+
+@serve.deployment(name="ImagineReplica", graceful_shutdown_timeout_s=2, health_check_period_s=2)
+class ImagineReplica:
+    """A Serve replica owning one engine; see the module docstring for its streaming protocol."""
+
+    def __init__(self, engine_factory: EngineFactory) -> None:
+        self._engine = engine_factory()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="engine")  # one batch at a time
+        context = ray.get_runtime_context()
+        self.name = context.get_actor_name() or context.get_actor_id() or "replica"
+
+    def profile(self) -> ModelProfile:
+        """The loaded model's profile."""
+        return self._engine.profile
+
+    def token_counter(self) -> TokenCounter:
+        """Something the driver can count tokens with, without loading the model."""
+        return token_counter_of(self._engine)
+
+    def max_batch_images(self, request: GenerationRequest) -> int:
+        """The engine's batch cap for this shape (free device memory on GPUs)."""
+        return self._engine.max_batch_images(request)
+
+    async def run(self, call: BatchCall) -> AsyncIterator[ReplicaMessage]:
+        """Stream one batch: `ReplicaStarted`, `StepDone` per step, then `BatchDone`."""
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[object] = asyncio.Queue()
+        stop = threading.Event()
+
+        def emit(message: StepDone) -> None:
+            loop.call_soon_threadsafe(inbox.put_nowait, message)
+
+        yield ReplicaStarted(self.name)
+        work = loop.run_in_executor(self._thread, run_call, self._engine, call, stop, emit)
+        work.add_done_callback(lambda _f: inbox.put_nowait(_END))
+        try:
+            while (message := await inbox.get()) is not _END:
+                assert isinstance(message, StepDone)
+                yield message
+            yield BatchDone(tuple(work.result()))
+        finally:
+            stop.set()  # cancelled (or the caller went away): the pipeline stops at its next step

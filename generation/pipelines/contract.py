@@ -1,0 +1,53 @@
+"""The contract between the scheduler (`generation.backends.local`) and the module that drives diffusers.
+
+Only `generation.pipelines.engine` and `generation.pipelines.loading` import torch; the scheduler sees
+this Protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from generation.backends.protocol import GeneratedImage
+from generation.prompts.request import GenerationRequest, ModelProfile
+
+PreviewFn = Callable[[int], bytes]
+"""preview(i) renders a small PNG of request i's first image so far, cheaply from the latents."""
+
+StepCallback = Callable[[int, int, PreviewFn], bool]
+"""on_step(step, total, preview) after each denoising step; return False to stop the batch."""
+
+
+class OutOfMemory(Exception):
+    """The device ran out of memory for this batch (the scheduler may split it and retry)."""
+
+
+class BatchInterrupted(Exception):
+    """The step callback asked the batch to stop."""
+
+
+class Engine(Protocol):
+    """Runs batches of compatible requests on one loaded model. Not thread-safe: one thread owns it."""
+
+    profile: ModelProfile
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` with begin/end tokens, as the model's tokenizer counts them."""
+        ...
+
+    def run_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        sources: Sequence[bytes | None],
+        on_step: StepCallback,
+    ) -> list[list[GeneratedImage]]:
+        """Run requests with equal `batch_key()` as one pipeline call, one generator per image, so
+        every image equals what it would be alone. `sources[i]` is request i's source image bytes
+        (img2img / variation / upscale) or None. Returns, per request, its images in seed order.
+        Raises OutOfMemory, BatchInterrupted, or any other exception for a failed batch."""
+        ...
+
+    def max_batch_images(self, request: GenerationRequest) -> int:
+        """The most images of this shape that fit in one batch (from free device memory)."""
+        ...

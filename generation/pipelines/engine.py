@@ -1,0 +1,324 @@
+"""`DiffusersEngine`: runs batches of compatible requests as one diffusers pipeline call.
+
+Each image has its own `torch.Generator`, so an image is the same whether it runs alone or in a
+batch. The safety checker runs apart from the pipeline: flagged images come back flagged, never
+blacked out. A batch's result PNGs are encoded in parallel on a small shared thread pool (Pillow's
+zip encoder releases the GIL while it filters and deflates; `python -m bench encode` measures it).
+Not thread-safe: the worker thread that owns the model owns its engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from generation.backends.protocol import GeneratedImage
+from generation.media.compose import encode_png
+from generation.media.image_store import fit_source, load_source
+from generation.pipelines.contract import BatchInterrupted, OutOfMemory, PreviewFn, StepCallback
+from generation.pipelines.loading import LoadedModel, SafetyCheck, load_pipeline
+from generation.pipelines.options import OptimiseOptions
+from generation.pipelines.preview import preview_png
+from generation.prompts.request import (
+    UPSCALE_STRENGTH,
+    VARIATION_STRENGTH,
+    GenerationRequest,
+    Mode,
+    ModelProfile,
+    size_unit,
+    snap_size,
+)
+
+log = logging.getLogger(__name__)
+
+CPU_MAX_BATCH_IMAGES = 8
+GPU_MAX_BATCH_IMAGES = 16
+IMG2IMG_DEFAULT_STRENGTH = 0.6  # as generation.prompts.request.IMG2IMG_STRENGTH
+
+# Memory estimate for max_batch_images on CUDA (fp16, SDPA attention, VAE slicing on). Not measured on
+# every card: a conservative rule of thumb from SD 1.5 at 512×512 (≈ 0.35 GiB of UNet activations per
+# image with classifier-free guidance, ≈ 0.6 GiB peak for decoding one image with the VAE), scaled by
+# image area; SDXL's UNet costs about 1.5× per pixel.
+UNET_BYTES_PER_PIXEL = 1400
+VAE_DECODE_BYTES_PER_PIXEL = 2400
+MEMORY_HEADROOM = 0.85
+
+ENCODE_WORKERS = min(8, os.cpu_count() or 1)  # threads encoding a batch's PNGs at once
+
+# Scheduler class → the sampler name written into each PNG's `parameters` (AUTOMATIC1111's names).
+SAMPLER_NAMES = {
+    "EulerDiscreteScheduler": "Euler",
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "DPMSolverMultistepScheduler": "DPM++ 2M",
+    "DDIMScheduler": "DDIM",
+    "PNDMScheduler": "PLMS",
+    "LMSDiscreteScheduler": "LMS",
+    "HeunDiscreteScheduler": "Heun",
+    "LCMScheduler": "LCM",
+    "UniPCMultistepScheduler": "UniPC",
+}
+
+
+class DiffusersEngine:
+    """The `generation.pipelines.contract.Engine` over a loaded diffusers model."""
+
+    def __init__(self, model: LoadedModel, *, safety_checker: SafetyCheck | None = None) -> None:
+        """`safety_checker` replaces the model's own checker (tests inject one that flags chosen images)."""
+        self.model = model
+        self._check = safety_checker or model.safety_check
+        self.profile: ModelProfile = model.profile
+        if safety_checker is not None and not model.profile.has_safety_checker:
+            self.profile = replace(model.profile, has_safety_checker=True)
+        gen_device = "cpu" if model.device == "mps" else model.device
+        scheduler = type(model.text2img.scheduler).__name__
+        self.sampler = SAMPLER_NAMES.get(scheduler, scheduler.removesuffix("Scheduler"))
+        self._generator_device = torch.device(gen_device)
+        # count_tokens runs on the event loop beside a running batch; a tokenizer keeps its padding and
+        # truncation settings as state, so sharing the pipeline's races (its prompts lose their padding).
+        self._count_tokenizer = copy.deepcopy(model.tokenizer)
+
+    @classmethod
+    def load(
+        cls, model_id: str, device: str, *, cache_dir: Path | None, options: OptimiseOptions | None = None
+    ) -> DiffusersEngine:
+        """Load `model_id` onto `device` with `options`; if that compiled the UNet (`optimise` does on
+        CUDA only), compile it now (see `warm_up`), so no member ever waits on a compile. Call it on
+        the thread that will own the engine."""
+        from diffusers.utils.torch_utils import is_compiled_module
+
+        engine = cls(load_pipeline(model_id, device, cache_dir=cache_dir, options=options))
+        if is_compiled_module(getattr(engine.model.text2img, "unet", None)):
+            engine.warm_up()
+        return engine
+
+    # -- small queries ------------------------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as the model's (first) tokenizer counts them, begin/end included."""
+        ids = self._count_tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
+        return len(ids)
+
+    def max_batch_images(self, request: GenerationRequest) -> int:
+        """The most images of this shape for one batch: a free-memory estimate on CUDA, a cap elsewhere."""
+        if not self.model.device.startswith("cuda"):
+            return CPU_MAX_BATCH_IMAGES
+        free, _total = torch.cuda.mem_get_info(torch.device(self.model.device))
+        pixels = request.width * request.height
+        scale = 1.5 if self.model.family == "sdxl" else 1.0
+        cfg = 2 if request.guidance > 1.0 else 1
+        per_image = UNET_BYTES_PER_PIXEL * pixels * scale * cfg / 2
+        fixed = VAE_DECODE_BYTES_PER_PIXEL * pixels
+        fits = int((free * MEMORY_HEADROOM - fixed) // per_image)
+        return max(1, min(GPU_MAX_BATCH_IMAGES, fits))
+
+    def warm_up(self, shapes: Sequence[tuple[int, int, int]] | None = None) -> float:
+        """Run a short generation for each (images, width, height) in `shapes` (default:
+        `warm_up_shapes(profile)`) so that a compiled UNet has compiled for every shape a member can
+        ask for before any member waits; call it on the worker thread at start. Returns the seconds."""
+        started = time.perf_counter()
+        profile = self.profile
+        shapes = warm_up_shapes(profile) if shapes is None else shapes
+        for images, width, height in shapes:
+            request = GenerationRequest(
+                prompt="warm-up",
+                width=width,
+                height=height,
+                steps=max(profile.min_steps, 2) if not profile.is_turbo else profile.default_steps,
+                guidance=profile.default_guidance,
+                seeds=tuple(range(images)),
+                model=profile.name,
+            )
+            self.run_batch([request], [None], lambda _step, _total, _preview: True)
+        elapsed = time.perf_counter() - started
+        log.info("warm-up done in %.1f s (%d shapes)", elapsed, len(shapes))
+        return elapsed
+
+    # -- the batch ----------------------------------------------------------------------------------
+
+    def run_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        sources: Sequence[bytes | None],
+        on_step: StepCallback,
+    ) -> list[list[GeneratedImage]]:
+        """One pipeline call for every image of `requests` (equal `batch_key()`); see `Engine.run_batch`."""
+        self._check_batch(requests, sources)
+        first = requests[0]
+        prompts = [r.prompt for r in requests for _ in r.seeds]
+        negatives = [r.negative_prompt for r in requests for _ in r.seeds]
+        seeds = [seed for r in requests for seed in r.seeds]
+        first_index = _first_image_indices(requests)
+        generators = [torch.Generator(self._generator_device).manual_seed(seed) for seed in seeds]
+
+        kwargs: dict[str, Any] = {
+            "prompt": prompts,
+            "negative_prompt": negatives,
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance,
+            "generator": generators,
+            "output_type": "pil",
+            "callback_on_step_end": self._step_callback(on_step, first_index),
+        }
+        if first.mode is Mode.TXT2IMG:
+            pipe = self.model.text2img
+            kwargs.update(width=first.width, height=first.height)
+        else:
+            pipe = self.model.img2img
+            strength = _strength(first)
+            per_request = [_source_for(source, r) for r, source in zip(requests, sources, strict=True)]
+            kwargs["image"] = [image for r, image in zip(requests, per_request, strict=True) for _ in r.seeds]
+            kwargs["strength"] = strength
+            # diffusers runs int(steps * strength) steps; always run at least one
+            kwargs["num_inference_steps"] = max(first.steps, math.ceil(1 / strength))
+
+        try:
+            images: list[Image.Image] = pipe(**kwargs).images
+        except RuntimeError as exc:
+            if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+                self._release_memory()
+                raise OutOfMemory(
+                    f"out of device memory for {len(seeds)} image(s) at {first.width}×{first.height}"
+                ) from exc
+            raise
+
+        flags = self._check(images) if self._check is not None else [False] * len(images)
+        if len(flags) != len(images):
+            raise RuntimeError(f"safety checker returned {len(flags)} flags for {len(images)} images")
+        owners = [(request, seed) for request in requests for seed in request.seeds]
+        pngs = encode_images(images, owners, sampler=self.sampler)
+        results: list[list[GeneratedImage]] = []
+        position = 0
+        for request in requests:
+            out = []
+            for seed in request.seeds:
+                image = images[position]
+                out.append(
+                    GeneratedImage(
+                        png=pngs[position],
+                        seed=seed,
+                        width=image.width,
+                        height=image.height,
+                        nsfw=bool(flags[position]),
+                    )
+                )
+                position += 1
+            results.append(out)
+        return results
+
+    def _step_callback(
+        self, on_step: StepCallback, first_index: list[int]
+    ) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
+        family = self.model.family
+
+        def callback(pipe: Any, step_index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            latents = tensors["latents"]
+
+            def preview(i: int) -> bytes:
+                one = latents[first_index[i]].detach().float().cpu().numpy()
+                return preview_png(one, family)
+
+            fn: PreviewFn = preview
+            if not on_step(step_index + 1, int(pipe.num_timesteps), fn):
+                raise BatchInterrupted(f"stopped after step {step_index + 1}")
+            return tensors
+
+        return callback
+
+    def _check_batch(self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None]) -> None:
+        if not requests:
+            raise ValueError("run_batch needs at least one request")
+        if len(sources) != len(requests):
+            raise ValueError(f"{len(sources)} sources for {len(requests)} requests")
+        key = requests[0].batch_key()
+        if any(r.batch_key() != key for r in requests):
+            raise ValueError("requests in one batch must have equal batch_key()")
+        if requests[0].mode is not Mode.TXT2IMG and any(s is None for s in sources):
+            raise ValueError(f"{requests[0].mode.value} needs a source image for every request")
+
+    def _release_memory(self) -> None:
+        if self.model.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        elif self.model.device == "mps":
+            torch.mps.empty_cache()
+
+
+def warm_up_shapes(profile: ModelProfile) -> list[tuple[int, int, int]]:
+    """(images, width, height) to warm a compiled UNet up with: two batch sizes, then two other
+    aspects. torch.compile first specialises on the shapes it sees; a dimension seen with a second
+    value is recompiled as dynamic, so after these four runs one graph serves every batch size and
+    aspect (CUDA graphs are still recorded once per new shape, which takes milliseconds, not a compile)."""
+    native = profile.native_size
+    unit = size_unit(native)
+    landscape = snap_size(4 / 3, float(native * native), unit)
+    portrait = snap_size(2 / 3, float(native * native), unit)
+    return [(1, native, native), (2, native, native), (1, *landscape), (2, *portrait)]
+
+
+_encode_pool: ThreadPoolExecutor | None = None
+_encode_pool_lock = threading.Lock()
+
+
+def _encoder_pool() -> ThreadPoolExecutor:
+    """The process-wide PNG encoding pool, made on first use (shared by every engine)."""
+    global _encode_pool
+    with _encode_pool_lock:
+        if _encode_pool is None:
+            _encode_pool = ThreadPoolExecutor(ENCODE_WORKERS, thread_name_prefix="png-encode")
+        return _encode_pool
+
+
+def encode_images(
+    images: Sequence[Image.Image],
+    owners: Sequence[tuple[GenerationRequest, int]],
+    *,
+    sampler: str,
+) -> list[bytes]:
+    """`encode_png(images[i], *owners[i])` for every i, in order: the same bytes as encoding them one
+    after the other, but two or more images are encoded in parallel on the shared pool."""
+    if len(images) != len(owners):
+        raise ValueError(f"{len(owners)} owners for {len(images)} images")
+    if len(images) < 2 or ENCODE_WORKERS < 2:
+        pairs = zip(images, owners, strict=True)
+        return [encode_png(image, request, seed, sampler=sampler) for image, (request, seed) in pairs]
+
+    def encode(i: int) -> bytes:
+        request, seed = owners[i]
+        return encode_png(images[i], request, seed, sampler=sampler)
+
+    return list(_encoder_pool().map(encode, range(len(images))))
+
+
+def _first_image_indices(requests: Sequence[GenerationRequest]) -> list[int]:
+    """Index in the flat image batch of each request's first image."""
+    indices, position = [], 0
+    for request in requests:
+        indices.append(position)
+        position += request.count
+    return indices
+
+
+def _strength(request: GenerationRequest) -> float:
+    if request.strength is not None:
+        return request.strength
+    defaults = {Mode.VARIATION: VARIATION_STRENGTH, Mode.UPSCALE: UPSCALE_STRENGTH}
+    return defaults.get(request.mode, IMG2IMG_DEFAULT_STRENGTH)
+
+
+def _source_for(source: bytes | None, request: GenerationRequest) -> Image.Image:
+    """A stored source picture, upright and flattened (`load_source`), fit to the request's size
+    (`fit_source`: centre crop to the aspect, then resize)."""
+    if source is None:
+        raise ValueError(f"{request.mode.value} needs a source image")
+    return fit_source(load_source(source), request.width, request.height)

@@ -1,0 +1,426 @@
+# mypy: disable-error-code="no-untyped-call"
+"""Loading diffusers pipelines: the built-in `tiny` model, device choice, dtype, and the model's profile.
+
+`load_pipeline` goes through `AutoPipelineForText2Image.from_pretrained` for every model, `tiny`
+included (it is built once, saved with `save_pretrained` into a cache folder, then loaded back), so
+tests run the same loading path as real models. Only this module and `generation.pipelines.engine`
+import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    AutoPipelineForImage2Image,
+    AutoPipelineForText2Image,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from PIL import Image
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from generation.pipelines.options import OptimiseOptions
+from generation.prompts.request import ModelProfile
+
+log = logging.getLogger(__name__)
+
+TINY_MODEL_ID = "tiny"
+TINY_FOLDER_NAME = "tiny-v1"  # bump when build_tiny_model changes, so old caches are not reused
+TINY_MAX_LENGTH = 77
+
+Pipeline = Any
+"""A diffusers `DiffusionPipeline` (its stubs are too loose for mypy: attributes are per-pipeline)."""
+
+SafetyCheck = Callable[[list[Image.Image]], list[bool]]
+"""Flags for a list of images: True where the image is unsafe."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The built-in tiny model
+# --------------------------------------------------------------------------------------------------
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte → printable character map (what byte-level BPE works over)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in chars), strict=True))
+
+
+def _tiny_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer over single bytes (every text tokenizes; one token per byte), made locally."""
+    alphabet = list(_bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for ch in alphabet:
+        vocab[ch] = len(vocab)
+    for ch in alphabet:
+        vocab[ch + "</w>"] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=TINY_MAX_LENGTH)
+
+
+def build_tiny_model(folder: Path, seed: int = 0) -> None:
+    """Write the `tiny` Stable Diffusion pipeline (seeded random weights) to `folder` in diffusers format.
+
+    Like diffusers' own `get_dummy_components()`: a two-level UNet on 8×8 latents, a four-level VAE
+    (scale factor 8, so the native size is 64 px), a small CLIP text encoder and a local tokenizer.
+    """
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4),
+        norm_num_groups=32,
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16, 16, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    tokenizer = _tiny_tokenizer()
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            hidden_size=32,
+            intermediate_size=37,
+            layer_norm_eps=1e-05,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=TINY_MAX_LENGTH,
+        )
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    sd_pipeline(vae, text_encoder, tokenizer, unet, scheduler).save_pretrained(folder)
+
+
+def sd_pipeline(vae: Any, text_encoder: Any, tokenizer: CLIPTokenizer, unet: Any, scheduler: Any) -> Pipeline:
+    """A `StableDiffusionPipeline` of these components, without a safety checker (also `bench.gpu`'s)."""
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
+
+
+def ensure_tiny_model(cache_dir: Path, seed: int = 0) -> Path:
+    """The folder of the `tiny` model under `cache_dir`, built on first use.
+
+    Built in a temporary folder and renamed into place, so concurrent processes never see half a model.
+    """
+    folder = cache_dir / TINY_FOLDER_NAME
+    if (folder / "model_index.json").is_file():
+        return folder
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=cache_dir))
+    try:
+        build_tiny_model(tmp, seed)
+        try:
+            tmp.rename(folder)
+        except OSError:
+            if not (folder / "model_index.json").is_file():
+                raise  # not a lost race: a real failure
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where built-in models are kept when no cache folder is given: `IMAGINE_CACHE` in `environ` (a
+    settings mapping the caller passes), else `~/.cache/imagine`."""
+    value = (environ or {}).get("IMAGINE_CACHE")
+    return Path(value).expanduser() if value else Path("~/.cache/imagine").expanduser()
+
+
+# --------------------------------------------------------------------------------------------------
+# Devices and dtypes
+# --------------------------------------------------------------------------------------------------
+
+
+def resolve_device(setting: str) -> str:
+    """`auto` → `cuda`, then `mps`, then `cpu`; `cuda`, `cuda:N`, `mps`, `cpu` are checked to exist."""
+    value = setting.strip().lower()
+    if value == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if value == "cpu":
+        return "cpu"
+    if value == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("DEVICE=mps but this machine has no Apple GPU (MPS) available")
+        return "mps"
+    if value == "cuda" or value.startswith("cuda:"):
+        index_text = value.partition(":")[2]
+        if value.startswith("cuda:") and not index_text.isdigit():
+            raise ValueError(f"DEVICE={setting!r}: expected cuda:N with N a GPU number")
+        if not torch.cuda.is_available():
+            raise ValueError(f"DEVICE={setting!r} but CUDA is not available (no GPU, or a CPU-only torch)")
+        if index_text and int(index_text) >= torch.cuda.device_count():
+            raise ValueError(f"DEVICE={setting!r} but only {torch.cuda.device_count()} CUDA GPU(s) exist")
+        return value
+    raise ValueError(f"DEVICE={setting!r}: expected auto, cuda, cuda:N, mps or cpu")
+
+
+_BF16_PIPELINES = ("Flux", "StableDiffusion3", "Sana", "Lumina", "HunyuanDiT")
+
+
+def choose_dtype(device: str, pipeline_class: str | None) -> torch.dtype:
+    """fp32 on cpu/mps; on CUDA bf16 for model families trained in it, fp16 otherwise."""
+    if not device.startswith("cuda"):
+        return torch.float32
+    if pipeline_class and pipeline_class.startswith(_BF16_PIPELINES) and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def _pipeline_class_of(model_id: str) -> str | None:
+    """The `_class_name` from a local folder's model_index.json (None for hub ids: not fetched here)."""
+    index = Path(model_id) / "model_index.json"
+    if index.is_file():
+        name = json.loads(index.read_text()).get("_class_name")
+        return str(name) if name else None
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+def optimise(pipe: Pipeline, device: str, options: OptimiseOptions | None = None) -> None:
+    """The one place for speed settings. SDPA attention is diffusers' default (AttnProcessor2_0)."""
+    options = options or OptimiseOptions()
+    if device == "cpu":
+        # Leave a core to the event loop (Discord's heartbeat, acknowledgements): torch would take all.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
+    if not device.startswith("cuda"):
+        return
+    if options.xformers:
+        try:
+            import xformers  # noqa: F401
+
+            pipe.enable_xformers_memory_efficient_attention()
+            log.info("xformers memory-efficient attention enabled")
+        except Exception as exc:  # missing or broken build: SDPA stays
+            log.info("xformers not used (%s); using PyTorch SDPA attention", exc)
+    vae = getattr(pipe, "vae", None)
+    if options.vae_slicing and vae is not None and hasattr(vae, "enable_slicing"):
+        vae.enable_slicing()
+    unet = getattr(pipe, "unet", None)
+    if options.channels_last and unet is not None:
+        unet.to(memory_format=torch.channels_last)
+    if options.fuse_qkv and hasattr(pipe, "fuse_qkv_projections"):
+        pipe.fuse_qkv_projections()
+    if options.compile_unet and unet is not None:
+        pipe.unet = torch.compile(unet, mode="reduce-overhead", fullgraph=True)
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model: both pipelines (sharing components), its profile and what the engine needs."""
+
+    model_id: str
+    device: str
+    dtype: torch.dtype
+    text2img: Pipeline
+    img2img: Pipeline
+    profile: ModelProfile
+    family: str  # "sd" or "sdxl" (or "other"): picks the latent → RGB preview factors
+    safety_check: SafetyCheck | None  # the model's own checker, run apart from the pipeline
+
+    @property
+    def tokenizer(self) -> Any:
+        """The (first) tokenizer of the model."""
+        return self.text2img.tokenizer
+
+
+def _dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """`dtype=` where diffusers takes it (it deprecates `torch_dtype=`), else `torch_dtype=`."""
+    from diffusers.utils import deprecation_utils
+
+    return {"dtype": dtype} if hasattr(deprecation_utils, "_resolve_dtype") else {"torch_dtype": dtype}
+
+
+def _from_pretrained(source: str, dtype: torch.dtype) -> Pipeline:
+    """from_pretrained, preferring a hub repo's fp16 weight variant when loading in half precision."""
+    if dtype == torch.float16 and not Path(source).exists():
+        try:
+            fp16: Pipeline = AutoPipelineForText2Image.from_pretrained(
+                source, variant="fp16", **_dtype_kwargs(dtype)
+            )
+            return fp16
+        except (OSError, ValueError):
+            log.info("no fp16 weight variant for %s; loading the default weights", source)
+    pipe: Pipeline = AutoPipelineForText2Image.from_pretrained(source, **_dtype_kwargs(dtype))
+    return pipe
+
+
+def load_pipeline(
+    model_id: str,
+    device: str,
+    *,
+    cache_dir: Path | None,
+    options: OptimiseOptions | None = None,
+) -> LoadedModel:
+    """Load `model_id` (`tiny`, a Hugging Face id or a local diffusers folder) onto `device`."""
+    source = model_id
+    if model_id == TINY_MODEL_ID:
+        source = str(ensure_tiny_model(cache_dir or default_cache_dir()))
+    dtype = choose_dtype(device, _pipeline_class_of(source))
+    log.info("loading model %s on %s (%s)", model_id, device, str(dtype).removeprefix("torch."))
+    text2img = _from_pretrained(source, dtype)
+    checker_module = getattr(text2img, "safety_checker", None)
+    feature_extractor = getattr(text2img, "feature_extractor", None)
+    if checker_module is not None:
+        # The checker runs apart from the pipeline, so flagged pictures are reported, never blacked out.
+        text2img.safety_checker = None
+    text2img.to(device)
+    text2img.set_progress_bar_config(disable=True)
+    optimise(text2img, device, options)
+    img2img = AutoPipelineForImage2Image.from_pipe(text2img)
+    img2img.set_progress_bar_config(disable=True)
+    safety_check: SafetyCheck | None = None
+    if checker_module is not None and feature_extractor is not None:
+        checker_module.to(device)
+        safety_check = _model_safety_check(checker_module, feature_extractor, device, dtype)
+    else:
+        log.warning("model %s has no safety checker: its images are not screened", model_id)
+    family = _family(text2img)
+    profile = make_profile(model_id, text2img, family, has_safety_checker=safety_check is not None)
+    log.info("model %s loaded: %s", model_id, profile)
+    return LoadedModel(model_id, device, dtype, text2img, img2img, profile, family, safety_check)
+
+
+def _model_safety_check(checker: Any, feature_extractor: Any, device: str, dtype: torch.dtype) -> SafetyCheck:
+    """Wrap diffusers' StableDiffusionSafetyChecker as a flags-only function (images are left alone)."""
+    import numpy as np
+
+    def check(images: list[Image.Image]) -> list[bool]:
+        arrays = np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0 for image in images])
+        clip_input = feature_extractor(images, return_tensors="pt").pixel_values.to(device, dtype)
+        with torch.no_grad():
+            _, flags = checker(images=arrays.copy(), clip_input=clip_input)
+        return [bool(flag) for flag in flags]
+
+    return check
+
+
+# --------------------------------------------------------------------------------------------------
+# Profiles
+# --------------------------------------------------------------------------------------------------
+
+
+def _family(pipe: Pipeline) -> str:
+    name = type(pipe).__name__
+    if "XL" in name or getattr(pipe, "text_encoder_2", None) is not None:
+        return "sdxl"
+    if name.startswith("StableDiffusion"):
+        return "sd"
+    return "other"
+
+
+def is_turbo(model_id: str, scheduler_config: Mapping[str, Any]) -> bool:
+    """Distilled few-step models: "turbo"/"lightning"/"lcm" in the id, or a trailing-spacing schedule
+    with such a hint in the scheduler's name."""
+    lowered = model_id.lower()
+    hints = ("turbo", "lightning", "lcm", "hyper")
+    if any(hint in lowered for hint in hints):
+        return True
+    spacing = scheduler_config.get("timestep_spacing")
+    class_name = str(scheduler_config.get("_class_name", "")).lower()
+    return spacing == "trailing" and any(hint in class_name for hint in hints)
+
+
+def make_profile(model_id: str, pipe: Pipeline, family: str, *, has_safety_checker: bool) -> ModelProfile:
+    """What the parser and scheduler need to know about a loaded pipeline."""
+    vae_scale = int(getattr(pipe, "vae_scale_factor", 8))
+    unet = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    sample_size = int(unet.config.sample_size) if unet is not None else 64
+    native = sample_size * vae_scale
+    tokenizer = getattr(pipe, "tokenizer", None)
+    token_limit = int(getattr(tokenizer, "model_max_length", 77) or 77)
+    if token_limit > 4096:  # unset in some tokenizer configs (a huge sentinel): CLIP's own limit
+        token_limit = 77
+    if model_id == TINY_MODEL_ID:
+        return ModelProfile(
+            name=model_id,
+            native_size=native,
+            default_steps=4,
+            default_guidance=7.5,
+            max_steps=50,
+            token_limit=token_limit,
+            has_safety_checker=has_safety_checker,
+        )
+    if is_turbo(model_id, pipe.scheduler.config):
+        return ModelProfile(
+            name=model_id,
+            native_size=native,
+            default_steps=4 if family == "sdxl" else 1,
+            default_guidance=0.0,
+            max_steps=8,
+            token_limit=token_limit,
+            is_turbo=True,
+            has_safety_checker=has_safety_checker,
+        )
+    guidance = 6.0 if family == "sdxl" else 7.5
+    return ModelProfile(
+        name=model_id,
+        native_size=native,
+        default_steps=30,
+        default_guidance=guidance,
+        max_steps=100,
+        token_limit=token_limit,
+        has_safety_checker=has_safety_checker,
+    )

@@ -1,0 +1,1 @@
+"""What a member typed, parsed into a frozen `GenerationRequest`: pure, no torch."""

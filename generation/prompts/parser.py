@@ -1,0 +1,327 @@
+"""Turning a member's `/imagine` text and slash options into a `GenerationRequest`.
+
+Pure: token counting and random seeds are passed in. Inline flags go at the end of the prompt,
+Midjourney style (`a fox --ar 16:9 --seed 42 --no text, watermark`); a slash option given too wins
+over its inline flag. Every bad input raises `PromptError`, whose `str()` is one line fit to show
+the member; nothing else is ever raised for any text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from generation.prompts.request import (
+    IMG2IMG_STRENGTH,
+    MAX_IMAGES,
+    SEED_MODULUS,
+    UPSCALE_STRENGTH,
+    VARIATION_STRENGTH,
+    GenerationRequest,
+    Mode,
+    ModelProfile,
+    PromptOptions,
+    consecutive_seeds,
+    size_unit,
+    snap_size,
+)
+
+ASPECT_CHOICES = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
+MAX_RATIO = 4.0  # widest allowed is 4:1, tallest 1:4
+MAX_GUIDANCE = 30.0
+
+
+class PromptError(ValueError):
+    """A bad prompt or option; `str()` is a one-line message for the member."""
+
+
+@dataclass(frozen=True)
+class _Flag:
+    key: str  # canonical setting name
+    names: tuple[str, ...]  # inline spellings, the first one shown in messages
+    option: str  # the slash option with the same meaning
+
+
+_FLAGS = (
+    _Flag("aspect", ("ar", "aspect"), "aspect"),
+    _Flag("seed", ("seed",), "seed"),
+    _Flag("negative", ("no",), "negative"),
+    _Flag("steps", ("steps",), "steps"),
+    _Flag("guidance", ("cfg", "guidance"), "guidance"),
+    _Flag("count", ("n",), "count"),
+    _Flag("strength", ("strength",), "strength"),
+)
+_BY_NAME = {name: flag for flag in _FLAGS for name in flag.names}
+KNOWN_FLAGS = tuple(f"--{name}" for flag in _FLAGS for name in flag.names)
+
+# `--name`, or `—name`/`–name` (phones turn `--` into a dash), at the start of a word.
+_FLAG_RE = re.compile(r"(?<!\S)(--|[—–])(?=[A-Za-z])(\S+)")
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_ASPECT_RE = re.compile(r"([0-9]{1,6})\s*:\s*([0-9]{1,6})")
+# Characters that draw nothing although they are not whitespace or format characters.
+_BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e\u034f")
+
+
+def _show(value: str, limit: int = 40) -> str:
+    """A value quoted for a Discord message: one line, short, no code-span breaking backticks."""
+    text = " ".join(value.replace("`", "'").split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return f"`{text}`"
+
+
+def _fmt(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def clean_text(text: str) -> str:
+    """Control characters and lone surrogates removed, whitespace runs made one space, stripped.
+    Zero-width and direction marks inside the text are kept."""
+    out: list[str] = []
+    for ch in text:
+        if ch.isspace():
+            out.append(" ")
+        elif unicodedata.category(ch) not in ("Cc", "Cs"):
+            out.append(ch)
+    return " ".join("".join(out).split())
+
+
+def is_blank(text: str) -> bool:
+    """True when `text` would draw nothing: only whitespace, format or other invisible characters."""
+    for ch in text:
+        if ch.isspace() or ch in _BLANKS:
+            continue
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"):
+            continue
+        return False
+    return True
+
+
+def _split_flags(text: str) -> tuple[str, dict[str, tuple[str, str]]]:
+    """The prompt before the first flag, and {key: (spelling, raw value)} for each flag after it."""
+    matches = []
+    for m in _FLAG_RE.finditer(text):
+        name = m.group(2).split("=", 1)[0].lower()
+        if m.group(1) != "--" and name not in _BY_NAME:
+            continue  # a dash in ordinary text
+        matches.append(m)
+    if not matches:
+        return text, {}
+    found: dict[str, tuple[str, str]] = {}
+    for i, m in enumerate(matches):
+        name, _, inline = m.group(2).partition("=")
+        spelled = f"--{name.lower()}"
+        flag = _BY_NAME.get(name.lower())
+        if flag is None:
+            raise PromptError(f"Unknown flag {_show(spelled)}. Known flags: {', '.join(KNOWN_FLAGS)}.")
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        value = (inline + " " + text[m.end() : end]).strip()
+        if flag.key in found:
+            first = found[flag.key][0]
+            same = "" if first == spelled else f" (as {_show(first)} and {_show(spelled)})"
+            raise PromptError(f"{_show('--' + flag.names[0])} is given twice{same}; give it once.")
+        if not value:
+            example = {"negative": "text, watermark", "aspect": "16:9"}.get(flag.key, "…")
+            raise PromptError(f"{_show(spelled)} needs a value, e.g. {_show(spelled + ' ' + example)}.")
+        if flag.key != "negative" and " " in value:
+            raise PromptError(
+                f"{_show(spelled)} takes one value, but got {_show(value)}. "
+                "Put the flags after the prompt text."
+            )
+        found[flag.key] = (spelled, value)
+    return text[: matches[0].start()], found
+
+
+def _parse_int(label: str, raw: str) -> int:
+    if not _INT_RE.fullmatch(raw):
+        raise PromptError(f"{label} must be a whole number, not {_show(raw)}.")
+    if len(raw) > 30:
+        raise PromptError(f"{label} is far too large: {_show(raw)}.")
+    return int(raw)
+
+
+def _parse_float(label: str, raw: str) -> float:
+    if not _FLOAT_RE.fullmatch(raw):
+        raise PromptError(f"{label} must be a number like 7.5, not {_show(raw)}.")
+    return float(raw)
+
+
+def _option_int(label: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PromptError(f"{label} must be a whole number.")
+    if isinstance(value, float):
+        if not (math.isfinite(value) and value.is_integer()):
+            raise PromptError(f"{label} must be a whole number, not {_fmt(value)}.")
+        return int(value)
+    return value
+
+
+def _option_float(label: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PromptError(f"{label} must be a number.")
+    try:
+        return float(value)
+    except OverflowError:
+        raise PromptError(f"{label} is far too large.") from None
+
+
+def _check_range(label: str, value: float, low: float, high: float, what: str = "") -> None:
+    if not (low <= value <= high):  # False for NaN too; exact for any int
+        shown = _fmt(value) if -1e15 < value < 1e15 else "that"
+        raise PromptError(f"{label} must be between {_fmt(low)} and {_fmt(high)}{what}, not {shown}.")
+
+
+def parse_aspect(label: str, raw: str) -> tuple[int, int]:
+    """`W:H` as two positive integers with a ratio between 1:4 and 4:1, reduced (32:18 → 16:9)."""
+    m = _ASPECT_RE.fullmatch(raw.strip())
+    if m is None:
+        raise PromptError(f"{label} must be a ratio like 16:9, not {_show(raw)}.")
+    w, h = int(m.group(1)), int(m.group(2))
+    if w == 0 or h == 0:
+        raise PromptError(f"{label} can't have a zero side: {_show(raw)}.")
+    if not 1 / MAX_RATIO <= w / h <= MAX_RATIO:
+        raise PromptError(f"{label} must be between 1:4 and 4:1, not {_show(raw)}.")
+    g = math.gcd(w, h)
+    return w // g, h // g
+
+
+def aspect_size(aspect: str, native: int) -> tuple[int, int]:
+    """Width and height for `aspect` ("W:H") on a model drawing native×native: about native² pixels,
+    multiples of 64 (native >= 512) or 8, ratio as close as those allow. 1:1 gives native×native.
+    Raises PromptError for a malformed or out-of-range aspect."""
+    w, h = parse_aspect("The aspect ratio", aspect)
+    unit = size_unit(native)
+    return snap_size(w / h, float(native * native), unit)
+
+
+def parse_prompt(
+    text: str,
+    options: PromptOptions,
+    profile: ModelProfile,
+    *,
+    count_tokens: Callable[[str], int],
+    random_seed: Callable[[], int],
+    mode: Mode = Mode.TXT2IMG,
+    source_image: str | None = None,
+) -> GenerationRequest:
+    """Build the request for `text` (prompt plus inline flags) and the slash `options`.
+
+    Defaults come from `profile` (steps, guidance; 0 guidance for turbo models). With a seed s and n
+    images the seeds are s..s+n-1 (mod 2**32); without one, `random_seed()` gives the first. A
+    source image makes txt2img into img2img (strength 0.6 unless given). A prompt or negative prompt
+    longer than the model's token limit is refused (never silently cut), saying by how much.
+    Raises PromptError, and only PromptError, for any bad input.
+    """
+    prompt_part, flags = _split_flags(clean_text(text if isinstance(text, str) else ""))
+    prompt = prompt_part.strip()
+
+    def label(key: str) -> str:
+        if getattr(options, key) is not None:
+            return f"The `{key}` option"
+        spelled = flags[key][0] if key in flags else f"--{key}"
+        return f"`{spelled}`"
+
+    def pick_int(key: str) -> int | None:
+        given = getattr(options, key)
+        if given is not None:
+            return _option_int(label(key), given)
+        return _parse_int(label(key), flags[key][1]) if key in flags else None
+
+    def pick_float(key: str) -> float | None:
+        given = getattr(options, key)
+        if given is not None:
+            return _option_float(label(key), given)
+        return _parse_float(label(key), flags[key][1]) if key in flags else None
+
+    # 1. The image's shape.
+    aspect_raw = options.aspect if options.aspect is not None else flags.get("aspect", ("", "1:1"))[1]
+    if not isinstance(aspect_raw, str):
+        raise PromptError("The `aspect` option must be a ratio like 16:9.")
+    aw, ah = parse_aspect(label("aspect"), aspect_raw)
+    width, height = snap_size(aw / ah, float(profile.native_size**2), size_unit(profile.native_size))
+
+    # 2. Numbers.
+    steps = pick_int("steps")
+    if steps is None:
+        steps = profile.default_steps
+    else:
+        _check_range(label("steps"), steps, profile.min_steps, profile.max_steps, " for this model")
+    guidance = pick_float("guidance")
+    if guidance is None:
+        guidance = 0.0 if profile.is_turbo else float(profile.default_guidance)
+    else:
+        _check_range(label("guidance"), guidance, 0.0, MAX_GUIDANCE)
+    count = pick_int("count")
+    if count is None:
+        count = 1
+    else:
+        _check_range(label("count"), count, 1, MAX_IMAGES, " images")
+    seed = pick_int("seed")
+    if seed is not None:
+        _check_range(label("seed"), seed, 0, SEED_MODULUS - 1)
+
+    # 3. What it starts from.
+    if source_image is not None and mode is Mode.TXT2IMG:
+        mode = Mode.IMG2IMG
+    strength = pick_float("strength")
+    if mode is Mode.TXT2IMG:
+        if strength is not None:
+            raise PromptError(
+                f"{label('strength')} only works when you start from a picture: "
+                "attach one with the `image` option."
+            )
+    else:
+        if source_image is None:
+            raise PromptError("This needs a picture to start from: attach one with the `image` option.")
+        if strength is None:
+            strength = {Mode.VARIATION: VARIATION_STRENGTH, Mode.UPSCALE: UPSCALE_STRENGTH}.get(
+                mode, IMG2IMG_STRENGTH
+            )
+        elif not (math.isfinite(strength) and 0.0 < strength <= 1.0):
+            shown = _fmt(strength) if abs(strength) < 1e15 else "that"
+            raise PromptError(f"{label('strength')} must be more than 0 and at most 1, not {shown}.")
+
+    # 4. Text.
+    if is_blank(prompt):
+        raise PromptError("Your prompt is empty: describe what to draw, then any flags like `--ar 16:9`.")
+    if options.negative is not None:
+        if not isinstance(options.negative, str):
+            raise PromptError("The `negative` option must be text.")
+        negative = clean_text(options.negative)
+    else:
+        negative = flags["negative"][1] if "negative" in flags else ""
+    if is_blank(negative):
+        negative = ""
+    _check_tokens("Your prompt", prompt, profile, count_tokens)
+    if negative:
+        _check_tokens("Your negative prompt", negative, profile, count_tokens)
+
+    first = random_seed() if seed is None else seed
+    return GenerationRequest(
+        prompt=prompt,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance=guidance,
+        seeds=consecutive_seeds(first, count),
+        model=profile.name,
+        negative_prompt=negative,
+        aspect=f"{aw}:{ah}",
+        mode=mode,
+        strength=strength,
+        source_image=source_image,
+    )
+
+
+def _check_tokens(what: str, text: str, profile: ModelProfile, count_tokens: Callable[[str], int]) -> None:
+    tokens = count_tokens(text)
+    if tokens > profile.token_limit:
+        over = tokens - profile.token_limit
+        raise PromptError(
+            f"{what} is {over} token{'s' if over != 1 else ''} over this model's limit "
+            f"({tokens} of {profile.token_limit}); please shorten it."
+        )

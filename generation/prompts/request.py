@@ -1,0 +1,197 @@
+"""Generation requests: the frozen value every other part passes around.
+
+`GenerationRequest` says exactly what to draw; `parse_prompt` (in `generation.prompts.parser`) builds one
+from a member's text and slash options. Nothing here imports torch or Discord.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+
+class Mode(StrEnum):
+    """What the pipeline starts from."""
+
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"  # from a member's own picture, at `strength`
+    VARIATION = "variation"  # image-to-image of one result image, new seeds
+    UPSCALE = "upscale"  # one result image resized up, then image-to-image at moderate strength
+
+
+MAX_IMAGES = 4
+UPSCALE_FACTOR = 2
+UPSCALE_STRENGTH = 0.35
+VARIATION_STRENGTH = 0.6
+IMG2IMG_STRENGTH = 0.6  # default `strength` for a member's own picture
+SEED_MODULUS = 2**32  # seeds are 0..2**32-1
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """What the parser and the scheduler need to know about the loaded model."""
+
+    name: str
+    native_size: int  # e.g. 512 for SD 1.5, 768 for SD 2.x, 1024 for SDXL, 64 for `tiny`
+    default_steps: int
+    default_guidance: float
+    min_steps: int = 1
+    max_steps: int = 100
+    token_limit: int = 77  # including the begin/end tokens, as CLIP counts
+    is_turbo: bool = False
+    has_safety_checker: bool = False
+
+
+@dataclass(frozen=True)
+class PromptOptions:
+    """Settings given as slash-command options; None means 'not given' (inline flag or default)."""
+
+    negative: str | None = None
+    aspect: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = None
+    count: int | None = None
+    strength: float | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything that decides the pixels. Equal requests on one model and device give equal images."""
+
+    prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seeds: tuple[int, ...]  # one per image; len(seeds) is the image count (1..MAX_IMAGES)
+    model: str
+    negative_prompt: str = ""
+    aspect: str = "1:1"
+    mode: Mode = Mode.TXT2IMG
+    strength: float | None = None  # img2img / variation / upscale only
+    source_image: str | None = None  # sha256 hex of the source PNG/JPEG bytes in the image store
+    warnings: tuple[str, ...] = field(default=(), compare=False)  # e.g. "12 tokens dropped"
+
+    @property
+    def count(self) -> int:
+        """How many images this request makes (and spends)."""
+        return len(self.seeds)
+
+    def batch_key(self) -> tuple[Any, ...]:
+        """Requests with equal keys may run in one batch (same shapes and schedule)."""
+        return (self.model, self.mode, self.width, self.height, self.steps, self.guidance, self.strength)
+
+    def with_seeds(self, seeds: tuple[int, ...]) -> GenerationRequest:
+        """The same settings with other seeds (a reroll)."""
+        return replace(self, seeds=seeds)
+
+    def to_json(self) -> str:
+        """Serialise for storage (warnings are not kept)."""
+        data = asdict(self)
+        data["seeds"] = list(self.seeds)
+        data["mode"] = self.mode.value
+        data.pop("warnings")
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> GenerationRequest:
+        """Inverse of `to_json`."""
+        data = json.loads(text)
+        data["seeds"] = tuple(data["seeds"])
+        data["mode"] = Mode(data["mode"])
+        return cls(**data)
+
+
+def consecutive_seeds(first: int, count: int) -> tuple[int, ...]:
+    """`count` seeds from `first` upwards, wrapping at 2**32: the seeds of an n-image request."""
+    return tuple((first + i) % SEED_MODULUS for i in range(count))
+
+
+def size_unit(native: int) -> int:
+    """Both sides of a picture are multiples of this: 64 for real models (native >= 512), else 8."""
+    return 64 if native >= 512 else 8
+
+
+def snap_size(ratio: float, pixels: float, unit: int, max_pixels: float | None = None) -> tuple[int, int]:
+    """Width and height, multiples of `unit`, with about `pixels` pixels and width/height closest
+    to `ratio` (ratio matters more than area). With `max_pixels`, never more pixels than that."""
+    ideal_w = math.sqrt(pixels * ratio)
+    centre = max(1, round(ideal_w / unit))
+    best: tuple[float, int, int] | None = None
+    for k in range(max(1, centre - 4), centre + 5):
+        w = k * unit
+        for h in {
+            max(unit, math.floor(w / ratio / unit) * unit),
+            max(unit, math.ceil(w / ratio / unit) * unit),
+        }:
+            score = abs(math.log(w / h / ratio)) + 0.5 * abs(math.log(w * h / pixels))
+            if max_pixels is not None and w * h > max_pixels:
+                score += 1000.0  # only if nothing fits
+            if best is None or score < best[0] - 1e-12:
+                best = (score, w, h)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _check_seeds(seeds: tuple[int, ...]) -> None:
+    if not 1 <= len(seeds) <= MAX_IMAGES:
+        raise ValueError(f"a request makes 1 to {MAX_IMAGES} images, not {len(seeds)}")
+    if any(not 0 <= s < SEED_MODULUS for s in seeds):
+        raise ValueError("seeds must be between 0 and 2**32-1")
+
+
+def _check_index(parent: GenerationRequest, index: int) -> None:
+    if not 0 <= index < parent.count:
+        raise IndexError(f"image {index + 1} does not exist: the job made {parent.count}")
+
+
+def variation_of(
+    parent: GenerationRequest, index: int, source_hash: str, seeds: tuple[int, ...]
+) -> GenerationRequest:
+    """Variations of the parent's image `index` (0-based): image-to-image from it with new seeds."""
+    _check_index(parent, index)
+    _check_seeds(seeds)
+    return replace(
+        parent,
+        mode=Mode.VARIATION,
+        strength=VARIATION_STRENGTH,
+        source_image=source_hash,
+        seeds=seeds,
+        warnings=(),
+    )
+
+
+def upscale_of(
+    parent: GenerationRequest, index: int, source_hash: str, profile: ModelProfile
+) -> GenerationRequest:
+    """The parent's image `index` alone at UPSCALE_FACTOR× its size (at most 4× the model's native
+    pixel count), redrawn from itself at UPSCALE_STRENGTH with the seed it was made with."""
+    _check_index(parent, index)
+    unit = size_unit(profile.native_size)
+    cap = 4 * profile.native_size**2
+    area = parent.width * parent.height
+    target = min(area * UPSCALE_FACTOR**2, cap)
+    if target <= area:  # already at the cap: redraw at the same size
+        width, height = parent.width, parent.height
+    else:
+        width, height = snap_size(parent.width / parent.height, target, unit, max_pixels=cap)
+    return replace(
+        parent,
+        mode=Mode.UPSCALE,
+        width=width,
+        height=height,
+        strength=UPSCALE_STRENGTH,
+        source_image=source_hash,
+        seeds=(parent.seeds[index],),
+        warnings=(),
+    )
+
+
+def reroll_of(parent: GenerationRequest, seeds: tuple[int, ...]) -> GenerationRequest:
+    """The same settings (source image included) with new seeds."""
+    _check_seeds(seeds)
+    return replace(parent, seeds=seeds, warnings=())

@@ -1,0 +1,1 @@
+"""Fair, batched scheduling of jobs onto an engine: the queue, the bookkeeping, one batch's run."""

@@ -1,0 +1,65 @@
+"""The texts of a job's own messages: queue position, progress, the result's caption. Pure functions,
+in Discord's markdown (mentions are `<@id>`)."""
+
+from __future__ import annotations
+
+from generation.prompts.request import GenerationRequest, Mode
+
+MAX_PROMPT_SHOWN = 1500
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def quote(text: str) -> str:
+    """Text shown inside bold or code without breaking Discord markdown or pinging anyone."""
+    return text.replace("`", "ˋ").replace("*", "∗").replace("@", "@\u200b")
+
+
+def describe_request(request: GenerationRequest, seeds: tuple[int, ...] | None = None) -> str:
+    """One line of settings: seeds, size, steps, guidance, model (and strength when it applies)."""
+    shown = request.seeds if seeds is None else seeds
+    label = "seed" if len(shown) == 1 else "seeds"
+    parts = [
+        f"{label} {', '.join(str(s) for s in shown)}",
+        f"{request.width}×{request.height} ({request.aspect})",
+        f"{request.steps} steps",
+        f"cfg {request.guidance:g}",
+    ]
+    if request.strength is not None and request.mode is not Mode.TXT2IMG:
+        parts.append(f"strength {request.strength:g}")
+    parts.append(f"model {request.model}")
+    return " · ".join(parts)
+
+
+_MODE_TEXT = {
+    Mode.TXT2IMG: "",
+    Mode.IMG2IMG: " (from your picture)",
+    Mode.VARIATION: " (variation)",
+    Mode.UPSCALE: " (upscale)",
+}
+
+
+def result_text(
+    request: GenerationRequest, seeds: tuple[int, ...], owner_id: int, *, mention: bool, note: str = ""
+) -> str:
+    """The text above a result: prompt, negative prompt, settings; a mention when posted to the channel."""
+    lines = [f"**{quote(shorten(request.prompt, MAX_PROMPT_SHOWN))}**{_MODE_TEXT[request.mode]}"]
+    if request.negative_prompt:
+        lines.append(f"not: {quote(shorten(request.negative_prompt, 200))}")
+    lines.append(describe_request(request, seeds))
+    who = f"<@{owner_id}>" if mention else "you"
+    lines.append(f"for {who}{note}")
+    return "\n".join(lines)
+
+
+def queued_text(position: int) -> str:
+    """Progress text while waiting."""
+    return "Queued: next to run…" if position <= 1 else f"Queued: position {position}…"
+
+
+def progress_text(step: int, total: int) -> str:
+    """Progress text while running."""
+    return f"Generating… step {step} of {total}"

@@ -1,0 +1,372 @@
+"""`JobRunner`: a job's whole life, apart from Discord.
+
+reserve (atomic, in the store) → hand it to the job source (`jobs.sources`), which gives it back to run
+→ submit to the backend → follow its events (queue position, then step k of n with a preview; edits
+throttled) → save the PNGs → record them (through the source) → deliver (retried with backoff while
+Discord or the network fails) → record the delivery. A failure or cancel sets the job's state, gives
+the spend back and tells the owner. Discord is behind the `jobs.delivery.Outbox` protocol
+(`bot.delivery.discord_outbox.DiscordOutbox` implements it), so tests drive this with a fake one.
+
+After a restart `resume()` starts the source, which hands back done-but-undelivered jobs (delivered
+from their saved images) and queued or running ones (resubmitted under the same id, from the stored
+request): nothing is spent twice, nothing delivered twice (`record_delivery` only after the post).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from generation.backends.protocol import (
+    GeneratedImage,
+    GenerationBackend,
+    GenerationError,
+    GenerationResult,
+    JobCancelled,
+    JobEvent,
+    JobFailed,
+    Progress,
+    Queued,
+    Started,
+)
+from generation.media.compose import fit_to_size, grid_2x2
+from generation.prompts.request import GenerationRequest
+from jobs.delivery import Outbox, OutFile, ResultImages, ResultPost, TokenGone, TransientDeliveryError
+from jobs.messages import progress_text, queued_text, result_text
+from jobs.sources import InProcessSource, JobSource
+from jobs.throttle import EditThrottle
+from storage.interface import JobRecord, JobState, NewJob, Refusal, Reservation, Store
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+PROGRESS_EDIT_TIMEOUT_S = 5.0
+DELIVERY_TIMEOUT_S = 60.0  # one upload attempt: a request Discord never answers is retried, not awaited
+
+UNREADABLE_SETTINGS = "its stored settings were unreadable"
+FLAGGED = "flagged by the safety checker"
+
+
+def backoff_delays(first: float = 1.0, cap: float = 60.0) -> Callable[[int], float]:
+    """attempt → seconds to wait before it: first, 2·first, 4·first, … up to cap."""
+    return lambda attempt: min(cap, first * (2 ** max(0, attempt - 1)))
+
+
+class JobRunner:
+    """Owns running jobs: their tasks, progress edits, saving, delivery, refunds. Its jobs come from
+    `source` (default: `InProcessSource`, this process's own queue); it never asks which source."""
+
+    def __init__(
+        self,
+        store: Store,
+        backend: GenerationBackend,
+        images: ResultImages,
+        outbox: Outbox,
+        *,
+        source: JobSource | None = None,
+        clock: Clock = time.time,
+        edit_interval_s: float = 1.5,
+        sleep: Sleep = asyncio.sleep,
+        retry_delay: Callable[[int], float] | None = None,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.images = images
+        self.outbox = outbox
+        self.clock = clock
+        self.source: JobSource = source or InProcessSource(store)
+        self.source.attach(self)
+        self._sleep = sleep
+        self._retry_delay = retry_delay or backoff_delays()
+        self._throttle = EditThrottle(edit_interval_s, clock)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._upload_limits: dict[str, int] = {}
+        self._closing = False
+        self.delivery_timeout_s = DELIVERY_TIMEOUT_S
+
+    # -- entry points -------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        job: NewJob,
+        request: GenerationRequest,
+        role_ids: tuple[int, ...],
+        *,
+        upload_limit: int | None = None,
+    ) -> Reservation | Refusal:
+        """Reserve the spend and queue the job (both at once, in the store); hand it to the source."""
+        outcome = await self.store.reserve(job, role_ids, self.clock())
+        if isinstance(outcome, Reservation):
+            if upload_limit is not None:
+                self._upload_limits[job.job_id] = upload_limit
+            self.source.queued(outcome.job)
+        return outcome
+
+    async def resume(self) -> tuple[int, int]:
+        """After a restart: start the source. Returns the (to deliver, to generate) jobs it took up."""
+        undelivered, unfinished = await self.source.start()
+        if undelivered or unfinished:
+            log.info("resumed: %d to deliver, %d to generate", undelivered, unfinished)
+        return undelivered, unfinished
+
+    async def cancel(self, job_id: str) -> bool:
+        """Stop a queued or running job (refund and the owner's message follow from its task)."""
+        if job_id in self._tasks and self.backend.cancel(job_id):
+            return True
+        job = await self.store.get_job(job_id)
+        if job is None or job.state not in (JobState.QUEUED, JobState.RUNNING):
+            return False
+        if job_id in self._tasks:
+            return False  # being saved or delivered: too late to cancel
+        await self.store.set_job_state(job_id, JobState.CANCELLED, "cancelled")
+        await self.store.refund(job_id, self.clock())
+        return True
+
+    def is_active(self, job_id: str) -> bool:
+        """True while this process works on the job."""
+        return job_id in self._tasks
+
+    async def wait(self, job_id: str) -> None:
+        """Wait until this process is done with a job (tests, shutdown)."""
+        task = self._tasks.get(job_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def close(self) -> None:
+        """Stop following jobs; their stored state stays, so the next start resumes them."""
+        self._closing = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.source.close()
+
+    # -- what the source calls (jobs.sources.Worker) --------------------------------------------------
+
+    def work_on(self, job: JobRecord) -> None:
+        """Run a job the source handed over, or deliver its saved images if it is done already."""
+        if job.state is JobState.DONE:
+            self._track(job.job_id, self._deliver_saved(job))
+            return
+        try:
+            request = GenerationRequest.from_json(job.request_json)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error("job %s: stored request unreadable (%s); failing it", job.job_id, exc)
+            self._track(job.job_id, self._end(job, JobFailed(UNREADABLE_SETTINGS)))
+            return
+        self._track(job.job_id, self._run(job, request))
+
+    def stop(self, job_id: str) -> None:
+        """Stop generating a job whose lease moved on; its ending is no longer this process's."""
+        self.backend.cancel(job_id)
+
+    # -- a job's life -------------------------------------------------------------------------------
+
+    def _track(self, job_id: str, work: Awaitable[None]) -> None:
+        async def wrapper() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job %s: unexpected error", job_id)
+            finally:
+                self._tasks.pop(job_id, None)
+                self._upload_limits.pop(job_id, None)
+                self._throttle.forget(job_id)
+
+        self._tasks[job_id] = asyncio.get_running_loop().create_task(wrapper(), name=f"job-{job_id}")
+
+    def _via_token(self, job: JobRecord) -> bool:
+        return (
+            job.interaction_token is not None
+            and job.token_expires_at is not None
+            and self.clock() < job.token_expires_at
+        )
+
+    async def _run(self, job: JobRecord, request: GenerationRequest) -> None:
+        try:
+            handle = self.backend.submit(job.job_id, f"{job.guild_id}:{job.owner_id}", request)
+        except Exception as exc:
+            log.exception("job %s: the backend refused it", job.job_id)
+            await self._end(job, JobFailed(f"it could not be queued ({type(exc).__name__})"))
+            return
+        try:
+            async for event in handle.events():
+                await self._on_event(job, event)
+            result = await handle.result()
+        except JobCancelled as exc:
+            if self._closing:
+                return  # shutting down: the job stays queued/running in the store and resumes later
+            await self._end(job, exc)
+            return
+        except GenerationError as exc:
+            failed = exc if isinstance(exc, JobFailed) else JobFailed(str(exc) or type(exc).__name__)
+            await self._end(job, failed)
+            return
+        await self._finish(job, request, result)
+
+    async def _on_event(self, job: JobRecord, event: JobEvent) -> None:
+        if isinstance(event, Started):
+            await self.source.mark_running(job.job_id)
+            return
+        if not self._via_token(job) or not self._throttle.ready(job.job_id):
+            return
+        if isinstance(event, Queued):
+            text, preview = queued_text(event.position), None
+        elif isinstance(event, Progress):
+            text, preview = progress_text(event.step, event.total), event.preview_png
+        else:
+            return
+        try:
+            await asyncio.wait_for(self.outbox.show_progress(job, text, preview), PROGRESS_EDIT_TIMEOUT_S)
+        except Exception as exc:  # progress is best effort; the result is what must arrive
+            log.debug("job %s: progress edit failed: %r", job.job_id, exc)
+
+    async def _end(self, job: JobRecord, outcome: JobFailed | JobCancelled) -> None:
+        """Failed or cancelled: store it, refund, tell the owner."""
+        if not self.source.holds(job.job_id):
+            return  # the lease moved on (reclaimed, or cancelled elsewhere): not ours to end
+        cancelled = isinstance(outcome, JobCancelled)
+        reason = str(outcome) or ("cancelled" if cancelled else type(outcome).__name__)
+        state = JobState.CANCELLED if cancelled else JobState.FAILED
+        await self.store.set_job_state(job.job_id, state, reason)
+        refunded = await self.store.refund(job.job_id, self.clock())
+        were = "s were" if job.images != 1 else " was"
+        back = f" Your {job.images} image{were} given back." if refunded else ""
+        if cancelled:
+            text = f"Your job `{job.job_id}` was cancelled ({reason}).{back}"
+        else:
+            text = f"Sorry, your job `{job.job_id}` failed: {reason}.{back}"
+        log.info("job %s %s: %s", job.job_id, state.value, reason)
+        await self._tell(job, text, private=False)
+
+    async def _tell(self, job: JobRecord, text: str, *, private: bool) -> None:
+        via = self._via_token(job)
+        for attempt in (1, 2):
+            try:
+                await self.outbox.tell_owner(job, text, via_token=via, private=private)
+                return
+            except TokenGone:
+                via = False
+            except Exception as exc:
+                log.warning("job %s: could not tell the owner (attempt %d): %r", job.job_id, attempt, exc)
+                return
+
+    async def _finish(self, job: JobRecord, request: GenerationRequest, result: GenerationResult) -> None:
+        if not self.source.holds(job.job_id):
+            return
+        nsfw_channel = any(i.nsfw for i in result.images) and await self.outbox.channel_is_nsfw(
+            job.channel_id
+        )
+        kept: list[GeneratedImage] = [i for i in result.images if nsfw_channel or not i.nsfw]
+        dropped = len(result.images) - len(kept)
+        if not kept:
+            await self.store.set_job_state(job.job_id, JobState.FAILED, FLAGGED)
+            refunded = await self.store.refund(job.job_id, self.clock())
+            back = " Your spend was given back." if refunded else ""
+            await self._tell(
+                job,
+                "The safety checker flagged your picture(s), so they weren't posted in this channel"
+                f" (it isn't age-restricted).{back}",
+                private=True,
+            )
+            return
+        try:
+            paths = await asyncio.to_thread(self._save, job.job_id, kept)
+        except Exception as exc:
+            log.error("job %s: saving images failed: %r", job.job_id, exc)
+            await self._end(job, JobFailed(f"the images could not be saved ({type(exc).__name__})"))
+            return
+        seeds = tuple(i.seed for i in kept)
+        if not await self.source.record_images(job, seeds, tuple(str(p) for p in paths)):
+            log.info("job %s: lease lost before it was recorded; another process delivers it", job.job_id)
+            return
+        if dropped:
+            refunded = await self.store.refund_images(job.job_id, dropped, self.clock())
+            back = f" {dropped} image{'s were' if dropped != 1 else ' was'} given back." if refunded else ""
+            await self._tell(
+                job,
+                f"{dropped} of your {len(result.images)} pictures were flagged by the safety checker and "
+                f"not posted (this channel isn't age-restricted).{back}",
+                private=True,
+            )
+        await self._deliver(job, request, seeds, [i.png for i in kept], spoiler=any(i.nsfw for i in kept))
+
+    def _save(self, job_id: str, images: list[GeneratedImage]) -> list[Path]:
+        return [self.images.save_result(job_id, index, image.png) for index, image in enumerate(images)]
+
+    async def _deliver_saved(self, job: JobRecord) -> None:
+        """Deliver a job whose images are on disk (after a restart)."""
+        try:
+            request = GenerationRequest.from_json(job.request_json)
+            pngs = [await asyncio.to_thread(Path(p).read_bytes) for p in job.image_paths]
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.error("job %s: saved result unreadable (%r); giving up on it", job.job_id, exc)
+            await self.store.set_job_state(job.job_id, JobState.FAILED, "its saved images were lost")
+            return
+        if not pngs:
+            return
+        # Flags are not stored: in an age-restricted channel, hide everything behind spoilers.
+        spoiler = await self.outbox.channel_is_nsfw(job.channel_id)
+        await self._deliver(job, request, job.seeds or request.seeds, pngs, spoiler=spoiler)
+
+    def build_post(
+        self,
+        job: JobRecord,
+        request: GenerationRequest,
+        seeds: tuple[int, ...],
+        pngs: list[bytes],
+        *,
+        spoiler: bool,
+        mention: bool,
+    ) -> ResultPost:
+        """The result message: one PNG (a grid when there are several images), fit to the upload limit."""
+        limit = self._upload_limits.get(job.job_id) or self.outbox.upload_limit(job.guild_id)
+        image = grid_2x2(pngs) if len(pngs) > 1 else pngs[0]
+        data, ext = fit_to_size(image, limit)
+        name = f"{'SPOILER_' if spoiler else ''}imagine_{job.job_id}.{ext}"
+        note = " (re-encoded to fit the upload limit)" if ext != "png" else ""
+        content = result_text(request, seeds, job.owner_id, mention=mention, note=note)
+        return ResultPost(job.job_id, content, (OutFile(name, data),), len(pngs))
+
+    async def _deliver(
+        self,
+        job: JobRecord,
+        request: GenerationRequest,
+        seeds: tuple[int, ...],
+        pngs: list[bytes],
+        *,
+        spoiler: bool,
+    ) -> None:
+        attempt = 0
+        via = self._via_token(job)
+        while True:
+            attempt += 1
+            via = via and self._via_token(job)
+            post = await asyncio.to_thread(
+                self.build_post, job, request, seeds, pngs, spoiler=spoiler, mention=not via
+            )
+            try:
+                message_id, channel_id = await asyncio.wait_for(
+                    self.outbox.post_result(job, post, via_token=via), self.delivery_timeout_s
+                )
+            except TokenGone:
+                via = False
+                continue
+            except (TransientDeliveryError, TimeoutError) as exc:
+                delay = self._retry_delay(attempt)
+                log.warning("job %s: delivery failed (%s); retrying in %.1f s", job.job_id, exc, delay)
+                await self._sleep(delay)
+                continue
+            break
+        await self.store.record_delivery(job.job_id, message_id, channel_id)
+        log.info("job %s delivered as message %d", job.job_id, message_id)

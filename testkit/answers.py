@@ -1,0 +1,41 @@
+"""How the bot answered an interaction, read off the loopback Discord's messages and records."""
+
+from __future__ import annotations
+
+import re
+
+from testkit.discord_loopback import InteractionRecord, Message
+
+JOB_RE = re.compile(r"imagine:[uvr]:([0-9a-f]{12})")
+"""A result button's custom id; group 1 is the job id."""
+
+
+def is_result(message: Message | None) -> bool:
+    """A finished result: live, not loading, with an attachment and the result buttons."""
+    return (
+        message is not None
+        and not message.deleted
+        and not message.loading
+        and bool(message.attachments)
+        and any(cid.startswith("imagine:") for cid in message.custom_ids)
+    )
+
+
+def live_ephemeral(rec: InteractionRecord) -> list[Message]:
+    """The interaction's live, finished ephemeral answers (refusals and the like)."""
+    return [m for m in rec.messages if m.ephemeral and not m.deleted and not m.loading]
+
+
+def is_failure(rec: InteractionRecord) -> bool:
+    """The job was granted but failed: @original says so (no image)."""
+    m = rec.original
+    return m is not None and not m.deleted and not m.loading and m.content.startswith("Sorry")
+
+
+def job_of(message: Message) -> str | None:
+    """The job id on a result's buttons, if any."""
+    for cid in message.custom_ids:
+        match = JOB_RE.fullmatch(cid)
+        if match:
+            return match.group(1)
+    return None
