@@ -175,16 +175,3 @@ def usage(
         day_refills_at=day[0][0] + DAY_S if day else None,
         cooldown_until=cooldown_until if cooldown_until is not None and cooldown_until > now else None,
     )
-
-
-def normalize_phrase(phrase: str) -> str:
-    """How blocked words are stored and compared: trimmed, inner whitespace collapsed, lowercased."""
-    return " ".join(phrase.split()).lower()
-
-
-def checked_phrase(phrase: str) -> str:
-    """`normalize_phrase`, refusing a phrase that is empty once normalised (ValueError)."""
-    norm = normalize_phrase(phrase)
-    if not norm:
-        raise ValueError("a blocked phrase cannot be empty")
-    return norm

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from storage import interface as api
 from storage import limits as limit_math
+from storage.blocklist import clean_phrase
 from storage.sql import LIMIT_COLUMNS, Dialect, Execute, Fetch, Program, Row, ledger_entry, new_record, patch
 
 _LIMIT_TABLES: dict[api.Scope, tuple[str, str | None]] = {
@@ -216,14 +217,14 @@ def _one(step: Execute) -> Program[int]:
 
 def add_blocked_word(guild_id: int, phrase: str) -> Program[int]:
     """Block the phrase (normalised; ValueError if empty); 0 if it already was."""
-    norm = limit_math.checked_phrase(phrase)
+    norm = clean_phrase(phrase)
     sql = "INSERT INTO blocked_words (guild_id, phrase) VALUES ($1, $2) ON CONFLICT DO NOTHING"
     return _one(Execute(sql, (guild_id, norm)))
 
 
 def remove_blocked_word(guild_id: int, phrase: str) -> Program[int]:
     """Unblock the phrase (normalised); 0 if it was not blocked."""
-    norm = limit_math.checked_phrase(phrase)
+    norm = clean_phrase(phrase)
     return _one(Execute("DELETE FROM blocked_words WHERE guild_id = $1 AND phrase = $2", (guild_id, norm)))
 
 

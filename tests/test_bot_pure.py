@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.blocklist import clean_phrase, find_blocked
 from bot.formatting import refusal_text, usage_text, when
 from bot.settings import SettingsError, TokenRedactor, load_settings, settings_from_mapping
 from bot.views.custom_ids import Action, ButtonRef, make_custom_id, new_job_id, parse_custom_id
 from generation.prompts.request import GenerationRequest
 from jobs.messages import result_text
 from jobs.throttle import EditThrottle
+from storage.blocklist import clean_phrase, find_blocked
 from storage.interface import LimitName, Limits, Refusal, Usage
 
 TOKEN = "MTIzNDU2Nzg5.secret-token.value"

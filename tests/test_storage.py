@@ -333,6 +333,14 @@ async def test_blocked_words_are_normalised_and_idempotent(store: SqlStore) -> N
     assert await store.blocked_words(G2) == []  # per guild
 
 
+async def test_blocked_words_are_kept_in_the_form_prompts_are_matched_in(store: SqlStore) -> None:
+    # NFKC + casefold + invisible marks dropped: the same normalisation `find_blocked` applies to prompts
+    assert await store.add_blocked_word(G, "Ｓtraße") is True
+    assert await store.add_blocked_word(G, "b\u200bad") is True
+    assert await store.blocked_words(G) == ["bad", "strasse"]
+    assert await store.remove_blocked_word(G, "STRASSE") is True
+
+
 async def test_sql_quotes_are_data(store: SqlStore) -> None:
     nasty = ["'; DROP TABLE jobs; --", 'robert"); DELETE FROM usage_ledger; --', "it's", "%_\\"]
     for word in nasty:

@@ -10,11 +10,11 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.blocklist import clean_phrase
 from bot.commands.errors import UserError, member_role_ids, require_manage_guild
 from bot.formatting import limits_text, limits_view_text, patch_text
 from bot.services import Services
 from jobs.messages import quote
+from storage.blocklist import clean_phrase
 from storage.interface import LimitsPatch, Scope
 
 MAX_COUNT = 1_000_000

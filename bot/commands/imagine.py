@@ -14,7 +14,6 @@ import discord
 from discord import app_commands
 from discord.app_commands import Range
 
-from bot.blocklist import find_blocked
 from bot.commands.errors import UserError, member_role_ids, send_private
 from bot.formatting import refusal_text
 from bot.services import Services
@@ -24,6 +23,7 @@ from generation.prompts.parser import ASPECT_CHOICES, parse_prompt
 from generation.prompts.request import PromptOptions
 from jobs.delivery import token_expiry
 from jobs.messages import quote
+from storage.blocklist import find_blocked
 from storage.interface import NewJob, Refusal
 
 PENDING_SOURCE = "0" * 64  # stands in for the source picture's hash until it is read (after the defer)

@@ -1,4 +1,6 @@
-"""Blocked words and phrases: case-insensitive, whole words, unicode-aware.
+"""Blocked words and phrases: case-insensitive, whole words, unicode-aware; the one normalisation
+(NFKC, casefold, invisible marks dropped), used by the stores to keep phrases and by `/imagine` to
+match prompts.
 
 A phrase matches where it appears with no letter, digit or underscore (in any script) right before
 or after it; spaces inside a phrase match any run of whitespace. Phrases are data: they are
