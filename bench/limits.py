@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from bench.config import LIMITS_PG_URL_ENV, BenchSettings, load_settings
 from bench.report import report
 from storage.interface import LedgerEntry, Limits, NewJob, Refusal, Reservation, StorageError
-from storage.limits import DAY_S, HOUR_S
+from storage.quota import DAY_S, HOUR_S
 from storage.sqlite import open_store
 
 GUILD = 1

@@ -19,5 +19,5 @@ python -m pip install -q -e ".[test,postgres,ray]"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 ruff check .
 ruff format --check .
-mypy generation bot storage bench tests testkit
+mypy generation bot jobs storage bench tests testkit
 python -m pytest "$@"

@@ -1,7 +1,7 @@
 """Every `Store` operation once, as a program of SQL steps (see `storage.sql`) for either dialect.
 
 A function here checks its arguments at once (ValueError before any SQL) and returns the program;
-the store runs it in the transaction the operation needs. Limit arithmetic is `storage.limits`.
+the store runs it in the transaction the operation needs. Limit arithmetic is `storage.quota`.
 Every value is a bound parameter; the only names put into SQL text are the table and key columns of
 the fixed `_LIMIT_TABLES` and the columns of `storage.sql.Dialect`, never input.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from storage import interface as api
-from storage import limits as limit_math
+from storage import quota as limit_math
 from storage.blocklist import clean_phrase
 from storage.sql import LIMIT_COLUMNS, Dialect, Execute, Fetch, Program, Row, ledger_entry, new_record, patch
 

@@ -72,7 +72,7 @@ class SqlStore:
     async def reserve(self, job: NewJob, role_ids: tuple[int, ...], now: float) -> Reservation | Refusal:
         """Check every limit for the job's owner in its guild and, if all pass, record the spend and
         insert the job as queued, atomically. A refusal names the limit that frees up last (see
-        `storage.limits.pick_refusal`)."""
+        `storage.quota.pick_refusal`)."""
         return await self._run(ops.reserve(self.defaults, job, role_ids, now), Access.WRITE)
 
     async def refund(self, job_id: str, now: float) -> bool:
