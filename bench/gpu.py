@@ -84,12 +84,12 @@ def build_pipeline(arch: Arch, device: str, dtype: torch.dtype, seed: int = 0) -
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from generation.pipelines.loading import (  # _tiny_tokenizer: local, byte-level CLIP
-        _tiny_tokenizer,
+    from generation.pipelines.tiny import (  # byte_tokenizer: local, byte-level CLIP
+        byte_tokenizer,
         sd_pipeline,
     )
 
-    tokenizer = _tiny_tokenizer()
+    tokenizer = byte_tokenizer()
     ids = {
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
@@ -114,7 +114,7 @@ def build_pipeline(arch: Arch, device: str, dtype: torch.dtype, seed: int = 0) -
             text_encoder=text_encoder,
             text_encoder_2=text_encoder_2,
             tokenizer=tokenizer,
-            tokenizer_2=_tiny_tokenizer(),
+            tokenizer_2=byte_tokenizer(),
             unet=unet,
             scheduler=scheduler,
             add_watermarker=False,

@@ -259,7 +259,7 @@ def parse_args(argv: Sequence[str]) -> LoadConfig:
 def main(argv: Sequence[str], settings: BenchSettings) -> None:
     """Run the load benchmark and report its figures."""
     config = parse_args(argv)
-    from generation.pipelines.loading import ensure_tiny_model
+    from generation.pipelines.tiny import ensure_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="imagine-load-") as tmp:
         cache = Path(tmp) / "cache"

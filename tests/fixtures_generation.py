@@ -22,7 +22,7 @@ from generation.prompts.request import GenerationRequest, Mode
 @pytest.fixture(scope="session")
 def tiny_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache folder holding the built `tiny` model (pass it as `cache_dir=`)."""
-    from generation.pipelines.loading import ensure_tiny_model
+    from generation.pipelines.tiny import ensure_tiny_model
 
     cache = tmp_path_factory.mktemp("imagine-cache")
     ensure_tiny_model(cache)

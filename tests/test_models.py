@@ -18,16 +18,14 @@ from transformers import CLIPConfig, CLIPImageProcessor
 
 from generation.pipelines.engine import DiffusersEngine
 from generation.pipelines.loading import (
-    TINY_FOLDER_NAME,
-    build_tiny_model,
     choose_dtype,
     default_cache_dir,
-    ensure_tiny_model,
     is_turbo,
     load_pipeline,
     make_profile,
     resolve_device,
 )
+from generation.pipelines.tiny import TINY_FOLDER_NAME, build_tiny_model, ensure_tiny_model
 from tests.fixtures_generation import tiny_request
 
 pytest_plugins = ["tests.fixtures_generation"]
@@ -76,7 +74,7 @@ def test_ensure_tiny_model_reuses_the_cache_and_leaves_no_temp_folders(tiny_cach
 def test_ensure_tiny_model_keeps_a_copy_that_another_process_finished_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import generation.pipelines.loading as models
+    import generation.pipelines.tiny as models
 
     real_build = models.build_tiny_model
 

@@ -1,10 +1,9 @@
 # mypy: disable-error-code="no-untyped-call"
-"""Loading diffusers pipelines: the built-in `tiny` model, device choice, dtype, and the model's profile.
+"""Loading diffusers pipelines: device choice, dtype, and the model's profile.
 
 `load_pipeline` goes through `AutoPipelineForText2Image.from_pretrained` for every model, `tiny`
 included (it is built once, saved with `save_pretrained` into a cache folder, then loaded back), so
-tests run the same loading path as real models. Only this module and `generation.pipelines.engine`
-import torch.
+tests run the same loading path as real models. Only `generation.pipelines` imports torch.
 """
 
 from __future__ import annotations
@@ -12,166 +11,26 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import (
-    AutoencoderKL,
-    AutoPipelineForImage2Image,
-    AutoPipelineForText2Image,
-    EulerDiscreteScheduler,
-    StableDiffusionPipeline,
-    UNet2DConditionModel,
-)
+from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 from PIL import Image
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from generation.pipelines.options import OptimiseOptions
+from generation.pipelines.tiny import TINY_MODEL_ID, ensure_tiny_model
 from generation.prompts.request import ModelProfile
 
 log = logging.getLogger(__name__)
-
-TINY_MODEL_ID = "tiny"
-TINY_FOLDER_NAME = "tiny-v1"  # bump when build_tiny_model changes, so old caches are not reused
-TINY_MAX_LENGTH = 77
 
 Pipeline = Any
 """A diffusers `DiffusionPipeline` (its stubs are too loose for mypy: attributes are per-pipeline)."""
 
 SafetyCheck = Callable[[list[Image.Image]], list[bool]]
 """Flags for a list of images: True where the image is unsafe."""
-
-
-# --------------------------------------------------------------------------------------------------
-# The built-in tiny model
-# --------------------------------------------------------------------------------------------------
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte → printable character map (what byte-level BPE works over)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in chars), strict=True))
-
-
-def _tiny_tokenizer() -> CLIPTokenizer:
-    """A CLIP tokenizer over single bytes (every text tokenizes; one token per byte), made locally."""
-    alphabet = list(_bytes_to_unicode().values())
-    vocab: dict[str, int] = {}
-    for ch in alphabet:
-        vocab[ch] = len(vocab)
-    for ch in alphabet:
-        vocab[ch + "</w>"] = len(vocab)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=TINY_MAX_LENGTH)
-
-
-def build_tiny_model(folder: Path, seed: int = 0) -> None:
-    """Write the `tiny` Stable Diffusion pipeline (seeded random weights) to `folder` in diffusers format.
-
-    Like diffusers' own `get_dummy_components()`: a two-level UNet on 8×8 latents, a four-level VAE
-    (scale factor 8, so the native size is 64 px), a small CLIP text encoder and a local tokenizer.
-    """
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=(2, 4),
-        norm_num_groups=32,
-    )
-    torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16, 16, 16),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=64,
-    )
-    tokenizer = _tiny_tokenizer()
-    torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            hidden_size=32,
-            intermediate_size=37,
-            layer_norm_eps=1e-05,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=TINY_MAX_LENGTH,
-        )
-    )
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        steps_offset=1,
-        timestep_spacing="leading",
-    )
-    sd_pipeline(vae, text_encoder, tokenizer, unet, scheduler).save_pretrained(folder)
-
-
-def sd_pipeline(vae: Any, text_encoder: Any, tokenizer: CLIPTokenizer, unet: Any, scheduler: Any) -> Pipeline:
-    """A `StableDiffusionPipeline` of these components, without a safety checker (also `bench.gpu`'s)."""
-    return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        image_encoder=None,
-        requires_safety_checker=False,
-    )
-
-
-def ensure_tiny_model(cache_dir: Path, seed: int = 0) -> Path:
-    """The folder of the `tiny` model under `cache_dir`, built on first use.
-
-    Built in a temporary folder and renamed into place, so concurrent processes never see half a model.
-    """
-    folder = cache_dir / TINY_FOLDER_NAME
-    if (folder / "model_index.json").is_file():
-        return folder
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=cache_dir))
-    try:
-        build_tiny_model(tmp, seed)
-        try:
-            tmp.rename(folder)
-        except OSError:
-            if not (folder / "model_index.json").is_file():
-                raise  # not a lost race: a real failure
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
 
 
 def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
