@@ -38,16 +38,21 @@ def _read_levels(guild_id: int, user_id: int | None) -> Program[Levels]:
         "ORDER BY 1, 2",
         (guild_id, user_id),
     )
+    return _levels(rows, start=2)
+
+
+def _levels(rows: Sequence[Row], *, start: int) -> Levels:
+    """Rows of (kind, role id, …, the limit columns from `start`) as (guild, roles, user) levels."""
     guild: api.LimitsPatch | None = None
     user: api.LimitsPatch | None = None
     roles: dict[int, api.LimitsPatch] = {}
     for row in rows:
         if row[0] == 0:
-            guild = patch(row, 2)
+            guild = patch(row, start)
         elif row[0] == 1:
-            roles[int(row[1])] = patch(row, 2)
+            roles[int(row[1])] = patch(row, start)
         else:
-            user = patch(row, 2)
+            user = patch(row, start)
     return guild, roles, user
 
 
@@ -57,57 +62,80 @@ def _effective(defaults: api.Limits, levels: Levels, role_ids: Sequence[int]) ->
     return limit_math.resolve(defaults, guild, [p for rid, p in roles.items() if rid in held], user)
 
 
-def _read_member(
-    guild_id: int, user_id: int, now: float
-) -> Program[tuple[list[tuple[float, int]], float | None, int]]:
-    """(at, images not refunded) of the spends of the last day, oldest first; the latest spend not
-    wholly refunded (the cooldown runs from it); the member's queued and running jobs."""
+Member = tuple[list[tuple[float, int]], float | None, int]
+"""(at, images not refunded) of the spends of the last day, oldest first; the latest spend not wholly
+refunded (the cooldown runs from it); the member's queued and running jobs."""
+
+_NO_LIMITS = ", ".join(["NULL"] * len(LIMIT_COLUMNS.split(",")))
+
+
+def _read_member(guild_id: int, user_id: int, now: float) -> Program[tuple[Levels, Member]]:
+    """The member's limit levels and spending in one query (one round trip: `reserve` runs it per
+    request). Rows: kind 0–2 as in `_read_levels`; kind 3 a spend (at, images not refunded); kind 4
+    the latest unrefunded spend and the count of active jobs."""
     rows = yield Fetch(
-        "SELECT at, images - refunded_images FROM usage_ledger "
-        "WHERE guild_id = $1 AND user_id = $2 AND NOT refunded AND at > $3 ORDER BY at, id",
+        # The first branch names the types (PostgreSQL resolves a bare NULL column of two branches as text)
+        "SELECT 0, 0, CAST(NULL AS DOUBLE PRECISION), CAST(NULL AS BIGINT), "
+        f"{LIMIT_COLUMNS} FROM guild_limits WHERE guild_id = $1 "
+        f"UNION ALL SELECT 1, role_id, NULL, NULL, {LIMIT_COLUMNS} FROM role_limits WHERE guild_id = $1 "
+        f"UNION ALL SELECT 2, 0, NULL, NULL, {LIMIT_COLUMNS} FROM user_limits "
+        "WHERE guild_id = $1 AND user_id = $2 "
+        f"UNION ALL SELECT 3, id, at, images - refunded_images, {_NO_LIMITS} FROM usage_ledger "
+        "WHERE guild_id = $1 AND user_id = $2 AND NOT refunded AND at > $3 "
+        "UNION ALL SELECT 4, 0, "
+        "(SELECT max(at) FROM usage_ledger WHERE guild_id = $1 AND user_id = $2 AND NOT refunded), "
+        f"(SELECT count(*) FROM jobs WHERE guild_id = $1 AND owner_id = $2 AND state IN {_ACTIVE}), "
+        f"{_NO_LIMITS} "
+        "ORDER BY 1, 3, 2",
         (guild_id, user_id, now - limit_math.DAY_S),
     )
-    (facts,) = yield Fetch(
-        "SELECT (SELECT max(at) FROM usage_ledger WHERE guild_id = $1 AND user_id = $2 AND NOT refunded), "
-        f"(SELECT count(*) FROM jobs WHERE guild_id = $1 AND owner_id = $2 AND state IN {_ACTIVE})",
-        (guild_id, user_id),
-    )
-    last = None if facts[0] is None else float(facts[0])
-    return [(float(r[0]), int(r[1])) for r in rows], last, int(facts[1])
+    levels = _levels([row for row in rows if row[0] <= 2], start=4)
+    spends = [(float(row[2]), int(row[3])) for row in rows if row[0] == 3]
+    (facts,) = (row for row in rows if row[0] == 4)
+    last = None if facts[2] is None else float(facts[2])
+    return levels, (spends, last, int(facts[3]))
 
 
 def reserve(
-    defaults: api.Limits, job: api.NewJob, role_ids: Sequence[int], now: float
+    d: Dialect, defaults: api.Limits, job: api.NewJob, role_ids: Sequence[int], now: float
 ) -> Program[api.Reservation | api.Refusal]:
     """Check every limit; if all pass, insert the job as queued and record its spend."""
     if job.images < 1:
         raise ValueError(f"a job spends at least one image, not {job.images}")
-    return _reserve(defaults, job, role_ids, now)
+    return _reserve(d, defaults, job, role_ids, now)
+
+
+_INSERT_JOB = (
+    "INSERT INTO jobs (job_id, guild_id, channel_id, owner_id, request_json, images, state, created_at, "
+    "interaction_id, interaction_token, token_expires_at, parent_job_id, parent_index) "
+    "VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, $11, $12) "
+    "ON CONFLICT (job_id) DO NOTHING"
+)
+_INSERT_SPEND = "INSERT INTO usage_ledger (guild_id, user_id, job_id, images, at) "
 
 
 def _reserve(
-    defaults: api.Limits, job: api.NewJob, role_ids: Sequence[int], now: float
+    d: Dialect, defaults: api.Limits, job: api.NewJob, role_ids: Sequence[int], now: float
 ) -> Program[api.Reservation | api.Refusal]:
     g, u = job.guild_id, job.owner_id
-    limits = _effective(defaults, (yield from _read_levels(g, u)), role_ids)
-    spends, last, active = yield from _read_member(g, u, now)
-    refusal = limit_math.check(limits, spends, last, active, job.images, now)
+    levels, (spends, last, active) = yield from _read_member(g, u, now)
+    refusal = limit_math.check(_effective(defaults, levels, role_ids), spends, last, active, job.images, now)
     if refusal is not None:
         return refusal
-    inserted = yield Execute(
-        "INSERT INTO jobs (job_id, guild_id, channel_id, owner_id, request_json, images, state, created_at, "
-        "interaction_id, interaction_token, token_expires_at, parent_job_id, parent_index) "
-        "VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, $11, $12) "
-        "ON CONFLICT (job_id) DO NOTHING",
-        (job.job_id, g, job.channel_id, u, job.request_json, job.images, now, job.interaction_id,
-         job.interaction_token, job.token_expires_at, job.parent_job_id, job.parent_index),
-    )  # fmt: skip
+    job_args = (job.job_id, g, job.channel_id, u, job.request_json, job.images, now, job.interaction_id,
+                job.interaction_token, job.token_expires_at, job.parent_job_id, job.parent_index)  # fmt: skip
+    if d.data_modifying_cte:  # one round trip: the spend is inserted only if the job was
+        inserted = yield Execute(
+            f"WITH j AS ({_INSERT_JOB} RETURNING job_id, guild_id, owner_id, images, created_at) "
+            f"{_INSERT_SPEND} SELECT guild_id, owner_id, job_id, images, created_at FROM j",
+            job_args,
+        )
+    else:
+        inserted = yield Execute(_INSERT_JOB, job_args)
+        if inserted:
+            yield Execute(f"{_INSERT_SPEND} VALUES ($1, $2, $3, $4, $5)", (g, u, job.job_id, job.images, now))
     if not inserted:
         raise ValueError(f"job id {job.job_id!r} already exists")
-    yield Execute(
-        "INSERT INTO usage_ledger (guild_id, user_id, job_id, images, at) VALUES ($1, $2, $3, $4, $5)",
-        (g, u, job.job_id, job.images, now),
-    )
     return api.Reservation(new_record(job, now))
 
 
@@ -149,9 +177,8 @@ def usage(
     defaults: api.Limits, guild_id: int, user_id: int, role_ids: Sequence[int], now: float
 ) -> Program[api.Usage]:
     """What the member spent in the last hour and day, what is queued, and when each refills."""
-    limits = _effective(defaults, (yield from _read_levels(guild_id, user_id)), role_ids)
-    spends, last, active = yield from _read_member(guild_id, user_id, now)
-    return limit_math.usage(limits, spends, last, active, now)
+    levels, (spends, last, active) = yield from _read_member(guild_id, user_id, now)
+    return limit_math.usage(_effective(defaults, levels, role_ids), spends, last, active, now)
 
 
 def show_limits(

@@ -174,7 +174,7 @@ class PostgresStore(SqlStore, PgJobQueue):
     async def reserve(self, job: NewJob, role_ids: tuple[int, ...], now: float) -> Reservation | Refusal:
         """Check every limit and, if all pass, record the spend and queue the job: one transaction,
         serialised per member across processes by a transaction-scoped advisory lock."""
-        program = ops.reserve(self.defaults, job, role_ids, now)
+        program = ops.reserve(self.dialect, self.defaults, job, role_ids, now)
         async with self._conn(transaction=True) as conn:
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended("

@@ -60,8 +60,10 @@ class Dialect:
         decode_list: Callable[[Any], Sequence[Any]],
         same_instant_order: str,
         lease_columns: tuple[str, ...] = (),
+        data_modifying_cte: bool = False,
     ) -> None:
         self.name = name
+        self.data_modifying_cte = data_modifying_cte  # INSERT … RETURNING inside WITH (PostgreSQL)
         self.encode_list = encode_list
         self.decode_list = decode_list
         self.same_instant_order = same_instant_order  # breaks ties of j.created_at: insertion order
@@ -131,6 +133,7 @@ POSTGRES = Dialect(
     decode_list=tuple,
     same_instant_order="j.job_id",
     lease_columns=("lease_owner", "lease_expires_at"),
+    data_modifying_cte=True,
 )
 
 

@@ -73,7 +73,7 @@ class SqlStore:
         """Check every limit for the job's owner in its guild and, if all pass, record the spend and
         insert the job as queued, atomically. A refusal names the limit that frees up last (see
         `storage.quota.pick_refusal`)."""
-        return await self._run(ops.reserve(self.defaults, job, role_ids, now), Access.WRITE)
+        return await self._run(ops.reserve(self.dialect, self.defaults, job, role_ids, now), Access.WRITE)
 
     async def refund(self, job_id: str, now: float) -> bool:
         """Give back what is left of a job's spend, once (False if already refunded or unknown)."""
