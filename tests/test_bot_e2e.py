@@ -254,24 +254,20 @@ async def test_admin_sets_hourly_limit_member_hits_it(world: BotWorld) -> None:
 
 
 async def test_non_admin_limits_set_refused(world: BotWorld) -> None:
-    with pytest.raises(CommandNotPermitted):
-        world.server.invoke(
+    def limits_set_by_alice(*, enforce_default_permissions: bool) -> Any:
+        return world.server.invoke(
             "limits",
             {"images_per_hour": 0},
             subcommand="set",
             guild=world.guild,
             channel=world.channel,
             member=world.alice,
+            enforce_default_permissions=enforce_default_permissions,
         )
-    forged = world.server.invoke(
-        "limits",
-        {"images_per_hour": 0},
-        subcommand="set",
-        guild=world.guild,
-        channel=world.channel,
-        member=world.alice,
-        enforce_default_permissions=False,
-    )
+
+    with pytest.raises(CommandNotPermitted):
+        limits_set_by_alice(enforce_default_permissions=True)
+    forged = limits_set_by_alice(enforce_default_permissions=False)
     await refused(world, forged, "Manage Server")
     limits = await world.store.effective_limits(world.guild.id, world.alice.id, ())
     assert limits.images_per_hour == world.limits.images_per_hour

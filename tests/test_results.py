@@ -9,12 +9,10 @@ import pytest
 from PIL import Image
 
 from generation.media.compose import encode_png, fit_to_size, grid_2x2, parameters_text, read_parameters
-from generation.prompts.request import GenerationRequest, Mode
+from generation.prompts.request import Mode
+from tests.fixtures_generation import tiny_request
 
-REQUEST = GenerationRequest(
-    prompt="a red fox in the snow",
-    width=64,
-    height=64,
+REQUEST = tiny_request(  # "a red fox in the snow", 64×64
     steps=20,
     guidance=7.0,
     seeds=(42, 43, 44, 45),

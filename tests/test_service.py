@@ -12,17 +12,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import pytest
 from PIL import Image
 
+from generation.backends import protocol
 from generation.backends.local import GenerationService
-from generation.backends.protocol import (
-    GeneratedImage,
-    GenerationResult,
-    JobCancelled,
-    JobEvent,
-    JobFailed,
-    Progress,
-    Queued,
-    Started,
-)
 from generation.media.compose import read_parameters
 from generation.pipelines.contract import BatchInterrupted, OutOfMemory, StepCallback
 from generation.prompts.request import GenerationRequest, Mode, ModelProfile
@@ -63,11 +54,8 @@ class FakeEngine:
         self.closed = True
 
     def run_batch(
-        self,
-        requests: Sequence[GenerationRequest],
-        sources: Sequence[bytes | None],
-        on_step: StepCallback,
-    ) -> list[list[GeneratedImage]]:
+        self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None], on_step: StepCallback
+    ) -> list[list[protocol.GeneratedImage]]:
         self.batches.append([r.prompt for r in requests])
         self.sources.append(list(sources))
         for r in requests:
@@ -94,7 +82,7 @@ class FakeEngine:
                 self.interrupted += 1
                 raise BatchInterrupted()
         return [
-            [GeneratedImage(f"{r.prompt}:{s}".encode(), s, r.width, r.height) for s in r.seeds]
+            [protocol.GeneratedImage(f"{r.prompt}:{s}".encode(), s, r.width, r.height) for s in r.seeds]
             for r in requests
         ]
 
@@ -160,7 +148,7 @@ async def in_step(engine: FakeEngine) -> None:
     assert await asyncio.to_thread(engine.waiting.wait, WAIT)
 
 
-async def wait_for(handle: Handle, kind: type[JobEvent]) -> JobEvent:
+async def wait_for(handle: Handle, kind: type[protocol.JobEvent]) -> protocol.JobEvent:
     async with asyncio.timeout(WAIT):
         async for event in handle.events():
             if isinstance(event, kind):
@@ -168,7 +156,7 @@ async def wait_for(handle: Handle, kind: type[JobEvent]) -> JobEvent:
     raise AssertionError(f"{handle.job_id} ended before {kind.__name__}")
 
 
-async def result(handle: Handle) -> GenerationResult:
+async def result(handle: Handle) -> protocol.GenerationResult:
     async with asyncio.timeout(WAIT):
         return await handle.result()
 
@@ -177,16 +165,16 @@ async def failure(handle: Handle) -> BaseException:
     async with asyncio.timeout(WAIT):
         try:
             await handle.result()
-        except (JobFailed, JobCancelled) as exc:
+        except (protocol.JobFailed, protocol.JobCancelled) as exc:
             return exc
     raise AssertionError(f"{handle.job_id} succeeded")
 
 
-def collect(handle: Handle) -> asyncio.Task[list[JobEvent]]:
+def collect(handle: Handle) -> asyncio.Task[list[protocol.JobEvent]]:
     """Subscribe now (so nothing from here on is missed) and gather events until the job ends."""
     stream = handle.events()
 
-    async def gather() -> list[JobEvent]:
+    async def gather() -> list[protocol.JobEvent]:
         async with asyncio.timeout(WAIT):
             return [e async for e in stream]
 
@@ -203,8 +191,8 @@ async def test_a_job_completes_with_its_images_and_events(service: GenerationSer
     assert res.job_id == "j1"
     assert [(i.png, i.seed) for i in res.images] == [(b"fox:7", 7), (b"fox:8", 8)]
     events = await events_task
-    assert events[:2] == [Queued(1), Started()]
-    progress = [e for e in events[2:] if isinstance(e, Progress)]
+    assert events[:2] == [protocol.Queued(1), protocol.Started()]
+    progress = [e for e in events[2:] if isinstance(e, protocol.Progress)]
     assert len(progress) == len(events) - 2 and progress[-1].step == progress[-1].total == 3
     assert [p.step for p in progress] == sorted(p.step for p in progress)
 
@@ -241,7 +229,7 @@ async def test_duplicate_job_id_is_refused_and_submit_after_close_is_cancelled(
     await result(h)
     await service.close()
     late = service.submit("j2", "a", req("x"))
-    assert isinstance(await failure(late), JobCancelled)
+    assert isinstance(await failure(late), protocol.JobCancelled)
 
 
 async def test_source_images_are_read_from_the_store_and_a_missing_one_fails_that_job(
@@ -252,7 +240,17 @@ async def test_source_images_are_read_from_the_store_and_a_missing_one_fails_tha
     assert engine.sources[-1] == [b"SOURCE"]
     gone = service.submit("gone", "a", req("v", mode=Mode.IMG2IMG, strength=0.5, source_image="zzz"))
     err = await failure(gone)
-    assert isinstance(err, JobFailed) and "source image" in str(err)
+    assert isinstance(err, protocol.JobFailed) and "source image" in str(err)
+
+
+async def hold_engine_with_one_running_job(
+    service: GenerationService, engine: FakeEngine, *, owner: str
+) -> Handle:
+    """Hold the engine inside job "x"'s first step, so that what is submitted next queues behind it."""
+    engine.hold.clear()
+    blocker = service.submit("x", owner, req("x"))
+    await wait_for(blocker, protocol.Started)
+    return blocker
 
 
 # -- fairness and positions -------------------------------------------------------------------------
@@ -261,23 +259,23 @@ async def test_source_images_are_read_from_the_store_and_a_missing_one_fails_tha
 async def test_queue_is_round_robin_by_owner_with_position_events(
     service: GenerationService, engine: FakeEngine
 ) -> None:
-    engine.hold.clear()
-    blocker = service.submit("x", "zed", req("x"))
-    await wait_for(blocker, Started)
+    await hold_engine_with_one_running_job(service, engine, owner="zed")
     handles = {
         jid: service.submit(jid, owner, req(jid)) for jid, owner in [("a1", "A"), ("a2", "A"), ("a3", "A")]
     }
     handles["b1"] = service.submit("b1", "B", req("b1"))
     assert service.queue_snapshot() == [("x", "zed"), ("a1", "A"), ("b1", "B"), ("a2", "A"), ("a3", "A")]
-    assert await wait_for(handles["b1"], Queued) == Queued(2)
+    assert await wait_for(handles["b1"], protocol.Queued) == protocol.Queued(2)
     b1_events = collect(handles["b1"])
     engine.hold.set()
     for h in handles.values():
         await result(h)
     assert engine.batches == [["x"], ["a1"], ["b1"], ["a2"], ["a3"]]
     events = await b1_events
-    assert events[0] == Queued(2) and Started() in events
-    assert events.index(Started()) > events.index(Queued(1))  # moved up when a1 left the queue
+    assert events[0] == protocol.Queued(2) and protocol.Started() in events
+    assert events.index(protocol.Started()) > events.index(
+        protocol.Queued(1)
+    )  # moved up when a1 left the queue
     assert service.queue_snapshot() == []
 
 
@@ -302,9 +300,7 @@ async def test_compatible_jobs_share_a_batch_up_to_the_image_cap_and_others_run_
     svc = make_service(engine)  # cap from engine.max_batch_images
     await svc.start()
     try:
-        engine.hold.clear()
-        blocker = svc.submit("x", "z", req("x"))
-        await wait_for(blocker, Started)
+        blocker = await hold_engine_with_one_running_job(svc, engine, owner="z")
         hs = [
             svc.submit("a", "A", req("a")),
             svc.submit("b", "B", req("b")),
@@ -336,17 +332,15 @@ async def test_jobs_submitted_together_run_as_one_batch(engine: FakeEngine) -> N
 
 
 async def test_cancel_a_waiting_job_removes_it(service: GenerationService, engine: FakeEngine) -> None:
-    engine.hold.clear()
-    blocker = service.submit("x", "z", req("x"))
-    await wait_for(blocker, Started)
+    blocker = await hold_engine_with_one_running_job(service, engine, owner="z")
     a = service.submit("a", "A", req("a"))
     b = service.submit("b", "B", req("b"))
-    assert await wait_for(b, Queued) == Queued(2)
+    assert await wait_for(b, protocol.Queued) == protocol.Queued(2)
     assert service.cancel("a") is True
     assert service.cancel("a") is False
     assert service.cancel("nope") is False
-    assert isinstance(await failure(a), JobCancelled)
-    assert await wait_for(b, Queued) == Queued(1)
+    assert isinstance(await failure(a), protocol.JobCancelled)
+    assert await wait_for(b, protocol.Queued) == protocol.Queued(1)
     engine.hold.set()
     await result(b)
     await result(blocker)
@@ -361,7 +355,7 @@ async def test_cancel_one_running_member_drops_its_result_and_the_batch_goes_on(
         a, b = svc.submit("a", "A", req("a")), svc.submit("b", "B", req("b"))
         await in_step(engine)
         assert svc.cancel("a") is True
-        assert isinstance(await failure(a), JobCancelled)  # at once, before the batch moves on
+        assert isinstance(await failure(a), protocol.JobCancelled)  # at once, before the batch moves on
         assert svc.queue_snapshot() == [("b", "B")]
         engine.hold.set()
         res = await result(b)
@@ -399,7 +393,7 @@ async def test_a_raising_batch_fails_its_jobs_alone_and_the_next_job_succeeds(
     with caplog.at_level(logging.ERROR, logger="generation.backends.local"):
         bad = service.submit("bad", "a", req("boom"))
         err = await failure(bad)
-    assert isinstance(err, JobFailed)
+    assert isinstance(err, protocol.JobFailed)
     assert str(err) == "generation failed: RuntimeError"
     assert any(r.exc_info for r in caplog.records)  # the traceback is logged, not shown
     good = service.submit("good", "a", req("fine"))
@@ -425,7 +419,7 @@ async def test_out_of_memory_splits_the_batch_down_to_single_jobs(engine: FakeEn
         ]
         too_big = svc.submit("big", "e", req("big", seeds=(1, 2)))
         err = await failure(too_big)
-        assert isinstance(err, JobFailed) and "memory" in str(err)
+        assert isinstance(err, protocol.JobFailed) and "memory" in str(err)
         engine.max_fit = None
         assert (await result(svc.submit("after", "e", req("after")))).images
     finally:
@@ -443,7 +437,7 @@ async def test_a_batch_past_the_time_limit_is_interrupted_at_its_next_step(engin
         clock.now += 31
         engine.hold.set()
         err = await failure(slow)
-        assert isinstance(err, JobFailed) and str(err) == "took longer than 30 s"
+        assert isinstance(err, protocol.JobFailed) and str(err) == "took longer than 30 s"
         assert (await result(svc.submit("next", "a", req("next")))).images
     finally:
         await svc.close()
@@ -460,10 +454,10 @@ async def test_a_hung_step_fails_its_job_by_watchdog_and_waiting_jobs_run_once_i
         hung = svc.submit("hung", "a", req("hung"))
         waiting = svc.submit("waiting", "b", req("waiting"))
         err = await failure(hung)
-        assert isinstance(err, JobFailed) and str(err) == "took longer than 0.2 s"
+        assert isinstance(err, protocol.JobFailed) and str(err) == "took longer than 0.2 s"
         assert svc.stuck
         assert svc.queue_snapshot() == [("waiting", "b")]
-        assert await wait_for(waiting, Queued) == Queued(1)
+        assert await wait_for(waiting, protocol.Queued) == protocol.Queued(1)
         engine.hold.set()  # the hung call returns; the worker takes the queue up again
         assert (await result(waiting)).images[0].png == b"waiting:1"
         assert not svc.stuck
@@ -497,7 +491,7 @@ async def test_previews_are_throttled_from_the_jobs_start_and_never_rendered_for
         h = svc.submit("j", "a", req("fox", steps=6))
         events = collect(h)
         await result(h)
-        progress = [e for e in await events if isinstance(e, Progress)]
+        progress = [e for e in await events if isinstance(e, protocol.Progress)]
     finally:
         await svc.close()
     assert engine.preview_steps == preview_steps
@@ -516,7 +510,7 @@ async def test_previews_are_rendered_only_while_someone_listens(engine: FakeEngi
         stream = h.events()  # a reader arrives mid-job
         engine.hold.set()
         async with asyncio.timeout(WAIT):
-            progress = [e async for e in stream if isinstance(e, Progress)]
+            progress = [e async for e in stream if isinstance(e, protocol.Progress)]
         await result(h)
     finally:
         await svc.close()
@@ -530,44 +524,44 @@ async def test_previews_are_rendered_only_while_someone_listens(engine: FakeEngi
 async def test_queued_events_go_only_to_listened_jobs_once_per_loop_turn(
     service: GenerationService, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    published: dict[str, list[JobEvent]] = {}
+    published: dict[str, list[protocol.JobEvent]] = {}
     original = Job.publish
 
-    def counting_publish(job: Job, event: JobEvent) -> None:
+    def counting_publish(job: Job, event: protocol.JobEvent) -> None:
         published.setdefault(job.job_id, []).append(event)
         original(job, event)
 
     monkeypatch.setattr(Job, "publish", counting_publish)
-    engine.hold.clear()
-    blocker = service.submit("x", "zed", req("x"))
-    await wait_for(blocker, Started)
+    await hold_engine_with_one_running_job(service, engine, owner="zed")
     handles = [service.submit(f"j{i}", f"u{i}", req(f"j{i}")) for i in range(8)]
     listened = collect(handles[7])  # subscribed in the same turn: it sees its position at once
     assert service.cancel("j0") and service.cancel("j1")  # same turn: one pass, one event
     others = handles[2:7]
-    assert await wait_for(handles[7], Queued) == Queued(6)
-    assert [e for e in published["j7"] if isinstance(e, Queued)] == [Queued(6)]
+    assert await wait_for(handles[7], protocol.Queued) == protocol.Queued(6)
+    assert [e for e in published["j7"] if isinstance(e, protocol.Queued)] == [protocol.Queued(6)]
     engine.hold.set()
     for h in others:
         await result(h)
     events = await listened
-    queued = [e for e in published["j7"] if isinstance(e, Queued)]
-    assert queued == [Queued(n) for n in range(6, 0, -1)]  # each dispatch moved it up by one
-    assert events[0] == Queued(6) and events.index(Started()) > events.index(Queued(1))
+    queued = [e for e in published["j7"] if isinstance(e, protocol.Queued)]
+    assert queued == [protocol.Queued(n) for n in range(6, 0, -1)]  # each dispatch moved it up by one
+    assert events[0] == protocol.Queued(6) and events.index(protocol.Started()) > events.index(
+        protocol.Queued(1)
+    )
     for h in others:  # nobody listened to these: no Queued event was made for them at all
-        assert not [e for e in published[h.job_id] if isinstance(e, Queued)]
+        assert not [e for e in published[h.job_id] if isinstance(e, protocol.Queued)]
     # 8 waiting jobs moved up 6 times: n² events before, now one per move of the one listened job
-    assert sum(isinstance(e, Queued) for es in published.values() for e in es) == 6
+    assert sum(isinstance(e, protocol.Queued) for es in published.values() for e in es) == 6
 
 
 async def test_queue_positions_are_coalesced_over_the_interval(
     engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    published: list[JobEvent] = []
+    published: list[protocol.JobEvent] = []
     original = Job.publish
 
-    def counting_publish(job: Job, event: JobEvent) -> None:
-        if job.job_id == "j7" and isinstance(event, Queued):
+    def counting_publish(job: Job, event: protocol.JobEvent) -> None:
+        if job.job_id == "j7" and isinstance(event, protocol.Queued):
             published.append(event)
         original(job, event)
 
@@ -576,10 +570,12 @@ async def test_queue_positions_are_coalesced_over_the_interval(
     await svc.start()
     try:
         engine.hold.clear()
-        await wait_for(svc.submit("x", "zed", req("x")), Started)
+        await wait_for(svc.submit("x", "zed", req("x")), protocol.Started)
         handles = [svc.submit(f"j{i}", f"u{i}", req(f"j{i}")) for i in range(8)]
         listened = collect(handles[7])
-        assert await wait_for(handles[7], Queued) == Queued(8)  # a new reader: its position at once
+        assert await wait_for(handles[7], protocol.Queued) == protocol.Queued(
+            8
+        )  # a new reader: its position at once
         engine.hold.set()
         for h in handles:
             await result(h)
@@ -588,25 +584,27 @@ async def test_queue_positions_are_coalesced_over_the_interval(
         await svc.close()
     # Seven dispatches moved it up inside one interval: no positions pass ran, so none was published.
     assert published == []
-    assert [e for e in events if isinstance(e, Queued)] == [Queued(8)] and Started() in events
+    assert [e for e in events if isinstance(e, protocol.Queued)] == [
+        protocol.Queued(8)
+    ] and protocol.Started() in events
 
 
 async def test_a_late_reader_of_an_unlistened_job_gets_its_current_position(
     service: GenerationService, engine: FakeEngine
 ) -> None:
-    engine.hold.clear()
-    blocker = service.submit("x", "zed", req("x"))
-    await wait_for(blocker, Started)
+    await hold_engine_with_one_running_job(service, engine, owner="zed")
     a, b, c = (service.submit(j, j.upper(), req(j)) for j in "abc")
     c_stream = c.events()
     async with asyncio.timeout(WAIT):
-        assert await anext(c_stream) == Queued(3)
+        assert await anext(c_stream) == protocol.Queued(3)
         service.cancel("a")
-        assert await anext(c_stream) == Queued(2)  # the positions pass has run
-        assert await anext(b.events()) == Queued(1)  # b moved without a reader: computed, not stale
+        assert await anext(c_stream) == protocol.Queued(2)  # the positions pass has run
+        assert await anext(b.events()) == protocol.Queued(1)  # b moved without a reader: computed, not stale
         service.cancel("b")
-        assert await anext(c.events()) == Queued(1)  # subscribed before the pending pass: flushed now
-    assert isinstance(await failure(a), JobCancelled)
+        assert await anext(c.events()) == protocol.Queued(
+            1
+        )  # subscribed before the pending pass: flushed now
+    assert isinstance(await failure(a), protocol.JobCancelled)
     engine.hold.set()
     await result(c)
     assert service.queue_snapshot() == []
@@ -623,8 +621,8 @@ async def test_close_cancels_waiting_and_running_jobs_and_joins_the_worker(engin
     await in_step(engine)
     waiting = svc.submit("w", "b", req("w"))
     closing = asyncio.create_task(svc.close())
-    assert isinstance(await failure(waiting), JobCancelled)
-    assert isinstance(await failure(running), JobCancelled)
+    assert isinstance(await failure(waiting), protocol.JobCancelled)
+    assert isinstance(await failure(running), protocol.JobCancelled)
     engine.hold.set()
     async with asyncio.timeout(WAIT):
         await closing
@@ -636,7 +634,7 @@ async def test_close_does_not_wait_forever_on_a_hung_worker(engine: FakeEngine) 
     await svc.start()
     engine.hold.clear()
     hung = svc.submit("hung", "a", req("hung"))
-    assert isinstance(await failure(hung), JobFailed)
+    assert isinstance(await failure(hung), protocol.JobFailed)
     assert svc.stuck
     try:
         async with asyncio.timeout(WAIT / 2):
@@ -666,7 +664,7 @@ async def test_real_tiny_job_completes_with_previews_and_parameters(tiny_engine:
         h = svc.submit("real", "a", tiny_request(seeds=(3,)))
         events = collect(h)
         res = await result(h)
-        progress = [e for e in await events if isinstance(e, Progress)]
+        progress = [e for e in await events if isinstance(e, protocol.Progress)]
     finally:
         await svc.close()
     (image,) = res.images

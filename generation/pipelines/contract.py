@@ -37,10 +37,7 @@ class Engine(Protocol):
         ...
 
     def run_batch(
-        self,
-        requests: Sequence[GenerationRequest],
-        sources: Sequence[bytes | None],
-        on_step: StepCallback,
+        self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None], on_step: StepCallback
     ) -> list[list[GeneratedImage]]:
         """Run requests with equal `batch_key()` as one pipeline call, one generator per image, so
         every image equals what it would be alone. `sources[i]` is request i's source image bytes

@@ -148,10 +148,7 @@ class DiffusersEngine:
     # -- the batch ----------------------------------------------------------------------------------
 
     def run_batch(
-        self,
-        requests: Sequence[GenerationRequest],
-        sources: Sequence[bytes | None],
-        on_step: StepCallback,
+        self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None], on_step: StepCallback
     ) -> list[list[GeneratedImage]]:
         """One pipeline call for every image of `requests` (equal `batch_key()`); see `Engine.run_batch`."""
         self._check_batch(requests, sources)
