@@ -13,17 +13,7 @@ used.
 
 Source images are read on the driver (`image_store.get`) and sent in the call.
 
-Several drivers, one deployment (many bot processes on one cluster): `start()` joins the Serve app
-named `app_name` if it already runs (`serve.get_app_handle`) instead of redeploying it, so only the
-first process deploys, and only the process that deployed deletes the app on `close()` (one that joined
-leaves it running). An app found running another model (its profile's name is not `model_id`) is
-redeployed with this driver's settings. Free slots are per driver: each counts the app's running
-replicas × `max_ongoing` as its own, so with N drivers up to N × that many batches are in flight at
-once; the excess waits in Serve's handle queue (first come first served between drivers) until a
-replica is free, and that wait counts against the batch's time limit. Fairness across processes is
-kept before that point, by the shared queue's claim order and each claim source's small `capacity`
-(`jobs.claims.ClaimSource`). Two processes starting at the same moment may both deploy; the
-second deploy updates the app in place (a broken stream is requeued, as for a lost replica).
+Several drivers may share one deployment (`generation.backends.ray_app.ServeApp` joins or deploys it).
 
 Cancel: a waiting job leaves the queue. A member of a running batch is settled `JobCancelled` at once
 and dropped from delivery; the batch is stopped (`DeploymentResponseGenerator.cancel()`, which sets
@@ -46,11 +36,8 @@ import itertools
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from ray import serve
 
 from generation.backends.protocol import (
     GenerationResult,
@@ -59,26 +46,12 @@ from generation.backends.protocol import (
     Progress,
     Started,
 )
-from generation.backends.ray_cluster import (
-    DeploySpec,
-    connect,
-    deploy,
-    existing_app,
-    gpus_per_replica,
-    kill_replica,
-    running_replicas,
-    shutdown_ray,
-)
-from generation.backends.ray_replica import (
-    BatchCall,
-    BatchDone,
-    DiffusersFactory,
-    EngineFactory,
-    ReplicaStarted,
-    TokenCounter,
-)
+from generation.backends.ray_app import ServeApp
+from generation.backends.ray_batch import Batch, SchedulerStats, read_sources
+from generation.backends.ray_cluster import kill_replica
+from generation.backends.ray_replica import BatchCall, BatchDone, EngineFactory, ReplicaStarted
 from generation.pipelines.options import OptimiseOptions
-from generation.prompts.request import GenerationRequest, ModelProfile
+from generation.prompts.request import ModelProfile
 from generation.scheduling.batch_run import StepDone, outcome_for, timeout_message
 
 # The job state, its handle and event streams are the local service's, so both backends behave alike.
@@ -86,31 +59,6 @@ from generation.scheduling.job_state import Job, SourceImages
 from generation.scheduling.scheduler import SHUTDOWN_MESSAGE, JobScheduler
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SchedulerStats:
-    """Counters for benchmarks and tests: time spent in this module's scheduling code."""
-
-    scheduler_s: float = 0.0  # picking batches, reading stream messages, settling jobs (loop thread)
-    batches: int = 0  # streaming calls sent
-    jobs_settled: int = 0
-    requeued: int = 0  # jobs put back after a broken stream
-
-
-@dataclass(eq=False)
-class _Batch:
-    """Jobs sent to a replica as one streaming call."""
-
-    jobs: list[Job]
-    attempt: int = 1
-    replica: str | None = None
-    response: Any = None  # DeploymentResponseGenerator while in flight
-    stopped: bool = False  # all members cancelled, or abandoned by the watchdog / close()
-    requeued: bool = False  # its live jobs went back to the queue in a new batch
-    task: asyncio.Task[None] | None = None
-    watchdog: asyncio.TimerHandle | None = None
-    batch_id: str = field(default="")
 
 
 class RayBackend(JobScheduler):
@@ -144,43 +92,33 @@ class RayBackend(JobScheduler):
         already connected to Ray stays on its cluster). `engine_factory` replaces
         `DiffusersFactory(model_id, device, cache_dir, optimise)` (stand-in engines for tests and
         benchmarks). `replica_cpus`: CPUs Ray reserves per replica (None: Serve's default of 1)."""
-        if replicas is not None and autoscale is not None:
-            raise ValueError("give replicas or autoscale, not both")
-        if replicas is not None and replicas < 1:
-            raise ValueError("replicas must be at least 1")
-        if autoscale is not None and not 1 <= autoscale[0] <= autoscale[1]:
-            raise ValueError("autoscale must be (min, max) with 1 <= min <= max")
-        if max_ongoing < 1:
-            raise ValueError("max_ongoing must be at least 1")
         super().__init__(position_interval_s=position_interval_s)
         self.model_id = model_id
         self.device = device
-        self._replicas = replicas if replicas is not None else 1  # unused when autoscaling
-        self._autoscale = autoscale
-        self._address = address
+        self._serve = ServeApp(
+            model_id,
+            device,
+            replicas=replicas,
+            autoscale=autoscale,
+            address=address,
+            cache_dir=cache_dir,
+            optimise=optimise,
+            engine_factory=engine_factory,
+            max_ongoing=max_ongoing,
+            replica_cpus=replica_cpus,
+            app_name=app_name,
+        )
         self._images = image_store
         self._timeout = job_timeout_s
         self._max_batch = max_batch
-        self._cache_dir = cache_dir
-        self._optimise = optimise
-        self._factory = engine_factory
-        self._max_ongoing = max_ongoing
-        self._replica_cpus = replica_cpus
-        self._app = app_name
         self._preview_interval = preview_interval_s
         self._progress_interval = progress_interval_s
         self._grace = watchdog_grace_s
         self._max_attempts = max_attempts
         self._profile: ModelProfile | None = None
-        self._counter: TokenCounter | None = None
-        self._native_cap = 1
-        self._handle: Any = None
-        self._owns_ray = False
-        self._owns_app = False  # this driver deployed the app (else it joined one already running)
-        self._retry: deque[_Batch] = deque()  # broken batches: they run before anything waiting
-        self._running: list[_Batch] = []
+        self._retry: deque[Batch] = deque()  # broken batches: they run before anything waiting
+        self._running: list[Batch] = []
         self._replica_of: dict[str, str] = {}
-        self._capacity = 0  # free slots when nothing runs: live replicas × max_ongoing
         self._poller: asyncio.Task[None] | None = None
         self._started = False
         self._ids = itertools.count(1)
@@ -215,64 +153,16 @@ class RayBackend(JobScheduler):
         self._profile = value
 
     async def start(self) -> None:
-        """Join or start the cluster, deploy the replicas (each loads the model once) unless the app
-        already runs (then join it), fetch the profile, a token counter and the batch cap from a
-        replica."""
+        """Join or start the cluster and the Serve app (`ServeApp.open`), then begin dispatching."""
         if self._started:
             raise RuntimeError("already started")
         self._started = True
         self._loop = asyncio.get_running_loop()
-        self._owns_ray = await asyncio.to_thread(connect, self._address)
-        self._handle = await asyncio.to_thread(existing_app, self._app)
-        if self._handle is not None:
-            self._profile = await self._handle.profile.remote()
-            if self._profile.name == self.model_id:
-                log.info("joining the running Serve app %r (deployed by another driver)", self._app)
-            else:  # a leftover of another configuration: replace it, as a fresh deploy would
-                log.warning(
-                    "Serve app %r runs %r, not %r: redeploying it",
-                    self._app,
-                    self._profile.name,
-                    self.model_id,
-                )
-                self._handle = None
-        if self._handle is None:
-            self._handle = await asyncio.to_thread(deploy, self._deploy_spec())
-            self._owns_app = True
-            self._profile = await self._handle.profile.remote()
-        self._counter = await self._handle.token_counter.remote()
-        profile = self.profile
-        native = profile.native_size
-        probe = GenerationRequest("probe", native, native, profile.default_steps, 7.5, (0,), self.model_id)
-        self._native_cap = max(1, await self._handle.max_batch_images.remote(probe))
-        if self._autoscale is None:
-            replicas = self._replicas
-            if not self._owns_app:  # the app's own replica count, not this driver's setting
-                replicas = await asyncio.to_thread(running_replicas, self._app) or replicas
-            self._capacity = replicas * self._max_ongoing
-        else:
-            self._capacity = self._autoscale[0] * self._max_ongoing
+        await self._serve.open()
+        self._profile = self._serve.profile
+        if self._serve.autoscale is not None:
             self._poller = self._loop.create_task(self._poll_replicas())
         self._schedule_dispatch()
-
-    def _deploy_spec(self) -> DeploySpec:
-        gpus = gpus_per_replica(self.device)
-        device = self.device
-        if gpus:
-            device = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES: the replica's GPU is its "cuda"
-        elif device == "auto":
-            device = "cpu"
-        factory = self._factory or DiffusersFactory(self.model_id, device, self._cache_dir, self._optimise)
-        return DeploySpec(
-            self._app,
-            self.model_id,
-            factory,
-            gpus,
-            self._max_ongoing,
-            self._replicas,
-            self._autoscale,
-            self._replica_cpus,
-        )
 
     async def close(self) -> None:
         """Cancel waiting and running jobs, delete the deployment if this driver deployed it, leave a
@@ -291,19 +181,15 @@ class RayBackend(JobScheduler):
         tasks = [b.task for b in self._running if b.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._handle is not None and self._owns_app:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(serve.delete, self._app)
-        if self._owns_ray:
-            await asyncio.to_thread(shutdown_ray)
+        await self._serve.close()
 
     # -- the GenerationBackend calls ----------------------------------------------------------------
 
     def count_tokens(self, text: str) -> int:
         """Tokens the model's tokenizer makes of `text` (a tokenizer fetched from a replica at start)."""
-        if self._counter is None:
+        if self._serve.counter is None:
             raise RuntimeError("RayBackend.start() has not finished")
-        return self._counter.count_tokens(text)
+        return self._serve.counter.count_tokens(text)
 
     def _on_cancel(self, job: Job) -> None:
         for batch in [*self._running, *self._retry]:
@@ -324,7 +210,7 @@ class RayBackend(JobScheduler):
     @property
     def deployed_here(self) -> bool:
         """True if `start()` deployed the app; False if it joined one another driver deployed."""
-        return self._owns_app
+        return self._serve.owns_app
 
     @property
     def running_batches(self) -> int:
@@ -341,14 +227,14 @@ class RayBackend(JobScheduler):
         return job.job_id in self._waiting or any(job in b.jobs for b in self._retry)
 
     def _slots(self) -> int:
-        slots = self._capacity
-        if self._autoscale is not None and (self._retry or self._waiting):
+        slots = self._serve.capacity
+        if self._serve.autoscale is not None and (self._retry or self._waiting):
             slots += 1  # one batch waiting at the handle tells Serve's autoscaler more are needed
         return slots
 
     def _dispatch(self) -> None:
         self._dispatch_scheduled = False
-        if self._closed or self._handle is None:
+        if self._closed or self._serve.handle is None:
             return
         began = time.perf_counter()
         sent = False
@@ -362,7 +248,7 @@ class RayBackend(JobScheduler):
             self._publish_positions()
         self.stats.scheduler_s += time.perf_counter() - began
 
-    def _next_batch(self) -> _Batch | None:
+    def _next_batch(self) -> Batch | None:
         while self._retry:
             batch = self._retry.popleft()
             batch.jobs = [j for j in batch.jobs if not j.done]
@@ -371,7 +257,7 @@ class RayBackend(JobScheduler):
         jobs = self._waiting.pop_batch(
             key_of=lambda j: j.request.batch_key(), size_of=lambda j: j.request.count, cap_of=self._cap_of
         )
-        return _Batch(jobs) if jobs else None
+        return Batch(jobs) if jobs else None
 
     def _cap_of(self, job: Job) -> int:
         if self._max_batch is not None:
@@ -379,9 +265,9 @@ class RayBackend(JobScheduler):
         # The replica's cap at the native size, scaled by area (the replica splits on OutOfMemory).
         native = self.profile.native_size
         area = job.request.width * job.request.height
-        return max(1, int(self._native_cap * native * native / area))
+        return max(1, int(self._serve.native_cap * native * native / area))
 
-    def _send(self, batch: _Batch) -> None:
+    def _send(self, batch: Batch) -> None:
         assert self._loop is not None
         batch.batch_id = f"b{next(self._ids)}"
         batch.stopped = False
@@ -392,12 +278,12 @@ class RayBackend(JobScheduler):
             job.publish(Started())
         batch.task = self._loop.create_task(self._run(batch))
 
-    async def _run(self, batch: _Batch) -> None:
+    async def _run(self, batch: Batch) -> None:
         try:
             call = await self._make_call(batch)
             if call is None:
                 return
-            batch.response = self._handle.options(stream=True).run.remote(call)
+            batch.response = self._serve.handle.options(stream=True).run.remote(call)
             if batch.stopped:  # everyone cancelled while the sources were read
                 batch.response.cancel()
                 return
@@ -419,21 +305,10 @@ class RayBackend(JobScheduler):
                         self._settle(job, JobFailed("generation failed: the worker returned no result"))
             self._schedule_dispatch()
 
-    async def _make_call(self, batch: _Batch) -> BatchCall | None:
-        sources: list[bytes | None] = []
-        live: list[Job] = []
-        for job in batch.jobs:
-            digest = job.request.source_image
-            if digest is None:
-                sources.append(None)
-                live.append(job)
-                continue
-            try:
-                sources.append(await asyncio.to_thread(self._images.get, digest))
-                live.append(job)
-            except Exception:
-                log.exception("source image %s of job %s is missing", digest, job.job_id)
-                self._settle(job, JobFailed("the source image is no longer available"))
+    async def _make_call(self, batch: Batch) -> BatchCall | None:
+        live, sources, missing = await read_sources(batch.jobs, self._images)
+        for job in missing:
+            self._settle(job, JobFailed("the source image is no longer available"))
         batch.jobs = live
         if not live:
             return None
@@ -446,7 +321,7 @@ class RayBackend(JobScheduler):
             progress_interval_s=self._progress_interval,
         )
 
-    def _on_message(self, batch: _Batch, message: object) -> None:
+    def _on_message(self, batch: Batch, message: object) -> None:
         began = time.perf_counter()
         if isinstance(message, StepDone):
             for index, png in message.previews.items():
@@ -464,7 +339,7 @@ class RayBackend(JobScheduler):
                 self._settle(job, outcome_for(job.job_id, outcome))
         self.stats.scheduler_s += time.perf_counter() - began
 
-    def _requeue(self, batch: _Batch, exc: BaseException) -> None:
+    def _requeue(self, batch: Batch, exc: BaseException) -> None:
         live = [j for j in batch.jobs if not j.done]
         if not live:
             return
@@ -482,15 +357,15 @@ class RayBackend(JobScheduler):
             len(live),
         )
         self.stats.requeued += len(live)
-        self._retry.append(_Batch(live, attempt=batch.attempt + 1))
+        self._retry.append(Batch(live, attempt=batch.attempt + 1))
         self._publish_positions()
 
-    def _stop(self, batch: _Batch) -> None:
+    def _stop(self, batch: Batch) -> None:
         batch.stopped = True
         if batch.response is not None:
             batch.response.cancel()
 
-    def _on_watchdog(self, batch: _Batch) -> None:
+    def _on_watchdog(self, batch: Batch) -> None:
         if batch not in self._running:
             return
         log.error("batch %s on %s hung past the time limit", batch.batch_id, batch.replica)
@@ -504,9 +379,7 @@ class RayBackend(JobScheduler):
         """Autoscaling: keep the slot count at running replicas × max_ongoing."""
         while not self._closed:
             try:
-                running = await asyncio.to_thread(running_replicas, self._app)
-                if running:
-                    self._capacity = running * self._max_ongoing
+                if await self._serve.refresh_capacity():
                     self._schedule_dispatch()
             except Exception:
                 log.exception("reading Serve's status failed")
