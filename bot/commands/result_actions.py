@@ -1,4 +1,5 @@
-"""Result buttons (U1–U4, V1–V4, 🔄) and reactions (🔄, 1️⃣–4️⃣) on result messages.
+"""Result buttons (U1–U4, V1–V4, 🔄) and reactions (🔄, 1️⃣–4️⃣) on result messages; `Cancel`, 📋
+and 🗑️ go on to `bot.commands.job_controls`.
 
 Whoever clicks or reacts spends their own quota. The job named by a button must exist and belong to
 this guild (custom ids are untrusted). Reactions have no interaction token: their results and
@@ -15,9 +16,17 @@ import discord
 
 from bot.commands.derive import check_parent, derive, source_bytes
 from bot.commands.errors import UserError, member_role_ids, report_error, send_private
+from bot.commands.job_controls import JobControls
 from bot.formatting import refusal_text
 from bot.services import Services
-from bot.views.custom_ids import CUSTOM_ID_PREFIX, Action, ButtonRef, new_job_id, parse_custom_id
+from bot.views.custom_ids import (
+    CUSTOM_ID_PREFIX,
+    DERIVING_ACTIONS,
+    Action,
+    ButtonRef,
+    new_job_id,
+    parse_custom_id,
+)
 from bot.views.result_buttons import REROLL_EMOJI
 from jobs.delivery import token_expiry
 from storage.interface import NewJob, Refusal, Reservation, StorageError
@@ -41,6 +50,7 @@ class ResultActions:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+        self.controls = JobControls(services)
 
     async def start_derived(
         self,
@@ -77,8 +87,11 @@ class ResultActions:
         return await bot.runner.submit(job, request, role_ids, upload_limit=upload_limit), request.count
 
     async def on_result_button(self, interaction: discord.Interaction[Any], ref: ButtonRef) -> None:
-        """A click on U/V/🔄 (called by the dynamic items)."""
+        """A click on any of the bot's buttons (called by the dynamic items)."""
         try:
+            if ref.action not in DERIVING_ACTIONS:
+                await self.controls.on_button(interaction, ref)
+                return
             await interaction.response.defer(thinking=True)
             interaction.extras["public_defer"] = True
             if interaction.channel_id is None:
