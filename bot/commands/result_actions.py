@@ -15,7 +15,9 @@ from typing import Any
 import discord
 
 from bot.commands.derive import check_parent, derive, source_bytes
+from bot.commands.describe import prompt_of
 from bot.commands.errors import UserError, member_role_ids, report_error, send_private
+from bot.commands.imagine import ImagineCommand
 from bot.commands.job_controls import JobControls
 from bot.formatting import refusal_text
 from bot.services import Services
@@ -24,10 +26,11 @@ from bot.views.custom_ids import (
     DERIVING_ACTIONS,
     Action,
     ButtonRef,
+    is_known_custom_id,
     new_job_id,
-    parse_custom_id,
 )
 from bot.views.result_buttons import REROLL_EMOJI
+from generation.prompts.request import PromptOptions
 from jobs.delivery import token_expiry
 from storage.interface import NewJob, Refusal, Reservation, StorageError
 
@@ -51,6 +54,7 @@ class ResultActions:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.controls = JobControls(services)
+        self.imagine = ImagineCommand(services)
 
     async def start_derived(
         self,
@@ -109,6 +113,18 @@ class ResultActions:
         except Exception as exc:
             await report_error(interaction, exc)
 
+    async def on_prompt_button(self, interaction: discord.Interaction[Any], index: int) -> None:
+        """`Imagine N` under a `/describe` answer: `/imagine` of that line's prompt, for the clicker."""
+        try:
+            message = interaction.message
+            me = interaction.client.user
+            prompt = prompt_of(message.content, index) if message is not None else None
+            if prompt is None or message is None or me is None or message.author.id != me.id:
+                raise UserError("That prompt isn't there any more.")
+            await self.imagine.run(interaction, prompt, PromptOptions(), None)
+        except Exception as exc:
+            await report_error(interaction, exc)
+
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         """A button in our namespace that no template matches (forged, or from an older version):
         say so, rather than leave the member with Discord's "interaction failed"."""
@@ -116,7 +132,7 @@ class ResultActions:
             return
         data: Mapping[str, Any] = interaction.data or {}
         custom_id = str(data.get("custom_id", ""))
-        if custom_id.startswith(CUSTOM_ID_PREFIX) and parse_custom_id(custom_id) is None:
+        if custom_id.startswith(CUSTOM_ID_PREFIX) and not is_known_custom_id(custom_id):
             await send_private(interaction, "That button isn't one I can act on any more.")
 
     async def on_raw_reaction_add(

@@ -41,6 +41,9 @@ CUSTOM_ID_PREFIX = "imagine:"
 # The templates DynamicItem classes register; index is 1-based in custom ids, as on the labels.
 INDEXED_TEMPLATE = rf"imagine:(?P<action>[vu]):(?P<job>{JOB_ID_PATTERN}):(?P<index>[1-{MAX_IMAGES}])"
 JOB_TEMPLATE = rf"imagine:(?P<action>[rcid]):(?P<job>{JOB_ID_PATTERN})"
+PROMPT_TEMPLATE = r"imagine:p:(?P<index>[1-4])"
+"""`Imagine 1`–`Imagine 4` under a `/describe` answer: the prompt is that message's line N."""
+_PROMPT_RE = re.compile(rf"^{PROMPT_TEMPLATE}$")
 _JOB_RENAMED = JOB_TEMPLATE.replace("?P<job>", "?P<jjob>").replace("?P<action>", "?P<jaction>")
 _FULL_RE = re.compile(rf"^(?:{INDEXED_TEMPLATE}|{_JOB_RENAMED})$")
 
@@ -74,6 +77,11 @@ def make_custom_id(ref: ButtonRef) -> str:
     if not 0 <= ref.index < MAX_IMAGES:
         raise ValueError(f"image index out of range: {ref.index}")
     return f"imagine:{ref.action.value}:{ref.job_id}:{ref.index + 1}"
+
+
+def is_known_custom_id(custom_id: str) -> bool:
+    """True for every custom id this version of the bot makes (a job's buttons and the prompt ones)."""
+    return parse_custom_id(custom_id) is not None or bool(_PROMPT_RE.match(custom_id))
 
 
 def parse_custom_id(custom_id: str) -> ButtonRef | None:

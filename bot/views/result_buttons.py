@@ -8,7 +8,14 @@ from typing import Any, Protocol
 
 import discord
 
-from bot.views.custom_ids import INDEXED_TEMPLATE, JOB_TEMPLATE, Action, ButtonRef, make_custom_id
+from bot.views.custom_ids import (
+    INDEXED_TEMPLATE,
+    JOB_TEMPLATE,
+    PROMPT_TEMPLATE,
+    Action,
+    ButtonRef,
+    make_custom_id,
+)
 
 REROLL_EMOJI = "🔄"
 INFO_EMOJI = "📋"
@@ -20,6 +27,8 @@ class ButtonActions(Protocol):
     """What a click calls (`bot.commands.result_actions.ResultActions`)."""
 
     async def on_result_button(self, interaction: discord.Interaction[Any], ref: ButtonRef) -> None: ...
+
+    async def on_prompt_button(self, interaction: discord.Interaction[Any], index: int) -> None: ...
 
 
 def _actions(interaction: discord.Interaction[Any]) -> ButtonActions:
@@ -96,4 +105,33 @@ def progress_view(job_id: str) -> discord.ui.View:
     """`Cancel`, on the message that shows a job's queue position and progress."""
     view = discord.ui.View(timeout=None)
     view.add_item(JobButton(ButtonRef(Action.CANCEL, job_id)))
+    return view
+
+
+class PromptButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=PROMPT_TEMPLATE):
+    """`Imagine 1`–`Imagine 4` under a `/describe` answer: draws that line's prompt for the clicker."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=f"Imagine {index}", style=discord.ButtonStyle.primary, custom_id=f"imagine:p:{index}"
+            )
+        )
+        self.index = index
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> PromptButton:
+        return cls(int(match["index"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await _actions(interaction).on_prompt_button(interaction, self.index)
+
+
+def prompts_view(count: int) -> discord.ui.View:
+    """`Imagine 1`…`Imagine {count}`, one row."""
+    view = discord.ui.View(timeout=None)
+    for index in range(1, count + 1):
+        view.add_item(PromptButton(index))
     return view
