@@ -20,7 +20,7 @@ from bot.commands.result_actions import ResultActions
 from bot.delivery.discord_outbox import DiscordOutbox
 from bot.services import Services
 from bot.settings import Settings
-from bot.views.result_buttons import ImageButton, RerollButton
+from bot.views.result_buttons import ImageButton, JobButton, PromptButton
 from generation.backends.protocol import GenerationBackend
 from generation.media.image_store import ImageStore
 from jobs.claims import ClaimSource
@@ -108,7 +108,7 @@ class ImagineBot(commands.Bot):
     async def setup_hook(self) -> None:
         for command in all_commands(self.services):
             self.tree.add_command(command)
-        self.add_dynamic_items(ImageButton, RerollButton)
+        self.add_dynamic_items(ImageButton, JobButton, PromptButton)
         guild = discord.Object(self.settings.sync_guild_id) if self.settings.sync_guild_id else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)

@@ -103,6 +103,9 @@ HELP_TEXT = """**/imagine** `prompt` — draw a picture. Options: `negative`, `a
 Inline flags work too: `--ar 16:9` `--seed 42` `--no text, watermark` `--steps 30` `--cfg 7.5` `--n 4` \
 `--strength 0.6`. A slash option wins over the same inline flag.
 Under a result: **U1–U4** upscale one image, **V1–V4** make variations of it, **🔄** rerolls with new seeds. \
-Reacting with 🔄 or 1️⃣–4️⃣ on a result does the same.
-**/usage** your limits and what's left · **/queue** what's waiting · **/cancel** stop your job.
+Reacting with 🔄 or 1️⃣–4️⃣ on a result does the same. **📋** shows a result's parameters, **🗑️** deletes it \
+(yours, or with Manage Messages); **Cancel** on a progress message stops your job.
+**/usage** your limits and what's left · **/queue** what's waiting · **/cancel** stop your job · \
+**/show** `job` post a result again · **/describe** `image` (or Apps → Describe on a message): four prompts \
+for a picture, with **Imagine 1–4** buttons.
 Admins (Manage Server): **/limits show|set|reset**, **/blocklist add|remove|list**."""

@@ -54,6 +54,7 @@ class Settings:
     log_level: str = "INFO"
     sync_guild_id: int | None = None
     model_cache_dir: Path | None = None
+    describe_model: str | None = None  # DESCRIBE_MODEL: the /describe captioner (hub id, folder, or tiny)
     optimise: OptimiseOptions = field(default_factory=OptimiseOptions)  # OPTIMISE=channels_last,…
 
     @property
@@ -183,6 +184,7 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
         sync_guild_id=_int(env, "SYNC_GUILD_ID", None, minimum=1),
         optimise=optimise,
         model_cache_dir=Path(cache) if cache else None,
+        describe_model=_str(env, "DESCRIBE_MODEL"),
     )
 
 

@@ -4,6 +4,7 @@ in Discord's markdown (mentions are `<@id>`)."""
 from __future__ import annotations
 
 from generation.prompts.request import GenerationRequest, Mode
+from storage.interface import JobRecord, JobState
 
 MAX_PROMPT_SHOWN = 1500
 
@@ -63,3 +64,37 @@ def queued_text(position: int) -> str:
 def progress_text(step: int, total: int) -> str:
     """Progress text while running."""
     return f"Generating… step {step} of {total}"
+
+
+def made_from(job: JobRecord, request: GenerationRequest) -> str:
+    """What a job started from: a prompt, the member's picture, or image n of an earlier job."""
+    parent = f"job `{job.parent_job_id}`" if job.parent_job_id else "an earlier job"
+    image = f"image {job.parent_index + 1} of {parent}" if job.parent_index is not None else parent
+    if request.mode is Mode.VARIATION:
+        return f"a variation of {image}"
+    if request.mode is Mode.UPSCALE:
+        return f"an upscale of {image}"
+    if request.mode is Mode.IMG2IMG:
+        return "the member's own picture"
+    return f"a reroll of {parent}" if job.parent_job_id else "the prompt alone"
+
+
+def details_text(job: JobRecord, request: GenerationRequest) -> str:
+    """Everything about a job (the 📋 button): prompt, negative, seeds, model, size, steps, source."""
+    seeds = job.seeds or request.seeds
+    negative = quote(shorten(request.negative_prompt, 200)) if request.negative_prompt else "(none)"
+    lines = [
+        f"**Job `{job.job_id}`** by <@{job.owner_id}>: {job.state.value}",
+        f"**Prompt:** {quote(shorten(request.prompt, MAX_PROMPT_SHOWN))}",
+        f"**Negative:** {negative}",
+        f"**Seeds:** {', '.join(str(s) for s in seeds)}",
+        f"**Model:** {quote(request.model)} · **Sampler:** the model's own",
+        f"**Size:** {request.width}×{request.height} ({request.aspect}) · **Steps:** {request.steps} · "
+        f"**CFG:** {request.guidance:g}",
+        f"**Made from:** {made_from(job, request)}",
+    ]
+    if request.strength is not None and request.mode is not Mode.TXT2IMG:
+        lines.append(f"**Strength:** {request.strength:g}")
+    if job.error and job.state is not JobState.DONE:
+        lines.append(f"**Why it ended:** {quote(shorten(job.error, 300))}")
+    return "\n".join(lines)

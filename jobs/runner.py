@@ -328,9 +328,11 @@ class JobRunner:
         *,
         spoiler: bool,
         mention: bool,
+        upload_limit: int | None = None,
     ) -> ResultPost:
-        """The result message: one PNG (a grid when there are several images), fit to the upload limit."""
-        limit = self._upload_limits.get(job.job_id) or self.outbox.upload_limit(job.guild_id)
+        """The result message: one PNG (a grid when there are several images), fit to the upload limit
+        (`upload_limit`, else the one the job's interaction said, else the guild's)."""
+        limit = upload_limit or self._upload_limits.get(job.job_id) or self.outbox.upload_limit(job.guild_id)
         image = grid_2x2(pngs) if len(pngs) > 1 else pngs[0]
         data, ext = fit_to_size(image, limit)
         name = f"{'SPOILER_' if spoiler else ''}imagine_{job.job_id}.{ext}"

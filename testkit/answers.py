@@ -7,17 +7,18 @@ import re
 from testkit.discord_loopback import InteractionRecord, Message
 
 JOB_RE = re.compile(r"imagine:[uvr]:([0-9a-f]{12})")
-"""A result button's custom id; group 1 is the job id."""
+"""A result button's custom id (whole, it is the 🔄 one's); group 1 is the job id."""
 
 
 def is_result(message: Message | None) -> bool:
-    """A finished result: live, not loading, with an attachment and the result buttons."""
+    """A finished result: live, not loading, with an attachment and the result buttons (a progress
+    message has a preview and a `Cancel` button, but no 🔄)."""
     return (
         message is not None
         and not message.deleted
         and not message.loading
         and bool(message.attachments)
-        and any(cid.startswith("imagine:") for cid in message.custom_ids)
+        and any(JOB_RE.fullmatch(cid) for cid in message.custom_ids)
     )
 
 

@@ -29,6 +29,7 @@ from generation.backends.local import GenerationService
 from generation.media.image_store import ImageStore
 from generation.pipelines.contract import OutOfMemory
 from storage.interface import Limits
+from storage.postgres import open_pg_store
 from storage.sqlite import SqliteStore, open_store
 from testkit.answers import is_result
 from testkit.discord_loopback import Channel, DiscordLoopback, Guild, InteractionRecord, Member, Message
@@ -173,7 +174,11 @@ class BotWorld:
         resumed stored work."""
         assert self.running is None, "stop the running bot first"
         settings = self.settings()
-        store = await open_store(settings.database_path, settings.default_limits)
+        store: Any
+        if settings.database_url:  # PostgreSQL: the bot claims its jobs through `jobs.claims.ClaimSource`
+            store = await open_pg_store(settings.database_url, settings.default_limits)
+        else:
+            store = await open_store(settings.database_path, settings.default_limits)
         images = ImageStore(settings.output_dir)
         model = self.tiny_model
         wrapper = self.engine_wrapper

@@ -137,13 +137,13 @@ async def test_imagine_with_inline_flags(world: BotWorld) -> None:
     assert text.startswith("a red fox") and "Seed: 42" in text and "Size: 88x48" in text
     assert "42, 43, 44, 45" in text
     assert "a red fox" in result.content and "42" in result.content
-    assert len(result.custom_ids) == 9
+    assert len(result.custom_ids) == 11
     labels = [
         c.get("label") or c.get("emoji", {}).get("name")
         for row in result.components
         for c in row["components"]
     ]
-    assert sorted(labels) == sorted(["U1", "U2", "U3", "U4", "🔄", "V1", "V2", "V3", "V4"])
+    assert sorted(labels) == sorted(["U1", "U2", "U3", "U4", "🔄", "V1", "V2", "V3", "V4", "📋", "🗑️"])
     job = await world.store.get_job(job_of(result))
     assert job is not None and job.state is JobState.DONE and job.seeds == (42, 43, 44, 45)
 
@@ -154,7 +154,7 @@ async def test_slash_options_win_over_inline_flags(world: BotWorld) -> None:
     assert size_of(png_of(result)) == (56, 72)
     text = params(result)
     assert "Seed: 7" in text and "Steps: 2" in text
-    assert len(result.custom_ids) == 3  # U1, 🔄, V1
+    assert len(result.custom_ids) == 5  # U1, 🔄, V1, 📋, 🗑️
 
 
 async def test_same_seed_same_pixels(world: BotWorld) -> None:
@@ -209,7 +209,7 @@ async def test_u1_click_makes_one_larger_image(world: BotWorld, fox: Message) ->
     result = await world.wait_result(click)
     assert "(upscale)" in result.content
     assert size_of(png_of(result)) == (2 * NATIVE, 2 * NATIVE)
-    assert len(result.custom_ids) == 3
+    assert len(result.custom_ids) == 5  # U1, 🔄, V1, 📋, 🗑️
 
 
 async def test_reaction_reroll_posts_to_channel_mentioning_reactor(world: BotWorld, fox: Message) -> None:

@@ -103,6 +103,9 @@ def test_custom_ids_round_trip() -> None:
         ButtonRef(Action.VARIATION, job, 0),
         ButtonRef(Action.UPSCALE, job, 3),
         ButtonRef(Action.REROLL, job),
+        ButtonRef(Action.CANCEL, job),
+        ButtonRef(Action.INFO, job),
+        ButtonRef(Action.DELETE, job),
     ):
         cid = make_custom_id(ref)
         assert len(cid) <= 100 and parse_custom_id(cid) == ref
@@ -117,6 +120,8 @@ def test_custom_ids_round_trip() -> None:
         "imagine:v:0123456789ab:0",
         "imagine:x:0123456789ab:1",
         "imagine:r:0123456789ab:1",
+        "imagine:c:0123456789ab:1",  # job controls carry no index
+        "imagine:d:0123456789ab:2",
         "imagine:v:0123456789ab:1 ",
         "imagine:v:0123456789ab:1' OR 1=1 --",
         "imagine:u:0123456789AB:1",

@@ -11,11 +11,21 @@ from typing import Any
 from discord import app_commands
 
 from bot.commands.admin import admin_commands
+from bot.commands.describe import DescribeCommand, describe_commands
 from bot.commands.imagine import imagine_commands
+from bot.commands.job_controls import job_control_commands
 from bot.commands.member import member_commands
 from bot.services import Services
 
 
-def all_commands(services: Services) -> list[app_commands.Command[Any, Any, Any] | app_commands.Group]:
+def all_commands(
+    services: Services,
+) -> list[app_commands.Command[Any, Any, Any] | app_commands.Group | app_commands.ContextMenu]:
     """Every application command the bot offers, built over its services."""
-    return [*imagine_commands(services), *member_commands(services), *admin_commands(services)]
+    return [
+        *imagine_commands(services),
+        *member_commands(services),
+        *job_control_commands(services),
+        *describe_commands(services, DescribeCommand(services)),
+        *admin_commands(services),
+    ]

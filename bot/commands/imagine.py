@@ -35,7 +35,8 @@ def random_seed() -> int:
     return secrets.randbelow(2**32)
 
 
-def _check_attachment(image: discord.Attachment, limit: int) -> None:
+def check_attachment(image: discord.Attachment, limit: int) -> None:
+    """A UserError unless `image` is a picture within `limit` bytes (by its size and content type)."""
     if image.size > limit:
         raise UserError(
             f"That picture is {image.size / 2**20:.1f} MiB; the limit here is {limit / 2**20:.1f} MiB."
@@ -115,7 +116,7 @@ class ImagineCommand:
             raise UserError("`/imagine` only works in a server channel.")
         limit = interaction.filesize_limit
         if image is not None:
-            _check_attachment(image, limit)
+            check_attachment(image, limit)
         request = parse_prompt(
             text,
             options,

@@ -1,4 +1,5 @@
-"""Result buttons (U1–U4, V1–V4, 🔄) and reactions (🔄, 1️⃣–4️⃣) on result messages.
+"""Result buttons (U1–U4, V1–V4, 🔄) and reactions (🔄, 1️⃣–4️⃣) on result messages; `Cancel`, 📋
+and 🗑️ go on to `bot.commands.job_controls`.
 
 Whoever clicks or reacts spends their own quota. The job named by a button must exist and belong to
 this guild (custom ids are untrusted). Reactions have no interaction token: their results and
@@ -14,11 +15,22 @@ from typing import Any
 import discord
 
 from bot.commands.derive import check_parent, derive, source_bytes
+from bot.commands.describe import prompt_of
 from bot.commands.errors import UserError, member_role_ids, report_error, send_private
+from bot.commands.imagine import ImagineCommand
+from bot.commands.job_controls import JobControls
 from bot.formatting import refusal_text
 from bot.services import Services
-from bot.views.custom_ids import CUSTOM_ID_PREFIX, Action, ButtonRef, new_job_id, parse_custom_id
+from bot.views.custom_ids import (
+    CUSTOM_ID_PREFIX,
+    DERIVING_ACTIONS,
+    Action,
+    ButtonRef,
+    is_known_custom_id,
+    new_job_id,
+)
 from bot.views.result_buttons import REROLL_EMOJI
+from generation.prompts.request import PromptOptions
 from jobs.delivery import token_expiry
 from storage.interface import NewJob, Refusal, Reservation, StorageError
 
@@ -41,6 +53,8 @@ class ResultActions:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+        self.controls = JobControls(services)
+        self.imagine = ImagineCommand(services)
 
     async def start_derived(
         self,
@@ -77,8 +91,11 @@ class ResultActions:
         return await bot.runner.submit(job, request, role_ids, upload_limit=upload_limit), request.count
 
     async def on_result_button(self, interaction: discord.Interaction[Any], ref: ButtonRef) -> None:
-        """A click on U/V/🔄 (called by the dynamic items)."""
+        """A click on any of the bot's buttons (called by the dynamic items)."""
         try:
+            if ref.action not in DERIVING_ACTIONS:
+                await self.controls.on_button(interaction, ref)
+                return
             await interaction.response.defer(thinking=True)
             interaction.extras["public_defer"] = True
             if interaction.channel_id is None:
@@ -96,6 +113,18 @@ class ResultActions:
         except Exception as exc:
             await report_error(interaction, exc)
 
+    async def on_prompt_button(self, interaction: discord.Interaction[Any], index: int) -> None:
+        """`Imagine N` under a `/describe` answer: `/imagine` of that line's prompt, for the clicker."""
+        try:
+            message = interaction.message
+            me = interaction.client.user
+            prompt = prompt_of(message.content, index) if message is not None else None
+            if prompt is None or message is None or me is None or message.author.id != me.id:
+                raise UserError("That prompt isn't there any more.")
+            await self.imagine.run(interaction, prompt, PromptOptions(), None)
+        except Exception as exc:
+            await report_error(interaction, exc)
+
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         """A button in our namespace that no template matches (forged, or from an older version):
         say so, rather than leave the member with Discord's "interaction failed"."""
@@ -103,7 +132,7 @@ class ResultActions:
             return
         data: Mapping[str, Any] = interaction.data or {}
         custom_id = str(data.get("custom_id", ""))
-        if custom_id.startswith(CUSTOM_ID_PREFIX) and parse_custom_id(custom_id) is None:
+        if custom_id.startswith(CUSTOM_ID_PREFIX) and not is_known_custom_id(custom_id):
             await send_private(interaction, "That button isn't one I can act on any more.")
 
     async def on_raw_reaction_add(

@@ -12,7 +12,7 @@ from typing import Any, cast
 import aiohttp
 import discord
 
-from bot.views.result_buttons import result_view
+from bot.views.result_buttons import progress_view, result_view
 from jobs.delivery import DEFAULT_UPLOAD_LIMIT, OutFile, ResultPost, TokenGone, TransientDeliveryError
 from storage.interface import JobRecord
 
@@ -20,7 +20,8 @@ from storage.interface import JobRecord
 ORIGINAL = cast(int, "@original")
 
 
-def _files(files: tuple[OutFile, ...]) -> list[discord.File]:
+def discord_files(files: tuple[OutFile, ...]) -> list[discord.File]:
+    """Attachments as discord.py uploads."""
     return [discord.File(io.BytesIO(f.data), filename=f.filename) for f in files]
 
 
@@ -69,8 +70,9 @@ class DiscordOutbox:
         return discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(job.owner_id)])
 
     async def show_progress(self, job: JobRecord, text: str, preview_png: bytes | None) -> None:
-        files = _files((OutFile("preview.png", preview_png),)) if preview_png else []
-        await self._webhook(job).edit_message(ORIGINAL, content=text, attachments=files)
+        files = discord_files((OutFile("preview.png", preview_png),)) if preview_png else []
+        view = progress_view(job.job_id)
+        await self._webhook(job).edit_message(ORIGINAL, content=text, attachments=files, view=view)
 
     async def post_result(self, job: JobRecord, post: ResultPost, *, via_token: bool) -> tuple[int, int]:
         view = result_view(post.job_id, post.image_count)
@@ -79,14 +81,14 @@ class DiscordOutbox:
                 message: discord.Message | discord.WebhookMessage = await self._webhook(job).edit_message(
                     ORIGINAL,
                     content=post.content,
-                    attachments=_files(post.files),
+                    attachments=discord_files(post.files),
                     view=view,
                     allowed_mentions=self._mentions(job),
                 )
             else:
                 message = await self._channel(job).send(
                     post.content,
-                    files=_files(post.files),
+                    files=discord_files(post.files),
                     view=view,
                     allowed_mentions=self._mentions(job),
                     nonce=result_nonce(job.job_id),  # a retry of a post that did land returns it

@@ -1,4 +1,6 @@
-"""Job ids and the result buttons' `custom_id`s (`imagine:v:<job>:<i>`, `imagine:u:…`, `imagine:r:<job>`).
+"""Job ids and the buttons' `custom_id`s: `imagine:v:<job>:<i>` and `imagine:u:…` (an image of a
+result), `imagine:r:<job>` (reroll), `imagine:c:<job>` (cancel, on a progress message),
+`imagine:i:<job>` (📋 the job's parameters) and `imagine:d:<job>` (🗑️ delete the result).
 
 Custom ids come back from Discord untrusted: `parse_custom_id` accepts only the exact shapes made
 here (a forged id is then checked against the store by the handler: job exists, same guild).
@@ -18,24 +20,38 @@ _JOB_ID_RE = re.compile(rf"^{JOB_ID_PATTERN}$")
 
 
 class Action(StrEnum):
-    """What a result button asks for."""
+    """What a button asks for."""
 
     VARIATION = "v"
     UPSCALE = "u"
     REROLL = "r"
+    CANCEL = "c"
+    INFO = "i"
+    DELETE = "d"
+
+
+INDEXED_ACTIONS = frozenset({Action.VARIATION, Action.UPSCALE})
+"""Actions on one image of a result (their ids carry its index)."""
+DERIVING_ACTIONS = frozenset({Action.VARIATION, Action.UPSCALE, Action.REROLL})
+"""Actions that make a new job from a result."""
 
 
 CUSTOM_ID_PREFIX = "imagine:"
 
 # The templates DynamicItem classes register; index is 1-based in custom ids, as on the labels.
 INDEXED_TEMPLATE = rf"imagine:(?P<action>[vu]):(?P<job>{JOB_ID_PATTERN}):(?P<index>[1-{MAX_IMAGES}])"
-REROLL_TEMPLATE = rf"imagine:r:(?P<job>{JOB_ID_PATTERN})"
-_FULL_RE = re.compile(rf"^(?:{INDEXED_TEMPLATE}|{REROLL_TEMPLATE.replace('?P<job>', '?P<rjob>')})$")
+JOB_TEMPLATE = rf"imagine:(?P<action>[rcid]):(?P<job>{JOB_ID_PATTERN})"
+PROMPT_TEMPLATE = r"imagine:p:(?P<index>[1-4])"
+"""`Imagine 1`–`Imagine 4` under a `/describe` answer: the prompt is that message's line N."""
+_PROMPT_RE = re.compile(rf"^{PROMPT_TEMPLATE}$")
+_JOB_RENAMED = JOB_TEMPLATE.replace("?P<job>", "?P<jjob>").replace("?P<action>", "?P<jaction>")
+_FULL_RE = re.compile(rf"^(?:{INDEXED_TEMPLATE}|{_JOB_RENAMED})$")
 
 
 @dataclass(frozen=True)
 class ButtonRef:
-    """A parsed button: the action, the job it points at and the image index (0-based; 0 for rerolls)."""
+    """A parsed button: the action, the job it points at and the image index (0-based; 0 for actions on
+    the whole job)."""
 
     action: Action
     job_id: str
@@ -56,11 +72,16 @@ def make_custom_id(ref: ButtonRef) -> str:
     """The custom_id of a button."""
     if not is_job_id(ref.job_id):
         raise ValueError(f"not a job id: {ref.job_id!r}")
-    if ref.action is Action.REROLL:
-        return f"imagine:r:{ref.job_id}"
+    if ref.action not in INDEXED_ACTIONS:
+        return f"imagine:{ref.action.value}:{ref.job_id}"
     if not 0 <= ref.index < MAX_IMAGES:
         raise ValueError(f"image index out of range: {ref.index}")
     return f"imagine:{ref.action.value}:{ref.job_id}:{ref.index + 1}"
+
+
+def is_known_custom_id(custom_id: str) -> bool:
+    """True for every custom id this version of the bot makes (a job's buttons and the prompt ones)."""
+    return parse_custom_id(custom_id) is not None or bool(_PROMPT_RE.match(custom_id))
 
 
 def parse_custom_id(custom_id: str) -> ButtonRef | None:
@@ -68,6 +89,6 @@ def parse_custom_id(custom_id: str) -> ButtonRef | None:
     match = _FULL_RE.match(custom_id)
     if match is None:
         return None
-    if match["rjob"] is not None:
-        return ButtonRef(Action.REROLL, match["rjob"])
+    if match["jjob"] is not None:
+        return ButtonRef(Action(match["jaction"]), match["jjob"])
     return ButtonRef(Action(match["action"]), match["job"], int(match["index"]) - 1)

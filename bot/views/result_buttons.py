@@ -1,4 +1,4 @@
-"""The result buttons: `DynamicItem` templates whose custom_id carries the job, so they work after a
+"""The bot's buttons: `DynamicItem` templates whose custom_id carries the job, so they work after a
 restart (registered with `Bot.add_dynamic_items`). Clicks go to the bot's `ButtonActions`."""
 
 from __future__ import annotations
@@ -8,15 +8,27 @@ from typing import Any, Protocol
 
 import discord
 
-from bot.views.custom_ids import INDEXED_TEMPLATE, REROLL_TEMPLATE, Action, ButtonRef, make_custom_id
+from bot.views.custom_ids import (
+    INDEXED_TEMPLATE,
+    JOB_TEMPLATE,
+    PROMPT_TEMPLATE,
+    Action,
+    ButtonRef,
+    make_custom_id,
+)
 
 REROLL_EMOJI = "🔄"
+INFO_EMOJI = "📋"
+DELETE_EMOJI = "🗑️"
+CANCEL_LABEL = "Cancel"
 
 
 class ButtonActions(Protocol):
-    """What a click calls (the buttons cog)."""
+    """What a click calls (`bot.commands.result_actions.ResultActions`)."""
 
     async def on_result_button(self, interaction: discord.Interaction[Any], ref: ButtonRef) -> None: ...
+
+    async def on_prompt_button(self, interaction: discord.Interaction[Any], index: int) -> None: ...
 
 
 def _actions(interaction: discord.Interaction[Any]) -> ButtonActions:
@@ -32,9 +44,8 @@ class ImageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=INDEX
     def __init__(self, ref: ButtonRef) -> None:
         label = f"{ref.action.value.upper()}{ref.index + 1}"
         style = discord.ButtonStyle.primary if ref.action is Action.UPSCALE else discord.ButtonStyle.secondary
-        super().__init__(
-            discord.ui.Button(label=label, style=style, custom_id=make_custom_id(ref), row=_row(ref.action))
-        )
+        row = 0 if ref.action is Action.UPSCALE else 1
+        super().__init__(discord.ui.Button(label=label, style=style, custom_id=make_custom_id(ref), row=row))
         self.ref = ref
 
     @classmethod
@@ -47,38 +58,80 @@ class ImageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=INDEX
         await _actions(interaction).on_result_button(interaction, self.ref)
 
 
-class RerollButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=REROLL_TEMPLATE):
-    """🔄: same settings, new seeds."""
+# action → (emoji, label, style, row) of the buttons on a whole job
+_JOB_BUTTON_LOOKS: dict[Action, tuple[str | None, str | None, discord.ButtonStyle, int]] = {
+    Action.REROLL: (REROLL_EMOJI, None, discord.ButtonStyle.secondary, 0),
+    Action.INFO: (INFO_EMOJI, None, discord.ButtonStyle.secondary, 2),
+    Action.DELETE: (DELETE_EMOJI, None, discord.ButtonStyle.secondary, 2),
+    Action.CANCEL: (None, CANCEL_LABEL, discord.ButtonStyle.danger, 0),
+}
 
-    def __init__(self, job_id: str) -> None:
-        ref = ButtonRef(Action.REROLL, job_id)
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_TEMPLATE):
+    """🔄 (same settings, new seeds), 📋 (the job's parameters), 🗑️ (delete the result), and `Cancel`
+    on a progress message."""
+
+    def __init__(self, ref: ButtonRef) -> None:
+        emoji, label, style, row = _JOB_BUTTON_LOOKS[ref.action]
         super().__init__(
-            discord.ui.Button(
-                emoji=REROLL_EMOJI, style=discord.ButtonStyle.secondary, custom_id=make_custom_id(ref), row=0
-            )
+            discord.ui.Button(emoji=emoji, label=label, style=style, custom_id=make_custom_id(ref), row=row)
         )
         self.ref = ref
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> RerollButton:
-        return cls(match["job"])
+    ) -> JobButton:
+        return cls(ButtonRef(Action(match["action"]), match["job"]))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         await _actions(interaction).on_result_button(interaction, self.ref)
 
 
-def _row(action: Action) -> int:
-    return 0 if action is Action.UPSCALE else 1
-
-
 def result_view(job_id: str, image_count: int) -> discord.ui.View:
-    """U1..Un, 🔄 on the first row, V1..Vn on the second (n = images in the result)."""
+    """U1..Un and 🔄 on the first row, V1..Vn on the second, 📋 🗑️ on the third (n = images shown)."""
     view = discord.ui.View(timeout=None)
     for i in range(image_count):
         view.add_item(ImageButton(ButtonRef(Action.UPSCALE, job_id, i)))
-    view.add_item(RerollButton(job_id))
+    view.add_item(JobButton(ButtonRef(Action.REROLL, job_id)))
     for i in range(image_count):
         view.add_item(ImageButton(ButtonRef(Action.VARIATION, job_id, i)))
+    view.add_item(JobButton(ButtonRef(Action.INFO, job_id)))
+    view.add_item(JobButton(ButtonRef(Action.DELETE, job_id)))
+    return view
+
+
+def progress_view(job_id: str) -> discord.ui.View:
+    """`Cancel`, on the message that shows a job's queue position and progress."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton(ButtonRef(Action.CANCEL, job_id)))
+    return view
+
+
+class PromptButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=PROMPT_TEMPLATE):
+    """`Imagine 1`–`Imagine 4` under a `/describe` answer: draws that line's prompt for the clicker."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=f"Imagine {index}", style=discord.ButtonStyle.primary, custom_id=f"imagine:p:{index}"
+            )
+        )
+        self.index = index
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> PromptButton:
+        return cls(int(match["index"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await _actions(interaction).on_prompt_button(interaction, self.index)
+
+
+def prompts_view(count: int) -> discord.ui.View:
+    """`Imagine 1`…`Imagine {count}`, one row."""
+    view = discord.ui.View(timeout=None)
+    for index in range(1, count + 1):
+        view.add_item(PromptButton(index))
     return view

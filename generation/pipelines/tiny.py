@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,21 +122,28 @@ def sd_pipeline(vae: Any, text_encoder: Any, tokenizer: CLIPTokenizer, unet: Any
 
 
 def ensure_tiny_model(cache_dir: Path, seed: int = 0) -> Path:
-    """The folder of the `tiny` model under `cache_dir`, built on first use.
+    """The folder of the `tiny` model under `cache_dir`, built on first use."""
+    return ensure_built(
+        cache_dir / TINY_FOLDER_NAME, "model_index.json", lambda tmp: build_tiny_model(tmp, seed)
+    )
 
-    Built in a temporary folder and renamed into place, so concurrent processes never see half a model.
+
+def ensure_built(folder: Path, marker: str, build: Callable[[Path], None]) -> Path:
+    """`folder`, built by `build(tmp)` unless it already holds `marker`.
+
+    Built in a temporary sibling folder and renamed into place, so concurrent processes never see half
+    a model (the loser of a race keeps the winner's copy).
     """
-    folder = cache_dir / TINY_FOLDER_NAME
-    if (folder / "model_index.json").is_file():
+    if (folder / marker).is_file():
         return folder
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=cache_dir))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
     try:
-        build_tiny_model(tmp, seed)
+        build(tmp)
         try:
             tmp.rename(folder)
         except OSError:
-            if not (folder / "model_index.json").is_file():
+            if not (folder / marker).is_file():
                 raise  # not a lost race: a real failure
     finally:
         if tmp.exists():

@@ -337,13 +337,35 @@ class DiscordLoopback:
         self.session.dispatch(event, data)
         self._notify()
 
-    def command(self, name: str, guild: Guild | None = None) -> JSON:
-        """The synced command `name` (guild command first, then global)."""
+    def command(self, name: str, guild: Guild | None = None, *, kind: int = 1) -> JSON:
+        """The synced command `name` of type `kind` (1 slash, 2 user menu, 3 message menu); a guild
+        command first, then a global one."""
         for key in ([guild.id] if guild else []) + [None]:
             for cmd in self.commands.get(key, []):
-                if cmd["name"] == name and cmd.get("type", 1) == 1:
+                if cmd["name"] == name and cmd.get("type", 1) == kind:
                     return cmd
-        raise LoopbackError(f"command /{name} was never synced (synced: {self._synced_names()})")
+        raise LoopbackError(
+            f"command {name!r} (type {kind}) was never synced (synced: {self._synced_names()})"
+        )
+
+    def invoke_message_command(self, name: str, message: Message, member: Member) -> InteractionRecord:
+        """A message menu command (`Apps → name` on `message`) as `member`: INTERACTION_CREATE type 2
+        with `target_id` and the message in `resolved.messages`, as Discord sends it."""
+        guild = self.guilds[message.guild_id] if message.guild_id else None
+        if guild is None:
+            raise LoopbackError("message commands in DMs are not supported")
+        cmd = self.command(name, guild, kind=3)
+        data: JSON = {
+            "id": cmd["id"],
+            "name": name,
+            "type": 3,
+            "target_id": str(message.id),
+            "resolved": {"messages": {str(message.id): message.payload()}},
+        }
+        channel = self.channels[message.channel_id]
+        rec = self._dispatch_interaction(2, data, guild, channel, member, guild.permissions_of(member))
+        rec.name = name
+        return rec
 
     def _synced_names(self) -> list[str]:
         return [c["name"] for cmds in self.commands.values() for c in cmds]
@@ -570,7 +592,11 @@ class DiscordLoopback:
         return rec
 
     def _new_attachment(self, filename: str, data: bytes, content_type: str | None) -> Attachment:
+        """A stored file. Like Discord, a picture's content type comes from the file, not from the
+        uploader's part header (discord.py sends application/octet-stream)."""
         aid = snowflake()
+        if content_type == "application/octet-stream":
+            content_type = None
         att = Attachment(aid, filename, data, f"{self.url}/attachments/{aid}/{quote(filename)}", content_type)
         with contextlib.suppress(Exception):
             from PIL import Image
