@@ -82,12 +82,15 @@ def make_backend(settings: Settings, images: ImageStore) -> GenerationBackend:
     from generation.backends.local import GenerationService
 
     def engine_factory():  # type: ignore[no-untyped-def]  # runs on the worker thread
-        from generation.pipelines.engine import DiffusersEngine
+        from generation.pipelines.engine_pool import load_engines
         from generation.pipelines.loading import resolve_device
 
-        device = resolve_device(settings.device)
-        return DiffusersEngine.load(
-            settings.model_id, device, cache_dir=settings.model_cache_dir, options=settings.optimise
+        return load_engines(
+            settings.model_set,
+            resolve_device(settings.device),
+            cache_dir=settings.model_cache_dir,
+            options=settings.optimise,
+            memory_budget_gb=settings.model_memory_gb,
         )
 
     return GenerationService(engine_factory, images, job_timeout_s=settings.job_timeout_s)

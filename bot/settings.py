@@ -15,6 +15,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from generation.cli_settings import DEFAULT_MODEL_ID
+from generation.model_set import ModelSet
 from generation.pipelines.options import OptimiseOptions, parse_optimise
 from storage.interface import Limits
 
@@ -55,6 +56,14 @@ class Settings:
     sync_guild_id: int | None = None
     model_cache_dir: Path | None = None
     describe_model: str | None = None  # DESCRIBE_MODEL: the /describe captioner (hub id, folder, or tiny)
+    models: str | None = None  # MODELS: name=source,…; None: MODEL_ID alone
+    model_memory_gb: float | None = None  # MODEL_MEMORY_GB: the models' budget off CUDA (None: no limit)
+
+    @property
+    def model_set(self) -> ModelSet:
+        """The models on offer: MODELS, else MODEL_ID alone."""
+        return ModelSet.parse(self.models) if self.models else ModelSet.single(self.model_id)
+
     optimise: OptimiseOptions = field(default_factory=OptimiseOptions)  # OPTIMISE=channels_last,…
 
     @property
@@ -185,7 +194,22 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
         optimise=optimise,
         model_cache_dir=Path(cache) if cache else None,
         describe_model=_str(env, "DESCRIBE_MODEL"),
+        models=_models(env, backend),
+        model_memory_gb=_float(env, "MODEL_MEMORY_GB", 0.0, minimum=0.1) or None,
     )
+
+
+def _models(env: Mapping[str, str], backend: str) -> str | None:
+    text = _str(env, "MODELS")
+    if text is None:
+        return None
+    if backend == "ray":
+        raise SettingsError("MODELS works with GENERATION_BACKEND=local only for now; on Ray set MODEL_ID")
+    try:
+        ModelSet.parse(text)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return text
 
 
 def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:

@@ -41,6 +41,9 @@ def test_settings_defaults_and_overrides(tmp_path: Path) -> None:
     assert settings_from_mapping({"DISCORD_TOKEN": "x", "RAY_AUTOSCALE": "1, 4"}).ray_autoscale == (1, 4)
     assert s.database_path == Path("data/imagine.db") and s.device == "auto"
     assert TOKEN not in repr(s)
+    assert s.model_set.names == ("tiny",) and s.model_memory_gb is None  # MODEL_ID alone
+    several = settings_from_mapping({"DISCORD_TOKEN": "x", "MODELS": "a=tiny,b=/m", "MODEL_MEMORY_GB": "6"})
+    assert several.model_set.names == ("a", "b") and several.model_memory_gb == 6.0
 
 
 @pytest.mark.parametrize(
@@ -56,6 +59,9 @@ def test_settings_defaults_and_overrides(tmp_path: Path) -> None:
         ({"DISCORD_TOKEN": "x", "OPTIMISE": "compile,warp_speed"}, "OPTIMISE"),
         ({"DISCORD_TOKEN": "x", "RAY_AUTOSCALE": "two"}, "RAY_AUTOSCALE"),
         ({"DISCORD_TOKEN": "x", "RAY_REPLICAS": "2", "RAY_AUTOSCALE": "1,4"}, "not both"),
+        ({"DISCORD_TOKEN": "x", "MODELS": "photo"}, "MODELS"),
+        ({"DISCORD_TOKEN": "x", "MODELS": "a=tiny", "GENERATION_BACKEND": "ray"}, "MODELS"),
+        ({"DISCORD_TOKEN": "x", "MODEL_MEMORY_GB": "0"}, "MODEL_MEMORY_GB"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], needle: str) -> None:

@@ -23,6 +23,10 @@ class OutOfMemory(Exception):
     """The device ran out of memory for this batch (the scheduler may split it and retry)."""
 
 
+class BatchFailed(Exception):
+    """A batch failed for a reason its members may be told: the text is their jobs' message."""
+
+
 class BatchInterrupted(Exception):
     """The step callback asked the batch to stop."""
 

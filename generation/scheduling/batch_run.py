@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from generation.backends.protocol import GeneratedImage, GenerationResult, JobCancelled, JobFailed
-from generation.pipelines.contract import BatchInterrupted, Engine, OutOfMemory, PreviewFn
+from generation.pipelines.contract import BatchFailed, BatchInterrupted, Engine, OutOfMemory, PreviewFn
 from generation.prompts.request import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,10 @@ class BatchRun:
             self._end(
                 wanted, JobFailed(timeout_message(self.timeout_s)) if timed_out else JobCancelled(CANCELLED)
             )
+            return
+        except BatchFailed as exc:
+            log.warning("%s failed: %s", self.label, exc)
+            self._end(wanted, JobFailed(str(exc)))
             return
         except Exception as exc:
             log.exception("%s failed", self.label)

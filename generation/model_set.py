@@ -1,0 +1,73 @@
+"""`MODELS`: the models a bot offers, by name (pure; no torch).
+
+`MODELS=photo=dreamlike-art/dreamlike-photoreal-2.0,anime=/models/anything,fast=stabilityai/sd-turbo`:
+`name=hub-id-or-folder` pairs separated by commas; the first is the default. Without `MODELS`,
+`MODEL_ID` alone is a one-model set whose name is the id itself (so nothing changes for it)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One model: the name members type (`--model photo`) and where it loads from."""
+
+    name: str
+    source: str
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """The models on offer, the default first."""
+
+    choices: tuple[ModelChoice, ...]
+
+    def __post_init__(self) -> None:
+        if not self.choices:
+            raise ValueError("a model set needs at least one model")
+        names = [c.name for c in self.choices]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must differ: {names}")
+
+    @property
+    def default(self) -> ModelChoice:
+        """The first model: what a job without `--model` runs on."""
+        return self.choices[0]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names, the default first."""
+        return tuple(c.name for c in self.choices)
+
+    def get(self, name: str) -> ModelChoice | None:
+        """The model called `name` (case-insensitive), or None."""
+        wanted = name.strip().casefold()
+        return next((c for c in self.choices if c.name.casefold() == wanted), None)
+
+    @classmethod
+    def single(cls, model_id: str) -> ModelSet:
+        """`MODEL_ID` alone: one model named by its id."""
+        return cls((ModelChoice(model_id, model_id),))
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSet:
+        """`name=source,name=source,…`; ValueError naming the first bad part."""
+        choices: list[ModelChoice] = []
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            name, sep, source = part.partition("=")
+            name, source = name.strip().lower(), source.strip()
+            if not sep or not source:
+                raise ValueError(f"MODELS: {part!r} is not name=hub-id-or-folder")
+            if not _NAME_RE.match(name):
+                rule = "1-32 of a-z, 0-9, '_', '.', '-', starting with a letter or digit"
+                raise ValueError(f"MODELS: model name {name!r} must be {rule}")
+            choices.append(ModelChoice(name, source))
+        if not choices:
+            raise ValueError("MODELS is empty: give name=hub-id-or-folder pairs, separated by commas")
+        return cls(tuple(choices))

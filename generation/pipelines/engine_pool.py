@@ -1,0 +1,214 @@
+"""`EnginePool`: the `Engine` contract over several models (`MODELS`), for one worker thread.
+
+A batch runs on the engine of its requests' model (`GenerationRequest.model` is the model's name in
+the `ModelSet`); an engine is loaded the first time a batch needs it, on the worker thread, and kept.
+Before a load, and after it, the least recently used engines are evicted while memory is short:
+on CUDA "short" is measured (the device's free memory against the model's measured size, or the
+largest one seen when it has never been loaded), elsewhere it is a byte budget (`MODEL_MEMORY_GB`;
+none: keep everything). The default model is loaded at start and evicted like any other. A model
+that fails to load fails its batch with `ModelUnavailable` (its jobs' message) and the pool goes on.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from generation.backends.protocol import GeneratedImage
+from generation.model_set import ModelChoice, ModelSet
+from generation.pipelines.contract import BatchFailed, Engine, StepCallback
+from generation.pipelines.options import OptimiseOptions
+from generation.prompts.request import GenerationRequest, ModelProfile
+
+log = logging.getLogger(__name__)
+
+EngineLoader = Callable[[ModelChoice], Engine]
+"""Loads one model's engine (on the calling thread)."""
+HEADROOM = 1.2  # free memory wanted for a load, as a multiple of the model's size
+
+
+class ModelUnavailable(BatchFailed):
+    """A batch's model is unknown or could not be loaded; the text is what its members are told."""
+
+
+def engine_bytes(engine: Engine) -> int:
+    """Bytes of the tensors an engine holds (parameters and buffers of its pipeline's modules, each
+    storage counted once: pipelines made with `from_pipe` share theirs)."""
+    pipe = getattr(getattr(engine, "model", None), "text2img", None)
+    seen: set[tuple[str, int]] = set()
+    total = 0
+    for module in getattr(pipe, "components", {}).values():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for tensor in [*module.parameters(), *module.buffers()]:
+            key = (str(tensor.device), tensor.untyped_storage().data_ptr())
+            if key not in seen:
+                seen.add(key)
+                total += tensor.untyped_storage().nbytes()
+    return total
+
+
+def cuda_free_bytes(device: str) -> Callable[[], int | None]:
+    """A probe of free memory on `device` (None off CUDA: the pool then uses its budget)."""
+
+    def probe() -> int | None:
+        if not device.startswith("cuda") or not torch.cuda.is_available():
+            return None
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+
+    return probe
+
+
+class EnginePool:
+    """Several models' engines behind one `Engine`; use from one thread (the worker's)."""
+
+    def __init__(
+        self,
+        models: ModelSet,
+        loader: EngineLoader,
+        *,
+        budget_bytes: int | None = None,
+        free_bytes: Callable[[], int | None] = lambda: None,
+        size_of: Callable[[Engine], int] = engine_bytes,
+    ) -> None:
+        """Loads the default model now (a failure raises: the bot cannot start without it)."""
+        self.models = models
+        self._loader = loader
+        self._budget = budget_bytes
+        self._free = free_bytes
+        self._size_of = size_of
+        self._engines: OrderedDict[str, Engine] = OrderedDict()  # least recently used first
+        self.sizes: dict[str, int] = {}  # measured bytes of each model loaded so far
+        self.loads: list[str] = []  # names in the order they were loaded (tests, benchmarks)
+        self.evictions: list[str] = []
+        default = self._load(models.default)
+        self.profile: ModelProfile = default.profile
+
+    # -- the Engine contract ------------------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as the default model's tokenizer counts them."""
+        return self._any().count_tokens(text)
+
+    def max_batch_images(self, request: GenerationRequest) -> int:
+        """The cap of the request's model if loaded, else the default's (called from the loop while
+        the worker is idle: never loads)."""
+        engine = self._engines.get(request.model) or self._any()
+        return engine.max_batch_images(request)
+
+    def run_batch(
+        self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None], on_step: StepCallback
+    ) -> list[list[GeneratedImage]]:
+        """Run the batch on its model's engine (loading it first if need be)."""
+        if not requests:
+            raise ValueError("run_batch needs at least one request")
+        return self.engine_for(requests[0].model).run_batch(requests, sources, on_step)
+
+    def close(self) -> None:
+        """Close every engine."""
+        for name in list(self._engines):
+            self._evict(name, reason="closing")
+
+    # -- models -------------------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> tuple[str, ...]:
+        """Names of the loaded models, least recently used first."""
+        return tuple(self._engines)
+
+    def profile_of(self, name: str) -> ModelProfile | None:
+        """The profile of a loaded model (None when it is not loaded)."""
+        engine = self._engines.get(name)
+        return None if engine is None else engine.profile
+
+    def engine_for(self, name: str) -> Engine:
+        """The engine of model `name`, loaded (and room made for it) if need be."""
+        engine = self._engines.get(name)
+        if engine is not None:
+            self._engines.move_to_end(name)
+            return engine
+        choice = self.models.get(name)
+        if choice is None:
+            offered = ", ".join(self.models.names)
+            raise ModelUnavailable(f"this bot has no model called {name!r} (it has {offered})")
+        return self._load(choice)
+
+    def _load(self, choice: ModelChoice) -> Engine:
+        wanted = self.sizes.get(choice.name) or max(self.sizes.values(), default=0)
+        self._make_room(wanted, keep=None)
+        log.info("loading model %s (%s)", choice.name, choice.source)
+        try:
+            engine = self._loader(choice)
+        except Exception as exc:
+            log.exception("loading model %s (%s) failed", choice.name, choice.source)
+            why = f"{type(exc).__name__}: {exc}"
+            raise ModelUnavailable(f"the model {choice.name!r} could not be loaded ({why})") from exc
+        engine.profile = replace(engine.profile, name=choice.name)  # requests name the model this way
+        self._engines[choice.name] = engine
+        self.sizes[choice.name] = self._size_of(engine)
+        self.loads.append(choice.name)
+        log.info("model %s loaded: %.2f GiB", choice.name, self.sizes[choice.name] / 2**30)
+        self._make_room(0, keep=choice.name)
+        return engine
+
+    def _short_of_memory(self, wanted: int) -> bool:
+        if self._budget is not None:
+            return sum(self.sizes[n] for n in self._engines) + wanted > self._budget
+        free = self._free()
+        return free is not None and free < wanted * HEADROOM
+
+    def _make_room(self, wanted: int, *, keep: str | None) -> None:
+        """Evict the least recently used engines (never `keep`) while memory is short."""
+        while self._short_of_memory(wanted):
+            victim = next((n for n in self._engines if n != keep), None)
+            if victim is None:
+                return  # nothing left to give back: try anyway (an OOM splits or fails the batch)
+            self._evict(victim, reason="memory")
+
+    def _evict(self, name: str, *, reason: str) -> None:
+        engine = self._engines.pop(name)
+        self.evictions.append(name)
+        log.info("unloading model %s (%s)", name, reason)
+        close = getattr(engine, "close", None)
+        if callable(close):
+            close()
+        del engine
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _any(self) -> Engine:
+        engine = self._engines.get(self.models.default.name)
+        if engine is None:
+            engine = next(reversed(self._engines.values()), None)
+        if engine is None:
+            engine = self.engine_for(self.models.default.name)
+        return engine
+
+
+def load_engines(
+    models: ModelSet,
+    device: str,
+    *,
+    cache_dir: Path | None,
+    options: OptimiseOptions | None,
+    memory_budget_gb: float | None = None,
+) -> Engine:
+    """The worker's engine for `models` (call it on the worker thread): one model's `DiffusersEngine`
+    as before, or an `EnginePool` of several, kept within `memory_budget_gb` (else free CUDA memory)."""
+    from generation.pipelines.engine import DiffusersEngine
+
+    def load(choice: ModelChoice) -> Engine:
+        return DiffusersEngine.load(choice.source, device, cache_dir=cache_dir, options=options)
+
+    if len(models.choices) == 1 and models.default.name == models.default.source:
+        return load(models.default)  # MODEL_ID alone: the model is named by its id, as always
+    budget = None if memory_budget_gb is None else int(memory_budget_gb * 2**30)
+    return EnginePool(models, load, budget_bytes=budget, free_bytes=cuda_free_bytes(device))

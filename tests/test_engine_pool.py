@@ -1,0 +1,142 @@
+"""`MODELS` and the worker's `EnginePool` on the real `tiny` model: routing by model name, loading on
+first use, least-recently-used eviction by measured size, and a model that fails to load."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from generation.backends.local import GenerationService
+from generation.backends.protocol import JobFailed
+from generation.media.compose import read_parameters
+from generation.media.image_store import ImageStore
+from generation.model_set import ModelChoice, ModelSet
+from generation.pipelines.engine import DiffusersEngine
+from generation.pipelines.engine_pool import EnginePool, ModelUnavailable, engine_bytes
+from tests.fixtures_generation import tiny_request
+
+pytest_plugins = ["tests.fixtures_generation"]
+
+
+def test_models_setting_parses_names_and_sources_the_first_being_the_default() -> None:
+    models = ModelSet.parse(" Photo=dreamlike-art/dreamlike-photoreal-2.0, fast = stabilityai/sd-turbo ,")
+    assert (
+        models.names == ("photo", "fast") and models.default.source == "dreamlike-art/dreamlike-photoreal-2.0"
+    )
+    assert models.get("FAST") == ModelChoice("fast", "stabilityai/sd-turbo") and models.get("other") is None
+    assert ModelSet.single("/models/My Model").get("/models/My Model") is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "is empty"),
+        ("photo", "is not name=hub-id-or-folder"),
+        ("photo=", "is not name=hub-id-or-folder"),
+        ("a b=x", "must be 1-32"),
+        ("a=x,a=y", "must differ"),
+    ],
+)
+def test_bad_models_settings_are_refused_with_the_reason(text: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        ModelSet.parse(text)
+
+
+def _loader(cache: Path, loads: list[str]) -> Any:
+    def load(choice: ModelChoice) -> DiffusersEngine:
+        loads.append(choice.name)
+        return DiffusersEngine.load(choice.source, "cpu", cache_dir=cache)
+
+    return load
+
+
+def pixels(png: bytes) -> bytes:
+    with Image.open(io.BytesIO(png)) as image:
+        return image.convert("RGB").tobytes()
+
+
+def _run(pool: EnginePool, model: str, seed: int = 3) -> bytes:
+    [[image]] = pool.run_batch([tiny_request(model=model, seeds=(seed,))], [None], lambda *_: True)
+    return image.png
+
+
+def test_a_batch_runs_on_its_models_engine_loaded_on_first_use(tiny_cache_dir: Path) -> None:
+    loads: list[str] = []
+    pool = EnginePool(ModelSet.parse("first=tiny,second=tiny"), _loader(tiny_cache_dir, loads))
+    assert loads == ["first"] and pool.profile.name == "first"  # requests name the model this way
+    first = _run(pool, "first")
+    assert loads == ["first"]
+    second = _run(pool, "second")
+    assert loads == ["first", "second"] and pool.loaded == ("first", "second")
+    assert pixels(first) == pixels(second)  # the same weights and seed: the picture, from another engine
+    assert "Model: second" in (read_parameters(second) or "")
+    unets = [pool.engine_for(n).model.text2img.unet for n in ("first", "second")]  # type: ignore[attr-defined]
+    assert unets[0] is not unets[1]
+    assert pool.profile_of("second") is not None and pool.profile_of("second").name == "second"  # type: ignore[union-attr]
+    with pytest.raises(ModelUnavailable, match="no model called 'third'"):
+        _run(pool, "third")
+    pool.close()
+    assert list(pool.loaded) == []
+
+
+def test_engine_bytes_counts_each_shared_tensor_once(tiny_model: Any) -> None:
+    engine = DiffusersEngine(tiny_model)
+    parts = [tiny_model.text2img.unet, tiny_model.text2img.vae, tiny_model.text2img.text_encoder]
+    expected = sum(t.untyped_storage().nbytes() for m in parts for t in [*m.parameters(), *m.buffers()])
+    assert engine_bytes(engine) == expected  # img2img shares them all: not counted again
+
+
+def test_least_recently_used_models_are_evicted_to_stay_within_the_budget(tiny_cache_dir: Path) -> None:
+    loads: list[str] = []
+    probe = EnginePool(ModelSet.parse("only=tiny"), _loader(tiny_cache_dir, []))
+    size = probe.sizes["only"]
+    probe.close()
+    pool = EnginePool(
+        ModelSet.parse("a=tiny,b=tiny,c=tiny"), _loader(tiny_cache_dir, loads), budget_bytes=int(2.5 * size)
+    )
+    _run(pool, "b")
+    assert pool.loaded == ("a", "b") and pool.evictions == []
+    _run(pool, "a")  # a is now the most recently used
+    _run(pool, "c")
+    assert pool.evictions == ["b"] and pool.loaded == ("a", "c")
+    _run(pool, "b")
+    assert pool.evictions == ["b", "a"] and pool.loaded == ("c", "b")
+    assert loads == ["a", "b", "c", "b"]
+
+
+def test_free_device_memory_decides_when_there_is_no_budget(tiny_cache_dir: Path) -> None:
+    free = [10**12]
+    pool = EnginePool(
+        ModelSet.parse("a=tiny,b=tiny"), _loader(tiny_cache_dir, []), free_bytes=lambda: free[0]
+    )
+    _run(pool, "b")
+    assert pool.loaded == ("a", "b")
+    free[0] = pool.sizes["a"]  # less than a model's size with headroom: make room before loading
+    pool._evict("a", reason="test")  # as after a restart: a known size, not loaded
+    _run(pool, "a")
+    assert pool.evictions[-1] == "b" and list(pool.loaded) == ["a"]
+
+
+async def test_a_model_that_fails_to_load_fails_its_jobs_and_the_worker_goes_on(
+    tiny_cache_dir: Path, tmp_path: Path
+) -> None:
+    models = ModelSet.parse(f"good=tiny,broken={tmp_path / 'no-such-model'}")
+    service = GenerationService(
+        lambda: EnginePool(models, _loader(tiny_cache_dir, [])), ImageStore(tmp_path / "img")
+    )
+    await service.start()
+    try:
+        broken = service.submit("j1", "owner", replace(tiny_request(), model="broken"))
+        with pytest.raises(JobFailed, match="'broken' could not be loaded"):
+            await asyncio.wait_for(broken.result(), 60)
+        good = service.submit("j2", "owner", replace(tiny_request(), model="good"))
+        result = await asyncio.wait_for(good.result(), 60)
+        assert len(result.images) == 1
+    finally:
+        await service.close()
