@@ -205,14 +205,15 @@ def test_plain_text_holds_no_syntax(text: str) -> None:
 
 def test_weighted_prompt_is_marked_and_counted_without_syntax() -> None:
     (job,) = command("(" + "a" * 80 + ":1.2)")
-    assert job.weighted and job.prompt.startswith("(")
+    assert job.prompt_windows == 2 and job.prompt.startswith("(")
     (plain,) = command("a plain fox")
     assert not plain.weighted
 
 
 def test_long_prompts_fill_windows_up_to_the_stated_limit() -> None:
     (job,) = command("b" * 200)  # 202 tokens: three windows of 75
-    assert job.weighted
+    assert job.prompt_windows == 3
+    assert command("b" * 150)[0].prompt_windows == 2 and command("b" * 75)[0].prompt_windows == 0
     with pytest.raises(PromptError, match=r"\(228 of 227\)"):
         command("b" * 226)
     with pytest.raises(PromptError, match="negative prompt"):

@@ -370,7 +370,7 @@ def parse_one(
         negative = flags["negative"][1] if "negative" in flags else clean_text(given.negative or "")
     if is_blank(negative):
         negative = ""
-    weighted = _check_text(prompt, negative, profile, count_tokens)
+    windows = _check_text(prompt, negative, profile, count_tokens)
 
     first = random_seed() if seed is None else seed
     request = GenerationRequest(
@@ -390,7 +390,7 @@ def parse_one(
         tile="tile" in flags,
         stop=100 if stop is None else stop,
         chaos=chaos,
-        weighted=weighted,
+        prompt_windows=windows,
     )
     return ParsedPrompt(request, repeat, seeded=seed is not None)
 
@@ -404,11 +404,9 @@ def _pick_sampler(label: str, raw: str | None) -> str | None:
     return name
 
 
-def _check_text(
-    prompt: str, negative: str, profile: ModelProfile, count_tokens: Callable[[str], int]
-) -> bool:
-    """Check both prompts' syntax and length; True when they need the weighted encoding (weights, or
-    longer than one token window)."""
+def _check_text(prompt: str, negative: str, profile: ModelProfile, count_tokens: Callable[[str], int]) -> int:
+    """Check both prompts' syntax and length; the token windows of the weighted encoding they need
+    (weights, or longer than the model's window), else 0."""
     syntax = uses_weights(prompt) or uses_weights(negative)
     if syntax and not profile.supports_weights:
         raise PromptError("This model doesn't take prompt weights (`::`, `( )`, `[ ]`, `\\`); remove them.")
@@ -423,7 +421,9 @@ def _check_text(
     negative_text = " ".join([plain_text(negative), *(p.text for p in parts if p.weight < 0)]).strip()
     if negative_text:
         longest = max(longest, _check_tokens("Your negative prompt", negative_text, limit, count_tokens))
-    return syntax or longest > profile.token_limit
+    if not syntax and longest <= profile.token_limit:
+        return 0
+    return max(1, -(-(longest - 2) // WINDOW_TOKENS))
 
 
 def _check_tokens(what: str, text: str, limit: int, count_tokens: Callable[[str], int]) -> int:

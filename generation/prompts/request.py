@@ -96,7 +96,8 @@ class GenerationRequest:
     tile: bool = False  # edges wrap (circular padding in the UNet's and VAE's convolutions)
     stop: int = 100  # percent of the steps to run
     chaos: int | None = None  # 0-100: how unlike each other the images are; None: independent seeds
-    weighted: bool = False  # prompts encoded with weights and token windows (see pipelines.prompt_encoding)
+    # 0: diffusers encodes the prompts; n: weighted encoding in n 75-token windows (pipelines.prompt_encoding)
+    prompt_windows: int = 0
     warnings: tuple[str, ...] = field(default=(), compare=False)  # e.g. "12 tokens dropped"
 
     @property
@@ -104,10 +105,15 @@ class GenerationRequest:
         """How many images this request makes (and spends)."""
         return len(self.seeds)
 
+    @property
+    def weighted(self) -> bool:
+        """True when the prompts are encoded with weights and token windows."""
+        return self.prompt_windows > 0
+
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys may run in one batch (same shapes and schedule)."""
         shape = (self.model, self.mode, self.width, self.height, self.steps, self.guidance, self.strength)
-        return (*shape, self.sampler, self.tile, self.stop, self.chaos, self.weighted)
+        return (*shape, self.sampler, self.tile, self.stop, self.chaos, self.prompt_windows)
 
     def with_seeds(self, seeds: tuple[int, ...]) -> GenerationRequest:
         """The same settings with other seeds (a reroll)."""

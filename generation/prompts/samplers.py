@@ -12,6 +12,5 @@ SAMPLER_LABELS: dict[str, str] = {
     "unipc": "UniPC",
     "ddim": "DDIM",
     "heun": "Heun",
-    "lms": "LMS",
 }
 SAMPLER_NAMES = tuple(SAMPLER_LABELS)
