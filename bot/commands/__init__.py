@@ -13,9 +13,17 @@ from discord import app_commands
 from bot.commands.admin import admin_commands
 from bot.commands.imagine import imagine_commands
 from bot.commands.member import member_commands
+from bot.commands.prefer import prefer_commands
+from bot.commands.settings import settings_commands
 from bot.services import Services
 
 
 def all_commands(services: Services) -> list[app_commands.Command[Any, Any, Any] | app_commands.Group]:
     """Every application command the bot offers, built over its services."""
-    return [*imagine_commands(services), *member_commands(services), *admin_commands(services)]
+    return [
+        *imagine_commands(services),
+        *member_commands(services),
+        *admin_commands(services),
+        *settings_commands(services),
+        *prefer_commands(services),
+    ]

@@ -34,6 +34,7 @@ from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.preview import preview_png
 from generation.pipelines.prompt_encoding import PromptEncoder, supports_weights
 from generation.pipelines.samplers import Samplers
+from generation.prompts.parser import MAX_PROMPT_WINDOWS
 from generation.prompts.request import (
     UPSCALE_STRENGTH,
     VARIATION_STRENGTH,
@@ -50,7 +51,6 @@ log = logging.getLogger(__name__)
 CPU_MAX_BATCH_IMAGES = 8
 GPU_MAX_BATCH_IMAGES = 16
 IMG2IMG_DEFAULT_STRENGTH = 0.6  # as generation.prompts.request.IMG2IMG_STRENGTH
-PROMPT_WINDOWS = 4  # a prompt may fill this many 75-token windows (300 tokens) where weights are encoded
 
 # Memory estimate for max_batch_images on CUDA (fp16, SDPA attention, VAE slicing on). Not measured on
 # every card: a conservative rule of thumb from SD 1.5 at 512×512 (≈ 0.35 GiB of UNet activations per
@@ -92,7 +92,7 @@ class DiffusersEngine:
         self._samplers = Samplers(model.text2img.scheduler)
         self._encoder = PromptEncoder(model.text2img) if supports_weights(model.text2img) else None
         if self._encoder is not None:
-            self.profile = replace(self.profile, prompt_windows=PROMPT_WINDOWS, supports_weights=True)
+            self.profile = replace(self.profile, prompt_windows=MAX_PROMPT_WINDOWS, supports_weights=True)
         self._generator_device = torch.device(gen_device)
         # count_tokens runs on the event loop beside a running batch; a tokenizer keeps its padding and
         # truncation settings as state, so sharing the pipeline's races (its prompts lose their padding).

@@ -67,6 +67,7 @@ KNOWN_FLAGS = tuple(f"--{name}" for flag in _FLAGS for name in flag.names)
 FLAG_NAMES = frozenset(_BY_NAME)
 QUALITY_CHOICES = (0.25, 0.5, 1.0, 2.0)
 WINDOW_TOKENS = 75  # tokens of one window, without its begin/end tokens
+MAX_PROMPT_WINDOWS = 4  # where weights are encoded, a prompt may fill this many windows (300 tokens)
 
 # `--name`, or `—name`/`–name` (phones turn `--` into a dash), at the start of a word.
 _FLAG_RE = re.compile(r"(?<!\S)(--|[—–])(?=[A-Za-z])(\S+)")
