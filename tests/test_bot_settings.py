@@ -79,6 +79,11 @@ async def test_the_panel_changes_values_and_resets(world: BotWorld) -> None:
     await click.wait_acked()
     assert (await world.store.prompt_settings(world.guild.id, world.dave.id)).member.count == 4
     assert "Images per prompt: `4`" in world.server.messages[panel.id].content
+    for value, stored in (("dpmpp_2m_karras", "dpmpp_2m_karras"), ("model", None)):
+        await world.server.click(
+            panel, "settings:sampler", world.dave, values=[value], component_type=3
+        ).wait_acked()
+        assert (await world.store.prompt_settings(world.guild.id, world.dave.id)).member.sampler == stored
     await world.server.click(panel, "settings:remix", world.dave).wait_acked()
     assert (await world.store.prompt_settings(world.guild.id, world.dave.id)).member.remix is True
     assert "Remix: **on**" in world.server.messages[panel.id].content

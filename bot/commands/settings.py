@@ -193,8 +193,6 @@ class SettingsPanel(discord.ui.View):
                 value if name == "sampler" else None,
                 None,
             )
-            if name == "sampler" and value == OWN_SAMPLER:
-                changed = {"sampler": None}
             await self._apply(interaction, changed)
 
         return callback
