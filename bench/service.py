@@ -10,6 +10,9 @@ In one process, for `--rounds` rounds:
   each job's events read by its own task as the bot does;
 - **batched**: the same through the service with batching on (its default cap), reported apart.
 
+`--prompts` measures something else: the weighted and long-prompt path against the plain one
+(`bench.prompt_cost`).
+
 The timed rounds carry no instrumentation. After them, one more `service` and one more `batched`
 pass (of at least 40 jobs) run with a ticker coroutine that wakes every 5 ms and records how late it
 woke: that is the event-loop stall (the gateway heartbeat and Discord acknowledgements wait that
@@ -321,10 +324,26 @@ def main(argv: list[str], settings: BenchSettings) -> int:
     parser.add_argument("--rounds", type=int, default=40, help="repetitions of every variant (default 40)")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--steps", type=int, default=4, help="denoising steps (default 4)")
+    parser.add_argument(
+        "--prompts",
+        action="store_true",
+        help="instead: the weighted and long-prompt path against the plain one (bench/prompt_cost.py)",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.rounds < 1:
         parser.error("--jobs and --rounds must be at least 1")
     cache = settings.cache_dir()  # the tiny model, built there once
+    if args.prompts:
+        from bench import prompt_cost
+
+        requests = make_requests(args.jobs, args.size, args.steps, 7.5, "tiny")
+        report(
+            "service-prompts",
+            prompt_cost.run(requests, args.rounds, cache),
+            argv,
+            results_path=settings.results_path,
+        )
+        return 0
     figures = asyncio.run(run(args.jobs, args.rounds, args.size, args.steps, cache))
     report("service", figures, argv, results_path=settings.results_path)
     return 0

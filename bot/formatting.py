@@ -3,6 +3,8 @@ progress and results, are `jobs.messages`'.)"""
 
 from __future__ import annotations
 
+from generation.prompts.parser import MAX_PROMPT_WINDOWS, WINDOW_TOKENS
+from generation.prompts.samplers import SAMPLER_NAMES
 from storage.interface import LimitName, Limits, LimitsPatch, LimitsView, Refusal, Usage
 
 _LIMIT_TEXT = {
@@ -109,3 +111,12 @@ Reacting with 🔄 or 1️⃣–4️⃣ on a result does the same. **📋** show
 **/show** `job` post a result again · **/describe** `image` (or Apps → Describe on a message): four prompts \
 for a picture, with **Imagine 1–4** buttons.
 Admins (Manage Server): **/limits show|set|reset**, **/blocklist add|remove|list**."""
+HELP_TEXT += (
+    "\n**Grammar**: `a {red, blue} fox` one job per choice (16 at most) · `--repeat 3` (1–8, new seeds)"
+    " · `cat::2 dog::-1` weighted parts · `(word:1.3)` `(word)` `[word]` emphasis, `\\(` a literal"
+    f" parenthesis · prompts up to {MAX_PROMPT_WINDOWS * WINDOW_TOKENS} tokens · `--tile` edges wrap"
+    " · `--stop 60` (10–100 % of the steps) · `--chaos 40` (0–100, how unlike the images are)"
+    f" · `--quality 0.5` (0.25, 0.5, 1, 2 × steps) · `--sampler NAME` ({', '.join(SAMPLER_NAMES)})."
+    "\n**/settings** your defaults and Remix · **/prefer option set|list|delete** your `--name` macros"
+    " · Admins: **/server-defaults**."
+)

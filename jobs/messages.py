@@ -4,6 +4,7 @@ in Discord's markdown (mentions are `<@id>`)."""
 from __future__ import annotations
 
 from generation.prompts.request import GenerationRequest, Mode
+from generation.prompts.samplers import SAMPLER_LABELS
 from storage.interface import JobRecord, JobState
 
 MAX_PROMPT_SHOWN = 1500
@@ -83,18 +84,24 @@ def details_text(job: JobRecord, request: GenerationRequest) -> str:
     """Everything about a job (the 📋 button): prompt, negative, seeds, model, size, steps, source."""
     seeds = job.seeds or request.seeds
     negative = quote(shorten(request.negative_prompt, 200)) if request.negative_prompt else "(none)"
+    sampler = SAMPLER_LABELS.get(request.sampler, request.sampler) if request.sampler else "the model's own"
     lines = [
         f"**Job `{job.job_id}`** by <@{job.owner_id}>: {job.state.value}",
         f"**Prompt:** {quote(shorten(request.prompt, MAX_PROMPT_SHOWN))}",
         f"**Negative:** {negative}",
         f"**Seeds:** {', '.join(str(s) for s in seeds)}",
-        f"**Model:** {quote(request.model)} · **Sampler:** the model's own",
+        f"**Model:** {quote(request.model)} · **Sampler:** {sampler}",
         f"**Size:** {request.width}×{request.height} ({request.aspect}) · **Steps:** {request.steps} · "
         f"**CFG:** {request.guidance:g}",
         f"**Made from:** {made_from(job, request)}",
     ]
     if request.strength is not None and request.mode is not Mode.TXT2IMG:
         lines.append(f"**Strength:** {request.strength:g}")
+    extras = [("tiled", request.tile), (f"stopped at {request.stop}%", request.stop < 100)]
+    if request.chaos is not None:
+        extras.append((f"chaos {request.chaos}", True))
+    if any(on for _, on in extras):
+        lines.append("**Also:** " + ", ".join(text for text, on in extras if on))
     if job.error and job.state is not JobState.DONE:
         lines.append(f"**Why it ended:** {quote(shorten(job.error, 300))}")
     return "\n".join(lines)

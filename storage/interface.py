@@ -174,6 +174,31 @@ class LimitsView:
     effective: Limits | None = None
 
 
+@dataclass(frozen=True)
+class PromptSettings:
+    """A member's (or, for user id None, the guild's) prompt defaults; None: not set."""
+
+    remix: bool | None = None
+    count: int | None = None
+    aspect: str | None = None
+    negative: str | None = None
+    sampler: str | None = None
+    suffix: str | None = None
+    model: str | None = None
+
+
+SETTING_NAMES = ("remix", "count", "aspect", "negative", "sampler", "suffix", "model")
+
+
+@dataclass(frozen=True)
+class SettingsView:
+    """What one job reads of a member's settings: theirs, the guild's, and their macros."""
+
+    member: PromptSettings
+    guild: PromptSettings
+    macros: dict[str, str] = field(default_factory=dict)
+
+
 class Store(Protocol):
     """Everything the bot remembers across restarts."""
 
@@ -223,6 +248,30 @@ class Store(Protocol):
     async def remove_blocked_word(self, guild_id: int, phrase: str) -> bool: ...
 
     async def blocked_words(self, guild_id: int) -> list[str]: ...
+
+    # settings and macros ----------------------------------------------------------------------
+    async def prompt_settings(self, guild_id: int, user_id: int) -> SettingsView:
+        """The member's settings, the guild's and the member's macros, in one read."""
+        ...
+
+    async def set_prompt_settings(
+        self, guild_id: int, user_id: int | None, changes: dict[str, object | None]
+    ) -> None:
+        """Set the named settings (None clears one) of a member, or the guild's (user_id None);
+        ValueError for a name not in SETTING_NAMES."""
+        ...
+
+    async def reset_prompt_settings(self, guild_id: int, user_id: int | None) -> bool:
+        """Clear every setting of a member (or the guild's); False if none was set."""
+        ...
+
+    async def set_macro(self, guild_id: int, user_id: int, name: str, value: str, limit: int) -> bool:
+        """Add or replace a member's macro; False (nothing stored) when adding it would pass `limit`."""
+        ...
+
+    async def delete_macro(self, guild_id: int, user_id: int, name: str) -> bool:
+        """Remove a member's macro; False if there was none."""
+        ...
 
     # jobs -------------------------------------------------------------------------------------
     async def get_job(self, job_id: str) -> JobRecord | None: ...

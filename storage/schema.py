@@ -8,6 +8,7 @@ the `schema_version` table (`storage.postgres`); applying step `n` takes the ver
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ class Migration:
 
 
 def load_migrations(dialect: str) -> tuple[Migration, ...]:
-    """The shipped steps of `dialect` ("sqlite" or "postgres"), in order; versions run 1, 2, 3, …"""
+    """The shipped steps of `dialect` ("sqlite" or "postgres"), in order of their versions (1, 2, 3, …)."""
     folder = resources.files("storage").joinpath("migrations", dialect)
     found: list[Migration] = []
     for entry in folder.iterdir():
@@ -37,8 +38,10 @@ def load_migrations(dialect: str) -> tuple[Migration, ...]:
         if match:
             found.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
     found.sort(key=lambda m: m.version)
-    for expected, migration in enumerate(found, start=1):
-        if migration.version != expected:
+    # Ascending and unique; a gap is allowed while parallel branches hold the numbers between (the
+    # steps apply in order and the version is the last applied step's number).
+    for before, migration in itertools.pairwise(found):
+        if migration.version <= before.version:
             raise RuntimeError(f"migration {migration.version:04d}_{migration.name} is out of sequence")
     return tuple(found)
 

@@ -10,7 +10,7 @@ from enum import Enum
 from types import TracebackType
 from typing import ClassVar, Self, TypeVar
 
-from storage import ops
+from storage import ops, settings_ops
 from storage.interface import (
     JobRecord,
     JobState,
@@ -22,6 +22,7 @@ from storage.interface import (
     Refusal,
     Reservation,
     Scope,
+    SettingsView,
     Usage,
 )
 from storage.sql import Dialect, Program
@@ -124,6 +125,31 @@ class SqlStore:
     async def blocked_words(self, guild_id: int) -> list[str]:
         """The guild's blocked phrases (normalised), sorted."""
         return await self._run(ops.blocked_words(guild_id), Access.READ)
+
+    # settings and macros --------------------------------------------------------------------------
+
+    async def prompt_settings(self, guild_id: int, user_id: int) -> SettingsView:
+        """The member's settings, the guild's and the member's macros, in one snapshot."""
+        return await self._run(settings_ops.prompt_settings(guild_id, user_id), Access.SNAPSHOT)
+
+    async def set_prompt_settings(
+        self, guild_id: int, user_id: int | None, changes: dict[str, object | None]
+    ) -> None:
+        """Set the named settings (None clears one) of a member, or the guild's (user_id None)."""
+        await self._run(settings_ops.set_prompt_settings(guild_id, user_id, changes), Access.WRITE)
+
+    async def reset_prompt_settings(self, guild_id: int, user_id: int | None) -> bool:
+        """Clear every setting of a member (or the guild's); False if none was set."""
+        return bool(await self._run(settings_ops.reset_prompt_settings(guild_id, user_id), Access.WRITE))
+
+    async def set_macro(self, guild_id: int, user_id: int, name: str, value: str, limit: int) -> bool:
+        """Add or replace a member's macro; False (nothing stored) when adding it would pass `limit`."""
+        program = settings_ops.set_macro(guild_id, user_id, name, value, limit)
+        return bool(await self._run(program, Access.WRITE))
+
+    async def delete_macro(self, guild_id: int, user_id: int, name: str) -> bool:
+        """Remove a member's macro; False if there was none."""
+        return bool(await self._run(settings_ops.delete_macro(guild_id, user_id, name), Access.WRITE))
 
     # jobs -----------------------------------------------------------------------------------------
 

@@ -42,6 +42,20 @@ def test_service_benchmark_prints_overhead_and_loop_stall(tmp_path: Path, tiny_c
         assert "--jobs 3 --rounds 1`" not in real_results.read_text()[len(before) :]
 
 
+def test_service_prompts_benchmark_compares_weighted_and_long_with_plain(
+    tmp_path: Path, tiny_cache_dir: Path
+) -> None:
+    results = tmp_path / "RESULTS.md"
+    figures = _run_bench(["service", "--prompts", "--jobs", "2", "--rounds", "2"], results, tiny_cache_dir)
+    assert figures["jobs"] == 2 and figures["rounds"] == 2
+    for name in ("plain", "weighted", "long"):
+        assert figures[f"{name}_ms_per_job"] > 0
+    for name in ("weighted", "long"):
+        low, high = figures[f"{name}_vs_plain_ci95"]
+        assert low <= figures[f"{name}_vs_plain"] <= high
+    assert "## service-prompts" in results.read_text()
+
+
 def test_gpu_benchmark_runs_on_cpu_with_a_tiny_architecture(tmp_path: Path, tiny_cache_dir: Path) -> None:
     results = tmp_path / "RESULTS.md"
     args = ["gpu", "--arch", "sd15", "--tiny-arch", "--concurrency", "1,2"]

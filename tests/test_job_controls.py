@@ -131,7 +131,13 @@ async def test_info_shows_the_jobs_parameters_privately(world: BotWorld, owl: Me
         world, world.server.click(owl, _id(owl, "i"), world.bob), "an owl at dusk", "seeds:** 5", "tiny"
     )
     assert f"`{parent}`" in text and "made from:** the prompt alone" in text.lower()
-    assert "64×64" in text
+    assert "64×64" in text and "sampler:** the model's own" in text.lower()
+
+    tiled = await world.wait_result(
+        world.imagine("a tiled wall --n 1 --sampler euler_a --tile", member=world.bob)
+    )
+    text = await _private(world, world.server.click(tiled, _id(tiled, "i"), world.bob))
+    assert "sampler:** euler a" in text.lower() and "also:** tiled" in text.lower()
 
     variation = await world.wait_result(world.server.click(owl, f"imagine:v:{parent}:1", world.bob))
     text = await _private(world, world.server.click(variation, _id(variation, "i"), world.alice))

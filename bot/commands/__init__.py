@@ -15,6 +15,8 @@ from bot.commands.describe import DescribeCommand, describe_commands
 from bot.commands.imagine import imagine_commands
 from bot.commands.job_controls import job_control_commands
 from bot.commands.member import member_commands
+from bot.commands.prefer import prefer_commands
+from bot.commands.settings import settings_commands
 from bot.services import Services
 
 
@@ -28,4 +30,6 @@ def all_commands(
         *job_control_commands(services),
         *describe_commands(services, DescribeCommand(services)),
         *admin_commands(services),
+        *settings_commands(services),
+        *prefer_commands(services),
     ]

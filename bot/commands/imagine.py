@@ -15,12 +15,14 @@ from discord import app_commands
 from discord.app_commands import Range
 
 from bot.commands.errors import UserError, member_role_ids, send_private
+from bot.commands.settings import prompt_context
 from bot.formatting import refusal_text
 from bot.services import Services
 from bot.views.custom_ids import new_job_id
 from generation.media.image_store import decode_image
-from generation.prompts.parser import ASPECT_CHOICES, parse_prompt
-from generation.prompts.request import PromptOptions
+from generation.prompts.command import parse_command
+from generation.prompts.parser import ASPECT_CHOICES
+from generation.prompts.request import GenerationRequest, PromptOptions
 from jobs.delivery import token_expiry
 from jobs.messages import quote
 from storage.blocklist import find_blocked
@@ -117,19 +119,23 @@ class ImagineCommand:
         limit = interaction.filesize_limit
         if image is not None:
             check_attachment(image, limit)
-        request = parse_prompt(
+        defaults, macros = await prompt_context(bot.store, interaction.guild_id, interaction.user.id)
+        requests = parse_command(
             text,
             options,
             bot.backend.profile,
             count_tokens=bot.backend.count_tokens,
             random_seed=random_seed,
+            defaults=defaults,
+            macros=macros,
             source_image=PENDING_SOURCE if image is not None else None,
         )
-        # Acknowledge now: nothing above awaited anything.
+        # Acknowledge now: nothing above awaited anything but one read of the member's settings.
         await interaction.response.defer(thinking=True)
         interaction.extras["public_defer"] = True
 
-        blocked = find_blocked(request.prompt, await bot.store.blocked_words(interaction.guild_id))
+        words = await bot.store.blocked_words(interaction.guild_id)
+        blocked = next((b for b in (find_blocked(r.prompt, words) for r in requests) if b is not None), None)
         if blocked is not None:
             raise UserError(
                 f"Your prompt contains a word this server blocks (“{quote(blocked)}”), so it wasn't queued."
@@ -140,8 +146,18 @@ class ImagineCommand:
                 raise UserError("That picture is larger than this server's upload limit.")
             await asyncio.to_thread(decode_image, data)
             digest = await asyncio.to_thread(bot.image_store.put, data)
-            request = dataclasses.replace(request, source_image=digest)
+            requests = [dataclasses.replace(r, source_image=digest) for r in requests]
+        for position, request in enumerate(requests):
+            if not await self._submit(interaction, request, first=position == 0):
+                return
 
+    async def _submit(
+        self, interaction: discord.Interaction[Any], request: GenerationRequest, *, first: bool
+    ) -> bool:
+        """Reserve and queue one job of the command; False (the member told) when refused. The first
+        job answers in the interaction; the others post to the channel, mentioning the member."""
+        bot, limit = self.services, interaction.filesize_limit
+        assert interaction.guild_id is not None and interaction.channel_id is not None
         job = NewJob(
             job_id=new_job_id(),
             guild_id=interaction.guild_id,
@@ -149,14 +165,21 @@ class ImagineCommand:
             owner_id=interaction.user.id,
             request_json=request.to_json(),
             images=request.count,
-            interaction_id=interaction.id,
-            interaction_token=interaction.token,
-            token_expires_at=token_expiry(bot.clock()),
+            interaction_id=interaction.id if first else None,
+            interaction_token=interaction.token if first else None,
+            token_expires_at=token_expiry(bot.clock()) if first else None,
         )
         outcome = await bot.runner.submit(job, request, member_role_ids(interaction.user), upload_limit=limit)
         if isinstance(outcome, Refusal):
-            await send_private(interaction, refusal_text(outcome, request.count))
-            return
+            text = refusal_text(outcome, request.count)
+            if first:
+                await send_private(interaction, text)
+            else:  # the first job's answer stays; the rest of the command is not queued
+                await interaction.followup.send(
+                    f"The rest of this command wasn't queued: {text}"[:1900], ephemeral=True
+                )
+            return False
+        return True
 
 
 def imagine_commands(services: Services) -> list[app_commands.Command[Any, Any, None]]:

@@ -47,6 +47,8 @@ def parameters_text(request: GenerationRequest, seed: int, *, sampler: str = DEF
         f"Size: {request.width}x{request.height}",
         f"Model: {_quote(request.model)}",
     ]
+    if request.tile:
+        fields.append("Tiling: True")
     if request.mode is not Mode.TXT2IMG and request.strength is not None:
         fields.append(f"Denoising strength: {round(request.strength, 4)}")
     lines.append(", ".join(fields))

@@ -27,10 +27,14 @@ from PIL import Image
 from generation.backends.protocol import GeneratedImage
 from generation.media.compose import encode_png
 from generation.media.image_store import fit_source, load_source
+from generation.pipelines.call_options import batch_call
 from generation.pipelines.contract import BatchInterrupted, OutOfMemory, PreviewFn, StepCallback
 from generation.pipelines.loading import LoadedModel, SafetyCheck, load_pipeline
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.preview import preview_png
+from generation.pipelines.prompt_encoding import PromptEncoder, supports_weights
+from generation.pipelines.samplers import Samplers
+from generation.prompts.parser import MAX_PROMPT_WINDOWS
 from generation.prompts.request import (
     UPSCALE_STRENGTH,
     VARIATION_STRENGTH,
@@ -40,6 +44,7 @@ from generation.prompts.request import (
     size_unit,
     snap_size,
 )
+from generation.prompts.samplers import SAMPLER_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,10 @@ class DiffusersEngine:
         gen_device = "cpu" if model.device == "mps" else model.device
         scheduler = type(model.text2img.scheduler).__name__
         self.sampler = SAMPLER_NAMES.get(scheduler, scheduler.removesuffix("Scheduler"))
+        self._samplers = Samplers(model.text2img.scheduler)
+        self._encoder = PromptEncoder(model.text2img) if supports_weights(model.text2img) else None
+        if self._encoder is not None:
+            self.profile = replace(self.profile, prompt_windows=MAX_PROMPT_WINDOWS, supports_weights=True)
         self._generator_device = torch.device(gen_device)
         # count_tokens runs on the event loop beside a running batch; a tokenizer keeps its padding and
         # truncation settings as state, so sharing the pipeline's races (its prompts lose their padding).
@@ -181,7 +190,8 @@ class DiffusersEngine:
             kwargs["num_inference_steps"] = max(first.steps, math.ceil(1 / strength))
 
         try:
-            images: list[Image.Image] = pipe(**kwargs).images
+            with batch_call(pipe, requests, kwargs, self._samplers, self._encoder):
+                images: list[Image.Image] = pipe(**kwargs).images
         except RuntimeError as exc:
             if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
                 self._release_memory()
@@ -194,7 +204,8 @@ class DiffusersEngine:
         if len(flags) != len(images):
             raise RuntimeError(f"safety checker returned {len(flags)} flags for {len(images)} images")
         owners = [(request, seed) for request in requests for seed in request.seeds]
-        pngs = encode_images(images, owners, sampler=self.sampler)
+        sampler = SAMPLER_LABELS[first.sampler] if first.sampler else self.sampler
+        pngs = encode_images(images, owners, sampler=sampler)
         results: list[list[GeneratedImage]] = []
         position = 0
         for request in requests:

@@ -14,6 +14,8 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from generation.prompts.errors import PromptError as PromptError
+from generation.prompts.grammar import MAX_REPEAT
 from generation.prompts.request import (
     IMG2IMG_STRENGTH,
     MAX_IMAGES,
@@ -23,19 +25,18 @@ from generation.prompts.request import (
     GenerationRequest,
     Mode,
     ModelProfile,
+    PromptDefaults,
     PromptOptions,
     consecutive_seeds,
     size_unit,
     snap_size,
 )
+from generation.prompts.samplers import SAMPLER_LABELS, SAMPLER_NAMES
+from generation.prompts.weights import parse_weights, plain_text, uses_weights
 
 ASPECT_CHOICES = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
 MAX_RATIO = 4.0  # widest allowed is 4:1, tallest 1:4
 MAX_GUIDANCE = 30.0
-
-
-class PromptError(ValueError):
-    """A bad prompt or option; `str()` is a one-line message for the member."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class _Flag:
     key: str  # canonical setting name
     names: tuple[str, ...]  # inline spellings, the first one shown in messages
     option: str  # the slash option with the same meaning
+    takes_value: bool = True
 
 
 _FLAGS = (
@@ -53,9 +55,19 @@ _FLAGS = (
     _Flag("guidance", ("cfg", "guidance"), "guidance"),
     _Flag("count", ("n",), "count"),
     _Flag("strength", ("strength",), "strength"),
+    _Flag("repeat", ("repeat", "r"), "repeat"),
+    _Flag("tile", ("tile",), "tile", takes_value=False),
+    _Flag("stop", ("stop",), "stop"),
+    _Flag("chaos", ("chaos", "c"), "chaos"),
+    _Flag("quality", ("quality", "q"), "quality"),
+    _Flag("sampler", ("sampler",), "sampler"),
 )
 _BY_NAME = {name: flag for flag in _FLAGS for name in flag.names}
 KNOWN_FLAGS = tuple(f"--{name}" for flag in _FLAGS for name in flag.names)
+FLAG_NAMES = frozenset(_BY_NAME)
+QUALITY_CHOICES = (0.25, 0.5, 1.0, 2.0)
+WINDOW_TOKENS = 75  # tokens of one window, without its begin/end tokens
+MAX_PROMPT_WINDOWS = 4  # where weights are encoded, a prompt may fill this many windows (300 tokens)
 
 # `--name`, or `—name`/`–name` (phones turn `--` into a dash), at the start of a word.
 _FLAG_RE = re.compile(r"(?<!\S)(--|[—–])(?=[A-Za-z])(\S+)")
@@ -124,6 +136,11 @@ def _split_flags(text: str) -> tuple[str, dict[str, tuple[str, str]]]:
             first = found[flag.key][0]
             same = "" if first == spelled else f" (as {_show(first)} and {_show(spelled)})"
             raise PromptError(f"{_show('--' + flag.names[0])} is given twice{same}; give it once.")
+        if not flag.takes_value:
+            if value:
+                raise PromptError(f"{_show(spelled)} takes no value, but got {_show(value)}.")
+            found[flag.key] = (spelled, "on")
+            continue
         if not value:
             example = {"negative": "text, watermark", "aspect": "16:9"}.get(flag.key, "…")
             raise PromptError(f"{_show(spelled)} needs a value, e.g. {_show(spelled + ' ' + example)}.")
@@ -198,6 +215,15 @@ def aspect_size(aspect: str, native: int) -> tuple[int, int]:
     return snap_size(w / h, float(native * native), unit)
 
 
+@dataclass(frozen=True)
+class ParsedPrompt:
+    """One parsed text: its request, how many jobs `--repeat` asks for, and whether a seed was given."""
+
+    request: GenerationRequest
+    repeat: int
+    seeded: bool
+
+
 def parse_prompt(
     text: str,
     options: PromptOptions,
@@ -207,38 +233,69 @@ def parse_prompt(
     random_seed: Callable[[], int],
     mode: Mode = Mode.TXT2IMG,
     source_image: str | None = None,
+    defaults: PromptDefaults | None = None,
 ) -> GenerationRequest:
-    """Build the request for `text` (prompt plus inline flags) and the slash `options`.
+    """Build the one request for `text` (prompt plus inline flags) and the slash `options`; see
+    `parse_one`. `--repeat` above 1 is refused here (`generation.prompts.command` makes the jobs)."""
+    parsed = parse_one(
+        text,
+        options,
+        profile,
+        count_tokens=count_tokens,
+        random_seed=random_seed,
+        mode=mode,
+        source_image=source_image,
+        defaults=defaults,
+    )
+    if parsed.repeat > 1:
+        raise PromptError("`--repeat` makes several jobs, which only `/imagine` does.")
+    return parsed.request
 
-    Defaults come from `profile` (steps, guidance; 0 guidance for turbo models). With a seed s and n
-    images the seeds are s..s+n-1 (mod 2**32); without one, `random_seed()` gives the first. A
-    source image makes txt2img into img2img (strength 0.6 unless given). A prompt or negative prompt
-    longer than the model's token limit is refused (never silently cut), saying by how much.
-    Raises PromptError, and only PromptError, for any bad input.
+
+def parse_one(
+    text: str,
+    options: PromptOptions,
+    profile: ModelProfile,
+    *,
+    count_tokens: Callable[[str], int],
+    random_seed: Callable[[], int],
+    mode: Mode = Mode.TXT2IMG,
+    source_image: str | None = None,
+    defaults: PromptDefaults | None = None,
+) -> ParsedPrompt:
+    """The request for `text` (prompt plus inline flags) and the slash `options`, and its `--repeat`.
+
+    What wins: a slash option, an inline flag, `defaults` (the member's over the guild's), then
+    `profile` (steps, guidance; 0 guidance for turbo models). With a seed s and n images the seeds
+    are s..s+n-1 (mod 2**32); without one, `random_seed()` gives the first. A source image makes
+    txt2img into img2img (strength 0.6 unless given). A prompt longer than the model's token windows
+    is refused (never silently cut), saying by how much. Raises PromptError, and only PromptError.
     """
+    given = defaults or PromptDefaults()
     prompt_part, flags = _split_flags(clean_text(text if isinstance(text, str) else ""))
     prompt = prompt_part.strip()
 
     def label(key: str) -> str:
-        if getattr(options, key) is not None:
+        if getattr(options, key, None) is not None:
             return f"The `{key}` option"
         spelled = flags[key][0] if key in flags else f"--{key}"
         return f"`{spelled}`"
 
     def pick_int(key: str) -> int | None:
-        given = getattr(options, key)
-        if given is not None:
-            return _option_int(label(key), given)
+        value = getattr(options, key, None)
+        if value is not None:
+            return _option_int(label(key), value)
         return _parse_int(label(key), flags[key][1]) if key in flags else None
 
     def pick_float(key: str) -> float | None:
-        given = getattr(options, key)
-        if given is not None:
-            return _option_float(label(key), given)
+        value = getattr(options, key, None)
+        if value is not None:
+            return _option_float(label(key), value)
         return _parse_float(label(key), flags[key][1]) if key in flags else None
 
     # 1. The image's shape.
-    aspect_raw = options.aspect if options.aspect is not None else flags.get("aspect", ("", "1:1"))[1]
+    aspect_raw = options.aspect if options.aspect is not None else flags.get("aspect", ("", None))[1]
+    aspect_raw = aspect_raw if aspect_raw is not None else (given.aspect or "1:1")
     if not isinstance(aspect_raw, str):
         raise PromptError("The `aspect` option must be a ratio like 16:9.")
     aw, ah = parse_aspect(label("aspect"), aspect_raw)
@@ -250,6 +307,11 @@ def parse_prompt(
         steps = profile.default_steps
     else:
         _check_range(label("steps"), steps, profile.min_steps, profile.max_steps, " for this model")
+    quality = pick_float("quality")
+    if quality is not None:
+        if quality not in QUALITY_CHOICES:
+            raise PromptError(f"{label('quality')} must be one of 0.25, 0.5, 1 or 2, not {_fmt(quality)}.")
+        steps = min(profile.max_steps, max(profile.min_steps, round(steps * quality)))
     guidance = pick_float("guidance")
     if guidance is None:
         guidance = 0.0 if profile.is_turbo else float(profile.default_guidance)
@@ -257,12 +319,21 @@ def parse_prompt(
         _check_range(label("guidance"), guidance, 0.0, MAX_GUIDANCE)
     count = pick_int("count")
     if count is None:
-        count = 1
+        count = given.count or 1
     else:
         _check_range(label("count"), count, 1, MAX_IMAGES, " images")
     seed = pick_int("seed")
     if seed is not None:
         _check_range(label("seed"), seed, 0, SEED_MODULUS - 1)
+    repeat = pick_int("repeat") or 1
+    _check_range(label("repeat"), repeat, 1, MAX_REPEAT, " jobs")
+    stop = pick_int("stop")
+    if stop is not None:
+        _check_range(label("stop"), stop, 10, 100, " percent")
+    chaos = pick_int("chaos")
+    if chaos is not None:
+        _check_range(label("chaos"), chaos, 0, 100)
+    sampler = _pick_sampler(label("sampler"), flags.get("sampler", ("", given.sampler))[1])
 
     # 3. What it starts from.
     if source_image is not None and mode is Mode.TXT2IMG:
@@ -275,6 +346,8 @@ def parse_prompt(
                 "attach one with the `image` option."
             )
     else:
+        if chaos is not None:
+            raise PromptError(f"{label('chaos')} only works on new pictures, not from a picture.")
         if source_image is None:
             raise PromptError("This needs a picture to start from: attach one with the `image` option.")
         if strength is None:
@@ -288,20 +361,20 @@ def parse_prompt(
     # 4. Text.
     if is_blank(prompt):
         raise PromptError("Your prompt is empty: describe what to draw, then any flags like `--ar 16:9`.")
+    if given.suffix and not is_blank(given.suffix):
+        prompt = f"{prompt}, {clean_text(given.suffix)}"
     if options.negative is not None:
         if not isinstance(options.negative, str):
             raise PromptError("The `negative` option must be text.")
         negative = clean_text(options.negative)
     else:
-        negative = flags["negative"][1] if "negative" in flags else ""
+        negative = flags["negative"][1] if "negative" in flags else clean_text(given.negative or "")
     if is_blank(negative):
         negative = ""
-    _check_tokens("Your prompt", prompt, profile, count_tokens)
-    if negative:
-        _check_tokens("Your negative prompt", negative, profile, count_tokens)
+    windows = _check_text(prompt, negative, profile, count_tokens)
 
     first = random_seed() if seed is None else seed
-    return GenerationRequest(
+    request = GenerationRequest(
         prompt=prompt,
         width=width,
         height=height,
@@ -314,14 +387,52 @@ def parse_prompt(
         mode=mode,
         strength=strength,
         source_image=source_image,
+        sampler=sampler,
+        tile="tile" in flags,
+        stop=100 if stop is None else stop,
+        chaos=chaos,
+        prompt_windows=windows,
     )
+    return ParsedPrompt(request, repeat, seeded=seed is not None)
 
 
-def _check_tokens(what: str, text: str, profile: ModelProfile, count_tokens: Callable[[str], int]) -> None:
+def _pick_sampler(label: str, raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    name = raw.strip().lower().replace("-", "_").replace("+", "p")
+    if name not in SAMPLER_LABELS:
+        raise PromptError(f"{label} must be one of {', '.join(SAMPLER_NAMES)}, not {_show(raw)}.")
+    return name
+
+
+def _check_text(prompt: str, negative: str, profile: ModelProfile, count_tokens: Callable[[str], int]) -> int:
+    """Check both prompts' syntax and length; the token windows of the weighted encoding they need
+    (weights, or longer than the model's window), else 0."""
+    syntax = uses_weights(prompt) or uses_weights(negative)
+    if syntax and not profile.supports_weights:
+        raise PromptError("This model doesn't take prompt weights (`::`, `( )`, `[ ]`, `\\`); remove them.")
+    parts = parse_weights(prompt)
+    if not parts:
+        raise PromptError("Your prompt is empty once its weights are taken out.")
+    windows = profile.prompt_windows if profile.supports_weights else 1
+    limit = profile.token_limit if windows == 1 else windows * WINDOW_TOKENS + 2
+    longest = 0
+    for part in parts:
+        longest = max(longest, _check_tokens("Your prompt", part.text, limit, count_tokens))
+    negative_text = " ".join([plain_text(negative), *(p.text for p in parts if p.weight < 0)]).strip()
+    if negative_text:
+        longest = max(longest, _check_tokens("Your negative prompt", negative_text, limit, count_tokens))
+    if not syntax and longest <= profile.token_limit:
+        return 0
+    return max(1, -(-(longest - 2) // WINDOW_TOKENS))
+
+
+def _check_tokens(what: str, text: str, limit: int, count_tokens: Callable[[str], int]) -> int:
     tokens = count_tokens(text)
-    if tokens > profile.token_limit:
-        over = tokens - profile.token_limit
+    if tokens > limit:
+        over = tokens - limit
         raise PromptError(
             f"{what} is {over} token{'s' if over != 1 else ''} over this model's limit "
-            f"({tokens} of {profile.token_limit}); please shorten it."
+            f"({tokens} of {limit}); please shorten it."
         )
+    return tokens

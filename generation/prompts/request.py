@@ -43,6 +43,8 @@ class ModelProfile:
     token_limit: int = 77  # including the begin/end tokens, as CLIP counts
     is_turbo: bool = False
     has_safety_checker: bool = False
+    prompt_windows: int = 1  # token windows a prompt may fill (more than 1: long prompts are joined)
+    supports_weights: bool = False  # weights and long prompts are encoded (SD 1.x/2.x text encoders)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,22 @@ class PromptOptions:
     seed: int | None = None
     count: int | None = None
     strength: float | None = None
+
+
+@dataclass(frozen=True)
+class PromptDefaults:
+    """A member's or guild's defaults (`/settings`); None means 'not set'."""
+
+    count: int | None = None
+    aspect: str | None = None
+    negative: str | None = None
+    sampler: str | None = None
+    suffix: str | None = None
+
+    def over(self, fallback: PromptDefaults) -> PromptDefaults:
+        """These defaults, each unset one taken from `fallback` (a member's over the guild's)."""
+        pick = {k: v if v is not None else getattr(fallback, k) for k, v in asdict(self).items()}
+        return PromptDefaults(**pick)
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,12 @@ class GenerationRequest:
     mode: Mode = Mode.TXT2IMG
     strength: float | None = None  # img2img / variation / upscale only
     source_image: str | None = None  # sha256 hex of the source PNG/JPEG bytes in the image store
+    sampler: str | None = None  # a name of generation.prompts.samplers; None: the model's own
+    tile: bool = False  # edges wrap (circular padding in the UNet's and VAE's convolutions)
+    stop: int = 100  # percent of the steps to run
+    chaos: int | None = None  # 0-100: how unlike each other the images are; None: independent seeds
+    # 0: diffusers encodes the prompts; n: weighted encoding in n 75-token windows (pipelines.prompt_encoding)
+    prompt_windows: int = 0
     warnings: tuple[str, ...] = field(default=(), compare=False)  # e.g. "12 tokens dropped"
 
     @property
@@ -81,9 +105,15 @@ class GenerationRequest:
         """How many images this request makes (and spends)."""
         return len(self.seeds)
 
+    @property
+    def weighted(self) -> bool:
+        """True when the prompts are encoded with weights and token windows."""
+        return self.prompt_windows > 0
+
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys may run in one batch (same shapes and schedule)."""
-        return (self.model, self.mode, self.width, self.height, self.steps, self.guidance, self.strength)
+        shape = (self.model, self.mode, self.width, self.height, self.steps, self.guidance, self.strength)
+        return (*shape, self.sampler, self.tile, self.stop, self.chaos, self.prompt_windows)
 
     def with_seeds(self, seeds: tuple[int, ...]) -> GenerationRequest:
         """The same settings with other seeds (a reroll)."""

@@ -1,0 +1,75 @@
+"""`/prefer option set|list|delete`: a member's personal macros (`--gold` → `golden hour, 35mm
+--ar 3:2`), per guild, at most `MAX_MACROS`, expanded by `/imagine` before parsing. Private."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.commands.errors import UserError
+from bot.services import Services
+from generation.prompts.grammar import MAX_MACROS, check_macro
+from generation.prompts.parser import FLAG_NAMES
+from jobs.messages import quote
+
+LIST_LIMIT = 1900  # characters of the list shown (Discord allows 2,000)
+
+
+def _guild(interaction: discord.Interaction[Any]) -> int:
+    if interaction.guild_id is None:
+        raise UserError("Macros belong to a server: use this command in one.")
+    return interaction.guild_id
+
+
+def macros_text(macros: dict[str, str]) -> str:
+    """The member's macros, one a line, cut to fit one message."""
+    if not macros:
+        return (
+            "You have no macros here. Add one with `/prefer option set name:gold value:golden hour --ar 3:2`."
+        )
+    lines = [f"**Your macros** ({len(macros)} of {MAX_MACROS})"]
+    for name, value in macros.items():
+        line = f"`--{name}` → {quote(value)}"
+        if sum(len(x) + 1 for x in lines) + len(line) > LIST_LIMIT:
+            lines.append("…")
+            break
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def prefer_commands(services: Services) -> list[app_commands.Group]:
+    """The `/prefer` group with its `option` subgroup."""
+    prefer = app_commands.Group(name="prefer", description="Your personal shortcuts", guild_only=True)
+    option = app_commands.Group(
+        name="option", description="Macros: --name in a prompt becomes its value", parent=prefer
+    )
+
+    @option.command(name="set", description="Add or change a macro")
+    @app_commands.describe(name="The macro's name, used as --name", value="What --name becomes")
+    async def set_(
+        interaction: discord.Interaction[Any],
+        name: app_commands.Range[str, 1, 40],
+        value: app_commands.Range[str, 1, 400],
+    ) -> None:
+        guild_id = _guild(interaction)
+        key, text = check_macro(name, value, FLAG_NAMES)
+        if not await services.store.set_macro(guild_id, interaction.user.id, key, text, MAX_MACROS):
+            raise UserError(f"You have {MAX_MACROS} macros already: delete one first.")
+        await interaction.response.send_message(f"`--{key}` now means {quote(text)}.", ephemeral=True)
+
+    @option.command(name="list", description="Your macros")
+    async def list_(interaction: discord.Interaction[Any]) -> None:
+        view = await services.store.prompt_settings(_guild(interaction), interaction.user.id)
+        await interaction.response.send_message(macros_text(view.macros), ephemeral=True)
+
+    @option.command(name="delete", description="Remove a macro")
+    @app_commands.describe(name="The macro's name")
+    async def delete(interaction: discord.Interaction[Any], name: app_commands.Range[str, 1, 40]) -> None:
+        key = name.strip().removeprefix("--").lower()
+        if not await services.store.delete_macro(_guild(interaction), interaction.user.id, key):
+            raise UserError(f"You have no macro `--{quote(key)}`.")
+        await interaction.response.send_message(f"`--{quote(key)}` is gone.", ephemeral=True)
+
+    return [prefer]

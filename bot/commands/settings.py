@@ -1,0 +1,275 @@
+"""`/settings` (a member's own prompt defaults and Remix, privately) and `/server-defaults` (the
+guild's, for Manage Server members): options change values at once, and the private answer shows
+the current values with selects and buttons to change them, and a reset.
+
+`prompt_context` is what `/imagine` reads once per command: the member's defaults over the guild's,
+and the member's macros (`/prefer`)."""
+
+# No `from __future__ import annotations`: discord.py reads the commands' annotations as objects.
+# ruff: noqa: UP045
+
+from typing import Any, Optional
+
+import discord
+from discord import app_commands
+from discord.app_commands import Range
+
+from bot.commands.errors import UserError, require_manage_guild
+from bot.services import Services
+from generation.prompts.parser import ASPECT_CHOICES, clean_text, parse_aspect
+from generation.prompts.request import MAX_IMAGES, PromptDefaults
+from generation.prompts.samplers import SAMPLER_LABELS, SAMPLER_NAMES
+from jobs.messages import quote
+from storage.interface import PromptSettings, Store
+
+MAX_TEXT = 300  # characters of a default negative prompt or style suffix
+CLEAR = "-"  # a text option of just this clears that setting
+VIEW_TIMEOUT_S = 600.0
+OWN_SAMPLER = "model"  # the sampler select's value for "the model's own"
+
+
+def defaults_of(settings: PromptSettings) -> PromptDefaults:
+    """The prompt defaults held in stored settings."""
+    return PromptDefaults(
+        count=settings.count,
+        aspect=settings.aspect,
+        negative=settings.negative,
+        sampler=settings.sampler,
+        suffix=settings.suffix,
+    )
+
+
+async def prompt_context(store: Store, guild_id: int, user_id: int) -> tuple[PromptDefaults, dict[str, str]]:
+    """One read: the member's defaults over the guild's, and the member's macros."""
+    view = await store.prompt_settings(guild_id, user_id)
+    return defaults_of(view.member).over(defaults_of(view.guild)), view.macros
+
+
+def _value(choice: Optional[app_commands.Choice[str]]) -> Optional[str]:
+    return None if choice is None else choice.value
+
+
+def _text(label: str, value: Optional[str]) -> Optional[str]:
+    """A text setting as given: None (not given), "" (clear it) or the cleaned text."""
+    if value is None:
+        return None
+    text = clean_text(value)
+    if text == CLEAR:
+        return ""
+    if not text:
+        raise UserError(f"The `{label}` option needs text, or `{CLEAR}` to clear it.")
+    if len(text) > MAX_TEXT:
+        raise UserError(f"The `{label}` option is at most {MAX_TEXT} characters, not {len(text)}.")
+    return text
+
+
+def changes_of(
+    count: Optional[int],
+    aspect: Optional[str],
+    negative: Optional[str],
+    sampler: Optional[str],
+    suffix: Optional[str],
+) -> dict[str, object | None]:
+    """The store changes the slash options ask for (None: clear a setting), checked."""
+    changes: dict[str, object | None] = {}
+    if count is not None:
+        if not 1 <= count <= MAX_IMAGES:
+            raise UserError(f"The `count` option must be between 1 and {MAX_IMAGES}.")
+        changes["count"] = count
+    if aspect is not None:
+        w, h = parse_aspect("The `aspect` option", aspect)
+        changes["aspect"] = f"{w}:{h}"
+    if sampler is not None:
+        if sampler != OWN_SAMPLER and sampler not in SAMPLER_LABELS:
+            raise UserError(f"The `sampler` option must be one of {', '.join(SAMPLER_NAMES)}.")
+        changes["sampler"] = None if sampler == OWN_SAMPLER else sampler
+    for name, value in (("negative", negative), ("suffix", suffix)):
+        text = _text(name, value)
+        if text is not None:
+            changes[name] = text or None
+    return changes
+
+
+def settings_text(settings: PromptSettings, *, guild: bool) -> str:
+    """The current values, one per line."""
+
+    def shown(value: object | None, unset: str) -> str:
+        return unset if value is None else f"`{quote(str(value))}`"
+
+    sampler = SAMPLER_LABELS.get(settings.sampler or "", None)
+    lines = ["**This server's defaults**" if guild else "**Your settings here**"]
+    if not guild:
+        lines.append(f"Remix: **{'on' if settings.remix else 'off'}**")
+    lines += [
+        f"Images per prompt: {shown(settings.count, 'not set (1)')}",
+        f"Aspect: {shown(settings.aspect, 'not set (1:1)')}",
+        f"Negative prompt: {shown(settings.negative, 'none')}",
+        f"Sampler: {shown(sampler, 'the model’s own')}",
+        f"Style suffix: {shown(settings.suffix, 'none')}",
+    ]
+    if not guild:
+        lines.append(
+            "-# What wins: a slash option, an inline flag, your settings, the server's, the model's."
+        )
+    return "\n".join(lines)
+
+
+class SettingsPanel(discord.ui.View):
+    """The private panel: selects for count, aspect and sampler, buttons for Remix and Reset."""
+
+    def __init__(self, services: Services, guild_id: int, user_id: Optional[int], owner_id: int) -> None:
+        super().__init__(timeout=VIEW_TIMEOUT_S)
+        self.services, self.guild_id, self.user_id, self.owner_id = services, guild_id, user_id, owner_id
+        self.settings = PromptSettings()
+
+    async def load(self) -> "SettingsPanel":
+        """Read the current values and lay the components out for them."""
+        view = await self.services.store.prompt_settings(self.guild_id, self.user_id or self.owner_id)
+        self.settings = view.guild if self.user_id is None else view.member
+        self.clear_items()
+        s = self.settings
+        if self.user_id is not None:
+            remix = discord.ui.Button[SettingsPanel](
+                label=f"Remix: {'on' if s.remix else 'off'}",
+                style=discord.ButtonStyle.success if s.remix else discord.ButtonStyle.secondary,
+                custom_id="settings:remix",
+            )
+            remix.callback = self._toggle_remix  # type: ignore[method-assign]
+            self.add_item(remix)
+        reset = discord.ui.Button[SettingsPanel](
+            label="Reset", style=discord.ButtonStyle.danger, custom_id="settings:reset"
+        )
+        reset.callback = self._reset  # type: ignore[method-assign]
+        self.add_item(reset)
+        choices = {
+            "count": [(f"{n} image{'s' if n > 1 else ''}", str(n)) for n in range(1, MAX_IMAGES + 1)],
+            "aspect": [(a, a) for a in ASPECT_CHOICES],
+            "sampler": [("The model's own", OWN_SAMPLER), *((SAMPLER_LABELS[n], n) for n in SAMPLER_NAMES)],
+        }
+        current = {"count": str(s.count or ""), "aspect": s.aspect or "", "sampler": s.sampler or OWN_SAMPLER}
+        for name, options in choices.items():
+            select = discord.ui.Select[SettingsPanel](
+                custom_id=f"settings:{name}",
+                placeholder=f"Default {name}",
+                options=[
+                    discord.SelectOption(label=label, value=value, default=value == current[name])
+                    for label, value in options
+                ],
+            )
+            select.callback = self._selected(name, select)  # type: ignore[method-assign]
+            self.add_item(select)
+        return self
+
+    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
+        if interaction.user.id != self.owner_id:
+            await interaction.response.send_message("These settings aren't yours.", ephemeral=True)
+            return False
+        return True
+
+    async def _apply(self, interaction: discord.Interaction[Any], changes: dict[str, object | None]) -> None:
+        if self.user_id is None:
+            require_manage_guild(interaction)
+        if changes:
+            await self.services.store.set_prompt_settings(self.guild_id, self.user_id, changes)
+        else:
+            await self.services.store.reset_prompt_settings(self.guild_id, self.user_id)
+        await self.load()
+        text = settings_text(self.settings, guild=self.user_id is None)
+        await interaction.response.edit_message(content=text, view=self)
+
+    async def _toggle_remix(self, interaction: discord.Interaction[Any]) -> None:
+        await self._apply(interaction, {"remix": not self.settings.remix})
+
+    async def _reset(self, interaction: discord.Interaction[Any]) -> None:
+        await self._apply(interaction, {})
+
+    def _selected(self, name: str, select: discord.ui.Select[Any]) -> Any:
+        async def callback(interaction: discord.Interaction[Any]) -> None:
+            value = select.values[0]
+            changed = changes_of(
+                int(value) if name == "count" else None,
+                value if name == "aspect" else None,
+                None,
+                value if name == "sampler" else None,
+                None,
+            )
+            await self._apply(interaction, changed)
+
+        return callback
+
+
+async def show_panel(
+    services: Services,
+    interaction: discord.Interaction[Any],
+    user_id: Optional[int],
+    changes: dict[str, object | None],
+    reset: bool,
+) -> None:
+    """Apply `changes` (or the reset), then answer privately with the panel."""
+    guild_id = interaction.guild_id
+    if guild_id is None:
+        raise UserError("Settings belong to a server: use this command in one.")
+    if reset:
+        await services.store.reset_prompt_settings(guild_id, user_id)
+    if changes:
+        await services.store.set_prompt_settings(guild_id, user_id, changes)
+    panel = await SettingsPanel(services, guild_id, user_id, interaction.user.id).load()
+    text = settings_text(panel.settings, guild=user_id is None)
+    await interaction.response.send_message(text, view=panel, ephemeral=True)
+
+
+_DESCRIBE = {
+    "count": "Images per prompt (1–4)",
+    "aspect": "Width:height",
+    "negative": f"Negative prompt added when you give none (`{CLEAR}` clears it)",
+    "sampler": "Sampler",
+    "suffix": f"Style text added to every prompt (`{CLEAR}` clears it)",
+    "reset": "Clear every setting first",
+}
+_ASPECTS = [app_commands.Choice(name=a, value=a) for a in ASPECT_CHOICES]
+_SAMPLERS = [app_commands.Choice(name="the model's own", value=OWN_SAMPLER)] + [
+    app_commands.Choice(name=SAMPLER_LABELS[n], value=n) for n in SAMPLER_NAMES
+]
+
+
+def settings_commands(services: Services) -> list[app_commands.Command[Any, Any, None]]:
+    """`/settings` for every member and `/server-defaults` for Manage Server members."""
+
+    @app_commands.command(name="settings", description="Your own defaults and Remix (private)")
+    @app_commands.guild_only()
+    @app_commands.describe(remix="Remix: edit the prompt before variations and rerolls run", **_DESCRIBE)
+    @app_commands.choices(aspect=_ASPECTS, sampler=_SAMPLERS)
+    async def settings(
+        interaction: discord.Interaction[Any],
+        remix: Optional[bool] = None,
+        count: Optional[Range[int, 1, 4]] = None,
+        aspect: Optional[app_commands.Choice[str]] = None,
+        negative: Optional[Range[str, 1, MAX_TEXT]] = None,
+        sampler: Optional[app_commands.Choice[str]] = None,
+        suffix: Optional[Range[str, 1, MAX_TEXT]] = None,
+        reset: bool = False,
+    ) -> None:
+        changes = changes_of(count, _value(aspect), negative, _value(sampler), suffix)
+        if remix is not None:
+            changes["remix"] = remix
+        await show_panel(services, interaction, interaction.user.id, changes, reset)
+
+    @app_commands.command(name="server-defaults", description="This server's prompt defaults (Manage Server)")
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.describe(**_DESCRIBE)
+    @app_commands.choices(aspect=_ASPECTS, sampler=_SAMPLERS)
+    async def server_defaults(
+        interaction: discord.Interaction[Any],
+        count: Optional[Range[int, 1, 4]] = None,
+        aspect: Optional[app_commands.Choice[str]] = None,
+        negative: Optional[Range[str, 1, MAX_TEXT]] = None,
+        sampler: Optional[app_commands.Choice[str]] = None,
+        suffix: Optional[Range[str, 1, MAX_TEXT]] = None,
+        reset: bool = False,
+    ) -> None:
+        require_manage_guild(interaction)
+        changes = changes_of(count, _value(aspect), negative, _value(sampler), suffix)
+        await show_panel(services, interaction, None, changes, reset)
+
+    return [settings, server_defaults]

@@ -1,0 +1,111 @@
+"""Weighted and long prompts → text embeddings, as AUTOMATIC1111 encodes them (our own ~80 lines
+rather than compel: A1111's emphasis, Midjourney's negative parts and padding every prompt of a batch
+to one window count map straight onto the tokenizer and text encoder, with no syntax to translate).
+
+A prompt's tokens (from `generation.prompts.weights`, syntax removed) are cut into windows of 75,
+each encoded as begin + 75 + end (77 tokens); each token's embedding is multiplied by its weight,
+then the window is rescaled to its unweighted mean. Windows are concatenated. Multi-prompt parts
+are encoded apart and averaged by their positive weights; a part with a negative weight joins the
+negative prompt at |weight| / (mean positive weight). SD 1.x/2.x text encoders (one CLIP) only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from generation.prompts.request import GenerationRequest
+from generation.prompts.weights import Fragment, parse_weights
+
+WINDOW = 75
+
+
+def supports_weights(pipe: Any) -> bool:
+    """True for pipelines with one CLIP tokenizer and text encoder (SD 1.x/2.x)."""
+    has_one = getattr(pipe, "tokenizer", None) is not None and getattr(pipe, "text_encoder", None) is not None
+    return has_one and getattr(pipe, "text_encoder_2", None) is None
+
+
+class PromptEncoder:
+    """Encodes a batch's prompts over `pipe`'s tokenizer and text encoder."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.tokenizer = pipe.tokenizer
+        self.text_encoder = pipe.text_encoder
+
+    def tokens(self, fragments: Sequence[Fragment]) -> tuple[list[int], list[float]]:
+        """Token ids (no begin/end) and each one's weight."""
+        ids: list[int] = []
+        weights: list[float] = []
+        for fragment in fragments:
+            found = self.tokenizer(fragment.text, add_special_tokens=False, truncation=False)["input_ids"]
+            ids += found
+            weights += [fragment.weight] * len(found)
+        return ids, weights
+
+    @torch.no_grad()
+    def encode(self, fragments: Sequence[Fragment], windows: int = 1) -> torch.Tensor:
+        """(1, 77 × max(windows, needed), dim): the fragments' windows, weighted, concatenated."""
+        ids, weights = self.tokens(fragments)
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        count = max(windows, -(-len(ids) // WINDOW), 1)
+        chunks, chunk_weights = [], []
+        for k in range(count):
+            part, part_w = ids[k * WINDOW : (k + 1) * WINDOW], weights[k * WINDOW : (k + 1) * WINDOW]
+            fill = WINDOW - len(part)
+            chunks.append([tok.bos_token_id, *part, tok.eos_token_id] + [pad] * fill)
+            chunk_weights.append([1.0, *part_w, 1.0] + [1.0] * fill)
+        device = self.text_encoder.device
+        embeds = self.text_encoder(torch.tensor(chunks, device=device))[0]  # (windows, 77, dim)
+        w = torch.tensor(chunk_weights, device=device, dtype=embeds.dtype).unsqueeze(-1)
+        before = embeds.mean(dim=(1, 2), keepdim=True)
+        weighted = embeds * w
+        weighted = weighted * (before / weighted.mean(dim=(1, 2), keepdim=True))
+        out: torch.Tensor = weighted.reshape(1, -1, embeds.shape[-1])
+        return out
+
+    def request_embeddings(self, request: GenerationRequest) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt's and negative prompt's embeddings (multi-prompt parts padded to one length)."""
+        parts = parse_weights(request.prompt)
+        positive = [p for p in parts if p.weight > 0]
+        total = sum(p.weight for p in positive)
+        mean_weight = total / len(positive)
+        windows = request.prompt_windows
+        encoded = [self.encode(p.fragments, windows) for p in positive]
+        width = max(e.shape[1] for e in encoded)
+        prompt = sum((p.weight / total) * self._pad(e, width) for p, e in zip(positive, encoded, strict=True))
+        negative: list[Fragment] = []
+        for part in parse_weights(request.negative_prompt):
+            negative += [Fragment(f.text, f.weight * abs(part.weight)) for f in part.fragments]
+        for part in parts:
+            if part.weight < 0:
+                scale = abs(part.weight) / mean_weight
+                if negative:
+                    negative.append(Fragment(", ", 1.0))
+                negative += [Fragment(f.text, f.weight * scale) for f in part.fragments]
+        assert isinstance(prompt, torch.Tensor)
+        return prompt, self.encode(negative, windows)
+
+    def batch(self, requests: Sequence[GenerationRequest]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`prompt_embeds` and `negative_prompt_embeds` for every image of `requests` (one batch key:
+        one window count, so an image is the same alone or in a batch)."""
+        prompts, negatives = [], []
+        for request in requests:
+            prompt, negative = self.request_embeddings(request)
+            prompts += [prompt] * request.count
+            negatives += [negative] * request.count
+        width = max(p.shape[1] for p in prompts + negatives)
+        return (
+            torch.cat([self._pad(p, width) for p in prompts]),
+            torch.cat([self._pad(n, width) for n in negatives]),
+        )
+
+    def _pad(self, embeds: torch.Tensor, width: int) -> torch.Tensor:
+        """`embeds` grown to `width` tokens with empty windows (as A1111 pads the shorter prompt)."""
+        missing = (width - embeds.shape[1]) // (WINDOW + 2)
+        if missing <= 0:
+            return embeds
+        return torch.cat([embeds, self.encode((), missing).to(embeds.dtype)], dim=1)

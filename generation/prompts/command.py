@@ -1,0 +1,65 @@
+"""One `/imagine` command → its jobs: macros expanded, `{a, b}` permutations, `--repeat`.
+
+Pure, like the parser it drives: `parse_command` returns every request before anything is spent,
+and refuses (PromptError) a command of more than `MAX_JOBS` jobs with the count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from generation.prompts.errors import PromptError
+from generation.prompts.grammar import MAX_JOBS, expand_macros, expand_permutations
+from generation.prompts.parser import FLAG_NAMES, parse_one
+from generation.prompts.request import (
+    SEED_MODULUS,
+    GenerationRequest,
+    Mode,
+    ModelProfile,
+    PromptDefaults,
+    PromptOptions,
+    consecutive_seeds,
+)
+
+
+def parse_command(
+    text: str,
+    options: PromptOptions,
+    profile: ModelProfile,
+    *,
+    count_tokens: Callable[[str], int],
+    random_seed: Callable[[], int],
+    defaults: PromptDefaults | None = None,
+    macros: Mapping[str, str] | None = None,
+    mode: Mode = Mode.TXT2IMG,
+    source_image: str | None = None,
+) -> list[GenerationRequest]:
+    """The jobs of one command, in order: for each permutation of the text (after `macros`), its
+    request and then its `--repeat` copies with fresh seeds (with `--seed s`: the next seeds after
+    the first job's, so a repeated command is repeatable too)."""
+    expanded = expand_macros(text if isinstance(text, str) else "", macros or {}, FLAG_NAMES)
+    variants = expand_permutations(expanded, MAX_JOBS)
+    parsed = [
+        parse_one(
+            variant,
+            options,
+            profile,
+            count_tokens=count_tokens,
+            random_seed=random_seed,
+            mode=mode,
+            source_image=source_image,
+            defaults=defaults,
+        )
+        for variant in variants
+    ]
+    total = sum(p.repeat for p in parsed)
+    if total > MAX_JOBS:
+        raise PromptError(f"That command makes {total} jobs; one command makes at most {MAX_JOBS}.")
+    jobs: list[GenerationRequest] = []
+    for one in parsed:
+        request = one.request
+        jobs.append(request)
+        for k in range(1, one.repeat):
+            first = (request.seeds[0] + k * request.count) % SEED_MODULUS if one.seeded else random_seed()
+            jobs.append(request.with_seeds(consecutive_seeds(first, request.count)))
+    return jobs
