@@ -1,7 +1,7 @@
 # mypy: disable-error-code="no-untyped-call"
-"""`python -m bench service` and `python -m bench gpu --tiny-arch` run end to end (tiny sizes, in a
-subprocess, as a user runs them) and print their figures as one JSON object on the last line; plus the
-benchmarks' pure helpers."""
+"""`python -m bench service` runs end to end (tiny sizes, in a subprocess, as a user runs it) and prints
+its figures as one JSON object on the last line; plus the benchmarks' pure helpers. The GPU run's dry
+run is tests/test_bench_gpu.py."""
 
 from __future__ import annotations
 
@@ -42,34 +42,9 @@ def test_service_benchmark_prints_overhead_and_loop_stall(tmp_path: Path, tiny_c
         assert "--jobs 3 --rounds 1`" not in real_results.read_text()[len(before) :]
 
 
-def test_gpu_benchmark_runs_on_cpu_with_a_tiny_architecture(tmp_path: Path, tiny_cache_dir: Path) -> None:
-    results = tmp_path / "RESULTS.md"
-    args = ["gpu", "--arch", "sd15", "--tiny-arch", "--concurrency", "1,2"]
-    args += ["--baseline-images", "2", "--rounds", "1", "--min-images", "2"]
-    figures = _run_bench(args, results, tiny_cache_dir)
-    required = (
-        "device",
-        "arch",
-        "baseline_images_per_s",
-        "images_per_s",
-        "steps_per_s_single",
-        "flop_limit_share",
-        "peak_memory_gib",
-    )
-    for key in required:
-        assert key in figures, key
-    assert figures["device"] == "cpu" and figures["arch"] == "sd15-tiny"
-    assert "not a GPU figure" in figures["note"]
-    assert set(figures["images_per_s"]) == {"1", "2"}
-    assert all(v > 0 for v in figures["images_per_s"].values())
-    assert figures["flop_limit_share"] > 0
-    assert figures["steps"] == 20 and figures["guidance"] == 7.0
-    assert "## gpu" in results.read_text()
-
-
 def test_flops_per_image_counts_guidance_passes_and_parts() -> None:
     from bench.archs import get_arch
-    from bench.gpu import Flops
+    from bench.gpu.flops import Flops
 
     flops = Flops(unet_call=100, text=10, vae_decode=1000)
     sd15 = get_arch("sd15")  # 20 steps, guidance 7: two UNet passes a step, prompt and negative encoded
@@ -95,21 +70,14 @@ def test_counted_unet_flops_match_the_known_size_of_sd15() -> None:
     assert 0.6e12 < mode.get_total_flops() < 1.0e12
 
 
-def test_argument_parsing() -> None:
-    from bench.gpu import parse_concurrency, variant_label
+def test_optimise_parsing() -> None:
     from generation.pipelines.options import parse_optimise
 
-    assert parse_concurrency("1,4,8,16") == [1, 4, 8, 16]
-    for bad in ("", "0", "1,1", "-2"):
-        with pytest.raises(ValueError):
-            parse_concurrency(bad)
     options = parse_optimise("channels_last,compile")
     assert options.channels_last and options.compile_unet and not options.fuse_qkv
     assert not parse_optimise("none").channels_last
     with pytest.raises(ValueError):
         parse_optimise("turbo_mode")
-    assert variant_label("fuse_qkv,channels_last") == "channels_last,fuse_qkv"
-    assert variant_label("none") == "none"
 
 
 def test_percentile_by_nearest_rank() -> None:
