@@ -100,3 +100,33 @@ def test_median_confidence_interval_uses_binomial_ranks() -> None:
     shuffled = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0, 0.0]
     low, high = median_ci95(shuffled)
     assert low <= 4.5 <= high and (low, high) == (1.0, 8.0)
+
+
+def _section(name: str, date: str, command: str, machine: str, figures: dict[str, Any]) -> str:
+    import json
+
+    return (
+        f"## {name} — {date}\n\n- command: `{command}`\n- commit: c{date[-2:]}\n- machine: {machine}\n\n"
+        f"```json\n{json.dumps(figures)}\n```\n\n"
+    )
+
+
+def test_the_results_table_shows_each_commands_latest_section_and_keeps_history() -> None:
+    from bench.report import refresh_table
+
+    cpu = "AMD EPYC, 2 cores, 23.5 GiB RAM, GPU: none"
+    gpu = "Intel Xeon, 16 cores, 128 GiB RAM, GPU: NVIDIA H200"
+    limits = "python -m bench limits"
+    history = (
+        "# Benchmark results\n\nintro\n\n"
+        + _section("limits", "2026-01-01 00:00:01", limits, cpu, {"reservations_per_s": 1.0})
+        + _section("gpu", "2026-01-02 00:00:02", "python -m bench gpu", gpu, {"service_vs_plain": 2.5})
+        + _section("limits", "2026-01-03 00:00:03", limits, cpu, {"reservations_per_s": 3.0})
+    )
+    text = refresh_table(history)
+    table = text[: text.index("History")]
+    assert "reservations_per_s 3.0" in table and "reservations_per_s 1.0" not in table
+    assert "| GPU: NVIDIA H200 | c02 |" in table and "CPU only (AMD EPYC" in table
+    assert table.count("| `python -m bench limits` |") == 1
+    assert text.endswith(history[history.index("## limits") :])  # every section kept, in order
+    assert refresh_table(text) == text  # rebuilt in place, not added twice

@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 class Budget:
     """Seconds left of the run's budget, counted from its creation."""
@@ -86,24 +84,6 @@ def _rounded(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_rounded(v) for v in value]
     return value
-
-
-def source_commit() -> str:
-    """The commit being measured: `git rev-parse HEAD`, else `bench/wheels/COMMIT` (written when the
-    wheels were prepared: the device machine gets the files without `.git`), else "unknown"."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        marker = REPO_ROOT / "bench" / "wheels" / "COMMIT"
-        return marker.read_text().strip() if marker.is_file() else "unknown"
 
 
 _SMI_FIELDS = (

@@ -14,7 +14,7 @@ from PIL import Image
 from bench.gpu.context import Run, measure_call
 from bench.gpu.flops import count_flops
 from bench.gpu.plan import PROMPT
-from bench.gpu.records import gpu_clocks, source_commit
+from bench.gpu.records import gpu_clocks
 from bench.gpu.timing import (
     StepClock,
     allocated_gib,
@@ -24,6 +24,7 @@ from bench.gpu.timing import (
     reset_peak,
     timed,
 )
+from bench.report import source_commit
 from generation.pipelines.tuning import apply_vae_precision
 
 
