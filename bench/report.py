@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_PATH = Path(__file__).with_name("RESULTS.md")
-_LIBRARIES = ("aiosqlite", "discord.py", "diffusers", "transformers", "torch", "accelerate", "asyncpg", "ray")
+_LIBRARIES = (
+    "aiosqlite",
+    "discord.py",
+    "diffusers",
+    "transformers",
+    "torch",
+    "accelerate",
+    "asyncpg",
+    "ray",
+    "xformers",
+)
 
 
 def _cpu_model() -> str:
@@ -93,11 +103,19 @@ def command(name: str, argv: Sequence[str]) -> str:
     return shlex.join(["python", "-m", "bench", name, *argv])
 
 
-def report(name: str, figures: dict[str, Any], argv: list[str], *, results_path: Path | None = None) -> None:
+def report(
+    name: str,
+    figures: dict[str, Any],
+    argv: list[str],
+    *,
+    results_path: Path | None = None,
+    host: dict[str, Any] | None = None,
+) -> None:
     """Append a section (date, machine, command, figures) to RESULTS.md (or `results_path`: tests point
-    it at a temp file), then print the figures as one JSON object on the last line of stdout."""
+    it at a temp file), then print the figures as one JSON object on the last line of stdout. `host`:
+    the `machine()` the figures were measured on, where that is not this one."""
     path = results_path or RESULTS_PATH
-    info = machine()
+    info = host or machine()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     libs = ", ".join(f"{k} {v}" for k, v in info["libraries"].items())
     section = "\n".join(

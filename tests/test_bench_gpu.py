@@ -22,6 +22,7 @@ from bench.gpu.steps_service import variant_names
 from bench.gpu.summary import summarise
 from bench.gpu.timing import OverLimit, within
 from testkit import REPO_ROOT
+from tests.bench_cli import run_bench
 
 
 def _gpu_run(
@@ -88,6 +89,10 @@ def test_the_dry_run_walks_every_step_and_records_each_figure(tmp_path: Path, ti
     assert summary["not_done"] == [] and "not a GPU figure" in summary["note"]
     assert set(summary["sd15_images_per_s"]) == {str(b) for b in DRY.sd15_batches}
     assert "## gpu" in (tmp_path / "RESULTS.md").read_text()
+    # a results file fetched from another machine: the same summary, reported afresh
+    again = run_bench(["gpu", "--report", str(results)], tmp_path / "AGAIN.md", timeout=120)
+    assert again == summary
+    assert f"`python -m bench gpu --report {results}`" in (tmp_path / "AGAIN.md").read_text()
 
 
 def test_a_spent_budget_skips_steps_and_says_why(tmp_path: Path, tiny_cache_dir: Path) -> None:

@@ -18,7 +18,7 @@ from bench.config import BenchSettings
 from bench.gpu.context import Run
 from bench.gpu.plan import DRY, FULL
 from bench.gpu.profile import profile
-from bench.gpu.records import Budget, ResultsFile, last_run, read_records
+from bench.gpu.records import Budget, ResultsFile, last_run, latest, read_records
 from bench.gpu.steps_sd import env, flops, inpaint, safety, sd15_batches, sd15_single, sdxl, turbo, vae_decode
 from bench.gpu.steps_service import service, variants
 from bench.gpu.summary import summarise
@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run", action="store_true", help="tiny architectures on the CPU (walks every step)"
     )
-    parser.add_argument("--budget-s", type=float, default=450.0, help="seconds for all steps (default 450)")
+    parser.add_argument("--budget-s", type=float, default=480.0, help="seconds for all steps (default 480)")
     parser.add_argument("--results", type=Path, help=f"JSON-lines results file (default {DEFAULT_RESULTS})")
     parser.add_argument("--only", help=f"comma list of steps to run: {','.join(STEP_NAMES)}")
     parser.add_argument("--device", default="auto", help="auto, cuda or cuda:N (cpu with --dry-run)")
@@ -119,8 +119,9 @@ def main(argv: list[str], settings: BenchSettings) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.report:
-        figures = summarise(last_run(read_records(args.report)))
-        report("gpu", figures, argv, results_path=settings.results_path)
+        records = last_run(read_records(args.report))
+        host = next(latest(records, "env"), {}).get("host")  # the machine that measured them
+        report("gpu", summarise(records), argv, results_path=settings.results_path, host=host)
         return 0
     try:
         names = _only(args.only)

@@ -43,7 +43,7 @@ FULL = Plan(
     vae_batch=16,
     warmup=1,
     runs=3,
-    compile_limit_s=240.0,
+    compile_limit_s=180.0,
     matmul_n=8192,
 )
 

@@ -24,26 +24,14 @@ from bench.gpu.timing import (
     reset_peak,
     timed,
 )
-from bench.report import source_commit
+from bench.report import machine, source_commit
 from generation.pipelines.tuning import apply_vae_precision
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata
-
-    out = {}
-    for lib in ("torch", "diffusers", "transformers", "accelerate", "xformers"):
-        try:
-            out[lib] = importlib.metadata.version(lib)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def env(run: Run) -> None:
     """The machine: GPU name, memory, clocks, driver, libraries, SDPA back-ends, commit; bf16 matmul rate."""
     device = run.device
-    info: dict[str, Any] = {"device": device, "commit": source_commit(), "libraries": _versions()}
+    info: dict[str, Any] = {"device": device, "commit": source_commit(), "host": machine()}
     if is_cuda(device):
         props = torch.cuda.get_device_properties(device)
         info.update(
