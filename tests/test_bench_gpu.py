@@ -95,20 +95,49 @@ def test_the_dry_run_walks_every_step_and_records_each_figure(tmp_path: Path, ti
     assert f"`python -m bench gpu --report {results}`" in (tmp_path / "AGAIN.md").read_text()
 
 
-def test_a_spent_budget_skips_steps_and_says_why(tmp_path: Path, tiny_cache_dir: Path) -> None:
-    results = tmp_path / "gpu.jsonl"
-    args = ["--dry-run", "--only", "env,sd15_batches", "--budget-s", "0", "--results", str(results)]
-    proc = _gpu_run(args, tmp_path, tiny_cache_dir, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    steps = [r for r in read_records(results) if r["step"] == "step"]
+def test_a_spent_budget_skips_steps_and_says_why(tmp_path: Path) -> None:
+    import torch
+
+    from bench.gpu.cli import run_steps
+    from bench.gpu.context import Run
+
+    budget = Budget(0)
+    results = ResultsFile(tmp_path / "gpu.jsonl", budget)
+    run = Run(DRY, "cpu", torch.float32, results, budget, tmp_path)
+    assert run_steps(run, {"env", "sd15_batches"}) is True
+    results.close()
+    steps = [r for r in read_records(tmp_path / "gpu.jsonl") if r["step"] == "step"]
     assert [(r["name"], r["status"]) for r in steps] == [("env", "skipped"), ("sd15_batches", "skipped")]
     assert all("s left" in r["reason"] for r in steps)
+    assert run.pipes == {} and not (tmp_path / "sd15").exists()  # nothing was built
 
 
-def test_an_unknown_step_is_refused_with_the_names_that_exist(tmp_path: Path, tiny_cache_dir: Path) -> None:
-    proc = _gpu_run(["--dry-run", "--only", "sd15_batches,warp"], tmp_path, tiny_cache_dir, timeout=120)
-    assert proc.returncode == 2
-    assert "warp" in proc.stderr and "sd15_single" in proc.stderr
+def test_a_failing_step_is_recorded_and_the_next_one_runs(tmp_path: Path) -> None:
+    import torch
+
+    from bench.gpu.cli import run_steps
+    from bench.gpu.context import Run
+
+    budget = Budget(60)
+    results = ResultsFile(tmp_path / "gpu.jsonl", budget)
+    run = Run(DRY, "cpu", torch.float32, results, budget, tmp_path)
+    (tmp_path / "sd15").mkdir()
+    (tmp_path / "sd15" / "model_index.json").write_text("{not json")  # a broken saved model
+    assert run_steps(run, {"sd15_batches", "flops"}) is True
+    results.close()
+    steps = {r["name"]: r for r in read_records(tmp_path / "gpu.jsonl") if r["step"] == "step"}
+    assert steps["sd15_batches"]["status"] == "error" and steps["sd15_batches"]["error"]
+    assert steps["flops"]["status"] == "ok"  # built its own SD 1.5 in memory
+
+
+def test_an_unknown_step_is_refused_with_the_names_that_exist() -> None:
+    from bench.gpu.cli import _only
+
+    assert _only(None) == {name for name, _, _ in STEPS}
+    assert _only("env, sdxl") == {"env", "sdxl"}
+    with pytest.raises(ValueError, match="warp") as refused:
+        _only("sd15_batches,warp")
+    assert "sd15_single" in str(refused.value)
 
 
 def test_each_record_is_on_disk_before_the_next_is_measured(tmp_path: Path) -> None:

@@ -98,5 +98,6 @@ def measure_call(run: Run, pipe: Any, arch: Arch, images: int, **call: Any) -> d
         "peak_memory_gib": peak_memory_gib(run.device),
         "weights_gib": weights,
         "activation_estimate_gib": estimate,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,  # process-wide: on once the engine loaded
         **bad_images(outputs[0]),
     }
