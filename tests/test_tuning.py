@@ -44,6 +44,16 @@ def test_vae_plan_slices_batches_and_tiles_only_when_one_image_does_not_fit() ->
     assert vae_plan(1, 1024, 1024, one_1024).tiling is True
 
 
+def test_a_vae_plan_switches_the_vaes_own_flags(tiny_model: Any) -> None:
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_config(tiny_model.text2img.vae.config)  # its own copy: flags are state
+    tuning.apply_vae_plan(vae, VaePlan(slicing=True, tiling=True))
+    assert vae.use_slicing and vae.use_tiling
+    tuning.apply_vae_plan(vae, VaePlan(slicing=False, tiling=False))
+    assert not vae.use_slicing and not vae.use_tiling
+
+
 def test_batch_memory_estimate_counts_guidance_rows_family_and_tiling() -> None:
     sd = batch_memory_bytes(4, 512, 512, 7.5, "sd")
     assert batch_memory_bytes(4, 512, 512, 0.0, "sd") < sd  # one UNet row per image instead of two
