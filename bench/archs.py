@@ -229,3 +229,26 @@ def get_arch(name: str, *, tiny: bool = False) -> Arch:
     if name not in FULL:
         raise ValueError(f"unknown architecture {name!r}; expected one of {', '.join(ARCH_NAMES)}")
     return TINY[name] if tiny else FULL[name]
+
+
+def safety_vision_config(*, tiny: bool = False) -> dict[str, Any]:
+    """CLIPVisionConfig kwargs of the SD safety checker's tower (CLIP ViT-L/14 at 224 px), or a tiny one."""
+    if tiny:
+        return {
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "patch_size": 16,
+            "image_size": 64,
+            "projection_dim": 32,
+        }
+    return {
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "patch_size": 14,
+        "image_size": 224,
+        "projection_dim": 768,
+    }

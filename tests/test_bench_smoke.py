@@ -1,7 +1,7 @@
 # mypy: disable-error-code="no-untyped-call"
-"""`python -m bench service` and `python -m bench gpu --tiny-arch` run end to end (tiny sizes, in a
-subprocess, as a user runs them) and print their figures as one JSON object on the last line; plus the
-benchmarks' pure helpers."""
+"""`python -m bench service` runs end to end (tiny sizes, in a subprocess, as a user runs it) and prints
+its figures as one JSON object on the last line; plus the benchmarks' pure helpers. The GPU run's dry
+run is tests/test_bench_gpu.py."""
 
 from __future__ import annotations
 
@@ -56,34 +56,9 @@ def test_service_prompts_benchmark_compares_weighted_and_long_with_plain(
     assert "## service-prompts" in results.read_text()
 
 
-def test_gpu_benchmark_runs_on_cpu_with_a_tiny_architecture(tmp_path: Path, tiny_cache_dir: Path) -> None:
-    results = tmp_path / "RESULTS.md"
-    args = ["gpu", "--arch", "sd15", "--tiny-arch", "--concurrency", "1,2"]
-    args += ["--baseline-images", "2", "--rounds", "1", "--min-images", "2"]
-    figures = _run_bench(args, results, tiny_cache_dir)
-    required = (
-        "device",
-        "arch",
-        "baseline_images_per_s",
-        "images_per_s",
-        "steps_per_s_single",
-        "flop_limit_share",
-        "peak_memory_gib",
-    )
-    for key in required:
-        assert key in figures, key
-    assert figures["device"] == "cpu" and figures["arch"] == "sd15-tiny"
-    assert "not a GPU figure" in figures["note"]
-    assert set(figures["images_per_s"]) == {"1", "2"}
-    assert all(v > 0 for v in figures["images_per_s"].values())
-    assert figures["flop_limit_share"] > 0
-    assert figures["steps"] == 20 and figures["guidance"] == 7.0
-    assert "## gpu" in results.read_text()
-
-
 def test_flops_per_image_counts_guidance_passes_and_parts() -> None:
     from bench.archs import get_arch
-    from bench.gpu import Flops
+    from bench.gpu.flops import Flops
 
     flops = Flops(unet_call=100, text=10, vae_decode=1000)
     sd15 = get_arch("sd15")  # 20 steps, guidance 7: two UNet passes a step, prompt and negative encoded
@@ -109,21 +84,14 @@ def test_counted_unet_flops_match_the_known_size_of_sd15() -> None:
     assert 0.6e12 < mode.get_total_flops() < 1.0e12
 
 
-def test_argument_parsing() -> None:
-    from bench.gpu import parse_concurrency, variant_label
+def test_optimise_parsing() -> None:
     from generation.pipelines.options import parse_optimise
 
-    assert parse_concurrency("1,4,8,16") == [1, 4, 8, 16]
-    for bad in ("", "0", "1,1", "-2"):
-        with pytest.raises(ValueError):
-            parse_concurrency(bad)
     options = parse_optimise("channels_last,compile")
     assert options.channels_last and options.compile_unet and not options.fuse_qkv
     assert not parse_optimise("none").channels_last
     with pytest.raises(ValueError):
         parse_optimise("turbo_mode")
-    assert variant_label("fuse_qkv,channels_last") == "channels_last,fuse_qkv"
-    assert variant_label("none") == "none"
 
 
 def test_percentile_by_nearest_rank() -> None:
@@ -146,3 +114,33 @@ def test_median_confidence_interval_uses_binomial_ranks() -> None:
     shuffled = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0, 0.0]
     low, high = median_ci95(shuffled)
     assert low <= 4.5 <= high and (low, high) == (1.0, 8.0)
+
+
+def _section(name: str, date: str, command: str, machine: str, figures: dict[str, Any]) -> str:
+    import json
+
+    return (
+        f"## {name} — {date}\n\n- command: `{command}`\n- commit: c{date[-2:]}\n- machine: {machine}\n\n"
+        f"```json\n{json.dumps(figures)}\n```\n\n"
+    )
+
+
+def test_the_results_table_shows_each_commands_latest_section_and_keeps_history() -> None:
+    from bench.report import refresh_table
+
+    cpu = "AMD EPYC, 2 cores, 23.5 GiB RAM, GPU: none"
+    gpu = "Intel Xeon, 16 cores, 128 GiB RAM, GPU: NVIDIA H200"
+    limits = "python -m bench limits"
+    history = (
+        "# Benchmark results\n\nintro\n\n"
+        + _section("limits", "2026-01-01 00:00:01", limits, cpu, {"reservations_per_s": 1.0})
+        + _section("gpu", "2026-01-02 00:00:02", "python -m bench gpu", gpu, {"service_vs_plain": 2.5})
+        + _section("limits", "2026-01-03 00:00:03", limits, cpu, {"reservations_per_s": 3.0})
+    )
+    text = refresh_table(history)
+    table = text[: text.index("History")]
+    assert "reservations_per_s 3.0" in table and "reservations_per_s 1.0" not in table
+    assert "| GPU: NVIDIA H200 | c02 |" in table and "CPU only (AMD EPYC" in table
+    assert table.count("| `python -m bench limits` |") == 1
+    assert text.endswith(history[history.index("## limits") :])  # every section kept, in order
+    assert refresh_table(text) == text  # rebuilt in place, not added twice

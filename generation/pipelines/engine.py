@@ -34,6 +34,7 @@ from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.preview import preview_png
 from generation.pipelines.prompt_encoding import PromptEncoder, supports_weights
 from generation.pipelines.samplers import Samplers
+from generation.pipelines.tuning import apply_vae_plan, images_that_fit, vae_plan
 from generation.prompts.parser import MAX_PROMPT_WINDOWS
 from generation.prompts.request import (
     UPSCALE_STRENGTH,
@@ -51,14 +52,6 @@ log = logging.getLogger(__name__)
 CPU_MAX_BATCH_IMAGES = 8
 GPU_MAX_BATCH_IMAGES = 16
 IMG2IMG_DEFAULT_STRENGTH = 0.6  # as generation.prompts.request.IMG2IMG_STRENGTH
-
-# Memory estimate for max_batch_images on CUDA (fp16, SDPA attention, VAE slicing on). Not measured on
-# every card: a conservative rule of thumb from SD 1.5 at 512×512 (≈ 0.35 GiB of UNet activations per
-# image with classifier-free guidance, ≈ 0.6 GiB peak for decoding one image with the VAE), scaled by
-# image area; SDXL's UNet costs about 1.5× per pixel.
-UNET_BYTES_PER_PIXEL = 1400
-VAE_DECODE_BYTES_PER_PIXEL = 2400
-MEMORY_HEADROOM = 0.85
 
 ENCODE_WORKERS = min(8, os.cpu_count() or 1)  # threads encoding a batch's PNGs at once
 
@@ -124,13 +117,9 @@ class DiffusersEngine:
         if not self.model.device.startswith("cuda"):
             return CPU_MAX_BATCH_IMAGES
         free, _total = torch.cuda.mem_get_info(torch.device(self.model.device))
-        pixels = request.width * request.height
-        scale = 1.5 if self.model.family == "sdxl" else 1.0
-        cfg = 2 if request.guidance > 1.0 else 1
-        per_image = UNET_BYTES_PER_PIXEL * pixels * scale * cfg / 2
-        fixed = VAE_DECODE_BYTES_PER_PIXEL * pixels
-        fits = int((free * MEMORY_HEADROOM - fixed) // per_image)
-        return max(1, min(GPU_MAX_BATCH_IMAGES, fits))
+        return images_that_fit(
+            request.width, request.height, request.guidance, self.model.family, free, GPU_MAX_BATCH_IMAGES
+        )
 
     def warm_up(self, shapes: Sequence[tuple[int, int, int]] | None = None) -> float:
         """Run a short generation for each (images, width, height) in `shapes` (default:
@@ -177,6 +166,9 @@ class DiffusersEngine:
             "output_type": "pil",
             "callback_on_step_end": self._step_callback(on_step, first_index),
         }
+        if self.model.device.startswith("cuda"):  # slicing for batches, tiling only where one won't fit
+            free, _total = torch.cuda.mem_get_info(torch.device(self.model.device))
+            apply_vae_plan(self.model.text2img.vae, vae_plan(len(seeds), first.width, first.height, free))
         if first.mode is Mode.TXT2IMG:
             pipe = self.model.text2img
             kwargs.update(width=first.width, height=first.height)

@@ -22,6 +22,7 @@ from PIL import Image
 
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.tiny import TINY_MODEL_ID, ensure_tiny_model
+from generation.pipelines.tuning import apply_vae_precision
 from generation.prompts.request import ModelProfile
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,16 @@ def _pipeline_class_of(model_id: str) -> str | None:
 
 
 def optimise(pipe: Pipeline, device: str, options: OptimiseOptions | None = None) -> None:
-    """The one place for speed settings. SDPA attention is diffusers' default (AttnProcessor2_0)."""
+    """The one place for speed settings. SDPA attention is diffusers' default (AttnProcessor2_0);
+    xformers only when asked for (`OPTIMISE=xformers`). On CUDA cuDNN picks the fastest convolution
+    per shape (`cudnn.benchmark`: a few ms the first time a batch shape is seen)."""
     options = options or OptimiseOptions()
     if device == "cpu":
         # Leave a core to the event loop (Discord's heartbeat, acknowledgements): torch would take all.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
     if not device.startswith("cuda"):
         return
+    torch.backends.cudnn.benchmark = True
     if options.xformers:
         try:
             import xformers  # noqa: F401
@@ -188,6 +192,7 @@ def load_pipeline(
     text2img.to(device)
     text2img.set_progress_bar_config(disable=True)
     optimise(text2img, device, options)
+    apply_vae_precision(text2img, dtype, _family(text2img))  # SDXL's VAE overflows in fp16
     img2img = AutoPipelineForImage2Image.from_pipe(text2img)
     img2img.set_progress_bar_config(disable=True)
     safety_check: SafetyCheck | None = None

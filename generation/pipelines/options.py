@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-# Setting name → OptimiseOptions field, for `OPTIMISE=channels_last,fuse_qkv,compile`.
-OPTIMISE_FLAGS = {"channels_last": "channels_last", "fuse_qkv": "fuse_qkv", "compile": "compile_unet"}
+# Setting name → OptimiseOptions field, for `OPTIMISE=channels_last,fuse_qkv,compile,xformers`.
+OPTIMISE_FLAGS = {
+    "channels_last": "channels_last",
+    "fuse_qkv": "fuse_qkv",
+    "compile": "compile_unet",
+    "xformers": "xformers",
+}
 
 
 @dataclass(frozen=True)
 class OptimiseOptions:
     """Speed options applied after loading. All off on CPU; see `generation.pipelines.loading.optimise`."""
 
-    xformers: bool = True  # only if xformers imports and the device is CUDA
+    # Off by default: torch's SDPA runs flash / memory-efficient kernels itself, and an xformers build
+    # must match the exact torch; on only if asked for, if it imports, on CUDA.
+    xformers: bool = False
     vae_slicing: bool = True  # decode a batch one image at a time (lower peak memory, same pixels)
     channels_last: bool = False
     fuse_qkv: bool = False
@@ -20,7 +27,7 @@ class OptimiseOptions:
 
 
 def parse_optimise(text: str) -> OptimiseOptions:
-    """`"none"` (or empty) or a comma list of channels_last, fuse_qkv, compile → `OptimiseOptions`."""
+    """`"none"` (or empty) or a comma list of channels_last, fuse_qkv, compile, xformers → options."""
     options = OptimiseOptions()
     for part in (p.strip() for p in text.split(",")):
         if part in ("", "none"):

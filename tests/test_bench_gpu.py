@@ -1,0 +1,203 @@
+"""The GPU run (`bench/gpu-run.sh` → `python -m bench gpu`): its dry run walks every step on the CPU
+with the tiny stand-in architectures and records each figure; its results file, time limits, step
+selection and summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.gpu import STEPS
+from bench.gpu.plan import DRY
+from bench.gpu.profile import op_kind
+from bench.gpu.records import Budget, ResultsFile, last_run, read_records
+from bench.gpu.steps_service import variant_names
+from bench.gpu.summary import summarise
+from bench.gpu.timing import OverLimit, within
+from testkit import REPO_ROOT
+from tests.bench_cli import run_bench
+
+
+def _gpu_run(
+    args: list[str], tmp_path: Path, cache: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "BENCH_RESULTS": str(tmp_path / "RESULTS.md"),
+        "IMAGINE_CACHE": str(cache),
+    }
+    return subprocess.run(
+        ["bash", str(REPO_ROOT / "bench" / "gpu-run.sh"), *args],
+        cwd=tmp_path,  # the script finds the repository itself
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_the_dry_run_walks_every_step_and_records_each_figure(tmp_path: Path, tiny_cache_dir: Path) -> None:
+    results = tmp_path / "gpu.jsonl"
+    proc = _gpu_run(["--dry-run", "--results", str(results)], tmp_path, tiny_cache_dir, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = read_records(results)
+    steps = [r for r in records if r["step"] == "step"]
+    assert [(r["name"], r["status"]) for r in steps] == [(name, "ok") for name, _, _ in STEPS]
+    assert all(r["status"] == "ok" for r in records), [r for r in records if r["status"] != "ok"]
+    times = [r["t_s"] for r in records]
+    assert times == sorted(times)  # written in the order measured
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record["step"]] = counts.get(record["step"], 0) + 1
+    expected = {
+        "env": 1,
+        "sd15_load": 1,
+        "sd15_batch": len(DRY.sd15_batches),
+        "sd15_single": 1,
+        "service": 1,
+        "turbo_batch": len(DRY.turbo_batches),
+        "sdxl_batch": len(DRY.sdxl_batches) + 1,  # diffusers' upcast at each size, the project's VAE once
+        "inpaint_batch": 1,
+        "sd15_flops": 1,
+        "safety_checker": 1,
+        "vae_decode": 2,
+        "profile": 1,
+        "variant": len(variant_names()),
+    }
+    assert {k: counts.get(k, 0) for k in expected} == expected
+    by_step = {r["step"]: r for r in records}
+    assert by_step["env"]["gpu"] is None and "not a GPU figure" in by_step["env"]["note"]
+    for record in records:
+        if "images_per_s" in record:
+            assert record["images_per_s"] > 0 and record["peak_memory_gib"] > 0, record
+            assert record.get("nan_images", 0) == 0, record
+    assert by_step["sd15_single"]["denoise_steps_per_s"] > 0
+    assert by_step["service"]["service_vs_plain"] > 0
+    assert set(by_step["profile"]["unet_time_by_kind"]) >= {"convolution", "matmul"}
+    assert [r["images"] for r in records if r["step"] == "sd15_batch"] == list(DRY.sd15_batches)
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["not_done"] == [] and "not a GPU figure" in summary["note"]
+    assert set(summary["sd15_images_per_s"]) == {str(b) for b in DRY.sd15_batches}
+    assert "## gpu" in (tmp_path / "RESULTS.md").read_text()
+    # a results file fetched from another machine: the same summary, reported afresh
+    again = run_bench(["gpu", "--report", str(results)], tmp_path / "AGAIN.md", timeout=120)
+    assert again == summary
+    assert f"`python -m bench gpu --report {results}`" in (tmp_path / "AGAIN.md").read_text()
+
+
+def test_a_spent_budget_skips_steps_and_says_why(tmp_path: Path) -> None:
+    import torch
+
+    from bench.gpu.cli import run_steps
+    from bench.gpu.context import Run
+
+    budget = Budget(0)
+    results = ResultsFile(tmp_path / "gpu.jsonl", budget)
+    run = Run(DRY, "cpu", torch.float32, results, budget, tmp_path)
+    assert run_steps(run, {"env", "sd15_batches"}) is True
+    results.close()
+    steps = [r for r in read_records(tmp_path / "gpu.jsonl") if r["step"] == "step"]
+    assert [(r["name"], r["status"]) for r in steps] == [("env", "skipped"), ("sd15_batches", "skipped")]
+    assert all("s left" in r["reason"] for r in steps)
+    assert run.pipes == {} and not (tmp_path / "sd15").exists()  # nothing was built
+
+
+def test_a_failing_step_is_recorded_and_the_next_one_runs(tmp_path: Path) -> None:
+    import torch
+
+    from bench.gpu.cli import run_steps
+    from bench.gpu.context import Run
+
+    budget = Budget(60)
+    results = ResultsFile(tmp_path / "gpu.jsonl", budget)
+    run = Run(DRY, "cpu", torch.float32, results, budget, tmp_path)
+    (tmp_path / "sd15").mkdir()
+    (tmp_path / "sd15" / "model_index.json").write_text("{not json")  # a broken saved model
+    assert run_steps(run, {"sd15_batches", "flops"}) is True
+    results.close()
+    steps = {r["name"]: r for r in read_records(tmp_path / "gpu.jsonl") if r["step"] == "step"}
+    assert steps["sd15_batches"]["status"] == "error" and steps["sd15_batches"]["error"]
+    assert steps["flops"]["status"] == "ok"  # built its own SD 1.5 in memory
+
+
+def test_an_unknown_step_is_refused_with_the_names_that_exist() -> None:
+    from bench.gpu.cli import _only
+
+    assert _only(None) == {name for name, _, _ in STEPS}
+    assert _only("env, sdxl") == {"env", "sdxl"}
+    with pytest.raises(ValueError, match="warp") as refused:
+        _only("sd15_batches,warp")
+    assert "sd15_single" in str(refused.value)
+
+
+def test_each_record_is_on_disk_before_the_next_is_measured(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    results = ResultsFile(path, Budget(60))
+    results.write("start")
+    results.write("sd15_batch", images=1, images_per_s=1.23456789)
+    assert [r["step"] for r in read_records(path)] == ["start", "sd15_batch"]  # not closed yet
+    assert read_records(path)[1]["images_per_s"] == 1.2346
+    with path.open("a") as cut:  # a kill in the middle of a line loses that line only
+        cut.write('{"step": "sd15_ba')
+    results.close()
+    assert len(read_records(path)) == 2
+    second = ResultsFile(path, Budget(60))
+    second.write("start")
+    second.close()
+    assert [r["step"] for r in last_run(read_records(path))] == ["start"]
+
+
+def test_a_step_past_its_limit_is_abandoned_and_its_error_kept() -> None:
+    release = threading.Event()
+    with pytest.raises(OverLimit):
+        within(0.05, lambda: release.wait(30))
+    release.set()
+    assert within(5, lambda: 7) == 7
+
+    def broken() -> None:
+        raise KeyError("lost")
+
+    with pytest.raises(KeyError):
+        within(5, broken)
+
+
+def test_profiled_ops_are_sorted_into_kinds() -> None:
+    assert op_kind("aten::_scaled_dot_product_flash_attention") == "attention"
+    assert op_kind("aten::_scaled_dot_product_cudnn_attention") == "attention"
+    assert op_kind("aten::cudnn_convolution") == "convolution"
+    assert op_kind("aten::addmm") == "matmul"
+    assert op_kind("aten::native_group_norm") == "norm"
+    assert op_kind("aten::add_") == "other"
+
+
+def _record(step: str, **figures: Any) -> dict[str, Any]:
+    return {"step": step, "status": "ok", "t_s": 0.0, **figures}
+
+
+def test_the_summary_reports_each_target_as_met_or_not() -> None:
+    records = [
+        _record("start"),
+        _record("env", gpu="NVIDIA H200", commit="abc"),
+        _record("sd15_batch", images=1, images_per_s=4.0, peak_memory_gib=3.0),
+        _record("sd15_batch", images=16, images_per_s=14.0, peak_memory_gib=9.0),
+        _record("sd15_single", denoise_steps_per_s=60.0),
+        _record("service", images_per_s=7.0, service_vs_plain=1.75),
+        {"step": "step", "status": "skipped", "name": "sdxl", "reason": "10 s left, 60 s needed"},
+    ]
+    summary = summarise(records)
+    assert summary["gpu"] == "NVIDIA H200" and "note" not in summary
+    assert summary["sd15_images_per_s"] == {"1": 4.0, "16": 14.0}
+    assert summary["targets"]["sd15_batched_images_per_s"].startswith("met (14")
+    assert summary["targets"]["service_vs_plain"].startswith("not met (1.75")
+    assert summary["targets"]["single_steps_per_s"].startswith("not met (60")
+    assert summary["not_done"] == ["sdxl: skipped (10 s left, 60 s needed)"]
