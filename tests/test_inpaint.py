@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,13 @@ import torch
 from PIL import Image
 
 from generation.media.canvas import Canvas, SizeCap, prepare_canvas
-from generation.pipelines.inpaint import EditCall, EditPipelines, pipeline_steps, run_edits
+from generation.pipelines.inpaint import (
+    EditCall,
+    EditPipelines,
+    added_weight_bytes,
+    pipeline_steps,
+    run_edits,
+)
 from generation.prompts.edits import Direction, EditKind, EditSpec, edit_spec
 from tests.fixtures_generation import same_within_rounding
 
@@ -89,6 +96,8 @@ def test_from_pipe_shares_the_loaded_weights(tiny_model: Any, tiny_pipes: EditPi
         for name in ("unet", "vae", "text_encoder"):
             assert storage(getattr(pipe, name)) == storage(getattr(t2i, name)), name
     assert not tiny_pipes.inpainting_unet
+    assert added_weight_bytes(t2i, tiny_pipes.inpaint) == added_weight_bytes(t2i, tiny_pipes.img2img) == 0
+    assert added_weight_bytes(t2i, copy.deepcopy(tiny_pipes.inpaint)) > 1_000_000  # a second copy counts
     made = EditPipelines.from_text2img(t2i)  # img2img made here too
     assert storage(made.img2img.unet) == storage(t2i.unet)
 

@@ -62,6 +62,23 @@ class EditPipelines:
         return int(self.inpaint.unet.config.in_channels) == INPAINTING_UNET_CHANNELS
 
 
+def added_weight_bytes(base: Pipeline, derived: Pipeline) -> int:
+    """Bytes of `derived`'s parameters and buffers whose storage `base` does not hold: what a
+    pipeline made with `from_pipe` adds to memory beyond the model already loaded (0: nothing)."""
+
+    def storages(pipe: Pipeline) -> dict[int, int]:
+        found: dict[int, int] = {}
+        for module in pipe.components.values():
+            if isinstance(module, torch.nn.Module):
+                for tensor in (*module.parameters(), *module.buffers()):
+                    storage = tensor.untyped_storage()
+                    found[storage.data_ptr()] = storage.nbytes()
+        return found
+
+    held = storages(base)
+    return sum(size for pointer, size in storages(derived).items() if pointer not in held)
+
+
 def pipeline_steps(steps: int, strength: float) -> int:
     """`num_inference_steps` for an edit of `steps` at `strength`: diffusers runs
     int(num_inference_steps * strength) of them, so ask for enough that at least one runs."""
