@@ -88,8 +88,11 @@ def test_json_round_trips_and_a_forged_value_is_refused() -> None:
     ]
     assert [EditSpec.from_json(s.to_json()) for s in specs] == specs
     forged = json.loads(specs[0].to_json()) | {"factor": 7}
-    with pytest.raises(EditError):
+    with pytest.raises(EditError, match="zoom factor"):
         EditSpec.from_json(json.dumps(forged))
+    for broken in ('{"kind": "explode"}', "[]", "not json", json.dumps(forged | {"strength": "x"})):
+        with pytest.raises(EditError):
+            EditSpec.from_json(broken)
 
 
 def test_batch_key_groups_by_kind_strength_and_steps() -> None:

@@ -174,9 +174,11 @@ def test_vary_and_upscale_redraw_the_picture_at_their_strength(
     ids=lambda s: s.describe(),
 )
 def test_a_batch_of_several_equals_each_alone(tiny_pipes: EditPipelines, spec: EditSpec) -> None:
+    other = edit_spec(EditKind.ZOOM_OUT, factor=1.5) if spec.kind is EditKind.ZOOM_OUT else spec
+    assert other.batch_key() == spec.batch_key()  # another zoom factor: its own mask, the same call
     calls = [
         call(spec, picture(5), (21, 22), prompt="a fox"),
-        call(spec, picture(6), (23,), prompt="an owl at night"),
+        call(other, picture(6), (23,), prompt="an owl at night"),
     ]
     batched = run(tiny_pipes, spec, calls)
     alone = [run(tiny_pipes, spec, [c])[0] for c in calls]

@@ -126,16 +126,21 @@ class EditSpec:
     @classmethod
     def from_json(cls, text: str) -> EditSpec:
         """Inverse of `to_json` (checked again, so a forged value is refused)."""
-        data = json.loads(text)
-        return edit_spec(
-            EditKind(data["kind"]),
-            strength=data["strength"],
-            steps=data["steps"],
-            factor=data["factor"],
-            direction=Direction(data["direction"]) if data["direction"] else None,
-            regions=tuple(data["regions"]),
-            mask_image=data["mask_image"],
-        )
+        try:
+            data = json.loads(text)
+            return edit_spec(
+                EditKind(data["kind"]),
+                strength=float(data["strength"]),
+                steps=None if data["steps"] is None else int(data["steps"]),
+                factor=None if data["factor"] is None else float(data["factor"]),
+                direction=Direction(data["direction"]) if data["direction"] else None,
+                regions=tuple(str(name) for name in data["regions"]),
+                mask_image=str(data["mask_image"]) if data["mask_image"] else None,
+            )
+        except EditError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EditError(f"not a stored edit: {exc}") from None
 
 
 def edit_spec(
