@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import io
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,12 +34,14 @@ def tiny_pipes(tiny_model: Any) -> EditPipelines:
 
 
 @pytest.fixture(scope="module")
-def inpaint_model(tiny_cache_dir: Path) -> Any:
-    """The tiny 9-channel inpainting model, loaded as any local model folder is (`MODEL_ID=<folder>`)."""
+def inpaint_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The tiny 9-channel inpainting model, loaded as any local model folder is (`MODEL_ID=<folder>`);
+    built in a cache of its own (the session's tiny cache holds the tiny model alone)."""
     from generation.pipelines.loading import load_pipeline
     from generation.pipelines.tiny_inpaint import ensure_tiny_inpaint_model
 
-    return load_pipeline(str(ensure_tiny_inpaint_model(tiny_cache_dir)), "cpu", cache_dir=tiny_cache_dir)
+    cache = tmp_path_factory.mktemp("imagine-inpaint-cache")
+    return load_pipeline(str(ensure_tiny_inpaint_model(cache)), "cpu", cache_dir=cache)
 
 
 @pytest.fixture(scope="module")
