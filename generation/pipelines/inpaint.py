@@ -1,0 +1,137 @@
+# mypy: disable-error-code="no-untyped-call"
+"""Edits of one picture on the weights already loaded: image-to-image and inpainting pipelines made
+with diffusers' `from_pipe`, which share the text-to-image pipeline's modules (no second copy).
+
+A 4-channel UNet inpaints as diffusers does for it (the known latents are blended back each step);
+a 9-channel inpainting UNet (the mask and the masked picture as extra input channels) is used as
+one, and also runs the unmasked edits, with a mask that redraws everything. `run_edits` runs edits
+of one kind, size and strength as one pipeline call with one generator per image, then pastes each
+canvas's kept pixels back. Not thread-safe: the worker thread that owns the model owns these.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+from PIL import Image
+
+from generation.media.canvas import Canvas, paste_back
+
+Pipeline = Any  # a diffusers pipeline (see generation.pipelines.loading.Pipeline)
+StepEnd = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]  # diffusers' callback_on_step_end
+
+INPAINTING_UNET_CHANNELS = 9  # 4 latent + 1 mask + 4 masked-picture latent channels
+
+
+@dataclass(frozen=True)
+class EditCall:
+    """One request's part of a batch: its prompts, its seeds (one image each) and its canvas."""
+
+    prompt: str
+    negative_prompt: str
+    seeds: tuple[int, ...]
+    canvas: Canvas
+
+
+@dataclass
+class EditPipelines:
+    """The loaded model's image-to-image and inpainting pipelines, sharing its modules."""
+
+    img2img: Pipeline
+    inpaint: Pipeline
+
+    @classmethod
+    def from_text2img(cls, text2img: Pipeline, img2img: Pipeline | None = None) -> EditPipelines:
+        """Both pipelines over `text2img`'s modules through `from_pipe` (`img2img`: one already made
+        so, as `LoadedModel.img2img` is)."""
+        inpaint = AutoPipelineForInpainting.from_pipe(text2img)
+        inpaint.set_progress_bar_config(disable=True)
+        if img2img is None:
+            img2img = AutoPipelineForImage2Image.from_pipe(text2img)
+            img2img.set_progress_bar_config(disable=True)
+        return cls(img2img=img2img, inpaint=inpaint)
+
+    @property
+    def inpainting_unet(self) -> bool:
+        """Whether the loaded UNet is an inpainting one (it takes the mask as input channels)."""
+        return int(self.inpaint.unet.config.in_channels) == INPAINTING_UNET_CHANNELS
+
+
+def added_weight_bytes(base: Pipeline, derived: Pipeline) -> int:
+    """Bytes of `derived`'s parameters and buffers whose storage `base` does not hold: what a
+    pipeline made with `from_pipe` adds to memory beyond the model already loaded (0: nothing)."""
+
+    def storages(pipe: Pipeline) -> dict[int, int]:
+        found: dict[int, int] = {}
+        for module in pipe.components.values():
+            if isinstance(module, torch.nn.Module):
+                for tensor in (*module.parameters(), *module.buffers()):
+                    storage = tensor.untyped_storage()
+                    found[storage.data_ptr()] = storage.nbytes()
+        return found
+
+    held = storages(base)
+    return sum(size for pointer, size in storages(derived).items() if pointer not in held)
+
+
+def pipeline_steps(steps: int, strength: float) -> int:
+    """`num_inference_steps` for an edit of `steps` at `strength`: diffusers runs
+    int(num_inference_steps * strength) of them, so ask for enough that at least one runs."""
+    return max(steps, math.ceil(1 / strength))
+
+
+def run_edits(
+    pipes: EditPipelines,
+    calls: Sequence[EditCall],
+    *,
+    strength: float,
+    steps: int,
+    guidance: float,
+    generator_device: str = "cpu",
+    callback_on_step_end: StepEnd | None = None,
+) -> list[list[Image.Image]]:
+    """Every image of `calls` in one pipeline call (their canvases of one size, all masked or all
+    not), each from its own seeded generator; per call, its images with the kept pixels pasted back."""
+    if not calls:
+        raise ValueError("run_edits needs at least one call")
+    size = calls[0].canvas.size
+    masked = calls[0].canvas.mask is not None
+    if any(c.canvas.size != size for c in calls):
+        raise ValueError("edits in one batch must have canvases of one size")
+    if any((c.canvas.mask is not None) != masked for c in calls):
+        raise ValueError("edits in one batch must all be inpainting, or all image-to-image")
+    canvases = [c.canvas for c in calls for _ in c.seeds]
+    kwargs: dict[str, Any] = {
+        "prompt": [c.prompt for c in calls for _ in c.seeds],
+        "negative_prompt": [c.negative_prompt for c in calls for _ in c.seeds],
+        "image": [canvas.image for canvas in canvases],
+        "strength": strength,
+        "num_inference_steps": pipeline_steps(steps, strength),
+        "guidance_scale": guidance,
+        "generator": [torch.Generator(generator_device).manual_seed(s) for c in calls for s in c.seeds],
+        "output_type": "pil",
+    }
+    if callback_on_step_end is not None:
+        kwargs["callback_on_step_end"] = callback_on_step_end
+    if masked or pipes.inpainting_unet:
+        pipe = pipes.inpaint
+        kwargs.update(mask_image=[_mask_of(canvas) for canvas in canvases], width=size[0], height=size[1])
+    else:
+        pipe = pipes.img2img
+    images: list[Image.Image] = pipe(**kwargs).images
+    pasted = [paste_back(image, canvas) for image, canvas in zip(images, canvases, strict=True)]
+    results, position = [], 0
+    for call in calls:
+        results.append(pasted[position : position + len(call.seeds)])
+        position += len(call.seeds)
+    return results
+
+
+def _mask_of(canvas: Canvas) -> Image.Image:
+    """The canvas's mask, or (image-to-image on an inpainting UNet) one that redraws everything."""
+    return canvas.mask if canvas.mask is not None else Image.new("L", canvas.size, 255)
