@@ -1,7 +1,7 @@
 """`ImagineBot`: the discord.py `Bot` subclass. It holds its dependencies (settings, store, backend,
 image store, clock, job runner) as `Services`, adds every command (`bot.commands.all_commands`),
 registers the persistent buttons, forwards clicks and reactions on results to `ResultActions`, syncs
-commands, and resumes unfinished work once connected. Process set-up lives in `bot.__main__`."""
+commands, and resumes unfinished work once connected. Process set-up lives in `bot.startup`."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def job_source(settings: Settings, store: Store, clock: Callable[[], float]) -> 
 
 
 class ImagineBot(commands.Bot):
-    """The bot. Build it with its dependencies; `bot.__main__.main()` opens and closes them."""
+    """The bot. Build it with its dependencies; `bot.startup.run()` opens and closes them."""
 
     def __init__(
         self,
@@ -131,6 +131,13 @@ class ImagineBot(commands.Bot):
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         await self.button_actions.on_raw_reaction_add(self, payload)
+
+    async def shut_down(self, grace_s: float) -> None:
+        """A graceful stop: no new jobs, the running batch gets `grace_s` to finish, then `close()`."""
+        try:
+            await self.runner.drain(grace_s)
+        finally:
+            await self.close()
 
     async def close(self) -> None:
         await self.runner.close()

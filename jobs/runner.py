@@ -36,6 +36,7 @@ from generation.backends.protocol import (
 from generation.media.compose import fit_to_size, grid_2x2
 from generation.prompts.request import GenerationRequest
 from jobs.delivery import Outbox, OutFile, ResultImages, ResultPost, TokenGone, TransientDeliveryError
+from jobs.log_fields import job_fields
 from jobs.messages import progress_text, queued_text, result_text
 from jobs.sources import InProcessSource, JobSource
 from jobs.throttle import EditThrottle
@@ -51,6 +52,10 @@ DELIVERY_TIMEOUT_S = 60.0  # one upload attempt: a request Discord never answers
 
 UNREADABLE_SETTINGS = "its stored settings were unreadable"
 FLAGGED = "flagged by the safety checker"
+
+
+class ShuttingDown(Exception):
+    """The bot is stopping: it takes no new jobs (`str()` is the member's message)."""
 
 
 def backoff_delays(first: float = 1.0, cap: float = 60.0) -> Callable[[int], float]:
@@ -88,6 +93,7 @@ class JobRunner:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._upload_limits: dict[str, int] = {}
         self._closing = False
+        self._started: set[str] = set()  # jobs whose batch is on the engine
         self.delivery_timeout_s = DELIVERY_TIMEOUT_S
 
     # -- entry points -------------------------------------------------------------------------------
@@ -101,6 +107,10 @@ class JobRunner:
         upload_limit: int | None = None,
     ) -> Reservation | Refusal:
         """Reserve the spend and queue the job (both at once, in the store); hand it to the source."""
+        if self._closing:
+            raise ShuttingDown(
+                "The bot is restarting and takes no new jobs right now; try again in a minute."
+            )
         outcome = await self.store.reserve(job, role_ids, self.clock())
         if isinstance(outcome, Reservation):
             if upload_limit is not None:
@@ -138,6 +148,19 @@ class JobRunner:
         if task is not None:
             await asyncio.shield(task)
 
+    async def drain(self, grace_s: float) -> None:
+        """Stop taking jobs; give the running batch `grace_s` seconds to finish (saved and delivered);
+        leave waiting jobs queued in the store, for the next start."""
+        self._closing = True
+        for job_id in [j for j in self._tasks if j not in self._started]:
+            self.backend.cancel(job_id)  # its task returns at once, the job stays queued in the store
+        running = [task for job_id, task in self._tasks.items() if job_id in self._started]
+        if running:
+            log.info("waiting up to %.0f s for %d running job(s)", grace_s, len(running))
+            _, late = await asyncio.wait(running, timeout=grace_s)
+            if late:
+                log.warning("%d job(s) did not finish in time; they run again at the next start", len(late))
+
     async def close(self) -> None:
         """Stop following jobs; their stored state stays, so the next start resumes them."""
         self._closing = True
@@ -153,13 +176,17 @@ class JobRunner:
 
     def work_on(self, job: JobRecord) -> None:
         """Run a job the source handed over, or deliver its saved images if it is done already."""
+        if self._closing:
+            return  # stopping: it stays in the store for the next start
         if job.state is JobState.DONE:
             self._track(job.job_id, self._deliver_saved(job))
             return
         try:
             request = GenerationRequest.from_json(job.request_json)
         except (ValueError, TypeError, KeyError) as exc:
-            log.error("job %s: stored request unreadable (%s); failing it", job.job_id, exc)
+            log.error(
+                "job %s: stored request unreadable (%s); failing it", job.job_id, exc, extra=job_fields(job)
+            )
             self._track(job.job_id, self._end(job, JobFailed(UNREADABLE_SETTINGS)))
             return
         self._track(job.job_id, self._run(job, request))
@@ -180,6 +207,7 @@ class JobRunner:
                 log.exception("job %s: unexpected error", job_id)
             finally:
                 self._tasks.pop(job_id, None)
+                self._started.discard(job_id)
                 self._upload_limits.pop(job_id, None)
                 self._throttle.forget(job_id)
 
@@ -196,7 +224,7 @@ class JobRunner:
         try:
             handle = self.backend.submit(job.job_id, f"{job.guild_id}:{job.owner_id}", request)
         except Exception as exc:
-            log.exception("job %s: the backend refused it", job.job_id)
+            log.exception("job %s: the backend refused it", job.job_id, extra=job_fields(job))
             await self._end(job, JobFailed(f"it could not be queued ({type(exc).__name__})"))
             return
         try:
@@ -216,6 +244,7 @@ class JobRunner:
 
     async def _on_event(self, job: JobRecord, event: JobEvent) -> None:
         if isinstance(event, Started):
+            self._started.add(job.job_id)
             await self.source.mark_running(job.job_id)
             return
         if not self._via_token(job) or not self._throttle.ready(job.job_id):
@@ -229,7 +258,7 @@ class JobRunner:
         try:
             await asyncio.wait_for(self.outbox.show_progress(job, text, preview), PROGRESS_EDIT_TIMEOUT_S)
         except Exception as exc:  # progress is best effort; the result is what must arrive
-            log.debug("job %s: progress edit failed: %r", job.job_id, exc)
+            log.debug("job %s: progress edit failed: %r", job.job_id, exc, extra=job_fields(job))
 
     async def _end(self, job: JobRecord, outcome: JobFailed | JobCancelled) -> None:
         """Failed or cancelled: store it, refund, tell the owner."""
@@ -246,7 +275,7 @@ class JobRunner:
             text = f"Your job `{job.job_id}` was cancelled ({reason}).{back}"
         else:
             text = f"Sorry, your job `{job.job_id}` failed: {reason}.{back}"
-        log.info("job %s %s: %s", job.job_id, state.value, reason)
+        log.info("job %s %s: %s", job.job_id, state.value, reason, extra=job_fields(job))
         await self._tell(job, text, private=False)
 
     async def _tell(self, job: JobRecord, text: str, *, private: bool) -> None:
@@ -258,7 +287,13 @@ class JobRunner:
             except TokenGone:
                 via = False
             except Exception as exc:
-                log.warning("job %s: could not tell the owner (attempt %d): %r", job.job_id, attempt, exc)
+                log.warning(
+                    "job %s: could not tell the owner (attempt %d): %r",
+                    job.job_id,
+                    attempt,
+                    exc,
+                    extra=job_fields(job),
+                )
                 return
 
     async def _finish(self, job: JobRecord, request: GenerationRequest, result: GenerationResult) -> None:
@@ -283,12 +318,16 @@ class JobRunner:
         try:
             paths = await asyncio.to_thread(self._save, job.job_id, kept)
         except Exception as exc:
-            log.error("job %s: saving images failed: %r", job.job_id, exc)
+            log.error("job %s: saving images failed: %r", job.job_id, exc, extra=job_fields(job))
             await self._end(job, JobFailed(f"the images could not be saved ({type(exc).__name__})"))
             return
         seeds = tuple(i.seed for i in kept)
         if not await self.source.record_images(job, seeds, tuple(str(p) for p in paths)):
-            log.info("job %s: lease lost before it was recorded; another process delivers it", job.job_id)
+            log.info(
+                "job %s: lease lost before it was recorded; another process delivers it",
+                job.job_id,
+                extra=job_fields(job),
+            )
             return
         if dropped:
             refunded = await self.store.refund_images(job.job_id, dropped, self.clock())
@@ -310,7 +349,12 @@ class JobRunner:
             request = GenerationRequest.from_json(job.request_json)
             pngs = [await asyncio.to_thread(Path(p).read_bytes) for p in job.image_paths]
         except (OSError, ValueError, TypeError, KeyError) as exc:
-            log.error("job %s: saved result unreadable (%r); giving up on it", job.job_id, exc)
+            log.error(
+                "job %s: saved result unreadable (%r); giving up on it",
+                job.job_id,
+                exc,
+                extra=job_fields(job),
+            )
             await self.store.set_job_state(job.job_id, JobState.FAILED, "its saved images were lost")
             return
         if not pngs:
@@ -364,9 +408,15 @@ class JobRunner:
                 continue
             except (TransientDeliveryError, TimeoutError) as exc:
                 delay = self._retry_delay(attempt)
-                log.warning("job %s: delivery failed (%s); retrying in %.1f s", job.job_id, exc, delay)
+                log.warning(
+                    "job %s: delivery failed (%s); retrying in %.1f s",
+                    job.job_id,
+                    exc,
+                    delay,
+                    extra=job_fields(job),
+                )
                 await self._sleep(delay)
                 continue
             break
         await self.store.record_delivery(job.job_id, message_id, channel_id)
-        log.info("job %s delivered as message %d", job.job_id, message_id)
+        log.info("job %s delivered as message %d", job.job_id, message_id, extra=job_fields(job))
