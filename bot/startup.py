@@ -21,11 +21,14 @@ import discord.gateway
 import discord.http
 import yarl
 
+from bot.health import health_app, serving
+from bot.metrics import BotMetrics
 from bot.preflight import StartupError, check_device, check_model, check_output, discord_login
 from bot.settings import Settings
 from generation.backends.protocol import GenerationBackend
 from generation.media.image_store import ImageStore
 from generation.pipelines.contract import Engine
+from jobs.retention import running_retention
 from storage.interface import StorageError, Store
 
 log = logging.getLogger("bot")
@@ -152,9 +155,20 @@ async def run(settings: Settings) -> None:
             log.info("device %s", check_device(settings))
         async with started(settings, make_backend(settings, images)) as backend:
             log.info("model %s ready; connecting to the Discord gateway", backend.profile.name)
-            async with bot_class(settings)(settings, store, backend, images) as bot:
+            metrics = BotMetrics()
+            metrics.count_rate_limits()
+            async with bot_class(settings)(settings, store, backend, images, metrics=metrics) as bot:
                 _install_signals(bot, settings)
-                await bot.start(settings.discord_token)
+                async with contextlib.AsyncExitStack() as stack:
+                    if settings.health_port is not None:
+                        app = health_app(backend, bot.gateway_up, store, metrics)
+                        await stack.enter_async_context(
+                            serving(app, settings.health_host, settings.health_port)
+                        )
+                    if settings.retention_days is not None:
+                        days = settings.retention_days
+                        await stack.enter_async_context(running_retention(store, days, bot.clock))
+                    await bot.start(settings.discord_token)
     log.info("stopped")
 
 

@@ -38,6 +38,7 @@ from generation.prompts.request import GenerationRequest
 from jobs.delivery import Outbox, OutFile, ResultImages, ResultPost, TokenGone, TransientDeliveryError
 from jobs.log_fields import job_fields
 from jobs.messages import progress_text, queued_text, result_text
+from jobs.metrics import JobMetrics, NoMetrics
 from jobs.sources import InProcessSource, JobSource
 from jobs.throttle import EditThrottle
 from storage.interface import JobRecord, JobState, NewJob, Refusal, Reservation, Store
@@ -79,6 +80,7 @@ class JobRunner:
         edit_interval_s: float = 1.5,
         sleep: Sleep = asyncio.sleep,
         retry_delay: Callable[[int], float] | None = None,
+        metrics: JobMetrics | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -93,7 +95,8 @@ class JobRunner:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._upload_limits: dict[str, int] = {}
         self._closing = False
-        self._started: set[str] = set()  # jobs whose batch is on the engine
+        self._started: dict[str, float] = {}  # jobs whose batch is on the engine: since (monotonic)
+        self.metrics: JobMetrics = metrics or NoMetrics()
         self.delivery_timeout_s = DELIVERY_TIMEOUT_S
 
     # -- entry points -------------------------------------------------------------------------------
@@ -207,7 +210,7 @@ class JobRunner:
                 log.exception("job %s: unexpected error", job_id)
             finally:
                 self._tasks.pop(job_id, None)
-                self._started.discard(job_id)
+                self._started.pop(job_id, None)
                 self._upload_limits.pop(job_id, None)
                 self._throttle.forget(job_id)
 
@@ -231,6 +234,9 @@ class JobRunner:
             async for event in handle.events():
                 await self._on_event(job, event)
             result = await handle.result()
+            began = self._started.get(job.job_id)
+            if began is not None:
+                self.metrics.generated(time.monotonic() - began, request.steps, len(result.images))
         except JobCancelled as exc:
             if self._closing:
                 return  # shutting down: the job stays queued/running in the store and resumes later
@@ -244,7 +250,7 @@ class JobRunner:
 
     async def _on_event(self, job: JobRecord, event: JobEvent) -> None:
         if isinstance(event, Started):
-            self._started.add(job.job_id)
+            self._started[job.job_id] = time.monotonic()
             await self.source.mark_running(job.job_id)
             return
         if not self._via_token(job) or not self._throttle.ready(job.job_id):
@@ -269,6 +275,9 @@ class JobRunner:
         state = JobState.CANCELLED if cancelled else JobState.FAILED
         await self.store.set_job_state(job.job_id, state, reason)
         refunded = await self.store.refund(job.job_id, self.clock())
+        self.metrics.job_settled(state.value)
+        if refunded:
+            self.metrics.refunded(job.images)
         were = "s were" if job.images != 1 else " was"
         back = f" Your {job.images} image{were} given back." if refunded else ""
         if cancelled:
@@ -307,6 +316,9 @@ class JobRunner:
         if not kept:
             await self.store.set_job_state(job.job_id, JobState.FAILED, FLAGGED)
             refunded = await self.store.refund(job.job_id, self.clock())
+            self.metrics.job_settled("flagged")
+            if refunded:
+                self.metrics.refunded(job.images)
             back = " Your spend was given back." if refunded else ""
             await self._tell(
                 job,
@@ -331,6 +343,8 @@ class JobRunner:
             return
         if dropped:
             refunded = await self.store.refund_images(job.job_id, dropped, self.clock())
+            if refunded:
+                self.metrics.refunded(dropped)
             back = f" {dropped} image{'s were' if dropped != 1 else ' was'} given back." if refunded else ""
             await self._tell(
                 job,
@@ -408,6 +422,7 @@ class JobRunner:
                 continue
             except (TransientDeliveryError, TimeoutError) as exc:
                 delay = self._retry_delay(attempt)
+                self.metrics.delivery_retry()
                 log.warning(
                     "job %s: delivery failed (%s); retrying in %.1f s",
                     job.job_id,
@@ -419,4 +434,5 @@ class JobRunner:
                 continue
             break
         await self.store.record_delivery(job.job_id, message_id, channel_id)
+        self.metrics.job_settled("delivered")
         log.info("job %s delivered as message %d", job.job_id, message_id, extra=job_fields(job))
