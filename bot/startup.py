@@ -66,12 +66,14 @@ def load_engine(settings: Settings) -> Engine:
     """The diffusers engine for MODEL_ID on DEVICE (runs on the worker thread)."""
     from generation.pipelines.engine import DiffusersEngine
     from generation.pipelines.loading import resolve_device
+    from generation.pipelines.safety import SafetyOptions
 
     return DiffusersEngine.load(
         settings.model_id,
         resolve_device(settings.device),
         cache_dir=settings.model_cache_dir,
         options=settings.optimise,
+        safety=SafetyOptions(settings.safety, settings.safety_checker_id),
     )
 
 
