@@ -13,7 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
 
-from bot.logging_setup import configure_logging, quiet_libraries
+from bot.logging_setup import configure_logging, quiet_libraries, quiet_ml_libraries
 from bot.preflight import StartupError, check_database, check_device, check_model, check_output, discord_login
 from bot.settings import Settings, SettingsError, load_settings
 
@@ -62,9 +62,13 @@ async def _checks(settings: Settings) -> list[tuple[str, Callable[[], Awaitable[
     async def sync(check: Callable[[Settings], str]) -> str:
         return check(settings)
 
+    async def model() -> str:
+        quiet_ml_libraries()
+        return check_model(settings)
+
     return [
         ("token", login),
-        ("model", lambda: sync(check_model)),
+        ("model", model),
         ("device", lambda: sync(check_device)),
         ("database", lambda: check_database(settings)),
         ("output", lambda: sync(check_output)),

@@ -66,18 +66,22 @@ class DropNoise(logging.Filter):
 
 def quiet_libraries() -> None:
     """Filter, by category, what libraries say that a bot admin cannot act on: deprecation and
-    future warnings from the ML libraries (ours to act on, in the code, not the admin's), the
-    voice-support and torchvision notices, and the terminal progress bars (a service log keeps only
-    lines; downloads report progress as log lines of their own)."""
+    future warnings from the ML libraries (ours to act on, in the code, not the admin's) and the
+    voice-support and torchvision notices. Imports nothing (a failed login stays fast)."""
     for module in ("diffusers", "transformers", "huggingface_hub", "accelerate", "torch"):
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
     for name, needles in NOISE.items():
         logging.getLogger(name).addFilter(DropNoise(needles))
+
+
+def quiet_ml_libraries() -> None:
+    """Before the model loads: diffusers' and transformers' lines go through our handlers only (their
+    own stderr handlers would print each a second time, outside our format), and their terminal
+    progress bars are off (a service log keeps lines; downloads log their progress themselves)."""
     import diffusers.utils.logging as diffusers_logging
     import transformers.utils.logging as transformers_logging
 
-    # Their own stderr handlers would print each line a second time, outside our format.
     transformers_logging.disable_default_handler()
     transformers_logging.enable_propagation()
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]

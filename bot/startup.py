@@ -22,6 +22,7 @@ import discord.http
 import yarl
 
 from bot.health import health_app, serving
+from bot.logging_setup import quiet_ml_libraries
 from bot.metrics import BotMetrics
 from bot.preflight import StartupError, check_device, check_model, check_output, discord_login
 from bot.settings import Settings
@@ -142,8 +143,6 @@ def _install_signals(bot: object, settings: Settings) -> None:
 async def run(settings: Settings) -> None:
     """Check cheap things first, then open the dependencies, run the bot until it closes, and close
     them in reverse order."""
-    from bot.client import bot_class
-
     apply_endpoints(settings)
     identity = await discord_login(settings)
     log.info("logged in to Discord as %s (application %d)", identity.name, identity.application_id)
@@ -152,6 +151,9 @@ async def run(settings: Settings) -> None:
     images = ImageStore(settings.output_dir)
     async with open_storage(settings) as store:
         log.info("database ready")
+        from bot.client import bot_class  # discord.py's bot and the commands: after the cheap checks
+
+        quiet_ml_libraries()
         log.info("model %s", check_model(settings))
         if settings.generation_backend == "local":
             log.info("device %s", check_device(settings))
