@@ -10,6 +10,7 @@ import asyncio
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -23,7 +24,7 @@ from storage.sqlite import open_store
 from testkit.answers import is_result
 from testkit.bot_process import BotProcess
 from testkit.discord_loopback import DiscordLoopback, InteractionRecord
-from tests.bot_harness import LIMITS, T
+from tests.bot_harness import LIMITS, BotWorld, FaultyEngine, T
 
 pytestmark = pytest.mark.slow
 
@@ -183,3 +184,32 @@ async def test_sigterm_finishes_the_running_batch_and_keeps_the_queue(
                 m for m in server.messages.values() if is_result(m) and any(job_id in c for c in m.custom_ids)
             ]
             assert len(results) == 1 and rec.responses_count == 1, job_id
+
+
+async def test_drain_finishes_the_running_job_keeps_the_queued_one_and_refuses_new_ones(
+    tmp_path: Path, tiny_model: Any
+) -> None:
+    async with BotWorld.open(tmp_path, tiny_model) as world:
+        world.engine_wrapper = FaultyEngine
+        await world.start_bot()
+        assert world.running is not None
+        engine = world.running.service._engine
+        assert isinstance(engine, FaultyEngine)
+        running = world.imagine(f"{FaultyEngine.GATE} a boat --steps 2", member=world.alice)
+        assert await asyncio.to_thread(engine.at_gate.wait, T)
+        queued = world.imagine("a plane --steps 2 --ar 16:9", member=world.bob)  # another size: its own batch
+        await queued.wait_final(lambda r: r.original is not None and "queue" in r.original.content.lower(), T)
+        drain = asyncio.create_task(world.bot.runner.drain(T))
+        late = world.imagine("a car --steps 2", member=world.carol)
+        told = await world.wait_ephemeral(late)
+        assert "restarting" in told.content
+        engine.gate.set()
+        await drain
+        await world.wait_result(running)
+        assert not is_result(queued.original)
+        (entry,) = await world.store.ledger(world.guild.id, world.bob.id)
+        job = await world.store.get_job(entry.job_id)
+        assert job is not None and job.state is JobState.QUEUED and not entry.refunded
+        assert await world.store.ledger(world.guild.id, world.carol.id) == []
+        await world.restart_bot()
+        await world.wait_result(queued)
