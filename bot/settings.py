@@ -16,14 +16,13 @@ from dotenv import dotenv_values
 
 from generation.cli_settings import DEFAULT_MODEL_ID
 from generation.pipelines.options import OptimiseOptions, parse_optimise
+from generation.pipelines.safety_options import DEFAULT_SAFETY_CHECKER, SAFETY_MODES
 from storage.interface import Limits
 
 BACKENDS = ("local", "ray")
 DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 LOG_FORMATS = ("plain", "json")
-SAFETY_MODES = ("model", "require", "off")
-DEFAULT_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
 DEFAULT_LIMITS = Limits(images_per_hour=40, images_per_day=200, max_queued=4, cooldown_seconds=0.0)
 UNLIMITED = ("", "none", "unlimited", "off")
 

@@ -67,7 +67,7 @@ def load_engine(settings: Settings) -> Engine:
     """The diffusers engine for MODEL_ID on DEVICE (runs on the worker thread)."""
     from generation.pipelines.engine import DiffusersEngine
     from generation.pipelines.loading import resolve_device
-    from generation.pipelines.safety import SafetyOptions
+    from generation.pipelines.safety_options import SafetyOptions
 
     return DiffusersEngine.load(
         settings.model_id,

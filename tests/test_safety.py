@@ -15,11 +15,11 @@ import torch
 from generation.pipelines.engine import DiffusersEngine
 from generation.pipelines.loading import load_pipeline
 from generation.pipelines.safety import (
-    SafetyOptions,
     choose_check,
     flag_everything,
     load_standalone_check,
 )
+from generation.pipelines.safety_options import SafetyOptions
 from testkit.answers import is_result
 from tests.bot_harness import BotWorld, T
 from tests.fixtures_generation import tiny_request

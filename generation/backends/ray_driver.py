@@ -78,6 +78,7 @@ from generation.backends.ray_replica import (
     TokenCounter,
 )
 from generation.pipelines.options import OptimiseOptions
+from generation.pipelines.safety_options import SafetyOptions
 from generation.prompts.request import GenerationRequest, ModelProfile
 from generation.scheduling.batch_run import StepDone, outcome_for, timeout_message
 
@@ -129,6 +130,7 @@ class RayBackend(JobScheduler):
         max_batch: int | None = None,
         cache_dir: Path | None = None,
         optimise: OptimiseOptions | None = None,
+        safety: SafetyOptions | None = None,
         engine_factory: EngineFactory | None = None,
         max_ongoing: int = 1,
         replica_cpus: float | None = None,
@@ -163,6 +165,7 @@ class RayBackend(JobScheduler):
         self._max_batch = max_batch
         self._cache_dir = cache_dir
         self._optimise = optimise
+        self._safety = safety
         self._factory = engine_factory
         self._max_ongoing = max_ongoing
         self._replica_cpus = replica_cpus
@@ -199,6 +202,7 @@ class RayBackend(JobScheduler):
             job_timeout_s=settings.job_timeout_s,
             cache_dir=settings.model_cache_dir,
             optimise=settings.optimise,
+            safety=SafetyOptions(settings.safety, settings.safety_checker_id),
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -262,7 +266,9 @@ class RayBackend(JobScheduler):
             device = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES: the replica's GPU is its "cuda"
         elif device == "auto":
             device = "cpu"
-        factory = self._factory or DiffusersFactory(self.model_id, device, self._cache_dir, self._optimise)
+        factory = self._factory or DiffusersFactory(
+            self.model_id, device, self._cache_dir, self._optimise, self._safety
+        )
         return DeploySpec(
             self._app,
             self.model_id,

@@ -31,7 +31,7 @@ from generation.pipelines.contract import BatchInterrupted, OutOfMemory, Preview
 from generation.pipelines.loading import LoadedModel, SafetyCheck, load_pipeline
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.preview import preview_png
-from generation.pipelines.safety import SafetyOptions
+from generation.pipelines.safety_options import SafetyOptions
 from generation.prompts.request import (
     UPSCALE_STRENGTH,
     VARIATION_STRENGTH,

@@ -23,13 +23,8 @@ from huggingface_hub import try_to_load_from_cache
 
 from generation.pipelines.download import download_model
 from generation.pipelines.options import OptimiseOptions
-from generation.pipelines.safety import (
-    SafetyCheck,
-    SafetyOptions,
-    choose_check,
-    load_standalone_check,
-    model_check,
-)
+from generation.pipelines.safety import SafetyCheck, choose_check, load_standalone_check, model_check
+from generation.pipelines.safety_options import SafetyOptions
 from generation.pipelines.source import hub_cache_dir
 from generation.pipelines.tiny import TINY_MODEL_ID, ensure_tiny_model
 from generation.prompts.request import ModelProfile

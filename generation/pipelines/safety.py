@@ -17,7 +17,6 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +24,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from generation.pipelines.safety_options import SafetyOptions
+
 log = logging.getLogger(__name__)
 
 SafetyCheck = Callable[[list[Image.Image]], list[bool]]
 """Flags for a list of images: True where the image is unsafe."""
 
-SAFETY_MODES = ("model", "require", "off")
 TINY_CHECKER_ID = "tiny"
 TINY_CHECKER_FOLDER = "tiny-safety-v1"  # bump when build_tiny_checker changes
-
-
-@dataclass(frozen=True)
-class SafetyOptions:
-    """The SAFETY mode and, for `require`, where the standalone checker comes from."""
-
-    mode: str = "model"
-    checker_id: str = "CompVis/stable-diffusion-safety-checker"
-
-    def __post_init__(self) -> None:
-        if self.mode not in SAFETY_MODES:
-            raise ValueError(f"SAFETY must be one of {', '.join(SAFETY_MODES)}, not {self.mode!r}")
 
 
 def model_check(checker: Any, feature_extractor: Any, device: str, dtype: torch.dtype) -> SafetyCheck:
