@@ -62,14 +62,14 @@ async def _checks(settings: Settings) -> list[tuple[str, Callable[[], Awaitable[
     async def sync(check: Callable[[Settings], str]) -> str:
         return check(settings)
 
-    async def model() -> str:
-        quiet_ml_libraries()
-        return check_model(settings)
+    async def device() -> str:
+        quiet_ml_libraries()  # the device check imports torch and diffusers
+        return check_device(settings)
 
     return [
         ("token", login),
-        ("model", model),
-        ("device", lambda: sync(check_device)),
+        ("model", lambda: sync(check_model)),
+        ("device", device),
         ("database", lambda: check_database(settings)),
         ("output", lambda: sync(check_output)),
     ]

@@ -84,8 +84,7 @@ async def discord_login(settings: Settings) -> DiscordIdentity:
 
 def check_model(settings: Settings) -> str:
     """Where the model loads from, without loading or downloading it."""
-    from generation.pipelines.loading import default_cache_dir
-    from generation.pipelines.source import ModelNotFound, locate_model
+    from generation.pipelines.source import ModelNotFound, default_cache_dir, locate_model
 
     try:
         tiny_cache = settings.model_cache_dir or default_cache_dir()

@@ -153,8 +153,8 @@ async def run(settings: Settings) -> None:
         log.info("database ready")
         from bot.client import bot_class  # discord.py's bot and the commands: after the cheap checks
 
-        quiet_ml_libraries()
         log.info("model %s", check_model(settings))
+        quiet_ml_libraries()
         if settings.generation_backend == "local":
             log.info("device %s", check_device(settings))
         async with started(settings, make_backend(settings, images)) as backend:

@@ -25,7 +25,7 @@ from generation.pipelines.download import download_model
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.safety import SafetyCheck, choose_check, load_standalone_check, model_check
 from generation.pipelines.safety_options import SafetyOptions
-from generation.pipelines.source import hub_cache_dir
+from generation.pipelines.source import default_cache_dir, hub_cache_dir
 from generation.pipelines.tiny import TINY_MODEL_ID, ensure_tiny_model
 from generation.prompts.request import ModelProfile
 
@@ -34,14 +34,7 @@ log = logging.getLogger(__name__)
 Pipeline = Any
 """A diffusers `DiffusionPipeline` (its stubs are too loose for mypy: attributes are per-pipeline)."""
 
-__all__ = ["LoadedModel", "SafetyCheck", "load_pipeline", "resolve_device"]
-
-
-def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """Where built-in models are kept when no cache folder is given: `IMAGINE_CACHE` in `environ` (a
-    settings mapping the caller passes), else `~/.cache/imagine`."""
-    value = (environ or {}).get("IMAGINE_CACHE")
-    return Path(value).expanduser() if value else Path("~/.cache/imagine").expanduser()
+__all__ = ["LoadedModel", "SafetyCheck", "default_cache_dir", "load_pipeline", "resolve_device"]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -7,13 +7,15 @@ or is not a diffusers folder, and for a hub id that is not cached while the hub 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import try_to_load_from_cache
 
-from generation.pipelines.tiny import TINY_FOLDER_NAME, TINY_MODEL_ID
+TINY_MODEL_ID = "tiny"
+TINY_FOLDER_NAME = "tiny-v1"  # bump when build_tiny_model changes, so old caches are not reused
 
 
 class ModelNotFound(ValueError):
@@ -40,6 +42,13 @@ class ModelSource:
             return f"{self.model_id}: found in the model cache at {self.path}"
         where = f"from {self.url} into {self.path}"
         return f"{self.model_id}: not downloaded yet; the first start fetches it {where}"
+
+
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where built-in models are kept when no cache folder is given: `IMAGINE_CACHE` in `environ` (a
+    settings mapping the caller passes), else `~/.cache/imagine`."""
+    value = (environ or {}).get("IMAGINE_CACHE")
+    return Path(value).expanduser() if value else Path("~/.cache/imagine").expanduser()
 
 
 def hub_cache_dir(cache_dir: Path | None) -> Path:
