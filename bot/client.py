@@ -1,7 +1,7 @@
 """`ImagineBot`: the discord.py `Bot` subclass. It holds its dependencies (settings, store, backend,
 image store, clock, job runner) as `Services`, adds every command (`bot.commands.all_commands`),
 registers the persistent buttons, forwards clicks and reactions on results to `ResultActions`, syncs
-commands, and resumes unfinished work once connected. Process set-up lives in `bot.__main__`."""
+commands, and resumes unfinished work once connected. Process set-up lives in `bot.startup`."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from generation.backends.protocol import GenerationBackend
 from generation.media.image_store import ImageStore
 from jobs.claims import ClaimSource
 from jobs.delivery import Outbox
+from jobs.metrics import JobMetrics
 from jobs.runner import JobRunner
 from jobs.sources import InProcessSource, JobSource
 from storage.interface import Store
@@ -56,7 +57,7 @@ def job_source(settings: Settings, store: Store, clock: Callable[[], float]) -> 
 
 
 class ImagineBot(commands.Bot):
-    """The bot. Build it with its dependencies; `bot.__main__.main()` opens and closes them."""
+    """The bot. Build it with its dependencies; `bot.startup.run()` opens and closes them."""
 
     def __init__(
         self,
@@ -68,9 +69,11 @@ class ImagineBot(commands.Bot):
         clock: Callable[[], float] = time.time,
         outbox: Outbox | None = None,
         edit_interval_s: float = 1.5,
+        metrics: JobMetrics | None = None,
         **client_options: Any,
     ) -> None:
-        """`client_options` go to discord.py's `Bot` (e.g. `guild_ready_timeout` in tests)."""
+        """`client_options` go to discord.py's `Bot` (e.g. `guild_ready_timeout` in tests); `metrics`
+        receives the runner's job counts (`bot.metrics.BotMetrics` with HEALTH_PORT)."""
         shard: dict[str, Any] = {}
         if isinstance(self, commands.AutoShardedBot):  # `bot_class`: SHARD_COUNT / SHARD_IDS
             shard = {"shard_count": settings.shard_count}
@@ -98,6 +101,7 @@ class ImagineBot(commands.Bot):
             source=job_source(settings, store, clock),
             clock=clock,
             edit_interval_s=edit_interval_s,
+            metrics=metrics,
         )
         self.services = Services(settings, store, backend, image_store, self.runner, clock)
         self.button_actions = ResultActions(self.services)
@@ -131,6 +135,17 @@ class ImagineBot(commands.Bot):
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         await self.button_actions.on_raw_reaction_add(self, payload)
+
+    def gateway_up(self) -> bool:
+        """Connected to the gateway and past READY (for `/readyz`)."""
+        return self.is_ready() and not self.is_closed()
+
+    async def shut_down(self, grace_s: float) -> None:
+        """A graceful stop: no new jobs, the running batch gets `grace_s` to finish, then `close()`."""
+        try:
+            await self.runner.drain(grace_s)
+        finally:
+            await self.close()
 
     async def close(self) -> None:
         await self.runner.close()

@@ -1,6 +1,6 @@
 """Settings: the environment and an optional `.env` file (the environment wins), read once at start.
 
-`load_settings()` raises `SettingsError` with a one-line message; `bot.__main__` prints it and exits 2.
+`load_settings()` raises `SettingsError` with a one-line message; `bot.cli` prints it and exits 2.
 The token is kept out of `repr()` and out of the logs (`TokenRedactor`).
 """
 
@@ -17,11 +17,13 @@ from dotenv import dotenv_values
 from generation.cli_settings import DEFAULT_MODEL_ID
 from generation.model_set import ModelSet
 from generation.pipelines.options import OptimiseOptions, parse_optimise
+from generation.pipelines.safety_options import DEFAULT_SAFETY_CHECKER, SAFETY_MODES
 from storage.interface import Limits
 
 BACKENDS = ("local", "ray")
 DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+LOG_FORMATS = ("plain", "json")
 DEFAULT_LIMITS = Limits(images_per_hour=40, images_per_day=200, max_queued=4, cooldown_seconds=0.0)
 UNLIMITED = ("", "none", "unlimited", "off")
 
@@ -65,6 +67,13 @@ class Settings:
         return ModelSet.parse(self.models) if self.models else ModelSet.single(self.model_id)
 
     optimise: OptimiseOptions = field(default_factory=OptimiseOptions)  # OPTIMISE=channels_last,…
+    log_format: str = "plain"  # LOG_FORMAT=json: one JSON object a line
+    health_port: int | None = None  # HEALTH_PORT: /healthz, /readyz, /metrics (unset: off)
+    health_host: str = "0.0.0.0"  # HEALTH_HOST: where the health endpoints listen
+    shutdown_grace_s: float = 30.0  # SIGTERM: how long the running batch may take to finish
+    retention_days: float | None = None  # RETENTION_DAYS: finished jobs and their images (unset: kept)
+    safety: str = "model"  # SAFETY=model|require|off
+    safety_checker_id: str = DEFAULT_SAFETY_CHECKER  # SAFETY_CHECKER_ID: the standalone checker
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -164,6 +173,16 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
     except ValueError as exc:
         raise SettingsError(f"OPTIMISE: {exc}") from None
     cache = _str(env, "MODEL_CACHE_DIR")
+    log_format = (_str(env, "LOG_FORMAT") or "plain").lower()
+    if log_format not in LOG_FORMATS:
+        raise SettingsError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
+    safety = (_str(env, "SAFETY") or "model").lower()
+    if safety not in SAFETY_MODES:
+        raise SettingsError(f"SAFETY must be one of {', '.join(SAFETY_MODES)}, not {safety!r}")
+    health_port = _int(env, "HEALTH_PORT", None, minimum=1)
+    if health_port is not None and health_port > 65535:
+        raise SettingsError(f"HEALTH_PORT must be a TCP port (1-65535), not {health_port}")
+    retention = _str(env, "RETENTION_DAYS")
     base = Settings(discord_token=token)
     return Settings(
         discord_token=token,
@@ -192,7 +211,18 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
         log_level=log_level,
         sync_guild_id=_int(env, "SYNC_GUILD_ID", None, minimum=1),
         optimise=optimise,
-        model_cache_dir=Path(cache) if cache else None,
+        model_cache_dir=Path(cache).expanduser() if cache else None,
+        log_format=log_format,
+        health_port=health_port,
+        health_host=_str(env, "HEALTH_HOST") or base.health_host,
+        shutdown_grace_s=_float(env, "SHUTDOWN_GRACE_SECONDS", base.shutdown_grace_s),
+        retention_days=(
+            None
+            if retention is None or retention.lower() in UNLIMITED
+            else _float(env, "RETENTION_DAYS", 0.0, minimum=1.0)
+        ),
+        safety=safety,
+        safety_checker_id=_str(env, "SAFETY_CHECKER_ID") or base.safety_checker_id,
         describe_model=_str(env, "DESCRIBE_MODEL"),
         models=_models(env, backend),
         model_memory_gb=_float(env, "MODEL_MEMORY_GB", 0.0, minimum=0.1) or None,

@@ -2,7 +2,7 @@
 
 Parses the prompt as `/imagine` would, runs it through `GenerationService` (the same worker the bot
 uses), writes one PNG per image (each carrying its `parameters` chunk) and prints their paths, one
-per line, on stdout. A progress bar goes to stderr only when stderr is a terminal. Exit codes: 0 done,
+per line, on stdout. tqdm's progress bar goes to stderr only when stderr is a terminal. Exit codes: 0 done,
 1 the model or the generation failed, 2 bad input (one line on stderr), 130 interrupted.
 """
 
@@ -19,6 +19,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
+
+from tqdm import tqdm
 
 from generation.backends.local import GenerationService
 from generation.backends.protocol import (
@@ -79,12 +81,14 @@ def build_parser(defaults: CliSettings | None = None) -> argparse.ArgumentParser
 def _engine_factory(model: str, device: str, cache_dir: Path | None, quiet: bool) -> Engine:
     # torch and diffusers are only imported here, in the worker thread
     if quiet:  # through the libraries' own switches, before they are imported and warn
-        from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
         transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        disable_progress_bars()
+        # A first download still says how far it is (generation.pipelines.download's lines).
+        downloads = logging.getLogger("generation.pipelines.download")
+        downloads.addHandler(logging.StreamHandler())
+        downloads.setLevel(logging.INFO)
 
         from diffusers.utils import logging as diffusers_logging
 
@@ -112,19 +116,18 @@ def _free_path(folder: Path, stem: str) -> Path:
 
 
 async def _show_progress(handle: JobHandle, stream: TextIO) -> None:
-    width = 30
-    async for event in handle.events():
-        if isinstance(event, Queued):
-            line = f"queued ({event.position})"
-        elif isinstance(event, Started):
-            line = f"[{' ' * width}] starting"
-        elif isinstance(event, Progress):
-            done = width * event.step // max(1, event.total)
-            line = f"[{'#' * done}{' ' * (width - done)}] step {event.step}/{event.total}"
-        stream.write(f"\r{line:<60}")
-        stream.flush()
-    stream.write("\r" + " " * 60 + "\r")
-    stream.flush()
+    """tqdm's bar over the job's steps (queue position as its description while it waits)."""
+    with tqdm(total=None, file=stream, unit="step", desc="starting", leave=False) as bar:
+        async for event in handle.events():
+            if isinstance(event, Queued):
+                bar.set_description_str(f"queued ({event.position})")
+            elif isinstance(event, Started):
+                bar.set_description_str("generating")
+            elif isinstance(event, Progress):
+                bar.total = event.total
+                bar.update(event.step - bar.n)
+                if event.step == event.total:
+                    bar.refresh()  # tqdm throttles draws; the last step is always shown
 
 
 async def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:

@@ -36,7 +36,9 @@ from generation.backends.protocol import (
 from generation.media.compose import fit_to_size, grid_2x2
 from generation.prompts.request import GenerationRequest
 from jobs.delivery import Outbox, OutFile, ResultImages, ResultPost, TokenGone, TransientDeliveryError
+from jobs.log_fields import job_fields
 from jobs.messages import progress_text, queued_text, result_text
+from jobs.metrics import JobMetrics, NoMetrics
 from jobs.sources import InProcessSource, JobSource
 from jobs.throttle import EditThrottle
 from storage.interface import JobRecord, JobState, NewJob, Refusal, Reservation, Store
@@ -51,6 +53,10 @@ DELIVERY_TIMEOUT_S = 60.0  # one upload attempt: a request Discord never answers
 
 UNREADABLE_SETTINGS = "its stored settings were unreadable"
 FLAGGED = "flagged by the safety checker"
+
+
+class ShuttingDown(Exception):
+    """The bot is stopping: it takes no new jobs (`str()` is the member's message)."""
 
 
 def backoff_delays(first: float = 1.0, cap: float = 60.0) -> Callable[[int], float]:
@@ -74,6 +80,7 @@ class JobRunner:
         edit_interval_s: float = 1.5,
         sleep: Sleep = asyncio.sleep,
         retry_delay: Callable[[int], float] | None = None,
+        metrics: JobMetrics | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -88,6 +95,8 @@ class JobRunner:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._upload_limits: dict[str, int] = {}
         self._closing = False
+        self._started: dict[str, float] = {}  # jobs whose batch is on the engine: since (monotonic)
+        self.metrics: JobMetrics = metrics or NoMetrics()
         self.delivery_timeout_s = DELIVERY_TIMEOUT_S
 
     # -- entry points -------------------------------------------------------------------------------
@@ -101,6 +110,10 @@ class JobRunner:
         upload_limit: int | None = None,
     ) -> Reservation | Refusal:
         """Reserve the spend and queue the job (both at once, in the store); hand it to the source."""
+        if self._closing:
+            raise ShuttingDown(
+                "The bot is restarting and takes no new jobs right now; try again in a minute."
+            )
         outcome = await self.store.reserve(job, role_ids, self.clock())
         if isinstance(outcome, Reservation):
             if upload_limit is not None:
@@ -138,6 +151,19 @@ class JobRunner:
         if task is not None:
             await asyncio.shield(task)
 
+    async def drain(self, grace_s: float) -> None:
+        """Stop taking jobs; give the running batch `grace_s` seconds to finish (saved and delivered);
+        leave waiting jobs queued in the store, for the next start."""
+        self._closing = True
+        for job_id in [j for j in self._tasks if j not in self._started]:
+            self.backend.cancel(job_id)  # its task returns at once, the job stays queued in the store
+        running = [task for job_id, task in self._tasks.items() if job_id in self._started]
+        if running:
+            log.info("waiting up to %.0f s for %d running job(s)", grace_s, len(running))
+            _, late = await asyncio.wait(running, timeout=grace_s)
+            if late:
+                log.warning("%d job(s) did not finish in time; they run again at the next start", len(late))
+
     async def close(self) -> None:
         """Stop following jobs; their stored state stays, so the next start resumes them."""
         self._closing = True
@@ -153,13 +179,17 @@ class JobRunner:
 
     def work_on(self, job: JobRecord) -> None:
         """Run a job the source handed over, or deliver its saved images if it is done already."""
+        if self._closing:
+            return  # stopping: it stays in the store for the next start
         if job.state is JobState.DONE:
             self._track(job.job_id, self._deliver_saved(job))
             return
         try:
             request = GenerationRequest.from_json(job.request_json)
         except (ValueError, TypeError, KeyError) as exc:
-            log.error("job %s: stored request unreadable (%s); failing it", job.job_id, exc)
+            log.error(
+                "job %s: stored request unreadable (%s); failing it", job.job_id, exc, extra=job_fields(job)
+            )
             self._track(job.job_id, self._end(job, JobFailed(UNREADABLE_SETTINGS)))
             return
         self._track(job.job_id, self._run(job, request))
@@ -180,6 +210,7 @@ class JobRunner:
                 log.exception("job %s: unexpected error", job_id)
             finally:
                 self._tasks.pop(job_id, None)
+                self._started.pop(job_id, None)
                 self._upload_limits.pop(job_id, None)
                 self._throttle.forget(job_id)
 
@@ -196,13 +227,16 @@ class JobRunner:
         try:
             handle = self.backend.submit(job.job_id, f"{job.guild_id}:{job.owner_id}", request)
         except Exception as exc:
-            log.exception("job %s: the backend refused it", job.job_id)
+            log.exception("job %s: the backend refused it", job.job_id, extra=job_fields(job))
             await self._end(job, JobFailed(f"it could not be queued ({type(exc).__name__})"))
             return
         try:
             async for event in handle.events():
                 await self._on_event(job, event)
             result = await handle.result()
+            began = self._started.get(job.job_id)
+            if began is not None:
+                self.metrics.generated(time.monotonic() - began, request.steps, len(result.images))
         except JobCancelled as exc:
             if self._closing:
                 return  # shutting down: the job stays queued/running in the store and resumes later
@@ -216,6 +250,7 @@ class JobRunner:
 
     async def _on_event(self, job: JobRecord, event: JobEvent) -> None:
         if isinstance(event, Started):
+            self._started[job.job_id] = time.monotonic()
             await self.source.mark_running(job.job_id)
             return
         if not self._via_token(job) or not self._throttle.ready(job.job_id):
@@ -229,7 +264,7 @@ class JobRunner:
         try:
             await asyncio.wait_for(self.outbox.show_progress(job, text, preview), PROGRESS_EDIT_TIMEOUT_S)
         except Exception as exc:  # progress is best effort; the result is what must arrive
-            log.debug("job %s: progress edit failed: %r", job.job_id, exc)
+            log.debug("job %s: progress edit failed: %r", job.job_id, exc, extra=job_fields(job))
 
     async def _end(self, job: JobRecord, outcome: JobFailed | JobCancelled) -> None:
         """Failed or cancelled: store it, refund, tell the owner."""
@@ -240,13 +275,16 @@ class JobRunner:
         state = JobState.CANCELLED if cancelled else JobState.FAILED
         await self.store.set_job_state(job.job_id, state, reason)
         refunded = await self.store.refund(job.job_id, self.clock())
+        self.metrics.job_settled(state.value)
+        if refunded:
+            self.metrics.refunded(job.images)
         were = "s were" if job.images != 1 else " was"
         back = f" Your {job.images} image{were} given back." if refunded else ""
         if cancelled:
             text = f"Your job `{job.job_id}` was cancelled ({reason}).{back}"
         else:
             text = f"Sorry, your job `{job.job_id}` failed: {reason}.{back}"
-        log.info("job %s %s: %s", job.job_id, state.value, reason)
+        log.info("job %s %s: %s", job.job_id, state.value, reason, extra=job_fields(job))
         await self._tell(job, text, private=False)
 
     async def _tell(self, job: JobRecord, text: str, *, private: bool) -> None:
@@ -258,7 +296,13 @@ class JobRunner:
             except TokenGone:
                 via = False
             except Exception as exc:
-                log.warning("job %s: could not tell the owner (attempt %d): %r", job.job_id, attempt, exc)
+                log.warning(
+                    "job %s: could not tell the owner (attempt %d): %r",
+                    job.job_id,
+                    attempt,
+                    exc,
+                    extra=job_fields(job),
+                )
                 return
 
     async def _finish(self, job: JobRecord, request: GenerationRequest, result: GenerationResult) -> None:
@@ -272,6 +316,9 @@ class JobRunner:
         if not kept:
             await self.store.set_job_state(job.job_id, JobState.FAILED, FLAGGED)
             refunded = await self.store.refund(job.job_id, self.clock())
+            self.metrics.job_settled("flagged")
+            if refunded:
+                self.metrics.refunded(job.images)
             back = " Your spend was given back." if refunded else ""
             await self._tell(
                 job,
@@ -283,15 +330,21 @@ class JobRunner:
         try:
             paths = await asyncio.to_thread(self._save, job.job_id, kept)
         except Exception as exc:
-            log.error("job %s: saving images failed: %r", job.job_id, exc)
+            log.error("job %s: saving images failed: %r", job.job_id, exc, extra=job_fields(job))
             await self._end(job, JobFailed(f"the images could not be saved ({type(exc).__name__})"))
             return
         seeds = tuple(i.seed for i in kept)
         if not await self.source.record_images(job, seeds, tuple(str(p) for p in paths)):
-            log.info("job %s: lease lost before it was recorded; another process delivers it", job.job_id)
+            log.info(
+                "job %s: lease lost before it was recorded; another process delivers it",
+                job.job_id,
+                extra=job_fields(job),
+            )
             return
         if dropped:
             refunded = await self.store.refund_images(job.job_id, dropped, self.clock())
+            if refunded:
+                self.metrics.refunded(dropped)
             back = f" {dropped} image{'s were' if dropped != 1 else ' was'} given back." if refunded else ""
             await self._tell(
                 job,
@@ -310,7 +363,12 @@ class JobRunner:
             request = GenerationRequest.from_json(job.request_json)
             pngs = [await asyncio.to_thread(Path(p).read_bytes) for p in job.image_paths]
         except (OSError, ValueError, TypeError, KeyError) as exc:
-            log.error("job %s: saved result unreadable (%r); giving up on it", job.job_id, exc)
+            log.error(
+                "job %s: saved result unreadable (%r); giving up on it",
+                job.job_id,
+                exc,
+                extra=job_fields(job),
+            )
             await self.store.set_job_state(job.job_id, JobState.FAILED, "its saved images were lost")
             return
         if not pngs:
@@ -366,9 +424,17 @@ class JobRunner:
                 continue
             except (TransientDeliveryError, TimeoutError) as exc:
                 delay = self._retry_delay(attempt)
-                log.warning("job %s: delivery failed (%s); retrying in %.1f s", job.job_id, exc, delay)
+                self.metrics.delivery_retry()
+                log.warning(
+                    "job %s: delivery failed (%s); retrying in %.1f s",
+                    job.job_id,
+                    exc,
+                    delay,
+                    extra=job_fields(job),
+                )
                 await self._sleep(delay)
                 continue
             break
         await self.store.record_delivery(job.job_id, message_id, channel_id)
-        log.info("job %s delivered as message %d", job.job_id, message_id)
+        self.metrics.job_settled("delivered")
+        log.info("job %s delivered as message %d", job.job_id, message_id, extra=job_fields(job))

@@ -8,7 +8,22 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v apt-get >
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 fi
+# systemd-analyze, for the systemd unit's check (tests/test_deploy.py).
+if ! command -v systemd-analyze >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+fi
 VENV="${VENV:-.venv}"
+# docker-compose (v1, from PyPI) for the compose file's check, in a venv of its own: it pins
+# python-dotenv<1 and PyYAML<6 (whose sdist builds on Python 3.11 only with Cython<3).
+COMPOSE_VENV="${COMPOSE_VENV:-.venv-compose}"
+if [ ! -x "$COMPOSE_VENV/bin/docker-compose" ]; then
+    python3 -m venv "$COMPOSE_VENV"
+    "$COMPOSE_VENV/bin/pip" install -q "cython<3" wheel setuptools
+    "$COMPOSE_VENV/bin/pip" install -q --no-build-isolation "PyYAML==5.4.1"
+    "$COMPOSE_VENV/bin/pip" install -q "docker-compose==1.29.2"
+fi
+export DOCKER_COMPOSE="$(cd "$COMPOSE_VENV" && pwd)/bin/docker-compose"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"

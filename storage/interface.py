@@ -299,3 +299,13 @@ class Store(Protocol):
     async def queued_jobs(self, guild_id: int) -> list[JobRecord]:
         """Queued and running jobs of a guild, oldest first."""
         ...
+
+    # retention --------------------------------------------------------------------------------
+    async def purge_finished(self, before: float) -> list[str]:
+        """Delete finished jobs (failed, cancelled, or delivered) created before `before`; returns
+        their image paths for the caller to delete. Queued, running and undelivered jobs stay."""
+        ...
+
+    async def drop_expired_tokens(self, now: float) -> int:
+        """Forget interaction tokens expired by `now`; how many were dropped."""
+        ...

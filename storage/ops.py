@@ -318,6 +318,32 @@ def record_delivery(job_id: str, message_id: int, channel_id: int) -> Program[in
     return _one(Execute(sql, (job_id, message_id, channel_id)))
 
 
+# retention -----------------------------------------------------------------------------------------
+
+# Finished: failed, cancelled, or done and delivered (a done job with no result message is still owed).
+_FINISHED = "(state IN ('failed', 'cancelled') OR (state = 'done' AND result_message_id IS NOT NULL))"
+
+
+def purge_finished(d: Dialect, before: float) -> Program[list[str]]:
+    """Delete finished jobs created before `before` (their ledger rows go with them); the paths of
+    their saved images, for the caller to delete."""
+    rows: list[Row] = yield Fetch(
+        f"DELETE FROM jobs WHERE {_FINISHED} AND created_at < $1 RETURNING {d.paths_column}", (before,)
+    )
+    return [str(path) for row in rows for path in d.decode_list(row[0])]
+
+
+def drop_expired_tokens(now: float) -> Program[int]:
+    """Forget interaction tokens that expired by `now` (they can no longer be used); how many."""
+    return _one(
+        Execute(
+            "UPDATE jobs SET interaction_token = NULL "
+            "WHERE interaction_token IS NOT NULL AND token_expires_at <= $1",
+            (now,),
+        )
+    )
+
+
 def ledger(guild_id: int, user_id: int | None) -> Program[list[api.LedgerEntry]]:
     """A guild's usage ledger (optionally one member's), by time."""
     rows = yield Fetch(

@@ -189,6 +189,17 @@ class SqlStore:
         """Queued and running jobs of a guild, oldest first."""
         return await self._run(ops.active_jobs(self.dialect, guild_id), Access.READ)
 
+    # retention ------------------------------------------------------------------------------------
+
+    async def purge_finished(self, before: float) -> list[str]:
+        """Delete finished jobs (failed, cancelled, or delivered) created before `before`; returns
+        their image paths for the caller to delete. Queued, running and undelivered jobs stay."""
+        return await self._run(ops.purge_finished(self.dialect, before), Access.WRITE)
+
+    async def drop_expired_tokens(self, now: float) -> int:
+        """Forget interaction tokens expired by `now`; how many were dropped."""
+        return await self._run(ops.drop_expired_tokens(now), Access.WRITE)
+
     # audit ----------------------------------------------------------------------------------------
 
     async def ledger(self, guild_id: int, user_id: int | None = None) -> list[LedgerEntry]:

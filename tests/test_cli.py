@@ -3,10 +3,14 @@ the progress bar only on a terminal, and one-line errors with exit code 2."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +27,8 @@ def run_cli(cache: Path, out: Path, prompt: str, *, stderr_tty: bool = False) ->
         proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
         return proc.returncode, proc.stdout, proc.stderr
     master, slave = pty.openpty()
+    # A terminal 100 columns wide (a fresh pty has none, and tqdm fits its bar to the width).
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     try:
         child = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=slave, text=True)
         os.close(slave)
@@ -67,7 +73,9 @@ def test_cli_writes_a_16_9_png_with_its_parameters_and_the_same_seed_gives_the_s
 
     code2, out2, err2 = run_cli(tiny_cache_dir, tmp_path / "two", prompt, stderr_tty=True)
     assert code2 == 0, err2
-    assert "step 4/4" in err2  # the bar, drawn on the terminal (the last step is never dropped)
+    assert re.search(r"generating: +100%.* 4/4 \[", err2), (
+        err2
+    )  # tqdm's bar on the terminal, last step included
     second = Path(out2.strip())
     assert np.array_equal(pixels(paths[0]), pixels(second))
     assert paths[0].read_bytes() == second.read_bytes()

@@ -659,3 +659,52 @@ async def test_macros_are_personal_limited_and_replaceable(store: SqlStore) -> N
     assert await store.delete_macro(G, U, "noir") and not await store.delete_macro(G, U, "noir")
     assert (await store.prompt_settings(G, U)).macros == {"gold": "golden hour, 35mm"}
     assert (await store.prompt_settings(G2, U)).macros == {}
+
+
+# retention -------------------------------------------------------------------------------------------
+
+
+async def test_retention_deletes_old_finished_jobs_and_their_images_only(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    from jobs.retention import DAY_S, purge_once
+
+    old, new = T0, T0 + 9 * DAY_S
+    kinds = ("delivered", "failed", "cancelled", "undelivered", "queued", "running")
+    jobs_by_kind: dict[tuple[str, float], str] = {}
+    for at in (old, new):
+        for kind in kinds:
+            reservation = await granted(store, at)
+            job_id = reservation.job.job_id
+            jobs_by_kind[(kind, at)] = job_id
+            png = tmp_path / f"{job_id}.png"
+            png.write_bytes(b"png")
+            if kind in ("delivered", "undelivered"):
+                await store.record_images(job_id, (1,), (str(png),))
+            if kind == "delivered":
+                await store.record_delivery(job_id, 42, 9)
+            if kind in ("failed", "cancelled", "running"):
+                await store.set_job_state(job_id, JobState(kind), kind)
+    purged = await purge_once(store, 7, new + 1)
+    gone = {jobs_by_kind[(k, old)] for k in ("delivered", "failed", "cancelled")}
+    for (kind, at), job_id in jobs_by_kind.items():
+        found = await store.get_job(job_id)
+        assert (found is None) == (job_id in gone), (kind, at)
+        assert (tmp_path / f"{job_id}.png").exists() == (job_id not in gone or kind != "delivered"), kind
+    assert purged.files == 1 and purged.paths == 1
+    assert {e.job_id for e in await store.ledger(G, U)}.isdisjoint(gone)
+    assert (await purge_once(store, 7, new + 1)).paths == 0
+
+
+async def test_retention_drops_expired_interaction_tokens(store: SqlStore) -> None:
+    from jobs.retention import purge_once
+
+    fresh = NewJob("tok-fresh", G, 9, U, "{}", 1, 1, "fresh-token", T0 + 900)
+    stale = NewJob("tok-stale", G, 9, U, "{}", 1, 2, "stale-token", T0 + 10)
+    for new in (fresh, stale):
+        assert isinstance(await store.reserve(new, (), T0), Reservation)
+    purged = await purge_once(store, 30, T0 + 60)
+    kept, dropped = await store.get_job("tok-fresh"), await store.get_job("tok-stale")
+    assert purged.tokens == 1 and kept is not None and dropped is not None
+    assert kept.interaction_token == "fresh-token" and dropped.interaction_token is None
+    assert dropped.state is JobState.QUEUED  # the job itself stays; only its unusable token goes

@@ -173,10 +173,10 @@ def flops(run: Run) -> None:
 def safety(run: Run) -> None:
     """The safety checker's cost per image (as `load_pipeline` wraps it): CPU preprocessing and the whole."""
     from bench.gpu.build import build_safety_checker
-    from generation.pipelines.loading import _model_safety_check
+    from generation.pipelines.safety import model_check
 
     checker, processor = build_safety_checker(run.device, run.dtype, tiny=run.plan.tiny)
-    check = _model_safety_check(checker, processor, run.device, run.dtype)
+    check = model_check(checker, processor, run.device, run.dtype)
     size = run.plan.arch("sd15").size
     batch = run.plan.edit_batch
     images = [Image.effect_noise((size, size), 64).convert("RGB") for _ in range(batch)]

@@ -11,6 +11,7 @@ from discord import app_commands
 
 from generation.media.image_store import ImageStoreError, InvalidImage
 from generation.prompts.parser import PromptError
+from jobs.runner import ShuttingDown
 from storage.interface import StorageError
 
 log = logging.getLogger("bot.commands.errors")
@@ -32,7 +33,7 @@ def user_message(error: BaseException) -> str | None:
         error = error.__cause__
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
-    if isinstance(error, UserError | PromptError):
+    if isinstance(error, UserError | PromptError | ShuttingDown):
         return str(error)
     if isinstance(error, InvalidImage):
         return str(error) or "That attachment isn't an image I can read: attach a PNG, JPEG or WebP picture."

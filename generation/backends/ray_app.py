@@ -34,6 +34,7 @@ from generation.backends.ray_cluster import (
 )
 from generation.backends.ray_replica import DiffusersFactory, EngineFactory, TokenCounter
 from generation.pipelines.options import OptimiseOptions
+from generation.pipelines.safety_options import SafetyOptions
 from generation.prompts.request import GenerationRequest, ModelProfile
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class ServeApp:
         address: str | None,
         cache_dir: Path | None,
         optimise: OptimiseOptions | None,
+        safety: SafetyOptions | None,
         engine_factory: EngineFactory | None,
         max_ongoing: int,
         replica_cpus: float | None,
@@ -76,6 +78,7 @@ class ServeApp:
         self._address = address
         self._cache_dir = cache_dir
         self._optimise = optimise
+        self._safety = safety
         self._factory = engine_factory
         self._replica_cpus = replica_cpus
         self.handle: Any = None
@@ -130,7 +133,9 @@ class ServeApp:
             device = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES: the replica's GPU is its "cuda"
         elif device == "auto":
             device = "cpu"
-        factory = self._factory or DiffusersFactory(self.model_id, device, self._cache_dir, self._optimise)
+        factory = self._factory or DiffusersFactory(
+            self.model_id, device, self._cache_dir, self._optimise, self._safety
+        )
         return DeploySpec(
             self.name,
             self.model_id,

@@ -51,6 +51,7 @@ from generation.backends.ray_batch import Batch, SchedulerStats, read_sources
 from generation.backends.ray_cluster import kill_replica
 from generation.backends.ray_replica import BatchCall, BatchDone, EngineFactory, ReplicaStarted
 from generation.pipelines.options import OptimiseOptions
+from generation.pipelines.safety_options import SafetyOptions
 from generation.prompts.request import ModelProfile
 from generation.scheduling.batch_run import StepDone, outcome_for, timeout_message
 
@@ -77,6 +78,7 @@ class RayBackend(JobScheduler):
         max_batch: int | None = None,
         cache_dir: Path | None = None,
         optimise: OptimiseOptions | None = None,
+        safety: SafetyOptions | None = None,
         engine_factory: EngineFactory | None = None,
         max_ongoing: int = 1,
         replica_cpus: float | None = None,
@@ -103,6 +105,7 @@ class RayBackend(JobScheduler):
             address=address,
             cache_dir=cache_dir,
             optimise=optimise,
+            safety=safety,
             engine_factory=engine_factory,
             max_ongoing=max_ongoing,
             replica_cpus=replica_cpus,
@@ -137,6 +140,7 @@ class RayBackend(JobScheduler):
             job_timeout_s=settings.job_timeout_s,
             cache_dir=settings.model_cache_dir,
             optimise=settings.optimise,
+            safety=SafetyOptions(settings.safety, settings.safety_checker_id),
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------

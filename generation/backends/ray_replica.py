@@ -34,6 +34,7 @@ from ray import serve
 from generation.backends.protocol import JobFailed
 from generation.pipelines.contract import Engine
 from generation.pipelines.options import OptimiseOptions
+from generation.pipelines.safety_options import SafetyOptions
 from generation.prompts.request import GenerationRequest, ModelProfile
 from generation.scheduling.batch_run import BatchRun, Outcome, StepDone
 
@@ -59,12 +60,13 @@ class DiffusersFactory:
     device: str
     cache_dir: Path | None = None
     options: OptimiseOptions | None = None
+    safety: SafetyOptions | None = None
 
     def __call__(self) -> Engine:
         from generation.pipelines.engine import DiffusersEngine
 
         return DiffusersEngine.load(
-            self.model_id, self.device, cache_dir=self.cache_dir, options=self.options
+            self.model_id, self.device, cache_dir=self.cache_dir, options=self.options, safety=self.safety
         )
 
 

@@ -33,6 +33,7 @@ from generation.pipelines.loading import LoadedModel, SafetyCheck, load_pipeline
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.preview import preview_png
 from generation.pipelines.prompt_encoding import PromptEncoder, supports_weights
+from generation.pipelines.safety_options import SafetyOptions
 from generation.pipelines.samplers import Samplers
 from generation.pipelines.tuning import apply_vae_plan, images_that_fit, vae_plan
 from generation.prompts.parser import MAX_PROMPT_WINDOWS
@@ -93,14 +94,20 @@ class DiffusersEngine:
 
     @classmethod
     def load(
-        cls, model_id: str, device: str, *, cache_dir: Path | None, options: OptimiseOptions | None = None
+        cls,
+        model_id: str,
+        device: str,
+        *,
+        cache_dir: Path | None,
+        options: OptimiseOptions | None = None,
+        safety: SafetyOptions | None = None,
     ) -> DiffusersEngine:
         """Load `model_id` onto `device` with `options`; if that compiled the UNet (`optimise` does on
         CUDA only), compile it now (see `warm_up`), so no member ever waits on a compile. Call it on
         the thread that will own the engine."""
         from diffusers.utils.torch_utils import is_compiled_module
 
-        engine = cls(load_pipeline(model_id, device, cache_dir=cache_dir, options=options))
+        engine = cls(load_pipeline(model_id, device, cache_dir=cache_dir, options=options, safety=safety))
         if is_compiled_module(getattr(engine.model.text2img, "unet", None)):
             engine.warm_up()
         return engine

@@ -24,6 +24,7 @@ from generation.backends.protocol import GeneratedImage
 from generation.model_set import ModelChoice, ModelSet
 from generation.pipelines.contract import BatchFailed, Engine, StepCallback
 from generation.pipelines.options import OptimiseOptions
+from generation.pipelines.safety_options import SafetyOptions
 from generation.prompts.request import GenerationRequest, ModelProfile
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,7 @@ def load_engines(
     *,
     cache_dir: Path | None,
     options: OptimiseOptions | None,
+    safety: SafetyOptions | None = None,
     memory_budget_gb: float | None = None,
 ) -> Engine:
     """The worker's engine for `models` (call it on the worker thread): one model's `DiffusersEngine`
@@ -206,7 +208,9 @@ def load_engines(
     from generation.pipelines.engine import DiffusersEngine
 
     def load(choice: ModelChoice) -> Engine:
-        return DiffusersEngine.load(choice.source, device, cache_dir=cache_dir, options=options)
+        return DiffusersEngine.load(
+            choice.source, device, cache_dir=cache_dir, options=options, safety=safety
+        )
 
     if len(models.choices) == 1 and models.default.name == models.default.source:
         return load(models.default)  # MODEL_ID alone: the model is named by its id, as always

@@ -11,16 +11,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
-from PIL import Image
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import try_to_load_from_cache
 
+from generation.pipelines.download import download_model
 from generation.pipelines.options import OptimiseOptions
+from generation.pipelines.safety import SafetyCheck, choose_check, load_standalone_check, model_check
+from generation.pipelines.safety_options import SafetyOptions
+from generation.pipelines.source import default_cache_dir, hub_cache_dir
 from generation.pipelines.tiny import TINY_MODEL_ID, ensure_tiny_model
 from generation.pipelines.tuning import apply_vae_precision
 from generation.prompts.request import ModelProfile
@@ -30,15 +35,7 @@ log = logging.getLogger(__name__)
 Pipeline = Any
 """A diffusers `DiffusionPipeline` (its stubs are too loose for mypy: attributes are per-pipeline)."""
 
-SafetyCheck = Callable[[list[Image.Image]], list[bool]]
-"""Flags for a list of images: True where the image is unsafe."""
-
-
-def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """Where built-in models are kept when no cache folder is given: `IMAGINE_CACHE` in `environ` (a
-    settings mapping the caller passes), else `~/.cache/imagine`."""
-    value = (environ or {}).get("IMAGINE_CACHE")
-    return Path(value).expanduser() if value else Path("~/.cache/imagine").expanduser()
+__all__ = ["LoadedModel", "SafetyCheck", "default_cache_dir", "load_pipeline", "resolve_device"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,17 +153,33 @@ def _dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
     return {"dtype": dtype} if hasattr(deprecation_utils, "_resolve_dtype") else {"torch_dtype": dtype}
 
 
-def _from_pretrained(source: str, dtype: torch.dtype) -> Pipeline:
-    """from_pretrained, preferring a hub repo's fp16 weight variant when loading in half precision."""
+def _fetch(source: str, cache_dir: Path | None, variant: str | None) -> str:
+    """A hub id's local folder in the cache (MODEL_CACHE_DIR, else the hub's), downloading it first
+    (with progress lines) when it is not there; local folders are returned as they are."""
+    if Path(source).exists():
+        return source
+    cache = hub_cache_dir(cache_dir)
+    cached = try_to_load_from_cache(source, "model_index.json", cache_dir=cache)
+    if hub_constants.HF_HUB_OFFLINE or isinstance(cached, str):
+        return source  # from_pretrained(cache_dir=…) finds it, or says it is missing
+    return str(download_model(source, cache, variant))
+
+
+def _from_pretrained(source: str, dtype: torch.dtype, cache_dir: Path | None = None) -> Pipeline:
+    """from_pretrained (hub ids: through MODEL_CACHE_DIR), preferring a hub repo's fp16 weight variant
+    when loading in half precision."""
+    cache = {"cache_dir": str(cache_dir)} if cache_dir is not None else {}
     if dtype == torch.float16 and not Path(source).exists():
         try:
             fp16: Pipeline = AutoPipelineForText2Image.from_pretrained(
-                source, variant="fp16", **_dtype_kwargs(dtype)
+                _fetch(source, cache_dir, "fp16"), variant="fp16", **cache, **_dtype_kwargs(dtype)
             )
             return fp16
         except (OSError, ValueError):
             log.info("no fp16 weight variant for %s; loading the default weights", source)
-    pipe: Pipeline = AutoPipelineForText2Image.from_pretrained(source, **_dtype_kwargs(dtype))
+    pipe: Pipeline = AutoPipelineForText2Image.from_pretrained(
+        _fetch(source, cache_dir, None), **cache, **_dtype_kwargs(dtype)
+    )
     return pipe
 
 
@@ -176,14 +189,17 @@ def load_pipeline(
     *,
     cache_dir: Path | None,
     options: OptimiseOptions | None = None,
+    safety: SafetyOptions | None = None,
 ) -> LoadedModel:
-    """Load `model_id` (`tiny`, a Hugging Face id or a local diffusers folder) onto `device`."""
+    """Load `model_id` (`tiny`, a Hugging Face id or a local diffusers folder) onto `device`; hub
+    downloads go to `cache_dir` (MODEL_CACHE_DIR; None: the hub's default cache). `safety` says which
+    checker screens its pictures (`generation.pipelines.safety`)."""
     source = model_id
     if model_id == TINY_MODEL_ID:
         source = str(ensure_tiny_model(cache_dir or default_cache_dir()))
     dtype = choose_dtype(device, _pipeline_class_of(source))
     log.info("loading model %s on %s (%s)", model_id, device, str(dtype).removeprefix("torch."))
-    text2img = _from_pretrained(source, dtype)
+    text2img = _from_pretrained(source, dtype, cache_dir)
     checker_module = getattr(text2img, "safety_checker", None)
     feature_extractor = getattr(text2img, "feature_extractor", None)
     if checker_module is not None:
@@ -195,30 +211,23 @@ def load_pipeline(
     apply_vae_precision(text2img, dtype, _family(text2img))  # SDXL's VAE overflows in fp16
     img2img = AutoPipelineForImage2Image.from_pipe(text2img)
     img2img.set_progress_bar_config(disable=True)
-    safety_check: SafetyCheck | None = None
+    own: SafetyCheck | None = None
     if checker_module is not None and feature_extractor is not None:
         checker_module.to(device)
-        safety_check = _model_safety_check(checker_module, feature_extractor, device, dtype)
-    else:
-        log.warning("model %s has no safety checker: its images are not screened", model_id)
+        own = model_check(checker_module, feature_extractor, device, dtype)
+    options_ = safety or SafetyOptions()
+    safety_check = choose_check(
+        own,
+        options_,
+        model_id,
+        lambda: load_standalone_check(
+            options_.checker_id, device, dtype, cache_dir, cache_dir or default_cache_dir()
+        ),
+    )
     family = _family(text2img)
     profile = make_profile(model_id, text2img, family, has_safety_checker=safety_check is not None)
     log.info("model %s loaded: %s", model_id, profile)
     return LoadedModel(model_id, device, dtype, text2img, img2img, profile, family, safety_check)
-
-
-def _model_safety_check(checker: Any, feature_extractor: Any, device: str, dtype: torch.dtype) -> SafetyCheck:
-    """Wrap diffusers' StableDiffusionSafetyChecker as a flags-only function (images are left alone)."""
-    import numpy as np
-
-    def check(images: list[Image.Image]) -> list[bool]:
-        arrays = np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0 for image in images])
-        clip_input = feature_extractor(images, return_tensors="pt").pixel_values.to(device, dtype)
-        with torch.no_grad():
-            _, flags = checker(images=arrays.copy(), clip_input=clip_input)
-        return [bool(flag) for flag in flags]
-
-    return check
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-TINY_MODEL_ID = "tiny"
-TINY_FOLDER_NAME = "tiny-v1"  # bump when build_tiny_model changes, so old caches are not reused
+from generation.pipelines.source import TINY_FOLDER_NAME as TINY_FOLDER_NAME
+from generation.pipelines.source import TINY_MODEL_ID as TINY_MODEL_ID
+
 TINY_MAX_LENGTH = 77
 
 
