@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -328,6 +328,21 @@ class FaultyEngine:
         self.gate = threading.Event()
         self.at_gate = threading.Event()
         self.hung = threading.Event()
+
+    @classmethod
+    @contextlib.contextmanager
+    def of(cls, world: BotWorld) -> Iterator[FaultyEngine]:
+        """The running bot's engine, every event cleared; afterwards released and its gate open, so a
+        failed test leaves nothing waiting."""
+        engine = world.running.service._engine if world.running else None
+        assert isinstance(engine, cls), "the world was started without engine_wrapper = FaultyEngine"
+        for event in (engine.release, engine.gate, engine.at_gate, engine.hung):
+            event.clear()
+        try:
+            yield engine
+        finally:
+            engine.release.set()
+            engine.gate.set()
 
     def count_tokens(self, text: str) -> int:
         return int(self.inner.count_tokens(text))

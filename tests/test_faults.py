@@ -45,13 +45,8 @@ async def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> As
 
 @pytest.fixture
 def engine(world: BotWorld) -> Iterator[FaultyEngine]:
-    engine = world.running.service._engine if world.running else None
-    assert isinstance(engine, FaultyEngine)
-    for event in (engine.release, engine.gate, engine.at_gate, engine.hung):
-        event.clear()
-    yield engine
-    engine.release.set()
-    engine.gate.set()
+    with FaultyEngine.of(world) as engine:
+        yield engine
 
 
 async def _event(flag: Any) -> None:

@@ -32,12 +32,8 @@ async def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> As
 
 @pytest.fixture
 def engine(world: BotWorld) -> Iterator[FaultyEngine]:
-    engine = world.running.service._engine if world.running else None
-    assert isinstance(engine, FaultyEngine)
-    engine.gate.clear()
-    engine.at_gate.clear()
-    yield engine
-    engine.gate.set()
+    with FaultyEngine.of(world) as engine:
+        yield engine
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
