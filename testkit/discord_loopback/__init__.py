@@ -85,9 +85,11 @@ carries the request out and hangs only its response. Channel messages honour ``n
 ``await server.wait_for(predicate, timeout)`` waits on any server-state condition (no sleeps).
 """
 
-from . import models
+from . import models, records
 from .models import *  # noqa: F403  (the public names: models.__all__)
-from .server import DiscordLoopback
+from .records import *  # noqa: F403  (records.__all__)
+from .server import DiscordLoopback, SpecViolationError
+from .spec import SPEC_PATH, SpecMissing, SpecViolation
 
-__all__ = ["DiscordLoopback"]
-__all__ += models.__all__
+__all__ = ["SPEC_PATH", "DiscordLoopback", "SpecMissing", "SpecViolation", "SpecViolationError"]
+__all__ += models.__all__ + records.__all__
