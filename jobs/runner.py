@@ -4,8 +4,9 @@ reserve (atomic, in the store) → hand it to the job source (`jobs.sources`), w
 → submit to the backend → follow its events (queue position, then step k of n with a preview; edits
 throttled) → save the PNGs → record them (through the source) → deliver (retried with backoff while
 Discord or the network fails) → record the delivery. A failure or cancel sets the job's state, gives
-the spend back and tells the owner. Discord is behind the `jobs.delivery.Outbox` protocol
-(`bot.delivery.discord_outbox.DiscordOutbox` implements it), so tests drive this with a fake one.
+the spend back and tells the owner; so does a post Discord refuses for good, at once and privately.
+Discord is behind the `jobs.delivery.Outbox` protocol (`bot.delivery.discord_outbox.DiscordOutbox`
+implements it), so tests drive this with a fake one.
 
 After a restart `resume()` starts the source, which hands back done-but-undelivered jobs (delivered
 from their saved images) and queued or running ones (resubmitted under the same id, from the stored
@@ -35,8 +36,16 @@ from generation.backends.protocol import (
 )
 from generation.media.compose import fit_to_size, grid_2x2
 from generation.prompts.request import GenerationRequest
-from jobs.delivery import Outbox, OutFile, ResultImages, ResultPost, TokenGone, TransientDeliveryError
-from jobs.messages import progress_text, queued_text, result_text
+from jobs.delivery import (
+    Outbox,
+    OutFile,
+    PermanentDeliveryError,
+    ResultImages,
+    ResultPost,
+    TokenGone,
+    TransientDeliveryError,
+)
+from jobs.messages import given_back_text, progress_text, queued_text, refused_text, result_text
 from jobs.sources import InProcessSource, JobSource
 from jobs.throttle import EditThrottle
 from storage.interface import JobRecord, JobState, NewJob, Refusal, Reservation, Store
@@ -240,8 +249,7 @@ class JobRunner:
         state = JobState.CANCELLED if cancelled else JobState.FAILED
         await self.store.set_job_state(job.job_id, state, reason)
         refunded = await self.store.refund(job.job_id, self.clock())
-        were = "s were" if job.images != 1 else " was"
-        back = f" Your {job.images} image{were} given back." if refunded else ""
+        back = given_back_text(job.images, refunded)
         if cancelled:
             text = f"Your job `{job.job_id}` was cancelled ({reason}).{back}"
         else:
@@ -330,7 +338,10 @@ class JobRunner:
         mention: bool,
     ) -> ResultPost:
         """The result message: one PNG (a grid when there are several images), fit to the upload limit."""
-        limit = self._upload_limits.get(job.job_id) or self.outbox.upload_limit(job.guild_id)
+        # Through the interaction, its `attachment_size_limit` (which counts the member's Nitro);
+        # a channel post (mention=True: the token is gone) gets the guild's own, from its boost tier.
+        guild_limit = self.outbox.upload_limit(job.guild_id)
+        limit = guild_limit if mention else self._upload_limits.get(job.job_id) or guild_limit
         image = grid_2x2(pngs) if len(pngs) > 1 else pngs[0]
         data, ext = fit_to_size(image, limit)
         name = f"{'SPOILER_' if spoiler else ''}imagine_{job.job_id}.{ext}"
@@ -362,6 +373,9 @@ class JobRunner:
             except TokenGone:
                 via = False
                 continue
+            except PermanentDeliveryError as exc:
+                await self._refused_for_good(job, str(exc))
+                return
             except (TransientDeliveryError, TimeoutError) as exc:
                 delay = self._retry_delay(attempt)
                 log.warning("job %s: delivery failed (%s); retrying in %.1f s", job.job_id, exc, delay)
@@ -370,3 +384,22 @@ class JobRunner:
             break
         await self.store.record_delivery(job.job_id, message_id, channel_id)
         log.info("job %s delivered as message %d", job.job_id, message_id)
+
+    async def _refused_for_good(self, job: JobRecord, reason: str) -> None:
+        """Discord will never take this post: fail the job (so it is never resumed or re-claimed),
+        refund it, tell the owner privately (interaction while its token lives, else a DM, else log)."""
+        log.warning("job %s: Discord refused its delivery for good: %s", job.job_id, reason)
+        await self.store.set_job_state(job.job_id, JobState.FAILED, f"delivery refused: {reason}")
+        refunded = await self.store.refund(job.job_id, self.clock())
+        text = refused_text(job.job_id, reason, job.images, refunded)
+        if self._via_token(job):
+            try:
+                await self.outbox.tell_owner(job, text, via_token=True, private=True)
+                return
+            except Exception as exc:
+                log.info("job %s: could not tell the owner through the interaction: %r", job.job_id, exc)
+        try:  # a direct message
+            if not await self.outbox.direct_message(job, text):
+                log.warning("job %s: owner %d not told (direct messages closed)", job.job_id, job.owner_id)
+        except Exception as exc:
+            log.warning("job %s: could not tell the owner by direct message: %r", job.job_id, exc)

@@ -248,6 +248,7 @@ class Fault:
     count: int
     retry_after: float = 0.05
     is_global: bool = False
+    code: int = 0  # Discord's error code in the body of a non-429 answer
     hits: list[str] = field(default_factory=list)
 
     def matches(self, method: str, path: str) -> bool:

@@ -111,7 +111,7 @@ async def followup(server: DiscordLoopback, request: web.Request) -> web.Respons
     payload, files = await read_body(request, server)
     check_sizes(files, rec.attachment_size_limit)
     orig = rec.original
-    fills_original = orig is not None and orig.loading and rec.callback_type == 5
+    fills_original = orig is not None and orig.loading and not orig.deleted and rec.callback_type == 5
     ephemeral = (
         orig.ephemeral if fills_original and orig else bool(int(payload.get("flags") or 0) & EPHEMERAL)
     )
