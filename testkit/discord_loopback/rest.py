@@ -59,7 +59,7 @@ def make_middleware(server: DiscordLoopback) -> Any:
         for fault in server.faults:
             if fault.matches(method, rel):
                 fault.hits.append(f"{method} {rel}")
-                response = _fault_response(fault.status, fault.retry_after, fault.is_global)
+                response = _fault_response(fault.status, fault.retry_after, fault.is_global, fault.code)
                 server.requests.append(RequestLog(method, rel, response.status, server.now()))
                 server._notify()
                 return response
@@ -95,7 +95,7 @@ def _is_webhook_route(rel: str) -> bool:
     return rel.startswith("/webhooks/") or rel.startswith("/interactions/")
 
 
-def _fault_response(status: int, retry_after: float, is_global: bool) -> web.Response:
+def _fault_response(status: int, retry_after: float, is_global: bool, code: int) -> web.Response:
     if status == 429:
         return json_response(
             {"message": "You are being rate limited.", "retry_after": retry_after, "global": is_global},
@@ -110,7 +110,7 @@ def _fault_response(status: int, retry_after: float, is_global: bool) -> web.Res
                 "X-RateLimit-Scope": "global" if is_global else "user",
             },
         )
-    return json_response({"message": f"{status}: Server Error", "code": 0}, status=status)
+    return json_response({"message": f"{status}: planned failure", "code": code}, status=status)
 
 
 # ---------------------------------------------------------------- bodies
@@ -294,6 +294,7 @@ async def _put_commands(server: DiscordLoopback, request: web.Request, guild_id:
 
 
 async def _get_commands(server: DiscordLoopback, guild_id: int | None) -> web.Response:
+    server.command_fetches.append(guild_id)
     return json_response(server.commands.get(guild_id, []))
 
 

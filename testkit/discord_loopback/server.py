@@ -303,11 +303,12 @@ class DiscordLoopback(MemberDriver):
         *,
         retry_after: float = 0.05,
         is_global: bool = False,
+        code: int = 0,
     ) -> Fault:
         """The next `count` requests matching `pattern` ('POST /webhooks/*', or '/channels/*' for any
         method; paths are relative to /api/v10) get `status`: 429 with retry_after/Via/X-RateLimit-*,
-        or a 5xx JSON error."""
-        fault = Fault(pattern, status, count, retry_after, is_global)
+        or a JSON error with Discord's `code` (e.g. 413 with 40005)."""
+        fault = Fault(pattern, status, count, retry_after, is_global, code)
         self.faults.append(fault)
         return fault
 

@@ -62,6 +62,7 @@ class LoopbackState:
         self.attachments: dict[int, Attachment] = {}
         self.commands: dict[int | None, list[JSON]] = {}
         self.command_syncs: list[tuple[int | None, list[JSON]]] = []
+        self.command_fetches: list[int | None] = []  # GETs of the command list (guild id or None)
         self.interactions: dict[int, InteractionRecord] = {}
         self.interactions_by_token: dict[str, InteractionRecord] = {}
         self.ack_latencies: list[float] = []
