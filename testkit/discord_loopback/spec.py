@@ -102,9 +102,13 @@ def _is_discriminator(error: ValidationError) -> bool:
     return bool(path) and path[-1] == "type" and error.validator in ("enum", "const")
 
 
+def _depth(errors: list[ValidationError]) -> int:
+    return max(len(e.absolute_path) for e in errors)
+
+
 def _leaves(errors: Iterator[ValidationError] | list[ValidationError]) -> list[ValidationError]:
-    """The errors to report: inside a oneOf/anyOf, those of the member whose ``type`` tag matched
-    (else the one with fewest errors), recursively, rather than 'not valid under any schema'."""
+    """The errors to report: inside an anyOf, those of the member whose ``type`` tag matched
+    (else the deepest), recursively, rather than 'not valid under any schema'."""
     out: list[ValidationError] = []
     for error in errors:
         if not error.context:
@@ -114,20 +118,30 @@ def _leaves(errors: Iterator[ValidationError] | list[ValidationError]) -> list[V
         for sub in error.context:
             branches.setdefault(sub.relative_schema_path[0], []).append(sub)
         candidates = [b for b in branches.values() if not any(_is_discriminator(e) for e in b)]
-        best = min(candidates or list(branches.values()), key=len)
+        # the member that got furthest into the body (a null-or-object union: the object), then fewest
+        best = min(candidates or list(branches.values()), key=lambda b: (-_depth(b), len(b)))
         out.extend(_leaves(best))
     return out
 
 
-def _lenient_snowflakes(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The spec with snowflakes also accepted as integers, as Discord does (discord.py sends a new
-    attachment's id as the integer index of its file)."""
-    patched = dict(spec)
-    components = dict(patched["components"])
-    schemas = dict(components["schemas"])
+def _any_of(node: Any) -> Any:
+    """`oneOf` read as `anyOf`: the spec's unions are tagged (a component's `type`, null or not), so
+    "exactly one" equals "at least one" for them, and `anyOf` stops at the first match instead of
+    trying every member (about ten times faster on a message with buttons)."""
+    if isinstance(node, dict):
+        return {("anyOf" if k == "oneOf" else k): _any_of(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_any_of(v) for v in node]
+    return node
+
+
+def _lenient(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec as the validator reads it: unions as `anyOf`, and snowflakes also accepted as
+    integers, as Discord does (discord.py sends a new attachment's id as its file's index, and
+    allowed_mentions' user ids as integers)."""
+    patched: dict[str, Any] = _any_of(spec)
+    schemas = patched["components"]["schemas"]
     schemas["SnowflakeType"] = {"anyOf": [schemas["SnowflakeType"], {"type": "integer", "minimum": 0}]}
-    components["schemas"] = schemas
-    patched["components"] = components
     return patched
 
 
@@ -135,7 +149,7 @@ class SpecValidator:
     """Checks requests against the spec; validators are built per operation on first use."""
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
-        self.spec = _lenient_snowflakes(spec)
+        self.spec = _lenient(spec)
         resource: Resource[Any] = Resource.from_contents(self.spec, default_specification=DRAFT202012)
         self._registry: Registry[Any] = Registry().with_resource(SPEC_URI, resource)
         ops: list[_Operation] = []
