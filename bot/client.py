@@ -1,7 +1,8 @@
 """`ImagineBot`: the discord.py `Bot` subclass. It holds its dependencies (settings, store, backend,
 image store, clock, job runner) as `Services`, adds every command (`bot.commands.all_commands`),
 registers the persistent buttons, forwards clicks and reactions on results to `ResultActions`, syncs
-commands, and resumes unfinished work once connected. Process set-up lives in `bot.startup`."""
+commands when they changed (`bot.command_sync`), and resumes unfinished work once connected. Process
+set-up lives in `bot.startup`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import discord
 from discord.ext import commands
 
+from bot.command_sync import sync_if_changed
 from bot.commands import all_commands
 from bot.commands.errors import ImagineTree
 from bot.commands.result_actions import ResultActions
@@ -33,6 +35,12 @@ from storage.pg_signals import pg_signals_for
 from storage.queue import JobQueue
 
 log = logging.getLogger(__name__)
+
+MAX_RATELIMIT_WAIT_S = 30.0  # a longer 429 (global ones too) raises RateLimited: the runner retries later
+GUILD_CONTEXT_ONLY = discord.app_commands.AppCommandContext(
+    guild=True, dm_channel=False, private_channel=False
+)
+GUILD_INSTALL_ONLY = discord.app_commands.AppInstallationType(guild=True, user=False)
 
 
 def bot_intents() -> discord.Intents:
@@ -85,6 +93,9 @@ class ImagineBot(commands.Bot):
             tree_cls=ImagineTree,
             help_command=None,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            allowed_contexts=GUILD_CONTEXT_ONLY,  # every command: guild install, guild channels only
+            allowed_installs=GUILD_INSTALL_ONLY,
+            max_ratelimit_timeout=MAX_RATELIMIT_WAIT_S,
             **shard,
             **client_options,
         )
@@ -105,7 +116,7 @@ class ImagineBot(commands.Bot):
         )
         self.services = Services(settings, store, backend, image_store, self.runner, clock)
         self.button_actions = ResultActions(self.services)
-        self.synced: list[discord.app_commands.AppCommand] = []
+        self.synced_commands = False
         self._resumed = False
         self.resumed = asyncio.Event()
 
@@ -116,8 +127,11 @@ class ImagineBot(commands.Bot):
         guild = discord.Object(self.settings.sync_guild_id) if self.settings.sync_guild_id else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)
-        self.synced = await self.tree.sync(guild=guild)
-        log.info("synced %d commands %s", len(self.synced), f"to guild {guild.id}" if guild else "globally")
+        # Only when the tree changed, and only from the process running shard 0 (or the only one).
+        shards = self.settings.shard_ids
+        self.synced_commands = await sync_if_changed(
+            self, self.tree, guild, may_sync=shards is None or 0 in shards
+        )
 
     async def on_ready(self) -> None:
         log.info(

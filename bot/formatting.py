@@ -3,6 +3,8 @@ progress and results, are `jobs.messages`'.)"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from generation.prompts.parser import MAX_PROMPT_WINDOWS, WINDOW_TOKENS
 from generation.prompts.samplers import SAMPLER_NAMES
 from storage.interface import LimitName, Limits, LimitsPatch, LimitsView, Refusal, Usage
@@ -13,6 +15,34 @@ _LIMIT_TEXT = {
     LimitName.MAX_QUEUED: "your jobs waiting at once",
     LimitName.COOLDOWN: "the cooldown between requests",
 }
+
+
+MESSAGE_LIMIT = 2000  # Discord's limit on a message's content
+
+
+def fit(
+    head: Sequence[str],
+    items: Sequence[str],
+    tail: Sequence[str] = (),
+    *,
+    sep: str = "\n",
+    limit: int = MESSAGE_LIMIT,
+) -> str:
+    """`head` lines, as many of `items` as fit (joined by `sep`) with "… and N more" for the rest,
+    then `tail` lines: one message of at most `limit` characters."""
+
+    def text(shown: int) -> str:
+        listed = sep.join(items[:shown])
+        if shown < len(items):
+            more = f"… and {len(items) - shown} more"
+            listed = f"{listed}{sep}{more}" if shown else more
+        return "\n".join([*head, *([listed] if items else []), *tail])
+
+    shown = len(items)
+    while shown > 0 and len(text(shown)) > limit:
+        shown -= 1
+    out = text(shown)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
 def when(ts: float) -> str:
@@ -61,20 +91,26 @@ def patch_text(patch: LimitsPatch) -> str:
     return ", ".join(shown) if shown else "nothing set (inherits)"
 
 
-def limits_view_text(view: LimitsView, *, user_id: int | None, role_names: dict[int, str]) -> str:
-    """`/limits show`: the guild default, role overrides, a user's override and effective limits."""
-    lines = [f"**Server default:** {patch_text(view.guild_default)}"]
-    if view.role_overrides:
-        lines.append("**Role overrides:**")
-        for role_id, patch in sorted(view.role_overrides.items()):
-            lines.append(f"• {role_names.get(role_id, f'<@&{role_id}>')}: {patch_text(patch)}")
+def limits_view_text(
+    view: LimitsView, *, user_id: int | None, role_names: dict[int, str], extra: Sequence[str] = ()
+) -> str:
+    """`/limits show`: the guild default, role overrides (as many as fit, with a count of the rest),
+    a user's override and effective limits, then `extra` lines."""
+    head = [f"**Server default:** {patch_text(view.guild_default)}"]
+    roles = [
+        f"• {role_names.get(role_id, f'<@&{role_id}>')}: {patch_text(patch)}"
+        for role_id, patch in sorted(view.role_overrides.items())
+    ]
+    if roles:
+        head.append(f"**Role overrides ({len(roles)}):**")
+    tail: list[str] = []
     if user_id is not None:
         override = patch_text(view.user_override) if view.user_override else "none"
-        lines.append(f"**Override for <@{user_id}>:** {override}")
+        tail.append(f"**Override for <@{user_id}>:** {override}")
     if view.effective is not None:
         who = f"<@{user_id}>" if user_id is not None else "members"
-        lines.append(f"**Effective for {who}:** {limits_text(view.effective)}")
-    return "\n".join(lines)
+        tail.append(f"**Effective for {who}:** {limits_text(view.effective)}")
+    return fit(head, roles, [*tail, *extra])
 
 
 def usage_text(usage: Usage, now: float) -> str:

@@ -45,6 +45,12 @@ class TokenGone(Exception):
     """The interaction token no longer works (expired or unknown): post to the channel instead."""
 
 
+class PermanentDeliveryError(Exception):
+    """Discord refused the post for good (a missing permission, a deleted channel or message, an
+    archived or locked thread, a file too large): the job fails at once and is never retried.
+    `str()` says why, in words for the job's owner."""
+
+
 class Outbox(Protocol):
     """Where messages about a job go. `via_token` means: through the job's interaction (editing its
     original response, or an ephemeral followup); otherwise a channel message mentioning the owner."""
@@ -54,12 +60,17 @@ class Outbox(Protocol):
         ...
 
     async def post_result(self, job: JobRecord, post: ResultPost, *, via_token: bool) -> tuple[int, int]:
-        """Post the result; returns (message_id, channel_id). Raises TransientDeliveryError or TokenGone."""
+        """Post the result; returns (message_id, channel_id). Raises TransientDeliveryError, TokenGone
+        or PermanentDeliveryError."""
         ...
 
     async def tell_owner(self, job: JobRecord, text: str, *, via_token: bool, private: bool) -> None:
         """Tell the owner something (failure, cancel, flagged images). `private` asks for an
         ephemeral message where there is an interaction (the original response is then removed)."""
+        ...
+
+    async def direct_message(self, job: JobRecord, text: str) -> bool:
+        """Tell the owner in a direct message; False if they cannot be reached (DMs closed)."""
         ...
 
     async def channel_is_nsfw(self, channel_id: int) -> bool:

@@ -105,3 +105,14 @@ def details_text(job: JobRecord, request: GenerationRequest) -> str:
     if job.error and job.state is not JobState.DONE:
         lines.append(f"**Why it ended:** {quote(shorten(job.error, 300))}")
     return "\n".join(lines)
+
+
+def given_back_text(images: int, refunded: bool) -> str:
+    """ " Your 3 images were given back." when the refund happened, else nothing."""
+    return f" Your {images} image{'s were' if images != 1 else ' was'} given back." if refunded else ""
+
+
+def refused_text(job_id: str, reason: str, images: int, refunded: bool) -> str:
+    """The owner's private note when Discord refused a job's result for good."""
+    back = given_back_text(images, refunded)
+    return f"Sorry, I couldn't post the result of your job `{job_id}`: {reason}.{back}"

@@ -4,8 +4,9 @@ reserve (atomic, in the store) → hand it to the job source (`jobs.sources`), w
 → submit to the backend → follow its events (queue position, then step k of n with a preview; edits
 throttled) → save the PNGs → record them (through the source) → deliver (retried with backoff while
 Discord or the network fails) → record the delivery. A failure or cancel sets the job's state, gives
-the spend back and tells the owner. Discord is behind the `jobs.delivery.Outbox` protocol
-(`bot.delivery.discord_outbox.DiscordOutbox` implements it), so tests drive this with a fake one.
+the spend back and tells the owner; so does a post Discord refuses for good, at once and privately.
+Discord is behind the `jobs.delivery.Outbox` protocol (`bot.delivery.discord_outbox.DiscordOutbox`
+implements it), so tests drive this with a fake one.
 
 After a restart `resume()` starts the source, which hands back done-but-undelivered jobs (delivered
 from their saved images) and queued or running ones (resubmitted under the same id, from the stored
@@ -35,9 +36,17 @@ from generation.backends.protocol import (
 )
 from generation.media.compose import fit_to_size, grid_2x2
 from generation.prompts.request import GenerationRequest
-from jobs.delivery import Outbox, OutFile, ResultImages, ResultPost, TokenGone, TransientDeliveryError
+from jobs.delivery import (
+    Outbox,
+    OutFile,
+    PermanentDeliveryError,
+    ResultImages,
+    ResultPost,
+    TokenGone,
+    TransientDeliveryError,
+)
 from jobs.log_fields import job_fields
-from jobs.messages import progress_text, queued_text, result_text
+from jobs.messages import given_back_text, progress_text, queued_text, refused_text, result_text
 from jobs.metrics import JobMetrics, NoMetrics
 from jobs.sources import InProcessSource, JobSource
 from jobs.throttle import EditThrottle
@@ -278,8 +287,7 @@ class JobRunner:
         self.metrics.job_settled(state.value)
         if refunded:
             self.metrics.refunded(job.images)
-        were = "s were" if job.images != 1 else " was"
-        back = f" Your {job.images} image{were} given back." if refunded else ""
+        back = given_back_text(job.images, refunded)
         if cancelled:
             text = f"Your job `{job.job_id}` was cancelled ({reason}).{back}"
         else:
@@ -388,9 +396,14 @@ class JobRunner:
         mention: bool,
         upload_limit: int | None = None,
     ) -> ResultPost:
-        """The result message: one PNG (a grid when there are several images), fit to the upload limit
-        (`upload_limit`, else the one the job's interaction said, else the guild's)."""
-        limit = upload_limit or self._upload_limits.get(job.job_id) or self.outbox.upload_limit(job.guild_id)
+        """The result message: one PNG (a grid when there are several images), fit to the upload limit:
+        `upload_limit` when given (a repost); else, through the interaction, its `attachment_size_limit`
+        (which counts the member's Nitro); a channel post (mention=True: the token is gone) gets the
+        guild's own, from its boost tier."""
+        guild_limit = self.outbox.upload_limit(job.guild_id)
+        limit = upload_limit or (
+            guild_limit if mention else self._upload_limits.get(job.job_id) or guild_limit
+        )
         image = grid_2x2(pngs) if len(pngs) > 1 else pngs[0]
         data, ext = fit_to_size(image, limit)
         name = f"{'SPOILER_' if spoiler else ''}imagine_{job.job_id}.{ext}"
@@ -422,6 +435,9 @@ class JobRunner:
             except TokenGone:
                 via = False
                 continue
+            except PermanentDeliveryError as exc:
+                await self._refused_for_good(job, str(exc))
+                return
             except (TransientDeliveryError, TimeoutError) as exc:
                 delay = self._retry_delay(attempt)
                 self.metrics.delivery_retry()
@@ -438,3 +454,27 @@ class JobRunner:
         await self.store.record_delivery(job.job_id, message_id, channel_id)
         self.metrics.job_settled("delivered")
         log.info("job %s delivered as message %d", job.job_id, message_id, extra=job_fields(job))
+
+    async def _refused_for_good(self, job: JobRecord, reason: str) -> None:
+        """Discord will never take this post: fail the job (so it is never resumed or re-claimed),
+        refund it, tell the owner privately (interaction while its token lives, else a DM, else log)."""
+        log.warning(
+            "job %s: Discord refused its delivery for good: %s", job.job_id, reason, extra=job_fields(job)
+        )
+        await self.store.set_job_state(job.job_id, JobState.FAILED, f"delivery refused: {reason}")
+        refunded = await self.store.refund(job.job_id, self.clock())
+        self.metrics.job_settled(JobState.FAILED.value)
+        if refunded:
+            self.metrics.refunded(job.images)
+        text = refused_text(job.job_id, reason, job.images, refunded)
+        if self._via_token(job):
+            try:
+                await self.outbox.tell_owner(job, text, via_token=True, private=True)
+                return
+            except Exception as exc:
+                log.info("job %s: could not tell the owner through the interaction: %r", job.job_id, exc)
+        try:  # a direct message
+            if not await self.outbox.direct_message(job, text):
+                log.warning("job %s: owner %d not told (direct messages closed)", job.job_id, job.owner_id)
+        except Exception as exc:
+            log.warning("job %s: could not tell the owner by direct message: %r", job.job_id, exc)

@@ -83,16 +83,16 @@ class BotProcess:
         base_env: Mapping[str, str] | None = None,
         timeout: float = READY_TIMEOUT_S,  # noqa: ASYNC109
     ) -> BotProcess:
-        """Start the bot and return once it has identified and synced its commands (a fresh sync
-        and a fresh IDENTIFY count, so this also works for a restart against the same server)."""
-        syncs, identifies = len(server.command_syncs), len(server.identifies)
+        """Start the bot and return once it has checked (and if needed synced) its commands and
+        identified (fresh counts, so this also works for a restart against the same server)."""
+        checks, identifies = len(server.command_fetches), len(server.identifies)
         proc = cls._spawn(bot_env(server, root, cache_dir, env, base_env), root)
         popen = proc.popen
         exited = asyncio.ensure_future(asyncio.to_thread(popen.wait))
         ready = asyncio.ensure_future(
             server.wait_for(
                 lambda: (
-                    len(server.command_syncs) > syncs
+                    len(server.command_fetches) > checks
                     and len(server.identifies) > identifies
                     and server.session is not None
                     and server.session.conn is not None

@@ -204,13 +204,13 @@ class BotWorld:
             await service.close()
             await store.close()
             raise
-        syncs_before = len(self.server.command_syncs)
+        checks_before = len(self.server.command_fetches)
         task = asyncio.get_running_loop().create_task(bot.start(settings.discord_token), name="imagine-bot")
         self.running = RunningBot(bot, store, service, images, task)
         self.starts += 1
         try:
             await self._until(bot.resumed.wait(), task)
-            await self.server.wait_for(lambda: len(self.server.command_syncs) > syncs_before, T)
+            await self.server.wait_for(lambda: len(self.server.command_fetches) > checks_before, T)
         except BaseException:
             await self.stop_bot()
             raise

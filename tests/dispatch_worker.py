@@ -133,6 +133,10 @@ class PrintingOutbox:
     async def tell_owner(self, job: JobRecord, text: str, *, via_token: bool, private: bool) -> None:
         emit("told", job=job.job_id, text=text)
 
+    async def direct_message(self, job: JobRecord, text: str) -> bool:
+        emit("told", job=job.job_id, text=text)
+        return True
+
     async def channel_is_nsfw(self, channel_id: int) -> bool:
         return False
 

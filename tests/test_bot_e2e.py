@@ -118,6 +118,9 @@ async def test_login_and_command_sync(world: BotWorld) -> None:
     assert server.command("blocklist")["default_member_permissions"] == "32"
     for name in ("usage", "queue", "cancel", "help"):
         assert server.command(name).get("default_member_permissions") is None
+    assert len(server.commands[None]) == 7
+    for command in server.commands[None]:  # guild install, guild channels: nothing offered in DMs
+        assert (command["contexts"], command["integration_types"]) == ([0], [0]), command["name"]
 
 
 async def test_imagine_with_inline_flags(world: BotWorld) -> None:
@@ -223,9 +226,10 @@ async def test_reaction_reroll_posts_to_channel_mentioning_reactor(world: BotWor
     assert job.seeds is not None and 99 not in job.seeds  # new seeds
 
 
-async def test_reaction_number_makes_variation(world: BotWorld, fox: Message) -> None:
+@pytest.mark.parametrize("keycap", ["2\ufe0f\u20e3", "2\u20e3"])  # with and without U+FE0F
+async def test_reaction_number_makes_variation(world: BotWorld, fox: Message, keycap: str) -> None:
     before = {m.id for m in world.server.channel_messages(world.channel)}
-    world.server.react(fox, "2️⃣", world.dave)
+    world.server.react(fox, keycap, world.dave)
     posted = await world.wait_channel(lambda m: m.id not in before and is_result(m))
     assert "(variation)" in posted.content and f"<@{world.dave.id}>" in posted.content
     job = await world.store.get_job(job_of(posted))

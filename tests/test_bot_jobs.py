@@ -138,6 +138,11 @@ class RecordingOutbox:
         self.told.append((text, via_token, private))
         self.told_event.set()
 
+    async def direct_message(self, job: JobRecord, text: str) -> bool:
+        self.told.append((text, False, True))
+        self.told_event.set()
+        return True
+
     async def channel_is_nsfw(self, channel_id: int) -> bool:
         return self.nsfw
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.formatting import refusal_text, usage_text, when
+from bot.formatting import MESSAGE_LIMIT, fit, refusal_text, usage_text, when
 from bot.settings import SettingsError, TokenRedactor, load_settings, settings_from_mapping
 from bot.views.custom_ids import Action, ButtonRef, make_custom_id, new_job_id, parse_custom_id
 from generation.prompts.request import GenerationRequest
@@ -233,3 +233,16 @@ def test_usage_text() -> None:
     text = usage_text(usage, now=1000.0)
     assert "4 of 10 used, 6 left" in text and "9 used (no limit)" in text
     assert when(1000.0) in text and "1 of 3" in text and when(1060.0) in text
+
+
+def test_fit_cuts_a_long_list_to_one_message_with_a_count_of_the_rest() -> None:
+    items = [f"• `job{i:06d}`: position {i}" for i in range(300)]
+    text = fit(["**300** job(s) waiting."], items, ["(end)"])
+    assert len(text) <= MESSAGE_LIMIT
+    shown = text.count("• `job")
+    assert 0 < shown < 300 and text.endswith(f"… and {300 - shown} more\n(end)")
+    assert text.startswith("**300** job(s) waiting.\n• `job000000`")
+    assert fit(["a"], ["b", "c"], ["d"]) == "a\nb\nc\nd"  # what fits is left alone
+    words = fit(["Blocked (500):"], [f"“w{i}”" for i in range(500)], sep=", ", limit=100)
+    assert len(words) <= 100 and words.startswith("Blocked (500):\n“w0”, “w1”") and "more" in words
+    assert len(fit(["x" * 3000], [])) == MESSAGE_LIMIT  # even a head too long is cut

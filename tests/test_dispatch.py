@@ -17,7 +17,7 @@ from PIL import Image
 
 from generation.prompts.request import GenerationRequest
 from jobs.claims import ClaimSource
-from jobs.delivery import ResultPost
+from jobs.delivery import PermanentDeliveryError, ResultPost
 from jobs.runner import JobRunner
 from storage.interface import JobRecord, JobState, NewJob, Reservation
 from storage.pg_signals import pg_signals_for
@@ -161,11 +161,32 @@ class CountingOutbox:
     async def tell_owner(self, job: JobRecord, text: str, *, via_token: bool, private: bool) -> None:
         raise AssertionError(f"unexpected message: {text}")
 
+    async def direct_message(self, job: JobRecord, text: str) -> bool:
+        raise AssertionError(f"unexpected direct message: {text}")
+
     async def channel_is_nsfw(self, channel_id: int) -> bool:
         return False
 
     def upload_limit(self, guild_id: int) -> int:
         return 8 * 1024 * 1024
+
+
+class RefusingOutbox(CountingOutbox):
+    """Discord refuses the post for good; the owner is told by direct message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dms: list[str] = []
+        self.told = asyncio.Event()
+
+    async def post_result(self, job: JobRecord, post: ResultPost, *, via_token: bool) -> tuple[int, int]:
+        self.posts.append(job.job_id)
+        raise PermanentDeliveryError("that channel no longer exists")
+
+    async def direct_message(self, job: JobRecord, text: str) -> bool:
+        self.dms.append(text)
+        self.told.set()
+        return True
 
 
 class NoBackend:
@@ -228,6 +249,51 @@ async def test_a_result_recorded_by_a_dead_process_is_delivered_once_by_one_of_t
         job = await ghost.get_job("j1")
         assert job is not None and job.result_message_id == 5001
     finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_a_delivery_refused_for_good_fails_once_and_is_never_claimed_again(
+    pg_url: str, tmp_path: Path
+) -> None:
+    stores = [await stored(pg_url) for _ in range(3)]
+    ghost, first, second = stores
+    runners: list[JobRunner] = []
+    try:
+        req = GenerationRequest(
+            prompt="a fox", width=64, height=64, steps=2, guidance=5.0, seeds=(3,), model="fake"
+        )
+        assert isinstance(
+            await ghost.reserve(NewJob("j2", 1, 100, 7, req.to_json(), 1), (), 1000.0), Reservation
+        )
+        assert [j.job_id for j in await ghost.claim_next("ghost", 1000.0, 30.0)] == ["j2"]
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), "red").save(buf, format="PNG")
+        path = Files(tmp_path).save_result("j2", 0, buf.getvalue())
+        assert await ghost.complete_claimed("j2", "ghost", (3,), (str(path),))  # … and then it died
+
+        def runner(store: PostgresStore, outbox: RefusingOutbox, name: str) -> JobRunner:
+            source = ClaimSource(store, signals=pg_signals_for(store), worker_id=name, poll_s=WAIT)
+            return JobRunner(store, NoBackend(), Files(tmp_path), outbox, source=source, clock=lambda: 1000.0)  # type: ignore[arg-type]
+
+        refusing, later = RefusingOutbox(), RefusingOutbox()
+        taker, other = runner(first, refusing, "w1"), runner(second, later, "w2")
+        runners.extend((taker, other))
+        assert await taker.resume() == (1, 0)
+        await asyncio.wait_for(refusing.told.wait(), WAIT)  # refused, failed, refunded, then told
+        job = await ghost.get_job("j2")
+        assert job is not None and job.state is JobState.FAILED and job.error is not None
+        assert job.error == "delivery refused: that channel no longer exists"
+        assert (await ghost.usage(1, 7, (), 1000.0)).used_last_hour == 0  # refunded
+        assert refusing.posts == ["j2"] and len(refusing.dms) == 1 and "j2" in refusing.dms[0]
+        assert await ghost.undelivered_jobs() == []
+        assert await other.resume() == (0, 0)  # nobody claims or delivers it again
+        for r in runners:
+            await r.close()
+        assert later.posts == [] and refusing.posts == ["j2"]
+    finally:
+        for r in runners:
+            await r.close()
         for s in stores:
             await s.close()
 

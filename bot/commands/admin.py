@@ -11,7 +11,7 @@ import discord
 from discord import app_commands
 
 from bot.commands.errors import UserError, member_role_ids, require_manage_guild
-from bot.formatting import limits_text, limits_view_text, patch_text
+from bot.formatting import fit, limits_text, limits_view_text, patch_text
 from bot.services import Services
 from jobs.messages import quote
 from storage.blocklist import clean_phrase
@@ -68,13 +68,14 @@ class LimitsGroup(
         roles = member_role_ids(user) if isinstance(user, discord.Member) else ()
         view = await self.services.store.show_limits(guild_id, user.id if user else None, roles)
         names = {r.id: quote(r.name) for r in interaction.guild.roles} if interaction.guild else {}
-        text = limits_view_text(view, user_id=user.id if user else None, role_names=names)
+        extra: list[str] = []
         if role is not None and not role.is_default():
             patch = view.role_overrides.get(role.id)
-            text += f"\n**Role {quote(role.name)}:** {patch_text(patch) if patch else 'no override'}"
+            extra.append(f"**Role {quote(role.name)}:** {patch_text(patch) if patch else 'no override'}")
         if user is None:
             effective = await self.services.store.effective_limits(guild_id, 0, ())
-            text += f"\n**Effective default:** {limits_text(effective)}"
+            extra.append(f"**Effective default:** {limits_text(effective)}")
+        text = limits_view_text(view, user_id=user.id if user else None, role_names=names, extra=extra)
         await interaction.followup.send(text, ephemeral=True)
 
     @app_commands.command(name="set", description="Set limits for the server, a role or a member")
@@ -170,8 +171,9 @@ class BlocklistGroup(
     async def list_(self, interaction: discord.Interaction[Any]) -> None:
         guild_id = await _admin_defer(interaction)
         words = await self.services.store.blocked_words(guild_id)
-        text = "Blocked: " + ", ".join(f"“{quote(w)}”" for w in words) if words else "Nothing is blocked."
-        await interaction.followup.send(text[:1900], ephemeral=True)
+        quoted = [f"“{quote(w)}”" for w in words]
+        text = fit([f"Blocked ({len(words)}):"], quoted, sep=", ") if words else "Nothing is blocked."
+        await interaction.followup.send(text, ephemeral=True)
 
 
 def admin_commands(services: Services) -> list[app_commands.Group]:

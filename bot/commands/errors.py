@@ -127,3 +127,32 @@ def require_manage_guild(interaction: discord.Interaction[Any]) -> None:
         raise NotAllowed("This command only works in a server.")
     if not has_manage_guild(interaction):
         raise NotAllowed("You need the **Manage Server** permission to change limits or blocked words.")
+
+
+POST_PERMISSIONS = (("view_channel", "View Channel"), ("attach_files", "Attach Files"))
+
+
+def missing_post_permissions(interaction: discord.Interaction[Any]) -> list[str]:
+    """What the bot lacks (by `app_permissions`) to post a result in the interaction's channel: View
+    Channel, Send Messages (Send Messages in Threads in a thread) and Attach Files."""
+    perms = interaction.app_permissions
+    if perms.administrator:
+        return []
+    in_thread = isinstance(interaction.channel, discord.Thread)
+    send = (
+        ("send_messages_in_threads", "Send Messages in Threads")
+        if in_thread
+        else ("send_messages", "Send Messages")
+    )
+    needed = (POST_PERMISSIONS[0], send, POST_PERMISSIONS[1])
+    return [label for name, label in needed if not getattr(perms, name)]
+
+
+def require_post_permissions(interaction: discord.Interaction[Any]) -> None:
+    """Refuse a job (before anything is spent) in a channel where its result could not be posted."""
+    missing = missing_post_permissions(interaction)
+    if missing:
+        raise UserError(
+            f"I can't post pictures in this channel: I'm missing **{'**, **'.join(missing)}** here."
+            " Ask an admin to grant it, or use another channel. Nothing was spent."
+        )

@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.app_commands import Range
 
-from bot.commands.errors import UserError, member_role_ids, send_private
+from bot.commands.errors import UserError, member_role_ids, require_post_permissions, send_private
 from bot.commands.settings import prompt_context
 from bot.formatting import refusal_text
 from bot.services import Services
@@ -116,6 +116,7 @@ class ImagineCommand:
         bot = self.services
         if interaction.guild_id is None or interaction.channel_id is None:
             raise UserError("`/imagine` only works in a server channel.")
+        require_post_permissions(interaction)
         limit = interaction.filesize_limit
         if image is not None:
             check_attachment(image, limit)

@@ -15,7 +15,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.commands.errors import UserError, send_private
+from bot.commands.errors import UserError, require_post_permissions, send_private
 from bot.delivery.discord_outbox import discord_files
 from bot.services import Services
 from bot.views.custom_ids import Action, ButtonRef, is_job_id
@@ -97,6 +97,7 @@ def job_control_commands(services: Services) -> list[app_commands.Command[Any, A
         record = await job_on_this_server(services, job.strip().strip("`"), interaction.guild_id)
         if record.state is not JobState.DONE or not record.image_paths:
             raise UserError(f"Job `{record.job_id}` has no finished result to show ({record.state.value}).")
+        require_post_permissions(interaction)
         await interaction.response.defer(thinking=True)
         interaction.extras["public_defer"] = True
         outbox = services.runner.outbox

@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 
 from bot.commands.errors import UserError, has_manage_guild, member_role_ids
-from bot.formatting import HELP_TEXT, usage_text
+from bot.formatting import HELP_TEXT, fit, usage_text
 from bot.services import Services
 from bot.views.custom_ids import is_job_id
 from storage.interface import JobState
@@ -41,16 +41,16 @@ def member_commands(services: Services) -> list[app_commands.Command[Any, Any, N
         snapshot = services.backend.queue_snapshot()
         mine_key = f"{guild_id}:{interaction.user.id}"
         ours = sum(1 for _, owner in snapshot if owner.startswith(f"{guild_id}:"))
-        lines = [f"**{len(snapshot)}** job(s) running or waiting ({ours} from this server)."]
+        head = [f"**{len(snapshot)}** job(s) running or waiting ({ours} from this server)."]
         positions = [(pos, job_id) for pos, (job_id, owner) in enumerate(snapshot, 1) if owner == mine_key]
         jobs = {j.job_id: j for j in await services.store.queued_jobs(guild_id)}
+        mine: list[str] = []
         for pos, job_id in positions:
             state = jobs[job_id].state if job_id in jobs else JobState.QUEUED
             where = "running" if state is JobState.RUNNING or pos == 1 else f"position {pos}"
-            lines.append(f"• `{job_id}`: {where}")
-        if not positions:
-            lines.append("You have nothing waiting.")
-        await interaction.followup.send("\n".join(lines), ephemeral=True)
+            mine.append(f"• `{job_id}`: {where}")
+        tail = [] if positions else ["You have nothing waiting."]
+        await interaction.followup.send(fit(head, mine, tail), ephemeral=True)
 
     @app_commands.command(name="cancel", description="Stop your job (your latest, or the one you name)")
     @app_commands.describe(job="The job id (from /queue); leave empty for your latest")
@@ -78,6 +78,7 @@ def member_commands(services: Services) -> list[app_commands.Command[Any, Any, N
         await interaction.followup.send(f"Cancelling `{target}`; its spend is given back.", ephemeral=True)
 
     @app_commands.command(name="help", description="How to use the bot")
+    @app_commands.guild_only()
     async def help(interaction: discord.Interaction[Any]) -> None:
         await interaction.response.send_message(HELP_TEXT, ephemeral=True)
 

@@ -16,7 +16,13 @@ import discord
 
 from bot.commands.derive import check_parent, derive, source_bytes
 from bot.commands.describe import prompt_of
-from bot.commands.errors import UserError, member_role_ids, report_error, send_private
+from bot.commands.errors import (
+    UserError,
+    member_role_ids,
+    report_error,
+    require_post_permissions,
+    send_private,
+)
 from bot.commands.imagine import ImagineCommand
 from bot.commands.job_controls import JobControls
 from bot.formatting import refusal_text
@@ -36,12 +42,21 @@ from storage.interface import NewJob, Refusal, Reservation, StorageError
 
 log = logging.getLogger(__name__)
 
-NUMBER_EMOJI = {"1️⃣": 0, "2️⃣": 1, "3️⃣": 2, "4️⃣": 3}
+VARIATION_SELECTORS = dict.fromkeys(map(ord, "\ufe0e\ufe0f"))  # text / emoji presentation
+
+
+def bare_emoji(emoji: str) -> str:
+    """The emoji without variation selectors: some clients send `1⃣` for `1️⃣` (no U+FE0F)."""
+    return emoji.translate(VARIATION_SELECTORS)
+
+
+NUMBER_EMOJI = {bare_emoji(e): i for i, e in enumerate(("1️⃣", "2️⃣", "3️⃣", "4️⃣"))}
 
 
 def reaction_ref(emoji: str, job_id: str) -> ButtonRef | None:
-    """The action a reaction asks for on a result, or None when it means nothing to the bot."""
-    if emoji == REROLL_EMOJI:
+    """The action a reaction asks for on a result (any variation-selector form), or None."""
+    emoji = bare_emoji(emoji)
+    if emoji == bare_emoji(REROLL_EMOJI):
         return ButtonRef(Action.REROLL, job_id)
     index = NUMBER_EMOJI.get(emoji)
     return None if index is None else ButtonRef(Action.VARIATION, job_id, index)
@@ -96,6 +111,7 @@ class ResultActions:
             if ref.action not in DERIVING_ACTIONS:
                 await self.controls.on_button(interaction, ref)
                 return
+            require_post_permissions(interaction)
             await interaction.response.defer(thinking=True)
             interaction.extras["public_defer"] = True
             if interaction.channel_id is None:
@@ -144,8 +160,8 @@ class ResultActions:
             return
         if payload.member is not None and payload.member.bot:
             return
-        emoji = str(payload.emoji)
-        if emoji != REROLL_EMOJI and emoji not in NUMBER_EMOJI:
+        emoji = bare_emoji(str(payload.emoji))
+        if emoji != bare_emoji(REROLL_EMOJI) and emoji not in NUMBER_EMOJI:
             return
         channel = client.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
         mention = discord.AllowedMentions(

@@ -1,20 +1,31 @@
 """`DiscordOutbox`: the runner's `Outbox` over discord.py. Edits the original response through the
 stored interaction token (works after a restart too), else posts to the channel mentioning the owner.
-Discord's 429/5xx and network failures become `TransientDeliveryError` (the runner retries)."""
+Discord's 429/5xx and network failures become `TransientDeliveryError` (the runner retries); the
+answers Discord gives for good (`PERMANENT_CODES`) become `PermanentDeliveryError` (the job fails)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import io
+import logging
 from typing import Any, cast
 
 import aiohttp
 import discord
 
 from bot.views.result_buttons import progress_view, result_view
-from jobs.delivery import DEFAULT_UPLOAD_LIMIT, OutFile, ResultPost, TokenGone, TransientDeliveryError
+from jobs.delivery import (
+    DEFAULT_UPLOAD_LIMIT,
+    OutFile,
+    PermanentDeliveryError,
+    ResultPost,
+    TokenGone,
+    TransientDeliveryError,
+)
 from storage.interface import JobRecord
+
+log = logging.getLogger(__name__)
 
 # discord.py formats the message id into the URL; "@original" addresses the interaction's response.
 ORIGINAL = cast(int, "@original")
@@ -26,6 +37,26 @@ def discord_files(files: tuple[OutFile, ...]) -> list[discord.File]:
 
 
 TOKEN_GONE_CODES = (10015, 50027)  # Unknown Webhook, Invalid Webhook Token
+CANNOT_DM = 50007
+PERMANENT_CODES = {
+    50013: "I'm missing a permission I need in that channel",  # Missing Permissions
+    50001: "I can't see that channel any more",  # Missing Access
+    10003: "that channel no longer exists",  # Unknown Channel
+    50083: "that thread is archived",  # Operation on an archived thread
+    160005: "that thread is locked",  # Thread locked
+    40005: "the picture is larger than that channel accepts",  # Request entity too large
+    10008: "the message I was to update was deleted",  # Unknown Message (on an edit)
+    CANNOT_DM: "I can't send you direct messages",
+}
+
+
+def permanent_reason(exc: BaseException) -> str | None:
+    """Why Discord refused a post for good (in words for the owner), or None if it may work later."""
+    if not isinstance(exc, discord.HTTPException):
+        return None
+    if exc.status == 413:
+        return PERMANENT_CODES[40005]
+    return PERMANENT_CODES.get(exc.code) if exc.status in (400, 403, 404) else None
 
 
 def result_nonce(job_id: str) -> str:
@@ -94,6 +125,9 @@ class DiscordOutbox:
                     nonce=result_nonce(job.job_id),  # a retry of a post that did land returns it
                 )
         except Exception as exc:
+            reason = permanent_reason(exc)
+            if reason is not None:
+                raise PermanentDeliveryError(reason) from exc
             if via_token and is_token_gone(exc):
                 raise TokenGone(str(exc)) from exc
             if is_transient(exc):
@@ -108,10 +142,11 @@ class DiscordOutbox:
         hook = self._webhook(job)
         try:
             if private:
-                # Edit before deleting: a followup right after a "thinking" defer would fill it.
-                with contextlib.suppress(discord.NotFound):
+                # Edit before deleting: a followup right after a "thinking" defer would fill it. Both
+                # are best effort (the original may be gone, or in a thread Discord refuses edits in).
+                with contextlib.suppress(discord.HTTPException):
                     await hook.edit_message(ORIGINAL, content="…", attachments=[], view=None)
-                with contextlib.suppress(discord.NotFound):
+                with contextlib.suppress(discord.HTTPException):
                     await hook.delete_message(ORIGINAL)
                 await hook.send(text, ephemeral=True, wait=True)
             else:
@@ -120,6 +155,17 @@ class DiscordOutbox:
             if is_token_gone(exc):
                 raise TokenGone(str(exc)) from exc
             raise
+
+    async def direct_message(self, job: JobRecord, text: str) -> bool:
+        try:
+            channel = await self.client.create_dm(discord.Object(job.owner_id))
+            await channel.send(text)
+        except discord.Forbidden as exc:
+            if exc.code != CANNOT_DM:
+                raise
+            log.info("job %s: owner %d has closed direct messages", job.job_id, job.owner_id)
+            return False
+        return True
 
     async def channel_is_nsfw(self, channel_id: int) -> bool:
         channel: Any = self.client.get_channel(channel_id)

@@ -1,5 +1,11 @@
 """A Discord-compatible server on loopback that the real discord.py 2.7 client connects to.
 
+Modules: ``server`` (the aiohttp server, world building, faults) over ``driver`` (members using the
+bot) over ``state`` (what the server knows, waiting, intents); ``models`` (the world's records) and
+``records`` (messages, interactions, the request log); ``rest`` (middleware, bodies, the route table),
+``rest_messages`` (channel routes), ``rest_interactions`` (callbacks, interaction webhooks);
+``permissions`` and ``spec`` (Discord's rules); ``gateway`` (the websocket).
+
 Quick start (in an async test)::
 
     from testkit.discord_loopback import DiscordLoopback
@@ -19,11 +25,31 @@ Addresses: ``server.url``, ``server.api_base`` (``…/api/v10``), ``server.gatew
 ``server.token`` (the bot token the server accepts), ``server.application_id``, ``server.bot_user``.
 
 World (before or after the bot connects; after READY changes go out as gateway events):
-``add_user(name)``, ``add_guild(name, owner=, upload_limit=, everyone_permissions=)``,
-``add_role(guild, name, permissions)``, ``add_channel(guild, name=None, nsfw=False)``,
-``add_member(guild, user_or_name, roles=(), permissions=None, admin=False)``. The server computes
-nothing for the bot: an interaction's ``member.permissions`` is ``permissions`` if given, else
-@everyone | roles (Administrator → all; the owner → all).
+``add_user(name)``, ``add_guild(name, owner=, premium_tier=0, everyone_permissions=)`` (the upload
+limit follows the boost tier: ``TIER_UPLOAD_LIMITS``, 10 MiB at tiers 0–1, 50 at 2, 100 at 3),
+``add_role(guild, name, permissions)``, ``add_channel(guild, name=None, nsfw=False,
+bot_permissions=ALL)``, ``add_thread(parent, name, archived=False, locked=False)``,
+``update_channel(channel, bot_permissions=, archived=, locked=)``, ``delete_channel(channel)``,
+``add_member(guild, user_or_name, roles=(), permissions=None, admin=False, upload_limit=None)``
+(``upload_limit``: the member's own Nitro limit), ``member.user.dms_open = False``. An
+interaction's ``member.permissions`` is ``permissions`` if given, else @everyone | roles
+(Administrator → all; the owner → all); its ``app_permissions`` are the channel's
+``bot_permissions``; its ``attachment_size_limit`` the larger of the guild's and the member's.
+
+Strict like Discord (``spec.py``, ``permissions.py``): every request under /api/v10 is checked
+against Discord's OpenAPI spec, vendored at ``../shared/discord-api-spec/openapi.json`` next to the
+checkout (``SPEC_PATH``; missing → ``SpecMissing``), with `jsonschema`, plus the bot content limit
+(2,000 characters). A refused request gets 400 ``{"code": 50035, "errors": {field: {"_errors":
+[...]}}}`` and lands in ``spec_violations``; leaving ``async with DiscordLoopback()`` raises
+``SpecViolationError`` if there are any (``strict=False`` to allow; ``take_spec_violations()`` to
+take ones sent on purpose). Channel posts: 404 10003 for a deleted channel, 403 50001 without View
+Channel, 403 50013 without Send Messages (in threads: Send Messages in Threads) or, with files,
+Attach Files, 403 50007 to a member whose DMs are closed, 400 160005 in a locked thread; edits in
+an archived thread 400 50083 (a post unarchives it); reactions need Add Reactions and Read Message
+History. Interaction answers need no channel permission but meet the same deleted / locked /
+archived rules for public messages. Gateway dispatches honour the IDENTIFY intents (no reaction
+events without GUILD_MESSAGE_REACTIONS, no MESSAGE_* without GUILD_MESSAGES, …): the ones not sent
+are in ``dropped_events``.
 
 Driving (all non-blocking; they return at once, the bot answers over REST):
 - ``invoke(name, options, *, guild, channel, member, subcommand=None ('show' or 'group sub'),
@@ -67,17 +93,18 @@ as MESSAGE_CREATE / MESSAGE_UPDATE / MESSAGE_DELETE, so they are in its message 
 Channel messages: ``channel_messages(channel)`` (live, non-ephemeral, oldest first),
 ``await wait_for_message(channel, predicate=None, timeout=10)``, ``messages`` (all, by id).
 Commands: ``commands`` ({guild_id or None: [command JSON]}), ``command(name, guild=None)``,
-``command_syncs`` (every PUT in order). Gateway: ``identifies`` (IDENTIFY payloads: intents, shard),
-``resumes``, ``gateway_connects``, ``heartbeats``; ``await wait_ready(commands=True)``,
+``command_syncs`` (every PUT in order), ``command_fetches`` (every GET of a command list).
+Gateway: ``identifies`` (IDENTIFY payloads: intents, shard), ``resumes``, ``gateway_connects``,
+``heartbeats``; ``await wait_ready(commands=True)``,
 ``await wait_for_resume(count)``. Requests: ``requests`` (``RequestLog(method, path, status, at)``,
 path relative to /api/v10), ``unhandled`` (routes the server lacks → 404), ``ack_latencies``.
 
 Time and faults: ``now()`` is the server clock; ``advance_clock(seconds)`` makes pending
 interactions late / tokens old without waiting. ``fail_next(pattern, status=429, count=1,
-retry_after=0.05, is_global=False) -> Fault`` (``fault.hits``): pattern is fnmatch over
+retry_after=0.05, is_global=False, code=0) -> Fault`` (``fault.hits``): pattern is fnmatch over
 ``'METHOD /path'`` (e.g. ``'POST /webhooks/*'``) or ``'/path*'`` for any method; 429s carry
-``retry_after``, ``Via`` and X-RateLimit-* headers, 5xx a JSON error (discord.py retries 500/502
-after ~1 s). ``stall_next(pattern, count=1) -> Stall``: matching requests hang until
+``retry_after``, ``Via`` and X-RateLimit-* headers, others a JSON error with ``code`` (discord.py
+retries 500/502 after ~1 s). ``stall_next(pattern, count=1) -> Stall``: matching requests hang until
 ``stall.release()`` (``await stall.stalled.wait()`` to see one arrive); ``stall_response_next(...)``
 carries the request out and hangs only its response. Channel messages honour ``nonce`` with
 ``enforce_nonce`` (the same nonce from the bot within 5 minutes returns the first message).
@@ -85,9 +112,11 @@ carries the request out and hangs only its response. Channel messages honour ``n
 ``await server.wait_for(predicate, timeout)`` waits on any server-state condition (no sleeps).
 """
 
-from . import models
+from . import models, records
 from .models import *  # noqa: F403  (the public names: models.__all__)
-from .server import DiscordLoopback
+from .records import *  # noqa: F403  (records.__all__)
+from .server import DiscordLoopback, SpecViolationError
+from .spec import SPEC_PATH, SpecMissing, SpecViolation
 
-__all__ = ["DiscordLoopback"]
-__all__ += models.__all__
+__all__ = ["SPEC_PATH", "DiscordLoopback", "SpecMissing", "SpecViolation", "SpecViolationError"]
+__all__ += models.__all__ + records.__all__

@@ -1,86 +1,58 @@
-"""DiscordLoopback: the aiohttp server, its world state, and the driver API tests use."""
+"""DiscordLoopback: the aiohttp server around the state and the driver, world building, faults."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import io
-import secrets
-import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
-from urllib.parse import quote
+from collections.abc import Callable, Iterator
 
 import yarl
 from aiohttp import web
 
-from .gateway import GatewayConnection, GatewaySession, gateway_handler
+from .driver import MemberDriver
+from .gateway import gateway_handler
 from .models import (
-    ADMINISTRATOR,
     DEFAULT_PERMISSIONS,
-    DEFAULT_UPLOAD_LIMIT,
-    JSON,
-    MANAGE_GUILD,
-    Attachment,
+    PUBLIC_THREAD,
+    TIER_UPLOAD_LIMITS,
     Channel,
-    CommandNotPermitted,
-    Fault,
     Guild,
-    InteractionRecord,
     LoopbackError,
     Member,
-    Message,
-    RequestLog,
     Role,
-    Stall,
     Upload,
     User,
     snowflake,
 )
+from .permissions import ALL_PERMISSIONS, MANAGE_GUILD
+from .records import Fault, Message, Stall
 from .rest import add_routes, make_middleware
+from .spec import SpecValidator, SpecViolation
 
-_ALL_PERMISSIONS = (1 << 53) - 1
+
+class SpecViolationError(AssertionError):
+    """The bot sent requests that Discord's spec refuses (raised when a strict loopback closes)."""
+
+    def __init__(self, violations: list[SpecViolation]) -> None:
+        lines = "\n".join(f"  {v}" for v in violations)
+        super().__init__(f"{len(violations)} request(s) refused by Discord's API spec:\n{lines}")
+        self.violations = violations
 
 
-class DiscordLoopback:
+class DiscordLoopback(MemberDriver):
     """A Discord-compatible REST + gateway server on 127.0.0.1, plus the driver that plays members.
 
-    Use as ``async with DiscordLoopback() as server:``; see the package docstring for the API.
+    Use as ``async with DiscordLoopback() as server:``; see the package docstring for the API. Every
+    request is checked against Discord's OpenAPI spec; with `strict` (the default) leaving the block
+    raises `SpecViolationError` if any was refused.
     """
 
-    def __init__(self, *, token: str = "loopback-token", bot_name: str = "imagine") -> None:
-        self.token = token
-        self.application_id = snowflake()
-        self.bot_user = User(self.application_id, bot_name, bot=True)
-        self.owner_user = User(snowflake(), "owner")
-        self.users: dict[int, User] = {self.bot_user.id: self.bot_user, self.owner_user.id: self.owner_user}
-        self.guilds: dict[int, Guild] = {}
-        self.channels: dict[int, Channel] = {}
-        self.messages: dict[int, Message] = {}
-        self.channel_log: dict[int, list[int]] = {}
-        self.attachments: dict[int, Attachment] = {}
-        self.commands: dict[int | None, list[JSON]] = {}
-        self.command_syncs: list[tuple[int | None, list[JSON]]] = []
-        self.interactions: dict[int, InteractionRecord] = {}
-        self.interactions_by_token: dict[str, InteractionRecord] = {}
-        self.ack_latencies: list[float] = []
-        self.identifies: list[JSON] = []
-        self.resumes: list[JSON] = []
-        self.heartbeats = 0
-        self.gateway_connects = 0
-        self.gateway_queries: list[dict[str, str]] = []
-        self.ready_sent = False
-        self.session: GatewaySession | None = None
-        self.faults: list[Fault] = []
-        self.stalls: list[Stall] = []
-        self.requests: list[RequestLog] = []
-        self.unhandled: list[str] = []
-        self.default_upload_limit = DEFAULT_UPLOAD_LIMIT
-        self._clock_offset = 0.0
-        self._changed = asyncio.Event()
-        self._gateway_conns: set[GatewayConnection] = set()
+    def __init__(
+        self, *, token: str = "loopback-token", bot_name: str = "imagine", strict: bool = True
+    ) -> None:
+        super().__init__(token=token, bot_name=bot_name)
+        self.strict = strict
+        self.spec = SpecValidator.default()
         self._runner: web.AppRunner | None = None
-        self._port = 0
 
     # ------------------------------------------------------------------ lifecycle and addresses
 
@@ -107,12 +79,15 @@ class DiscordLoopback:
     async def __aenter__(self) -> DiscordLoopback:
         return await self.start()
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
         await self.stop()
+        if exc_type is None and self.strict and self.spec_violations:
+            raise SpecViolationError(self.spec_violations)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+    def take_spec_violations(self) -> list[SpecViolation]:
+        """The requests the spec refused so far, forgotten (for tests that send invalid ones on purpose)."""
+        taken, self.spec_violations = self.spec_violations, []
+        return taken
 
     @property
     def api_base(self) -> str:
@@ -138,44 +113,6 @@ class DiscordLoopback:
         finally:
             discord.http.Route.BASE = old_base
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_gw
-
-    # ------------------------------------------------------------------ clock
-
-    def now(self) -> float:
-        """The server's clock (monotonic seconds + the injected offset)."""
-        return time.monotonic() + self._clock_offset
-
-    def advance_clock(self, seconds: float) -> None:
-        """Move the server's clock forward: makes pending interactions 'late' without waiting."""
-        self._clock_offset += seconds
-        self._notify()
-
-    def expire_token(self, interaction: InteractionRecord | str) -> None:
-        """Make an interaction's token invalid now (as if 15 minutes had passed for it)."""
-        rec = (
-            interaction
-            if isinstance(interaction, InteractionRecord)
-            else self.interactions_by_token[interaction]
-        )
-        rec.expired = True
-
-    # ------------------------------------------------------------------ waiting
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:  # noqa: ASYNC109
-        """Wait until `predicate()` is truthy (re-checked on every server state change); return it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not (result := predicate()):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"loopback: condition not met within {timeout}s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
-        return result
 
     async def wait_ready(self, timeout: float = 15.0, *, commands: bool = True) -> None:  # noqa: ASYNC109
         """The bot identified and got READY + GUILD_CREATEs (and, if `commands`, synced commands)."""
@@ -231,14 +168,17 @@ class DiscordLoopback:
         name: str = "guild",
         *,
         owner: User | None = None,
-        upload_limit: int = DEFAULT_UPLOAD_LIMIT,
+        premium_tier: int = 0,
         everyone_permissions: int = DEFAULT_PERMISSIONS,
     ) -> Guild:
-        """A guild with @everyone and the bot as a member; sent as GUILD_CREATE (now or at READY)."""
+        """A guild with @everyone and the bot as a member; sent as GUILD_CREATE (now or at READY).
+        Its upload limit follows its boost tier (`TIER_UPLOAD_LIMITS`)."""
+        if premium_tier not in TIER_UPLOAD_LIMITS:
+            raise LoopbackError(f"boost tiers are 0-3, not {premium_tier}")
         gid = snowflake()
         owner = owner or self.owner_user
-        guild = Guild(gid, name, owner.id, Role(gid, "@everyone", everyone_permissions), upload_limit)
-        guild.members[self.bot_user.id] = Member(self.bot_user, gid, permissions=_ALL_PERMISSIONS)
+        guild = Guild(gid, name, owner.id, Role(gid, "@everyone", everyone_permissions), premium_tier)
+        guild.members[self.bot_user.id] = Member(self.bot_user, gid, permissions=ALL_PERMISSIONS)
         guild.members[owner.id] = Member(owner, gid)
         self.guilds[gid] = guild
         if self.ready_sent:
@@ -252,14 +192,77 @@ class DiscordLoopback:
             self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild.id), "role": role.payload()})
         return role
 
-    def add_channel(self, guild: Guild, name: str | None = None, *, nsfw: bool = False) -> Channel:
+    def add_channel(
+        self,
+        guild: Guild,
+        name: str | None = None,
+        *,
+        nsfw: bool = False,
+        bot_permissions: int = ALL_PERMISSIONS,
+    ) -> Channel:
+        """A text channel; `bot_permissions` is what the bot may do there (also its app_permissions)."""
         channel = Channel(
-            snowflake(), name or f"channel-{len(guild.channels)}", guild.id, nsfw, len(guild.channels)
+            snowflake(),
+            name or f"channel-{len(guild.channels)}",
+            guild.id,
+            nsfw,
+            len(guild.channels),
+            bot_permissions=bot_permissions,
         )
+        return self._add(guild, channel, "CHANNEL_CREATE")
+
+    def add_thread(
+        self, parent: Channel, name: str = "thread", *, archived: bool = False, locked: bool = False
+    ) -> Channel:
+        """A public thread under `parent`, with its permissions (an archived or locked one refuses)."""
+        if parent.guild_id is None:
+            raise LoopbackError("threads live in guild channels")
+        thread = Channel(
+            snowflake(),
+            name,
+            parent.guild_id,
+            parent.nsfw,
+            type=PUBLIC_THREAD,
+            bot_permissions=parent.bot_permissions,
+            parent_id=parent.id,
+            archived=archived,
+            locked=locked,
+        )
+        return self._add(self.guilds[parent.guild_id], thread, "THREAD_CREATE")
+
+    def update_channel(
+        self,
+        channel: Channel,
+        *,
+        bot_permissions: int | None = None,
+        archived: bool | None = None,
+        locked: bool | None = None,
+    ) -> None:
+        """Change what the bot may do in a channel, or archive / lock a thread (CHANNEL/THREAD_UPDATE)."""
+        if bot_permissions is not None:
+            channel.bot_permissions = bot_permissions
+        if archived is not None:
+            channel.archived = archived
+        if locked is not None:
+            channel.locked = locked
+        if self.ready_sent:
+            self.dispatch("THREAD_UPDATE" if channel.is_thread else "CHANNEL_UPDATE", channel.payload())
+        self._notify()
+
+    def delete_channel(self, channel: Channel) -> None:
+        """The channel is gone: requests to it get 404 10003 Unknown Channel."""
+        self.channels.pop(channel.id, None)
+        if channel.guild_id is not None:
+            self.guilds[channel.guild_id].channels.pop(channel.id, None)
+        if self.ready_sent:
+            self.dispatch("THREAD_DELETE" if channel.is_thread else "CHANNEL_DELETE", channel.payload())
+        self._notify()
+
+    def _add(self, guild: Guild, channel: Channel, event: str) -> Channel:
         guild.channels[channel.id] = channel
         self.channels[channel.id] = channel
         if self.ready_sent:
-            self.dispatch("CHANNEL_CREATE", channel.payload())
+            self.dispatch(event, channel.payload())
         return channel
 
     def add_member(
@@ -270,8 +273,10 @@ class DiscordLoopback:
         roles: tuple[Role, ...] | list[Role] = (),
         permissions: int | None = None,
         admin: bool = False,
+        upload_limit: int | None = None,
     ) -> Member:
-        """A member; `admin=True` grants Manage Server (0x20); `permissions` overrides the computed set."""
+        """A member; `admin=True` grants Manage Server (0x20); `permissions` overrides the computed set;
+        `upload_limit` is the member's own (Nitro) limit, which interactions report when larger."""
         if isinstance(user, str):
             user = self.add_user(user)
         self.users[user.id] = user
@@ -279,9 +284,9 @@ class DiscordLoopback:
             permissions = (
                 permissions if permissions is not None else guild.everyone.permissions
             ) | MANAGE_GUILD
-        member = Member(user, guild.id, list(roles), permissions)
+        member = Member(user, guild.id, list(roles), permissions, upload_limit)
         guild.members[user.id] = member
-        if self.ready_sent and self.session and int(self.session.identify.get("intents", 0)) & (1 << 1):
+        if self.ready_sent:
             self.dispatch("GUILD_MEMBER_ADD", member.payload() | {"guild_id": str(guild.id)})
         return member
 
@@ -298,11 +303,12 @@ class DiscordLoopback:
         *,
         retry_after: float = 0.05,
         is_global: bool = False,
+        code: int = 0,
     ) -> Fault:
         """The next `count` requests matching `pattern` ('POST /webhooks/*', or '/channels/*' for any
         method; paths are relative to /api/v10) get `status`: 429 with retry_after/Via/X-RateLimit-*,
-        or a 5xx JSON error."""
-        fault = Fault(pattern, status, count, retry_after, is_global)
+        or a JSON error with Discord's `code` (e.g. 413 with 40005)."""
+        fault = Fault(pattern, status, count, retry_after, is_global, code)
         self.faults.append(fault)
         return fault
 
@@ -329,374 +335,3 @@ class DiscordLoopback:
         self._notify()
 
     # ------------------------------------------------------------------ driving the bot
-
-    def dispatch(self, event: str, data: JSON) -> None:
-        """Send a gateway dispatch to the bot (buffered for replay if the socket is down)."""
-        if self.session is None:
-            raise LoopbackError(f"cannot dispatch {event}: the bot has not identified")
-        self.session.dispatch(event, data)
-        self._notify()
-
-    def command(self, name: str, guild: Guild | None = None, *, kind: int = 1) -> JSON:
-        """The synced command `name` of type `kind` (1 slash, 2 user menu, 3 message menu); a guild
-        command first, then a global one."""
-        for key in ([guild.id] if guild else []) + [None]:
-            for cmd in self.commands.get(key, []):
-                if cmd["name"] == name and cmd.get("type", 1) == kind:
-                    return cmd
-        raise LoopbackError(
-            f"command {name!r} (type {kind}) was never synced (synced: {self._synced_names()})"
-        )
-
-    def invoke_message_command(self, name: str, message: Message, member: Member) -> InteractionRecord:
-        """A message menu command (`Apps → name` on `message`) as `member`: INTERACTION_CREATE type 2
-        with `target_id` and the message in `resolved.messages`, as Discord sends it."""
-        guild = self.guilds[message.guild_id] if message.guild_id else None
-        if guild is None:
-            raise LoopbackError("message commands in DMs are not supported")
-        cmd = self.command(name, guild, kind=3)
-        data: JSON = {
-            "id": cmd["id"],
-            "name": name,
-            "type": 3,
-            "target_id": str(message.id),
-            "resolved": {"messages": {str(message.id): message.payload()}},
-        }
-        channel = self.channels[message.channel_id]
-        rec = self._dispatch_interaction(2, data, guild, channel, member, guild.permissions_of(member))
-        rec.name = name
-        return rec
-
-    def _synced_names(self) -> list[str]:
-        return [c["name"] for cmds in self.commands.values() for c in cmds]
-
-    def invoke(
-        self,
-        command_name: str,
-        options: Mapping[str, Any] | None = None,
-        *,
-        guild: Guild,
-        channel: Channel,
-        member: Member,
-        subcommand: str | None = None,
-        attachments: Mapping[str, Upload] | None = None,
-        permissions: int | None = None,
-        enforce_default_permissions: bool = True,
-        validate: bool = True,
-        locale: str = "en-US",
-        attachment_size_limit: int | None = None,
-    ) -> InteractionRecord:
-        """Dispatch a slash-command INTERACTION_CREATE (type 2) as `member` and return its record.
-
-        Option types come from the synced command. `subcommand` is 'show' or 'group sub'. Values:
-        User/Member for user options, Role, Channel, Upload for attachments (or pass `attachments`).
-        `permissions` overrides member.permissions in the payload. With `enforce_default_permissions`
-        a member lacking the command's default_member_permissions raises CommandNotPermitted (Discord
-        hides it); `validate` checks required options, choices, min/max as Discord's client does.
-        """
-        cmd = self.command(command_name, guild)
-        perms = permissions if permissions is not None else guild.permissions_of(member)
-        needed = cmd.get("default_member_permissions")
-        if enforce_default_permissions and needed is not None:
-            need = int(needed)
-            if not (perms & ADMINISTRATOR) and (need == 0 or perms & need != need):
-                raise CommandNotPermitted(
-                    f"/{command_name} needs permissions {need:#x}; member has {perms:#x}"
-                )
-        all_options = {**(options or {}), **(attachments or {})}
-        resolved: dict[str, dict[str, JSON]] = {}
-        defs: list[JSON] = cmd.get("options") or []
-        wrap: list[str] = []
-        for part in (subcommand or "").split():
-            found = next((o for o in defs if o["name"] == part and o["type"] in (1, 2)), None)
-            if found is None:
-                raise LoopbackError(f"/{command_name} has no subcommand {part!r}")
-            wrap.append(part)
-            defs = found.get("options") or []
-        built = [
-            self._option(d, all_options[d["name"]], guild, resolved, validate)
-            for d in defs
-            if d["name"] in all_options
-        ]
-        unknown = set(all_options) - {d["name"] for d in defs}
-        if unknown:
-            raise LoopbackError(f"/{command_name} has no option(s) {sorted(unknown)}")
-        if validate:
-            missing = [d["name"] for d in defs if d.get("required") and d["name"] not in all_options]
-            if missing:
-                raise LoopbackError(f"/{command_name}: required option(s) missing: {missing}")
-        for part in reversed(wrap):
-            sub_type = 1 if part == wrap[-1] else 2
-            built = [{"name": part, "type": sub_type, "options": built}]
-        data: JSON = {"id": cmd["id"], "name": command_name, "type": 1, "options": built}
-        if resolved:
-            data["resolved"] = resolved
-        if cmd.get("guild_id"):
-            data["guild_id"] = cmd["guild_id"]
-        rec = self._dispatch_interaction(
-            2, data, guild, channel, member, perms, locale=locale, size_limit=attachment_size_limit
-        )
-        rec.name = command_name
-        return rec
-
-    def _option(
-        self, d: JSON, value: Any, guild: Guild, resolved: dict[str, dict[str, JSON]], validate: bool
-    ) -> JSON:
-        t = int(d["type"])
-        name = d["name"]
-        if t in (6, 9) and isinstance(value, Member | User):
-            member = value if isinstance(value, Member) else guild.members.get(value.id)
-            user = value.user if isinstance(value, Member) else value
-            resolved.setdefault("users", {})[str(user.id)] = user.payload()
-            if member is not None:
-                mp = member.payload(guild.permissions_of(member))
-                mp.pop("user")
-                resolved.setdefault("members", {})[str(user.id)] = mp
-            return {"name": name, "type": t, "value": str(user.id)}
-        if t in (8, 9) and isinstance(value, Role):
-            resolved.setdefault("roles", {})[str(value.id)] = value.payload()
-            return {"name": name, "type": t, "value": str(value.id)}
-        if t == 7 and isinstance(value, Channel):
-            cp = value.payload() | {"permissions": str(_ALL_PERMISSIONS)}
-            resolved.setdefault("channels", {})[str(value.id)] = cp
-            return {"name": name, "type": t, "value": str(value.id)}
-        if t == 11:
-            if not isinstance(value, Upload | Attachment):
-                raise LoopbackError(f"option {name!r} is an attachment: pass an Upload")
-            att = (
-                value
-                if isinstance(value, Attachment)
-                else self._new_attachment(value.filename, value.data, value.content_type)
-            )
-            resolved.setdefault("attachments", {})[str(att.id)] = att.payload() | {"ephemeral": True}
-            return {"name": name, "type": t, "value": str(att.id)}
-        if validate:
-            _validate_scalar(d, value)
-        return {"name": name, "type": t, "value": value}
-
-    def click(
-        self,
-        message: Message,
-        custom_id: str,
-        member: Member,
-        *,
-        values: list[str] | None = None,
-        component_type: int = 2,
-        permissions: int | None = None,
-    ) -> InteractionRecord:
-        """A component interaction (type 3) on `message` carrying the whole message, as Discord sends."""
-        if custom_id not in message.custom_ids:
-            raise LoopbackError(f"message {message.id} has no component {custom_id!r}: {message.custom_ids}")
-        guild = self.guilds[message.guild_id] if message.guild_id else None
-        if guild is None:
-            raise LoopbackError("click in DMs is not supported")
-        channel = self.channels[message.channel_id]
-        data: JSON = {"custom_id": custom_id, "component_type": component_type}
-        if values is not None:
-            data["values"] = values
-        perms = permissions if permissions is not None else guild.permissions_of(member)
-        rec = self._dispatch_interaction(3, data, guild, channel, member, perms, message=message)
-        rec.custom_id = custom_id
-        rec.original_id = message.id
-        return rec
-
-    def submit_modal(
-        self, interaction: InteractionRecord, values: Mapping[str, str], member: Member
-    ) -> InteractionRecord:
-        """Submit the modal that `interaction` answered with (type 5 MODAL_SUBMIT)."""
-        if interaction.modal is None:
-            raise LoopbackError("that interaction did not answer with a modal")
-        guild = self.guilds[interaction.guild_id] if interaction.guild_id else None
-        if guild is None:
-            raise LoopbackError("modals in DMs are not supported")
-        rows = [
-            {"type": 1, "components": [{"type": 4, "custom_id": cid, "value": v}]}
-            for cid, v in values.items()
-        ]
-        data: JSON = {"custom_id": interaction.modal.get("custom_id"), "components": rows}
-        channel = self.channels[interaction.channel_id]
-        rec = self._dispatch_interaction(5, data, guild, channel, member, guild.permissions_of(member))
-        rec.custom_id = str(data["custom_id"])
-        return rec
-
-    def react(self, message: Message, emoji: str, member: Member) -> None:
-        """A member adds a unicode reaction: MESSAGE_REACTION_ADD goes to the bot."""
-        self._set_reaction(message, emoji, member.id, add=True)
-
-    def unreact(self, message: Message, emoji: str, member: Member) -> None:
-        self._set_reaction(message, emoji, member.id, add=False)
-
-    def post_as(self, channel: Channel, member: Member, content: str) -> Message:
-        """A member writes a plain message in a channel (MESSAGE_CREATE)."""
-        msg = self._new_message(channel.id, member.user)
-        msg.content = content
-        self._store_message(msg, "create", dispatch=True)
-        return msg
-
-    # ------------------------------------------------------------------ internals used by rest/gateway
-
-    def _dispatch_interaction(
-        self,
-        itype: int,
-        data: JSON,
-        guild: Guild,
-        channel: Channel,
-        member: Member,
-        permissions: int,
-        *,
-        message: Message | None = None,
-        locale: str = "en-US",
-        size_limit: int | None = None,
-    ) -> InteractionRecord:
-        if self.session is None:
-            raise LoopbackError("the bot has not identified yet: await server.wait_ready() first")
-        iid, token = snowflake(), "itok." + secrets.token_urlsafe(32)
-        limit = size_limit if size_limit is not None else guild.upload_limit
-        payload: JSON = {
-            "id": str(iid),
-            "application_id": str(self.application_id),
-            "type": itype,
-            "data": data,
-            "guild_id": str(guild.id),
-            "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
-            "channel_id": str(channel.id),
-            "channel": channel.payload(),
-            "member": member.payload(permissions),
-            "token": token,
-            "version": 1,
-            "app_permissions": str(_ALL_PERMISSIONS),
-            "locale": locale,
-            "guild_locale": "en-US",
-            "entitlements": [],
-            "authorizing_integration_owners": {"0": str(guild.id)},
-            "context": 0,
-            "attachment_size_limit": limit,
-        }
-        if message is not None:
-            payload["message"] = message.payload()
-        rec = InteractionRecord(
-            id=iid,
-            token=token,
-            type=itype,
-            payload=payload,
-            guild_id=guild.id,
-            channel_id=channel.id,
-            user=member.user,
-            attachment_size_limit=limit,
-            server=self,
-            dispatched_at=self.now(),
-        )
-        self.interactions[iid] = rec
-        self.interactions_by_token[token] = rec
-        self.dispatch("INTERACTION_CREATE", payload)
-        return rec
-
-    def _new_attachment(self, filename: str, data: bytes, content_type: str | None) -> Attachment:
-        """A stored file. Like Discord, a picture's content type comes from the file, not from the
-        uploader's part header (discord.py sends application/octet-stream)."""
-        aid = snowflake()
-        if content_type == "application/octet-stream":
-            content_type = None
-        att = Attachment(aid, filename, data, f"{self.url}/attachments/{aid}/{quote(filename)}", content_type)
-        with contextlib.suppress(Exception):
-            from PIL import Image
-
-            with Image.open(io.BytesIO(data)) as im:
-                att.width, att.height = im.size
-                att.content_type = att.content_type or Image.MIME.get(im.format or "", None)
-        self.attachments[aid] = att
-        return att
-
-    def _new_message(self, channel_id: int, author: User, *, webhook: bool = False) -> Message:
-        channel = self.channels.get(channel_id)
-        guild_id = channel.guild_id if channel else None
-        msg = Message(snowflake(), channel_id, guild_id, author, created_at=self.now())
-        if webhook:
-            msg.webhook_id = self.application_id
-        return msg
-
-    def _store_message(self, msg: Message, kind: str, *, dispatch: bool) -> None:
-        self.messages[msg.id] = msg
-        if not msg.ephemeral:
-            self.channel_log.setdefault(msg.channel_id, []).append(msg.id)
-        msg.history.append(msg.snapshot(kind, self.now()))
-        if dispatch and self.session is not None:
-            self.dispatch("MESSAGE_CREATE", self._gateway_message(msg))
-        self._notify()
-
-    def _touch_message(self, msg: Message, kind: str) -> None:
-        msg.history.append(msg.snapshot(kind, self.now()))
-        if not msg.ephemeral and self.session is not None:
-            self.dispatch("MESSAGE_UPDATE", self._gateway_message(msg))
-        self._notify()
-
-    def _delete_message(self, msg: Message) -> None:
-        msg.deleted = True
-        msg.history.append(msg.snapshot("delete", self.now()))
-        if not msg.ephemeral and self.session is not None:
-            data: JSON = {"id": str(msg.id), "channel_id": str(msg.channel_id)}
-            if msg.guild_id:
-                data["guild_id"] = str(msg.guild_id)
-            self.dispatch("MESSAGE_DELETE", data)
-        self._notify()
-
-    def _gateway_message(self, msg: Message) -> JSON:
-        data = msg.payload()
-        guild = self.guilds.get(msg.guild_id) if msg.guild_id else None
-        member = guild.members.get(msg.author.id) if guild else None
-        if member is not None and msg.webhook_id is None:
-            mp = member.payload()
-            mp.pop("user")
-            data["member"] = mp
-        return data
-
-    def _set_reaction(self, msg: Message, emoji: str, user_id: int, *, add: bool) -> None:
-        users = msg.reactions.setdefault(emoji, set())
-        if (user_id in users) == add:
-            return
-        (users.add if add else users.discard)(user_id)
-        data: JSON = {
-            "user_id": str(user_id),
-            "channel_id": str(msg.channel_id),
-            "message_id": str(msg.id),
-            "emoji": {"id": None, "name": emoji},
-            "type": 0,
-            "burst": False,
-        }
-        if msg.guild_id:
-            data["guild_id"] = str(msg.guild_id)
-            member = self.guilds[msg.guild_id].members.get(user_id)
-            if add and member is not None:
-                data["member"] = member.payload()
-            if add:
-                data["message_author_id"] = str(msg.author.id)
-        if self.session is not None:
-            self.dispatch("MESSAGE_REACTION_ADD" if add else "MESSAGE_REACTION_REMOVE", data)
-        self._notify()
-
-    def _dm_channel(self, user: User) -> Channel:
-        for ch in self.channels.values():
-            if ch.type == 1 and ch.name == f"dm-{user.id}":
-                return ch
-        ch = Channel(snowflake(), f"dm-{user.id}", None, type=1)
-        self.channels[ch.id] = ch
-        return ch
-
-
-def _validate_scalar(d: JSON, value: Any) -> None:
-    """What Discord's client checks before sending: choices, min/max value, min/max length."""
-    name, t = d["name"], int(d["type"])
-    kinds: dict[int, tuple[type, ...]] = {3: (str,), 4: (int,), 5: (bool,), 10: (int, float)}
-    if t in kinds and (not isinstance(value, kinds[t]) or (t in (4, 10) and isinstance(value, bool))):
-        raise LoopbackError(f"option {name!r} needs a value of type {t}, got {value!r}")
-    choices = d.get("choices")
-    if choices and value not in [c["value"] for c in choices]:
-        raise LoopbackError(f"option {name!r}: {value!r} is not one of the choices")
-    if "min_value" in d and value < d["min_value"]:
-        raise LoopbackError(f"option {name!r}: {value!r} < min_value {d['min_value']}")
-    if "max_value" in d and value > d["max_value"]:
-        raise LoopbackError(f"option {name!r}: {value!r} > max_value {d['max_value']}")
-    if "min_length" in d and len(value) < d["min_length"]:
-        raise LoopbackError(f"option {name!r}: shorter than min_length {d['min_length']}")
-    if "max_length" in d and len(value) > d["max_length"]:
-        raise LoopbackError(f"option {name!r}: longer than max_length {d['max_length']}")
