@@ -118,7 +118,10 @@ async def test_login_and_command_sync(world: BotWorld) -> None:
     assert server.command("blocklist")["default_member_permissions"] == "32"
     for name in ("usage", "queue", "cancel", "help"):
         assert server.command(name).get("default_member_permissions") is None
-    assert len(server.commands[None]) == 7
+    names = sorted((c["name"], c.get("type", 1)) for c in server.commands[None])
+    slash = ["blocklist", "cancel", "describe", "help", "imagine", "limits", "prefer", "queue"]
+    slash += ["server-defaults", "settings", "show", "usage"]
+    assert names == sorted([*((n, 1) for n in slash), ("Describe", 3)])
     for command in server.commands[None]:  # guild install, guild channels: nothing offered in DMs
         assert (command["contexts"], command["integration_types"]) == ([0], [0]), command["name"]
 
