@@ -152,7 +152,8 @@ HELP_TEXT += (
     " · `cat::2 dog::-1` weighted parts · `(word:1.3)` `(word)` `[word]` emphasis, `\\(` a literal"
     f" parenthesis · prompts up to {MAX_PROMPT_WINDOWS * WINDOW_TOKENS} tokens · `--tile` edges wrap"
     " · `--stop 60` (10–100 % of the steps) · `--chaos 40` (0–100, how unlike the images are)"
-    f" · `--quality 0.5` (0.25, 0.5, 1, 2 × steps) · `--sampler NAME` ({', '.join(SAMPLER_NAMES)})."
+    f" · `--quality 0.5` (0.25, 0.5, 1, 2 × steps) · `--sampler NAME` ({', '.join(SAMPLER_NAMES)})"
+    " · `--model NAME` (one of the bot's models; the `model` option lists them)."
     "\n**/settings** your defaults and Remix · **/prefer option set|list|delete** your `--name` macros"
     " · Admins: **/server-defaults**."
 )

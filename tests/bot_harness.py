@@ -183,11 +183,19 @@ class BotWorld:
         model = self.tiny_model
         wrapper = self.engine_wrapper
 
-        def engine_factory() -> Any:
+        def one_engine(_choice: Any = None) -> Any:
             from generation.pipelines.engine import DiffusersEngine
 
             engine = DiffusersEngine(model)
             return wrapper(engine) if wrapper is not None else engine
+
+        def engine_factory() -> Any:
+            if not settings.models:
+                return one_engine()
+            from generation.pipelines.engine_pool import EnginePool
+
+            # MODELS: every name gets an engine of its own over the session's tiny model.
+            return EnginePool(settings.model_set, one_engine)
 
         service = GenerationService(
             engine_factory, images, job_timeout_s=settings.job_timeout_s, **self.service_options

@@ -140,3 +140,43 @@ async def test_a_model_that_fails_to_load_fails_its_jobs_and_the_worker_goes_on(
         assert len(result.images) == 1
     finally:
         await service.close()
+
+
+def test_model_flag_and_option_pick_a_model_by_name() -> None:
+    from generation.prompts.command import parse_command
+    from generation.prompts.parser import PromptError
+    from generation.prompts.request import ModelProfile, PromptOptions
+
+    profile = ModelProfile(name="first", native_size=64, default_steps=4, default_guidance=7.5)
+
+    two = ("first", "second")
+
+    def model_of(text: str, options: PromptOptions | None = None, models: tuple[str, ...] = two) -> str:
+        given = options or PromptOptions()
+        [request] = parse_command(
+            text, given, profile, count_tokens=len, random_seed=lambda: 1, models=models
+        )
+        return request.model
+
+    assert model_of("a fox") == "first"
+    assert model_of("a fox --model SECOND") == "second"
+    assert model_of("a fox --model second", PromptOptions(model="first")) == "first"  # the option wins
+    assert model_of("a fox --model first", models=()) == "first"  # one model: its own name only
+    with pytest.raises(PromptError, match="must be one of first, second, not `third`"):
+        model_of("a fox --model third")
+
+
+async def test_members_pick_a_model_through_the_real_client(tmp_path: Path, tiny_model: Any) -> None:
+    from tests.bot_harness import BotWorld
+
+    async with BotWorld.open(tmp_path, tiny_model) as world:
+        world.extra_settings = {"models": "first=tiny,second=tiny"}
+        await world.start_bot()
+        choices = {o["name"]: o for o in world.server.command("imagine")["options"]}["model"]["choices"]
+        assert [c["value"] for c in choices] == ["first", "second"]
+        flagged = await world.wait_result(world.imagine("a fox --model second --n 1"))
+        assert "Model: second" in (read_parameters(flagged.attachments[0].data) or "")
+        chosen = await world.wait_result(world.imagine("a fox --n 1", model="first"))
+        assert "Model: first" in (read_parameters(chosen.attachments[0].data) or "")
+        refused = await world.wait_ephemeral(world.imagine("a fox --model third"))
+        assert "must be one of first, second" in refused.content

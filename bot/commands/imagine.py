@@ -54,6 +54,7 @@ def build_imagine_command(cog: "ImagineCommand") -> app_commands.Command[Any, An
     """The `/imagine` command, with the step range of the loaded model."""
     profile = cog.services.backend.profile
     low, high = profile.min_steps, profile.max_steps
+    models = cog.services.settings.model_set.names[:25]  # Discord's most choices
 
     @app_commands.command(name="imagine", description="Draw a picture from a prompt")
     @app_commands.guild_only()
@@ -67,8 +68,12 @@ def build_imagine_command(cog: "ImagineCommand") -> app_commands.Command[Any, An
         count="How many pictures (1–4)",
         image="Start from your own picture",
         strength="How far to move from your picture (0–1)",
+        model="Which model draws it (the first is the default)",
     )
-    @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECT_CHOICES])
+    @app_commands.choices(
+        aspect=[app_commands.Choice(name=a, value=a) for a in ASPECT_CHOICES],
+        model=[app_commands.Choice(name=m[:100], value=m[:100]) for m in models],
+    )
     async def imagine(
         interaction: discord.Interaction[Any],
         prompt: Range[str, 1, 6000],
@@ -80,6 +85,7 @@ def build_imagine_command(cog: "ImagineCommand") -> app_commands.Command[Any, An
         count: Optional[Range[int, 1, 4]] = None,
         image: Optional[discord.Attachment] = None,
         strength: Optional[Range[float, 0.0, 1.0]] = None,
+        model: Optional[app_commands.Choice[str]] = None,
     ) -> None:
         await cog.run(
             interaction,
@@ -92,6 +98,7 @@ def build_imagine_command(cog: "ImagineCommand") -> app_commands.Command[Any, An
                 seed=seed,
                 count=count,
                 strength=strength,
+                model=model.value if model is not None else None,
             ),
             image,
         )
@@ -130,6 +137,7 @@ class ImagineCommand:
             defaults=defaults,
             macros=macros,
             source_image=PENDING_SOURCE if image is not None else None,
+            models=bot.settings.model_set.names,
         )
         # Acknowledge now: nothing above awaited anything but one read of the member's settings.
         await interaction.response.defer(thinking=True)

@@ -6,7 +6,7 @@ and refuses (PromptError) a command of more than `MAX_JOBS` jobs with the count.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from generation.prompts.errors import PromptError
 from generation.prompts.grammar import MAX_JOBS, expand_macros, expand_permutations
@@ -33,6 +33,7 @@ def parse_command(
     macros: Mapping[str, str] | None = None,
     mode: Mode = Mode.TXT2IMG,
     source_image: str | None = None,
+    models: Sequence[str] = (),
 ) -> list[GenerationRequest]:
     """The jobs of one command, in order: for each permutation of the text (after `macros`), its
     request and then its `--repeat` copies with fresh seeds (with `--seed s`: the next seeds after
@@ -49,6 +50,7 @@ def parse_command(
             mode=mode,
             source_image=source_image,
             defaults=defaults,
+            models=models,
         )
         for variant in variants
     ]

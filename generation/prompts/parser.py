@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from generation.prompts.errors import PromptError as PromptError
@@ -61,6 +61,7 @@ _FLAGS = (
     _Flag("chaos", ("chaos", "c"), "chaos"),
     _Flag("quality", ("quality", "q"), "quality"),
     _Flag("sampler", ("sampler",), "sampler"),
+    _Flag("model", ("model",), "model"),
 )
 _BY_NAME = {name: flag for flag in _FLAGS for name in flag.names}
 KNOWN_FLAGS = tuple(f"--{name}" for flag in _FLAGS for name in flag.names)
@@ -262,6 +263,7 @@ def parse_one(
     mode: Mode = Mode.TXT2IMG,
     source_image: str | None = None,
     defaults: PromptDefaults | None = None,
+    models: Sequence[str] = (),
 ) -> ParsedPrompt:
     """The request for `text` (prompt plus inline flags) and the slash `options`, and its `--repeat`.
 
@@ -334,6 +336,7 @@ def parse_one(
     if chaos is not None:
         _check_range(label("chaos"), chaos, 0, 100)
     sampler = _pick_sampler(label("sampler"), flags.get("sampler", ("", given.sampler))[1])
+    model = _pick_model(label("model"), options.model or flags.get("model", ("", None))[1], profile, models)
 
     # 3. What it starts from.
     if source_image is not None and mode is Mode.TXT2IMG:
@@ -381,7 +384,7 @@ def parse_one(
         steps=steps,
         guidance=guidance,
         seeds=consecutive_seeds(first, count),
-        model=profile.name,
+        model=model,
         negative_prompt=negative,
         aspect=f"{aw}:{ah}",
         mode=mode,
@@ -394,6 +397,18 @@ def parse_one(
         prompt_windows=windows,
     )
     return ParsedPrompt(request, repeat, seeded=seed is not None)
+
+
+def _pick_model(label: str, raw: str | None, profile: ModelProfile, models: Sequence[str]) -> str:
+    """The model a job names (`models`: the names on offer; none given: only the profile's)."""
+    if raw is None or not raw.strip():
+        return profile.name
+    offered = tuple(models) or (profile.name,)
+    wanted = raw.strip().casefold()
+    for name in offered:
+        if name.casefold() == wanted:
+            return name
+    raise PromptError(f"{label} must be one of {', '.join(offered)}, not {_show(raw)}.")
 
 
 def _pick_sampler(label: str, raw: str | None) -> str | None:

@@ -58,6 +58,7 @@ class PromptOptions:
     seed: int | None = None
     count: int | None = None
     strength: float | None = None
+    model: str | None = None
 
 
 @dataclass(frozen=True)
