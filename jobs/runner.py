@@ -62,6 +62,7 @@ DELIVERY_TIMEOUT_S = 60.0  # one upload attempt: a request Discord never answers
 
 UNREADABLE_SETTINGS = "its stored settings were unreadable"
 FLAGGED = "flagged by the safety checker"
+UNSCREENED = "not screened: a safety check is required and none could be loaded"
 
 
 class ShuttingDown(Exception):
@@ -321,8 +322,9 @@ class JobRunner:
         )
         kept: list[GeneratedImage] = [i for i in result.images if nsfw_channel or not i.nsfw]
         dropped = len(result.images) - len(kept)
+        screened = self.backend.profile.has_safety_checker  # else `require` found no checker
         if not kept:
-            await self.store.set_job_state(job.job_id, JobState.FAILED, FLAGGED)
+            await self.store.set_job_state(job.job_id, JobState.FAILED, FLAGGED if screened else UNSCREENED)
             refunded = await self.store.refund(job.job_id, self.clock())
             self.metrics.job_settled("flagged")
             if refunded:
@@ -330,8 +332,12 @@ class JobRunner:
             back = " Your spend was given back." if refunded else ""
             await self._tell(
                 job,
-                "The safety checker flagged your picture(s), so they weren't posted in this channel"
-                f" (it isn't age-restricted).{back}",
+                (
+                    "The safety checker flagged your picture(s)"
+                    if screened
+                    else "Your picture(s) couldn't be screened (the bot requires a safety check and has none)"
+                )
+                + f", so they weren't posted in this channel (it isn't age-restricted).{back}",
                 private=True,
             )
             return
@@ -356,7 +362,8 @@ class JobRunner:
             back = f" {dropped} image{'s were' if dropped != 1 else ' was'} given back." if refunded else ""
             await self._tell(
                 job,
-                f"{dropped} of your {len(result.images)} pictures were flagged by the safety checker and "
+                f"{dropped} of your {len(result.images)} pictures were "
+                f"{'flagged by the safety checker' if screened else 'not screened (no safety checker)'} and "
                 f"not posted (this channel isn't age-restricted).{back}",
                 private=True,
             )

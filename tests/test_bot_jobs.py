@@ -77,7 +77,10 @@ class ScriptedHandle:
 
 
 class ScriptedBackend:
-    profile = ModelProfile(name="tiny", native_size=64, default_steps=4, default_guidance=5.0)
+    # Its results may come flagged: a model whose pictures are screened.
+    profile = ModelProfile(
+        name="tiny", native_size=64, default_steps=4, default_guidance=5.0, has_safety_checker=True
+    )
 
     def __init__(self) -> None:
         self.handles: dict[str, ScriptedHandle] = {}

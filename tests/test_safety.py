@@ -87,3 +87,20 @@ async def test_the_bot_posts_screened_pictures_only_in_age_restricted_channels(
         assert not is_result(plain.original)
         (entry,) = [e for e in await world.store.ledger(world.guild.id, world.alice.id) if e.refunded]
         assert entry.images == 1
+
+
+async def test_without_a_loadable_checker_the_member_is_told_the_pictures_were_not_screened(
+    tmp_path: Path,
+) -> None:
+    missing = str(tmp_path / "no-checker-here")
+    model = load_pipeline("tiny", "cpu", cache_dir=tmp_path, safety=SafetyOptions("require", missing))
+    assert not model.profile.has_safety_checker  # nothing screens: every picture counts as flagged
+    async with BotWorld.open(tmp_path / "world", model) as world:
+        await world.start_bot()
+        plain = world.imagine("a tower --steps 2")
+        told = await world.wait_ephemeral(plain, timeout=T)
+        assert "couldn't be screened" in told.content and "flagged" not in told.content
+        assert not is_result(plain.original)
+        job_id = next(iter(await world.store.ledger(world.guild.id, world.alice.id))).job_id
+        job = await world.store.get_job(job_id)
+        assert job is not None and job.refunded and "not screened" in (job.error or "")

@@ -23,7 +23,13 @@ from huggingface_hub import try_to_load_from_cache
 
 from generation.pipelines.download import download_model
 from generation.pipelines.options import OptimiseOptions
-from generation.pipelines.safety import SafetyCheck, choose_check, load_standalone_check, model_check
+from generation.pipelines.safety import (
+    SafetyCheck,
+    choose_check,
+    flag_everything,
+    load_standalone_check,
+    model_check,
+)
 from generation.pipelines.safety_options import SafetyOptions
 from generation.pipelines.source import default_cache_dir, hub_cache_dir
 from generation.pipelines.tiny import TINY_MODEL_ID, ensure_tiny_model
@@ -225,7 +231,9 @@ def load_pipeline(
         ),
     )
     family = _family(text2img)
-    profile = make_profile(model_id, text2img, family, has_safety_checker=safety_check is not None)
+    # `require` without a loadable checker flags every picture: nothing screens them.
+    screened = safety_check is not None and safety_check is not flag_everything
+    profile = make_profile(model_id, text2img, family, has_safety_checker=screened)
     log.info("model %s loaded: %s", model_id, profile)
     return LoadedModel(model_id, device, dtype, text2img, img2img, profile, family, safety_check)
 
