@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from storage import ops
+from storage import ops, settings_ops
 from storage.interface import Limits, NewJob, Refusal, Reservation, StorageError
 from storage.pg_queue import PgJobQueue, status_count
 from storage.schema import Migration, load_migrations, pending
@@ -174,13 +174,28 @@ class PostgresStore(SqlStore, PgJobQueue):
     async def reserve(self, job: NewJob, role_ids: tuple[int, ...], now: float) -> Reservation | Refusal:
         """Check every limit and, if all pass, record the spend and queue the job: one transaction,
         serialised per member across processes by a transaction-scoped advisory lock."""
-        program = ops.reserve(self.dialect, self.defaults, job, role_ids, now)
+        return await self._as_member(
+            job.guild_id, job.owner_id, ops.reserve(self.dialect, self.defaults, job, role_ids, now)
+        )
+
+    async def set_macro(self, guild_id: int, user_id: int, name: str, value: str, limit: int) -> bool:
+        """Add or replace a member's macro; False when adding it would pass `limit`. Under the member's
+        lock: two concurrent statements would each count the macros before the other's insert."""
+        return bool(
+            await self._as_member(
+                guild_id, user_id, settings_ops.set_macro(guild_id, user_id, name, value, limit)
+            )
+        )
+
+    async def _as_member(self, guild_id: int, user_id: int, program: Program[T]) -> T:
+        """Run `program` in one transaction holding the member's advisory lock (one per guild and
+        member, across processes)."""
         async with self._conn(transaction=True) as conn:
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended("
                 "'imagine-member:' || $1::bigint || ':' || $2::bigint, 0))",
-                job.guild_id,
-                job.owner_id,
+                guild_id,
+                user_id,
             )
             return await run_async(program, _steps(conn))
 
