@@ -19,6 +19,7 @@ from bot.command_sync import sync_if_changed
 from bot.commands import all_commands
 from bot.commands.errors import ImagineTree
 from bot.commands.result_actions import ResultActions
+from bot.commands.settings import SettingsControl
 from bot.delivery.discord_outbox import DiscordOutbox
 from bot.services import Services
 from bot.settings import Settings
@@ -123,7 +124,7 @@ class ImagineBot(commands.Bot):
     async def setup_hook(self) -> None:
         for command in all_commands(self.services):
             self.tree.add_command(command)
-        self.add_dynamic_items(ImageButton, JobButton, PromptButton)
+        self.add_dynamic_items(ImageButton, JobButton, PromptButton, SettingsControl)
         guild = discord.Object(self.settings.sync_guild_id) if self.settings.sync_guild_id else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)

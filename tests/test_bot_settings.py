@@ -35,6 +35,12 @@ def invoke(
     )
 
 
+def control(panel: Message, field: str) -> str:
+    """The custom id of the panel's `field` control (it names the scope and who opened the panel)."""
+    [custom_id] = [c for c in panel.custom_ids if c.startswith("settings:") and c.endswith(f":{field}")]
+    return custom_id
+
+
 async def request_of(world: BotWorld, message: Message) -> GenerationRequest:
     (job_id,) = {m.group(1) for cid in message.custom_ids if (m := JOB_RE.fullmatch(cid))}
     job = await world.store.get_job(job_id)
@@ -52,7 +58,7 @@ async def test_settings_options_are_private_stored_and_used_by_imagine(world: Bo
                  suffix="oil painting", remix=True)  # fmt: skip
     panel = await world.wait_ephemeral(rec)
     assert panel.ephemeral and "Remix: **on**" in panel.content and "`16:9`" in panel.content
-    assert "settings:reset" in panel.custom_ids and "settings:sampler" in panel.custom_ids
+    assert control(panel, "reset") in panel.custom_ids and control(panel, "sampler") in panel.custom_ids
     stored = (await world.store.prompt_settings(world.guild.id, world.carol.id)).member
     assert stored == PromptSettings(remix=True, count=2, aspect="16:9", negative="blur", sampler="ddim",
                                     suffix="oil painting")  # fmt: skip
@@ -75,25 +81,30 @@ async def test_settings_options_are_private_stored_and_used_by_imagine(world: Bo
 async def test_the_panel_changes_values_and_resets(world: BotWorld) -> None:
     panel = await world.wait_ephemeral(invoke(world, "settings", world.dave))
     assert "Remix: **off**" in panel.content
-    click = world.server.click(panel, "settings:count", world.dave, values=["4"], component_type=3)
+    click = world.server.click(panel, control(panel, "count"), world.dave, values=["4"], component_type=3)
     await click.wait_acked()
     assert (await world.store.prompt_settings(world.guild.id, world.dave.id)).member.count == 4
     assert "Images per prompt: `4`" in world.server.messages[panel.id].content
     for value, stored in (("dpmpp_2m_karras", "dpmpp_2m_karras"), ("model", None)):
         await world.server.click(
-            panel, "settings:sampler", world.dave, values=[value], component_type=3
+            panel, control(panel, "sampler"), world.dave, values=[value], component_type=3
         ).wait_acked()
         assert (await world.store.prompt_settings(world.guild.id, world.dave.id)).member.sampler == stored
-    await world.server.click(panel, "settings:remix", world.dave).wait_acked()
+    await world.server.click(panel, control(panel, "remix"), world.dave).wait_acked()
     assert (await world.store.prompt_settings(world.guild.id, world.dave.id)).member.remix is True
     assert "Remix: **on**" in world.server.messages[panel.id].content
 
-    stranger = world.server.click(panel, "settings:reset", world.bob)
+    stranger = world.server.click(panel, control(panel, "reset"), world.bob)
     await stranger.wait_final(lambda r: any("aren't yours" in m.content and m.ephemeral for m in r.messages))
     assert (await world.store.prompt_settings(world.guild.id, world.dave.id)).member.count == 4
 
-    await world.server.click(panel, "settings:reset", world.dave).wait_acked()
+    await world.server.click(panel, control(panel, "reset"), world.dave).wait_acked()
     assert (await world.store.prompt_settings(world.guild.id, world.dave.id)).member == PromptSettings()
+
+    await world.restart_bot()  # the panel's controls keep working: their ids say what they change
+    await world.server.click(panel, control(panel, "remix"), world.dave).wait_acked()
+    assert (await world.store.prompt_settings(world.guild.id, world.dave.id)).member.remix is True
+    assert "Remix: **on**" in world.server.messages[panel.id].content
 
 
 async def test_server_defaults_need_manage_server_and_lose_to_the_members(world: BotWorld) -> None:

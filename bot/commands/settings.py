@@ -8,6 +8,8 @@ and the member's macros (`/prefer`)."""
 # No `from __future__ import annotations`: discord.py reads the commands' annotations as objects.
 # ruff: noqa: UP045
 
+import re
+from collections.abc import Mapping
 from typing import Any, Optional
 
 import discord
@@ -24,7 +26,6 @@ from storage.interface import PromptSettings, Store
 
 MAX_TEXT = 300  # characters of a default negative prompt or style suffix
 CLEAR = "-"  # a text option of just this clears that setting
-VIEW_TIMEOUT_S = 600.0
 OWN_SAMPLER = "model"  # the sampler select's value for "the model's own"
 
 
@@ -114,13 +115,52 @@ def settings_text(settings: PromptSettings, *, guild: bool) -> str:
     return "\n".join(lines)
 
 
+SETTINGS_TEMPLATE = (
+    r"settings:(?P<scope>[mg]):(?P<owner>[0-9]{1,20}):(?P<field>remix|reset|count|aspect|sampler)"
+)
+"""A panel control's custom id: whose settings (m: the member's, g: the guild's), who opened the
+panel, and which control. It carries all a click needs, so the panel works after a restart."""
+
+
+class SettingsControl(discord.ui.DynamicItem[Any], template=SETTINGS_TEMPLATE):
+    """One button or select of a settings panel (persistent: the custom id says what it changes)."""
+
+    def __init__(self, item: Any, scope: str, owner_id: int, field: str) -> None:
+        super().__init__(item)
+        self.scope, self.owner_id, self.field = scope, owner_id, field
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> "SettingsControl":
+        return cls(item, match["scope"], int(match["owner"]), match["field"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        if interaction.user.id != self.owner_id:
+            await interaction.response.send_message("These settings aren't yours.", ephemeral=True)
+            return
+        services: Services = interaction.client.services
+        if interaction.guild_id is None:
+            return
+        user_id = self.owner_id if self.scope == "m" else None
+        panel = await SettingsPanel(services, interaction.guild_id, user_id, self.owner_id).load()
+        data: Mapping[str, Any] = interaction.data or {}
+        values = [str(v) for v in data.get("values", [])]
+        await panel.apply(interaction, panel.changes_for(self.field, values[0] if values else None))
+
+
 class SettingsPanel(discord.ui.View):
     """The private panel: selects for count, aspect and sampler, buttons for Remix and Reset."""
 
     def __init__(self, services: Services, guild_id: int, user_id: Optional[int], owner_id: int) -> None:
-        super().__init__(timeout=VIEW_TIMEOUT_S)
+        super().__init__(timeout=None)
         self.services, self.guild_id, self.user_id, self.owner_id = services, guild_id, user_id, owner_id
         self.settings = PromptSettings()
+
+    def _control(self, item: Any, field: str) -> SettingsControl:
+        scope = "g" if self.user_id is None else "m"
+        item.custom_id = f"settings:{scope}:{self.owner_id}:{field}"
+        return SettingsControl(item, scope, self.owner_id, field)
 
     async def load(self) -> "SettingsPanel":
         """Read the current values and lay the components out for them."""
@@ -129,18 +169,13 @@ class SettingsPanel(discord.ui.View):
         self.clear_items()
         s = self.settings
         if self.user_id is not None:
-            remix = discord.ui.Button[SettingsPanel](
+            remix = discord.ui.Button[Any](
                 label=f"Remix: {'on' if s.remix else 'off'}",
                 style=discord.ButtonStyle.success if s.remix else discord.ButtonStyle.secondary,
-                custom_id="settings:remix",
             )
-            remix.callback = self._toggle_remix  # type: ignore[method-assign]
-            self.add_item(remix)
-        reset = discord.ui.Button[SettingsPanel](
-            label="Reset", style=discord.ButtonStyle.danger, custom_id="settings:reset"
-        )
-        reset.callback = self._reset  # type: ignore[method-assign]
-        self.add_item(reset)
+            self.add_item(self._control(remix, "remix"))
+        reset = discord.ui.Button[Any](label="Reset", style=discord.ButtonStyle.danger)
+        self.add_item(self._control(reset, "reset"))
         choices = {
             "count": [(f"{n} image{'s' if n > 1 else ''}", str(n)) for n in range(1, MAX_IMAGES + 1)],
             "aspect": [(a, a) for a in ASPECT_CHOICES],
@@ -148,25 +183,32 @@ class SettingsPanel(discord.ui.View):
         }
         current = {"count": str(s.count or ""), "aspect": s.aspect or "", "sampler": s.sampler or OWN_SAMPLER}
         for name, options in choices.items():
-            select = discord.ui.Select[SettingsPanel](
-                custom_id=f"settings:{name}",
+            select = discord.ui.Select[Any](
                 placeholder=f"Default {name}",
                 options=[
                     discord.SelectOption(label=label, value=value, default=value == current[name])
                     for label, value in options
                 ],
             )
-            select.callback = self._selected(name, select)  # type: ignore[method-assign]
-            self.add_item(select)
+            self.add_item(self._control(select, name))
         return self
 
-    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
-        if interaction.user.id != self.owner_id:
-            await interaction.response.send_message("These settings aren't yours.", ephemeral=True)
-            return False
-        return True
+    def changes_for(self, field: str, value: Optional[str]) -> dict[str, object | None]:
+        """What a click on `field` (with a select's `value`) changes; {} resets."""
+        if field == "remix":
+            return {"remix": not self.settings.remix}
+        if field == "reset" or value is None:
+            return {}
+        return changes_of(
+            int(value) if field == "count" else None,
+            value if field == "aspect" else None,
+            None,
+            value if field == "sampler" else None,
+            None,
+        )
 
-    async def _apply(self, interaction: discord.Interaction[Any], changes: dict[str, object | None]) -> None:
+    async def apply(self, interaction: discord.Interaction[Any], changes: dict[str, object | None]) -> None:
+        """Store `changes` ({}: reset) and redraw the panel in place."""
         if self.user_id is None:
             require_manage_guild(interaction)
         if changes:
@@ -176,26 +218,6 @@ class SettingsPanel(discord.ui.View):
         await self.load()
         text = settings_text(self.settings, guild=self.user_id is None)
         await interaction.response.edit_message(content=text, view=self)
-
-    async def _toggle_remix(self, interaction: discord.Interaction[Any]) -> None:
-        await self._apply(interaction, {"remix": not self.settings.remix})
-
-    async def _reset(self, interaction: discord.Interaction[Any]) -> None:
-        await self._apply(interaction, {})
-
-    def _selected(self, name: str, select: discord.ui.Select[Any]) -> Any:
-        async def callback(interaction: discord.Interaction[Any]) -> None:
-            value = select.values[0]
-            changed = changes_of(
-                int(value) if name == "count" else None,
-                value if name == "aspect" else None,
-                None,
-                value if name == "sampler" else None,
-                None,
-            )
-            await self._apply(interaction, changed)
-
-        return callback
 
 
 async def show_panel(
