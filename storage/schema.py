@@ -8,7 +8,6 @@ the `schema_version` table (`storage.postgres`); applying step `n` takes the ver
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,10 +37,8 @@ def load_migrations(dialect: str) -> tuple[Migration, ...]:
         if match:
             found.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
     found.sort(key=lambda m: m.version)
-    # Ascending and unique; a gap is allowed while parallel branches hold the numbers between (the
-    # steps apply in order and the version is the last applied step's number).
-    for before, migration in itertools.pairwise(found):
-        if migration.version <= before.version:
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
             raise RuntimeError(f"migration {migration.version:04d}_{migration.name} is out of sequence")
     return tuple(found)
 
