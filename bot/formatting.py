@@ -153,7 +153,8 @@ HELP_TEXT += (
     f" parenthesis · prompts up to {MAX_PROMPT_WINDOWS * WINDOW_TOKENS} tokens · `--tile` edges wrap"
     " · `--stop 60` (10–100 % of the steps) · `--chaos 40` (0–100, how unlike the images are)"
     f" · `--quality 0.5` (0.25, 0.5, 1, 2 × steps) · `--sampler NAME` ({', '.join(SAMPLER_NAMES)})"
-    " · `--model NAME` (one of the bot's models; the `model` option lists them)."
+    " · `--model NAME` (one of the bot's models; the `model` option lists them)"
+    " · `<lora:name:0.8>` a LoRA style (**/loras** lists them)."
     "\n**/settings** your defaults and Remix · **/prefer option set|list|delete** your `--name` macros"
     " · Admins: **/server-defaults**."
 )

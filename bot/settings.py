@@ -60,6 +60,7 @@ class Settings:
     describe_model: str | None = None  # DESCRIBE_MODEL: the /describe captioner (hub id, folder, or tiny)
     models: str | None = None  # MODELS: name=source,…; None: MODEL_ID alone
     model_memory_gb: float | None = None  # MODEL_MEMORY_GB: the models' budget off CUDA (None: no limit)
+    lora_dir: Path | None = None  # LORA_DIR: a folder of NAME.safetensors LoRA adapters
 
     @property
     def model_set(self) -> ModelSet:
@@ -226,6 +227,7 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
         describe_model=_str(env, "DESCRIBE_MODEL"),
         models=_models(env, backend),
         model_memory_gb=_float(env, "MODEL_MEMORY_GB", 0.0, minimum=0.1) or None,
+        lora_dir=Path(lora).expanduser() if (lora := _str(env, "LORA_DIR")) else None,
     )
 
 

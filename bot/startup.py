@@ -76,6 +76,7 @@ def load_engine(settings: Settings) -> Engine:
         options=settings.optimise,
         safety=SafetyOptions(settings.safety, settings.safety_checker_id),
         memory_budget_gb=settings.model_memory_gb,
+        lora_dir=settings.lora_dir,
     )
 
 

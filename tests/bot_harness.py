@@ -186,7 +186,7 @@ class BotWorld:
         def one_engine(_choice: Any = None) -> Any:
             from generation.pipelines.engine import DiffusersEngine
 
-            engine = DiffusersEngine(model)
+            engine = DiffusersEngine(model, lora_dir=settings.lora_dir)
             return wrapper(engine) if wrapper is not None else engine
 
         def engine_factory() -> Any:

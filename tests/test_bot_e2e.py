@@ -119,7 +119,7 @@ async def test_login_and_command_sync(world: BotWorld) -> None:
     for name in ("usage", "queue", "cancel", "help"):
         assert server.command(name).get("default_member_permissions") is None
     names = sorted((c["name"], c.get("type", 1)) for c in server.commands[None])
-    slash = ["blocklist", "cancel", "describe", "help", "imagine", "limits", "prefer", "queue"]
+    slash = ["blocklist", "cancel", "describe", "help", "imagine", "limits", "loras", "prefer", "queue"]
     slash += ["server-defaults", "settings", "show", "usage"]
     assert names == sorted([*((n, 1) for n in slash), ("Describe", 3)])
     for command in server.commands[None]:  # guild install, guild channels: nothing offered in DMs

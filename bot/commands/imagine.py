@@ -20,6 +20,7 @@ from bot.formatting import refusal_text
 from bot.services import Services
 from bot.views.custom_ids import new_job_id
 from generation.media.image_store import decode_image
+from generation.pipelines.lora import lora_names
 from generation.prompts.command import parse_command
 from generation.prompts.parser import ASPECT_CHOICES
 from generation.prompts.request import GenerationRequest, PromptOptions
@@ -138,6 +139,7 @@ class ImagineCommand:
             macros=macros,
             source_image=PENDING_SOURCE if image is not None else None,
             models=bot.settings.model_set.names,
+            loras=lora_names(bot.settings.lora_dir),
         )
         # Acknowledge now: nothing above awaited anything but one read of the member's settings.
         await interaction.response.defer(thinking=True)

@@ -11,6 +11,7 @@ from bot.commands.errors import UserError, has_manage_guild, member_role_ids
 from bot.formatting import HELP_TEXT, fit, usage_text
 from bot.services import Services
 from bot.views.custom_ids import is_job_id
+from generation.pipelines.lora import lora_names
 from storage.interface import JobState
 
 
@@ -82,4 +83,15 @@ def member_commands(services: Services) -> list[app_commands.Command[Any, Any, N
     async def help(interaction: discord.Interaction[Any]) -> None:
         await interaction.response.send_message(HELP_TEXT, ephemeral=True)
 
-    return [usage, queue, cancel, help]
+    @app_commands.command(name="loras", description="The LoRA styles you can add with <lora:name:weight>")
+    @app_commands.guild_only()
+    async def loras(interaction: discord.Interaction[Any]) -> None:
+        names = lora_names(services.settings.lora_dir)
+        if not names:
+            text = "No LoRA styles are installed on this bot (its admin puts them in `LORA_DIR`)."
+        else:
+            head = "Add one to a prompt as `<lora:name:0.8>` (weight -2 to 2, default 1):"
+            text = fit([head], [f"• `{name}`" for name in names])
+        await interaction.response.send_message(text, ephemeral=True)
+
+    return [usage, queue, cancel, help, loras]

@@ -30,6 +30,7 @@ from generation.media.image_store import fit_source, load_source
 from generation.pipelines.call_options import batch_call
 from generation.pipelines.contract import BatchInterrupted, OutOfMemory, PreviewFn, StepCallback
 from generation.pipelines.loading import LoadedModel, SafetyCheck, load_pipeline
+from generation.pipelines.lora import LoraAdapters
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.preview import preview_png
 from generation.pipelines.prompt_encoding import PromptEncoder, supports_weights
@@ -73,9 +74,13 @@ SAMPLER_NAMES = {
 class DiffusersEngine:
     """The `generation.pipelines.contract.Engine` over a loaded diffusers model."""
 
-    def __init__(self, model: LoadedModel, *, safety_checker: SafetyCheck | None = None) -> None:
-        """`safety_checker` replaces the model's own checker (tests inject one that flags chosen images)."""
+    def __init__(
+        self, model: LoadedModel, *, safety_checker: SafetyCheck | None = None, lora_dir: Path | None = None
+    ) -> None:
+        """`safety_checker` replaces the model's own checker (tests inject one that flags chosen images);
+        `lora_dir` holds the LoRA adapters jobs may name."""
         self.model = model
+        self.loras = LoraAdapters(lora_dir)
         self._check = safety_checker or model.safety_check
         self.profile: ModelProfile = model.profile
         if safety_checker is not None and not model.profile.has_safety_checker:
@@ -101,13 +106,15 @@ class DiffusersEngine:
         cache_dir: Path | None,
         options: OptimiseOptions | None = None,
         safety: SafetyOptions | None = None,
+        lora_dir: Path | None = None,
     ) -> DiffusersEngine:
         """Load `model_id` onto `device` with `options`; if that compiled the UNet (`optimise` does on
         CUDA only), compile it now (see `warm_up`), so no member ever waits on a compile. Call it on
         the thread that will own the engine."""
         from diffusers.utils.torch_utils import is_compiled_module
 
-        engine = cls(load_pipeline(model_id, device, cache_dir=cache_dir, options=options, safety=safety))
+        model = load_pipeline(model_id, device, cache_dir=cache_dir, options=options, safety=safety)
+        engine = cls(model, lora_dir=lora_dir)
         if is_compiled_module(getattr(engine.model.text2img, "unet", None)):
             engine.warm_up()
         return engine
@@ -189,7 +196,10 @@ class DiffusersEngine:
             kwargs["num_inference_steps"] = max(first.steps, math.ceil(1 / strength))
 
         try:
-            with batch_call(pipe, requests, kwargs, self._samplers, self._encoder):
+            with (
+                self.loras.applied(pipe, first.loras),
+                batch_call(pipe, requests, kwargs, self._samplers, self._encoder),
+            ):
                 images: list[Image.Image] = pipe(**kwargs).images
         except RuntimeError as exc:
             if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():

@@ -202,6 +202,7 @@ def load_engines(
     options: OptimiseOptions | None,
     safety: SafetyOptions | None = None,
     memory_budget_gb: float | None = None,
+    lora_dir: Path | None = None,
 ) -> Engine:
     """The worker's engine for `models` (call it on the worker thread): one model's `DiffusersEngine`
     as before, or an `EnginePool` of several, kept within `memory_budget_gb` (else free CUDA memory)."""
@@ -209,7 +210,7 @@ def load_engines(
 
     def load(choice: ModelChoice) -> Engine:
         return DiffusersEngine.load(
-            choice.source, device, cache_dir=cache_dir, options=options, safety=safety
+            choice.source, device, cache_dir=cache_dir, options=options, safety=safety, lora_dir=lora_dir
         )
 
     if len(models.choices) == 1 and models.default.name == models.default.source:

@@ -34,6 +34,7 @@ def parse_command(
     mode: Mode = Mode.TXT2IMG,
     source_image: str | None = None,
     models: Sequence[str] = (),
+    loras: Sequence[str] = (),
 ) -> list[GenerationRequest]:
     """The jobs of one command, in order: for each permutation of the text (after `macros`), its
     request and then its `--repeat` copies with fresh seeds (with `--seed s`: the next seeds after
@@ -51,6 +52,7 @@ def parse_command(
             source_image=source_image,
             defaults=defaults,
             models=models,
+            loras=loras,
         )
         for variant in variants
     ]

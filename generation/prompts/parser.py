@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from generation.prompts.errors import PromptError as PromptError
 from generation.prompts.grammar import MAX_REPEAT
+from generation.prompts.loras import extract_loras
 from generation.prompts.request import (
     IMG2IMG_STRENGTH,
     MAX_IMAGES,
@@ -264,6 +265,7 @@ def parse_one(
     source_image: str | None = None,
     defaults: PromptDefaults | None = None,
     models: Sequence[str] = (),
+    loras: Sequence[str] = (),
 ) -> ParsedPrompt:
     """The request for `text` (prompt plus inline flags) and the slash `options`, and its `--repeat`.
 
@@ -275,7 +277,7 @@ def parse_one(
     """
     given = defaults or PromptDefaults()
     prompt_part, flags = _split_flags(clean_text(text if isinstance(text, str) else ""))
-    prompt = prompt_part.strip()
+    prompt, adapters = extract_loras(prompt_part.strip(), loras)
 
     def label(key: str) -> str:
         if getattr(options, key, None) is not None:
@@ -395,6 +397,7 @@ def parse_one(
         stop=100 if stop is None else stop,
         chaos=chaos,
         prompt_windows=windows,
+        loras=adapters,
     )
     return ParsedPrompt(request, repeat, seeded=seed is not None)
 

@@ -99,6 +99,7 @@ class GenerationRequest:
     chaos: int | None = None  # 0-100: how unlike each other the images are; None: independent seeds
     # 0: diffusers encodes the prompts; n: weighted encoding in n 75-token windows (pipelines.prompt_encoding)
     prompt_windows: int = 0
+    loras: tuple[tuple[str, float], ...] = ()  # (name, weight) of each LoRA adapter, sorted by name
     warnings: tuple[str, ...] = field(default=(), compare=False)  # e.g. "12 tokens dropped"
 
     @property
@@ -114,7 +115,7 @@ class GenerationRequest:
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys may run in one batch (same shapes and schedule)."""
         shape = (self.model, self.mode, self.width, self.height, self.steps, self.guidance, self.strength)
-        return (*shape, self.sampler, self.tile, self.stop, self.chaos, self.prompt_windows)
+        return (*shape, self.sampler, self.tile, self.stop, self.chaos, self.prompt_windows, self.loras)
 
     def with_seeds(self, seeds: tuple[int, ...]) -> GenerationRequest:
         """The same settings with other seeds (a reroll)."""
@@ -125,6 +126,7 @@ class GenerationRequest:
         data = asdict(self)
         data["seeds"] = list(self.seeds)
         data["mode"] = self.mode.value
+        data["loras"] = [list(pair) for pair in self.loras]
         data.pop("warnings")
         return json.dumps(data, sort_keys=True)
 
@@ -134,6 +136,7 @@ class GenerationRequest:
         data = json.loads(text)
         data["seeds"] = tuple(data["seeds"])
         data["mode"] = Mode(data["mode"])
+        data["loras"] = tuple((str(n), float(w)) for n, w in data.get("loras", ()))
         return cls(**data)
 
 
