@@ -35,6 +35,16 @@ async def job_on_this_server(services: Services, job_id: str, guild_id: int | No
     return record
 
 
+async def cancel_active(services: Services, job: JobRecord) -> str:
+    """Cancel a queued or running job (the caller has checked who may); the member's answer, or a
+    UserError when it has ended or is already being delivered."""
+    if job.state not in (JobState.QUEUED, JobState.RUNNING):
+        raise UserError(f"Job `{job.job_id}` has already ended ({job.state.value}).")
+    if not await services.runner.cancel(job.job_id):
+        raise UserError(f"Job `{job.job_id}` is already finishing and can't be stopped now.")
+    return f"Cancelling `{job.job_id}`; its spend is given back."
+
+
 class JobControls:
     """The clicks on `Cancel`, 📋 and 🗑️ (`ResultActions` hands them over)."""
 
@@ -57,11 +67,7 @@ class JobControls:
     async def _cancel(self, job: JobRecord, user_id: int) -> str:
         if job.owner_id != user_id:
             raise UserError("Only the member who started this job can cancel it.")
-        if job.state not in (JobState.QUEUED, JobState.RUNNING):
-            raise UserError(f"Job `{job.job_id}` has already ended ({job.state.value}).")
-        if not await self.services.runner.cancel(job.job_id):
-            raise UserError(f"Job `{job.job_id}` is already finishing and can't be stopped now.")
-        return f"Cancelling `{job.job_id}`; its spend is given back."
+        return await cancel_active(self.services, job)
 
     async def _delete(self, interaction: discord.Interaction[Any], job: JobRecord) -> None:
         may_manage = interaction.permissions.manage_messages or interaction.permissions.administrator

@@ -8,9 +8,9 @@ import discord
 from discord import app_commands
 
 from bot.commands.errors import UserError, has_manage_guild, member_role_ids
+from bot.commands.job_controls import cancel_active, job_on_this_server
 from bot.formatting import HELP_TEXT, fit, usage_text
 from bot.services import Services
-from bot.views.custom_ids import is_job_id
 from generation.pipelines.lora import lora_names
 from storage.interface import JobState
 
@@ -60,23 +60,15 @@ def member_commands(services: Services) -> list[app_commands.Command[Any, Any, N
         guild_id = await _defer(interaction)
         user_id = interaction.user.id
         if job is not None:
-            job = job.strip().strip("`")
-            record = await services.store.get_job(job) if is_job_id(job) else None
-            if record is None or record.guild_id != guild_id:
-                raise UserError("There's no job with that id on this server.")
+            record = await job_on_this_server(services, job.strip().strip("`"), guild_id)
             if record.owner_id != user_id and not has_manage_guild(interaction):
                 raise UserError("That job isn't yours, so you can't cancel it.")
-            if record.state not in (JobState.QUEUED, JobState.RUNNING):
-                raise UserError(f"Job `{record.job_id}` has already ended ({record.state.value}).")
-            target = record.job_id
         else:
             mine = [j for j in await services.store.queued_jobs(guild_id) if j.owner_id == user_id]
             if not mine:
                 raise UserError("You have no job waiting or running.")
-            target = mine[-1].job_id
-        if not await services.runner.cancel(target):
-            raise UserError(f"Job `{target}` is already finishing and can't be stopped now.")
-        await interaction.followup.send(f"Cancelling `{target}`; its spend is given back.", ephemeral=True)
+            record = mine[-1]
+        await interaction.followup.send(await cancel_active(services, record), ephemeral=True)
 
     @app_commands.command(name="help", description="How to use the bot")
     @app_commands.guild_only()

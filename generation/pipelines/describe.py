@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from generation.pipelines.source import default_cache_dir
 from generation.pipelines.tiny import TINY_MODEL_ID
 from generation.pipelines.tiny_describe import ensure_tiny_describer
 
@@ -103,8 +104,6 @@ class Describer:
             self._model = model.to(self.settings.device).eval()
 
     def _cache(self) -> Path:
-        from generation.pipelines.loading import default_cache_dir
-
         return self.settings.cache_dir or default_cache_dir()
 
     def _describe(self, image_png: bytes, allowed: Callable[[str], bool]) -> list[str]:
