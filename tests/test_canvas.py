@@ -9,6 +9,7 @@ from PIL import Image
 from generation.media.canvas import (
     Canvas,
     SizeCap,
+    canvas_size,
     fill_around,
     make_square,
     normalise_mask,
@@ -241,3 +242,22 @@ def test_prepare_canvas_picks_each_kinds_canvas() -> None:
     assert square.size == (64, 64)
     odd = prepare_canvas(edit_spec(EditKind.VARY_SUBTLE), noise_picture(61, 47), CAP)  # not of 8s
     assert odd.size[0] % 8 == 0 and odd.size[1] % 8 == 0
+
+
+@pytest.mark.parametrize("size", [(64, 64), (64, 48), (48, 64), (61, 47), (128, 128), (160, 96)])
+def test_canvas_size_is_the_size_prepare_canvas_gives_without_drawing(size: tuple[int, int]) -> None:
+    source = noise_picture(*size)
+    specs = [
+        edit_spec(EditKind.VARY_SUBTLE),
+        edit_spec(EditKind.UPSCALE_CREATIVE),
+        edit_spec(EditKind.ZOOM_OUT, factor=1.5),
+        edit_spec(EditKind.VARY_REGION, regions=("center",)),
+        *(edit_spec(EditKind.PAN, direction=d) for d in Direction),
+    ]
+    if size[0] != size[1]:
+        specs.append(edit_spec(EditKind.MAKE_SQUARE))
+    for spec in specs:
+        assert canvas_size(spec, size, CAP) == prepare_canvas(spec, source, CAP).size, spec
+    if size[0] == size[1]:
+        with pytest.raises(EditError, match="already square"):
+            canvas_size(edit_spec(EditKind.MAKE_SQUARE), size, CAP)

@@ -71,7 +71,9 @@ def test_regions_are_canonical_names_once_in_grid_order() -> None:
 
 
 def test_action_text_names_what_was_done_and_the_job() -> None:
-    assert edit_spec(EditKind.ZOOM_OUT, factor=2).action_text("j1") == "Action: zoom out 2x of job j1"
+    zoom = edit_spec(EditKind.ZOOM_OUT, factor=2, of_job="j1")
+    assert zoom.action_text() == "Action: zoom out 2x of job j1"
+    assert edit_spec(EditKind.MAKE_SQUARE).action_text() == "Action: make square"
     assert edit_spec(EditKind.ZOOM_OUT, factor=1.5).describe() == "zoom out 1.5x"
     assert edit_spec(EditKind.PAN, direction=Direction.LEFT).describe() == "pan left"
     region = edit_spec(EditKind.VARY_REGION, regions=("center", "top"), mask_image="ab" * 32)
@@ -84,7 +86,7 @@ def test_json_round_trips_and_a_forged_value_is_refused() -> None:
         edit_spec(EditKind.ZOOM_OUT, factor=1.5, steps=12),
         edit_spec(EditKind.PAN, direction=Direction.DOWN),
         edit_spec(EditKind.VARY_REGION, regions=("left",), mask_image="cd" * 32),
-        edit_spec(EditKind.UPSCALE_CREATIVE),
+        edit_spec(EditKind.UPSCALE_CREATIVE, of_job="0123456789ab"),
     ]
     assert [EditSpec.from_json(s.to_json()) for s in specs] == specs
     forged = json.loads(specs[0].to_json()) | {"factor": 7}

@@ -68,8 +68,11 @@ def prepare_canvas(
     seed: int = 0,
     uploaded_mask: Image.Image | None = None,
 ) -> Canvas:
-    """The canvas of `spec` on `source` (an RGB picture); `seed` draws the fill's noise and
-    `uploaded_mask` is a member's mask for `Vary (Region)` (white = redraw)."""
+    """The canvas of `spec` on `source`; `seed` draws the fill's noise and `uploaded_mask` is a
+    member's mask for `Vary (Region)` (white = redraw). A source made by `with_redraw_mask` carries
+    that mask in its alpha."""
+    if uploaded_mask is None and spec.kind is EditKind.VARY_REGION:
+        uploaded_mask = carried_mask(source)
     source = fit_to_cap(source.convert("RGB"), cap)
     kind = spec.kind
     if kind in (EditKind.VARY_SUBTLE, EditKind.VARY_STRONG):
@@ -89,17 +92,40 @@ def prepare_canvas(
     raise ValueError(f"no canvas for {kind}")
 
 
+def canvas_size(spec: EditSpec, source_size: tuple[int, int], cap: SizeCap) -> tuple[int, int]:
+    """The (width, height) `prepare_canvas(spec, source, cap)` gives for a source of `source_size`,
+    without touching pixels: what an edit's request asks for (and batches by)."""
+    w, h = _fitted_size(source_size, cap)
+    kind = spec.kind
+    if kind in (EditKind.UPSCALE_SUBTLE, EditKind.UPSCALE_CREATIVE):
+        return _upscaled_size((w, h), cap)
+    if kind is EditKind.PAN:
+        grow_x = spec.direction in (Direction.LEFT, Direction.RIGHT)
+        wide, high = (w * 3 / 2, h) if grow_x else (w, h * 3 / 2)
+        return _scaled_to_cap(math.ceil(wide), math.ceil(high), cap)
+    if kind is EditKind.MAKE_SQUARE:
+        if w == h:
+            raise EditError("That picture is already square.")
+        side, _ = _scaled_to_cap(max(w, h), max(w, h), cap)
+        return side, side
+    return w, h
+
+
 # -- sizes ------------------------------------------------------------------------------------------
 
 
 def fit_to_cap(image: Image.Image, cap: SizeCap) -> Image.Image:
     """`image` itself when its sides are multiples of the unit within the cap, else resized to the
     nearest such size of the same aspect."""
-    w, h = image.size
+    size = _fitted_size(image.size, cap)
+    return image if size == image.size else ImageOps.fit(image, size, Image.Resampling.LANCZOS)
+
+
+def _fitted_size(size: tuple[int, int], cap: SizeCap) -> tuple[int, int]:
+    w, h = size
     if w % cap.unit == 0 and h % cap.unit == 0 and w * h <= cap.max_pixels:
-        return image
-    width, height = snap_size(w / h, float(min(w * h, cap.max_pixels)), cap.unit, max_pixels=cap.max_pixels)
-    return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
+        return w, h
+    return snap_size(w / h, float(min(w * h, cap.max_pixels)), cap.unit, max_pixels=cap.max_pixels)
 
 
 def _scaled_to_cap(width: int, height: int, cap: SizeCap) -> tuple[int, int]:
@@ -121,12 +147,16 @@ def _round_down(value: float, unit: int) -> int:
 
 def upscaled(source: Image.Image, cap: SizeCap) -> Image.Image:
     """`source` at twice its width and height (as near as the cap allows), by a Lanczos resize."""
-    w, h = source.size
+    size = _upscaled_size(source.size, cap)
+    return source if size == source.size else source.resize(size, Image.Resampling.LANCZOS)
+
+
+def _upscaled_size(size: tuple[int, int], cap: SizeCap) -> tuple[int, int]:
+    w, h = size
     target = min(w * h * UPSCALE_FACTOR**2, cap.max_pixels)
     if target <= w * h:
-        return source
-    size = snap_size(w / h, float(target), cap.unit, max_pixels=cap.max_pixels)
-    return source.resize(size, Image.Resampling.LANCZOS)
+        return w, h
+    return snap_size(w / h, float(target), cap.unit, max_pixels=cap.max_pixels)
 
 
 # -- outpainting: zoom out, pan, make square --------------------------------------------------------
@@ -262,6 +292,27 @@ def normalise_mask(mask: Image.Image, size: tuple[int, int]) -> np.ndarray:
         grey = mask.convert("L")
     redraw: np.ndarray = np.asarray(grey.resize(size, Image.Resampling.BILINEAR)) >= 128
     return redraw
+
+
+def with_redraw_mask(source: Image.Image, mask: Image.Image) -> Image.Image:
+    """`source` as RGBA, transparent where `mask` (a member's picture, see `normalise_mask`) is
+    white: how an uploaded mask travels with its picture as one stored PNG (the convention of
+    OpenAI's image edits: transparent = redraw). The colours under the transparency are kept."""
+    redraw = normalise_mask(mask, source.size)
+    if not redraw.any():
+        raise EditError("That mask is all black: paint in white the part to redraw.")
+    rgba = source.convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.where(redraw, 0, 255).astype(np.uint8), "L"))
+    return rgba
+
+
+def carried_mask(image: Image.Image) -> Image.Image | None:
+    """The redraw mask (white = redraw) a `with_redraw_mask` picture carries, or None."""
+    if image.mode != "RGBA":
+        return None
+    alpha = image.getchannel("A")
+    transparent = bool((np.asarray(alpha) < 128).any())
+    return ImageOps.invert(alpha) if transparent else None
 
 
 def region_canvas(

@@ -35,8 +35,9 @@ def _safe(text: str) -> str:
 def parameters_text(request: GenerationRequest, seed: int, *, sampler: str = DEFAULT_SAMPLER) -> str:
     """`request`'s settings for the image made with `seed`, in AUTOMATIC1111's `parameters` format:
     prompt, an optional "Negative prompt:" line, then "Steps: …, Sampler: …, CFG scale: …, Seed: …,
-    Size: WxH, Model: …" (plus "Denoising strength" when drawn from a picture). LoRAs follow the
-    prompt as AUTOMATIC1111 writes them, `<lora:name:weight>`."""
+    Size: WxH, Model: …" (plus "Denoising strength" when drawn from a picture), and for an edit a
+    last line "Action: zoom out 2x of job …". LoRAs follow the prompt as AUTOMATIC1111 writes them,
+    `<lora:name:weight>`."""
     lines = [request.prompt + "".join(f" <lora:{name}:{weight:g}>" for name, weight in request.loras)]
     if request.negative_prompt:
         lines.append(f"Negative prompt: {request.negative_prompt}")
@@ -53,6 +54,8 @@ def parameters_text(request: GenerationRequest, seed: int, *, sampler: str = DEF
     if request.mode is not Mode.TXT2IMG and request.strength is not None:
         fields.append(f"Denoising strength: {round(request.strength, 4)}")
     lines.append(", ".join(fields))
+    if request.edit is not None:  # what was done, and to which job's picture
+        lines.append(request.edit.action_text())
     return _safe("\n".join(lines))
 
 

@@ -25,10 +25,12 @@ import torch
 from PIL import Image
 
 from generation.backends.protocol import GeneratedImage
+from generation.media.canvas import Canvas, SizeCap, paste_back, prepare_canvas
 from generation.media.compose import encode_png
-from generation.media.image_store import fit_source, load_source
+from generation.media.image_store import decode_image, fit_source, load_source
 from generation.pipelines.call_options import batch_call
 from generation.pipelines.contract import BatchInterrupted, OutOfMemory, PreviewFn, StepCallback
+from generation.pipelines.inpaint import INPAINTING_UNET_CHANNELS, EditPipelines, edit_arguments
 from generation.pipelines.loading import LoadedModel, SafetyCheck, load_pipeline
 from generation.pipelines.lora import LoraAdapters
 from generation.pipelines.options import OptimiseOptions
@@ -93,6 +95,10 @@ class DiffusersEngine:
         if self._encoder is not None:
             self.profile = replace(self.profile, prompt_windows=MAX_PROMPT_WINDOWS, supports_weights=True)
         self._generator_device = torch.device(gen_device)
+        self._edits: EditPipelines | None = None
+        unet = getattr(model.text2img, "unet", None)
+        in_channels = getattr(getattr(unet, "config", None), "in_channels", 4)
+        self._inpainting_model = in_channels == INPAINTING_UNET_CHANNELS
         # count_tokens runs on the event loop beside a running batch; a tokenizer keeps its padding and
         # truncation settings as state, so sharing the pipeline's races (its prompts lose their padding).
         self._count_tokenizer = copy.deepcopy(model.tokenizer)
@@ -183,7 +189,14 @@ class DiffusersEngine:
         if self.model.device.startswith("cuda"):  # slicing for batches, tiling only where one won't fit
             free, _total = torch.cuda.mem_get_info(torch.device(self.model.device))
             apply_vae_plan(self.model.text2img.vae, vae_plan(len(seeds), first.width, first.height, free))
-        if first.mode is Mode.TXT2IMG:
+        canvases = self._canvases(requests, sources)
+        if canvases is not None:  # edits, and any request on a 9-channel inpainting model
+            strength = 1.0 if first.mode is Mode.TXT2IMG else _strength(first)
+            steps = first.edit.steps if first.edit is not None and first.edit.steps else first.steps
+            pipes = self._edit_pipelines()
+            pipe, image_args = edit_arguments(pipes, canvases, strength=strength, steps=steps)
+            kwargs.update(image_args)
+        elif first.mode is Mode.TXT2IMG:
             pipe = self.model.text2img
             kwargs.update(width=first.width, height=first.height)
         else:
@@ -209,6 +222,8 @@ class DiffusersEngine:
                 ) from exc
             raise
 
+        if canvases is not None:  # the kept pixels back exactly, blended only across the seam
+            images = [paste_back(image, canvas) for image, canvas in zip(images, canvases, strict=True)]
         flags = self._check(images) if self._check is not None else [False] * len(images)
         if len(flags) != len(images):
             raise RuntimeError(f"safety checker returned {len(flags)} flags for {len(images)} images")
@@ -233,6 +248,37 @@ class DiffusersEngine:
                 position += 1
             results.append(out)
         return results
+
+    def _edit_pipelines(self) -> EditPipelines:
+        """Image-to-image and inpainting over the loaded weights (`from_pipe`), made on first use."""
+        if self._edits is None:
+            self._edits = EditPipelines.from_text2img(self.model.text2img, self.model.img2img)
+        return self._edits
+
+    def _canvases(
+        self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None]
+    ) -> list[Canvas] | None:
+        """One canvas per image for an edit batch, or for any batch on a 9-channel inpainting model
+        (text-to-image: a blank canvas redrawn whole; from a picture: the picture, redrawn whole);
+        None where the plain pipelines run."""
+        first = requests[0]
+        if first.mode is not Mode.EDIT and not self._inpainting_model:
+            return None
+        cap = SizeCap.for_native(self.profile.native_size)
+        canvases = []
+        for request, source in zip(requests, sources, strict=True):
+            size = (request.width, request.height)
+            if request.edit is not None:
+                assert source is not None  # _check_batch
+                canvas = prepare_canvas(request.edit, decode_image(source), cap, seed=request.seeds[0])
+            elif source is not None:
+                canvas = Canvas(_source_for(source, request), None, None)
+            else:
+                canvas = Canvas(Image.new("RGB", size, (127, 127, 127)), None, None)
+            if canvas.size != size:
+                raise ValueError(f"a canvas of {canvas.size} for a request of {size}")
+            canvases.extend([canvas] * request.count)
+        return canvases
 
     def _step_callback(
         self, on_step: StepCallback, first_index: list[int]

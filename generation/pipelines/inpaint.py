@@ -85,6 +85,30 @@ def pipeline_steps(steps: int, strength: float) -> int:
     return max(steps, math.ceil(1 / strength))
 
 
+def edit_arguments(
+    pipes: EditPipelines, canvases: Sequence[Canvas], *, strength: float, steps: int
+) -> tuple[Pipeline, dict[str, Any]]:
+    """The pipeline for edits from `canvases` (one per image: one size, all masked or all not) and
+    its image arguments: image, strength, steps, and for inpainting the masks and the size."""
+    if not canvases:
+        raise ValueError("an edit batch needs at least one canvas")
+    size = canvases[0].size
+    masked = canvases[0].mask is not None
+    if any(c.size != size for c in canvases):
+        raise ValueError("edits in one batch must have canvases of one size")
+    if any((c.mask is not None) != masked for c in canvases):
+        raise ValueError("edits in one batch must all be inpainting, or all image-to-image")
+    kwargs: dict[str, Any] = {
+        "image": [canvas.image for canvas in canvases],
+        "strength": strength,
+        "num_inference_steps": pipeline_steps(steps, strength),
+    }
+    if masked or pipes.inpainting_unet:
+        kwargs.update(mask_image=[_mask_of(canvas) for canvas in canvases], width=size[0], height=size[1])
+        return pipes.inpaint, kwargs
+    return pipes.img2img, kwargs
+
+
 def run_edits(
     pipes: EditPipelines,
     calls: Sequence[EditCall],
@@ -99,30 +123,17 @@ def run_edits(
     not), each from its own seeded generator; per call, its images with the kept pixels pasted back."""
     if not calls:
         raise ValueError("run_edits needs at least one call")
-    size = calls[0].canvas.size
-    masked = calls[0].canvas.mask is not None
-    if any(c.canvas.size != size for c in calls):
-        raise ValueError("edits in one batch must have canvases of one size")
-    if any((c.canvas.mask is not None) != masked for c in calls):
-        raise ValueError("edits in one batch must all be inpainting, or all image-to-image")
     canvases = [c.canvas for c in calls for _ in c.seeds]
-    kwargs: dict[str, Any] = {
-        "prompt": [c.prompt for c in calls for _ in c.seeds],
-        "negative_prompt": [c.negative_prompt for c in calls for _ in c.seeds],
-        "image": [canvas.image for canvas in canvases],
-        "strength": strength,
-        "num_inference_steps": pipeline_steps(steps, strength),
-        "guidance_scale": guidance,
-        "generator": [torch.Generator(generator_device).manual_seed(s) for c in calls for s in c.seeds],
-        "output_type": "pil",
-    }
+    pipe, kwargs = edit_arguments(pipes, canvases, strength=strength, steps=steps)
+    kwargs.update(
+        prompt=[c.prompt for c in calls for _ in c.seeds],
+        negative_prompt=[c.negative_prompt for c in calls for _ in c.seeds],
+        guidance_scale=guidance,
+        generator=[torch.Generator(generator_device).manual_seed(s) for c in calls for s in c.seeds],
+        output_type="pil",
+    )
     if callback_on_step_end is not None:
         kwargs["callback_on_step_end"] = callback_on_step_end
-    if masked or pipes.inpainting_unet:
-        pipe = pipes.inpaint
-        kwargs.update(mask_image=[_mask_of(canvas) for canvas in canvases], width=size[0], height=size[1])
-    else:
-        pipe = pipes.img2img
     images: list[Image.Image] = pipe(**kwargs).images
     pasted = [paste_back(image, canvas) for image, canvas in zip(images, canvases, strict=True)]
     results, position = [], 0

@@ -89,6 +89,7 @@ class EditSpec:
     direction: Direction | None = None  # PAN only
     regions: tuple[str, ...] = ()  # VARY_REGION: names from REGION_NAMES, in grid order
     mask_image: str | None = None  # VARY_REGION: sha256 of an uploaded mask in the image store
+    of_job: str = ""  # the job whose picture this edits (for `Action: … of job …`)
 
     @property
     def inpaint(self) -> bool:
@@ -99,9 +100,10 @@ class EditSpec:
         """Edits with equal keys (and equal canvas sizes) may run in one pipeline call."""
         return (self.kind, self.strength, self.steps)
 
-    def action_text(self, job_id: str) -> str:
+    def action_text(self) -> str:
         """What the PNG's `parameters` say was done, e.g. `Action: zoom out 2x of job abc`."""
-        return f"Action: {self.describe()} of job {job_id}"
+        source = f" of job {self.of_job}" if self.of_job else ""
+        return f"Action: {self.describe()}{source}"
 
     def describe(self) -> str:
         """The action in a few words: `zoom out 1.5x`, `pan left`, `vary (region) top, center`."""
@@ -136,6 +138,7 @@ class EditSpec:
                 direction=Direction(data["direction"]) if data["direction"] else None,
                 regions=tuple(str(name) for name in data["regions"]),
                 mask_image=str(data["mask_image"]) if data["mask_image"] else None,
+                of_job=str(data.get("of_job") or ""),
             )
         except EditError:
             raise
@@ -152,6 +155,7 @@ def edit_spec(
     direction: Direction | None = None,
     regions: tuple[str, ...] = (),
     mask_image: str | None = None,
+    of_job: str = "",
 ) -> EditSpec:
     """A checked `EditSpec`; `strength` defaults to the action's (`EDIT_DEFAULTS`)."""
     strength = EDIT_DEFAULTS[kind].strength if strength is None else strength
@@ -171,7 +175,7 @@ def edit_spec(
             raise EditError("Choose a part of the picture to redraw, or upload a mask (white = redraw).")
     elif regions or mask_image:
         raise EditError("regions and masks go with vary (region), and only with it")
-    return EditSpec(kind, strength, steps, factor, direction, regions, mask_image)
+    return EditSpec(kind, strength, steps, factor, direction, regions, mask_image, of_job)
 
 
 def check_zoom(factor: float) -> float:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from generation.prompts.edits import EditSpec
+
 
 class Mode(StrEnum):
     """What the pipeline starts from."""
@@ -20,6 +22,7 @@ class Mode(StrEnum):
     IMG2IMG = "img2img"  # from a member's own picture, at `strength`
     VARIATION = "variation"  # image-to-image of one result image, new seeds
     UPSCALE = "upscale"  # one result image resized up, then image-to-image at moderate strength
+    EDIT = "edit"  # one picture's edit (`edit`: vary, zoom, pan, make square, region, upscale)
 
 
 MAX_IMAGES = 4
@@ -100,6 +103,7 @@ class GenerationRequest:
     # 0: diffusers encodes the prompts; n: weighted encoding in n 75-token windows (pipelines.prompt_encoding)
     prompt_windows: int = 0
     loras: tuple[tuple[str, float], ...] = ()  # (name, weight) of each LoRA adapter, sorted by name
+    edit: EditSpec | None = None  # EDIT only: what to do to the source picture
     warnings: tuple[str, ...] = field(default=(), compare=False)  # e.g. "12 tokens dropped"
 
     @property
@@ -115,7 +119,8 @@ class GenerationRequest:
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys may run in one batch (same shapes and schedule)."""
         shape = (self.model, self.mode, self.width, self.height, self.steps, self.guidance, self.strength)
-        return (*shape, self.sampler, self.tile, self.stop, self.chaos, self.prompt_windows, self.loras)
+        edit = self.edit.batch_key() if self.edit is not None else None
+        return (*shape, self.sampler, self.tile, self.stop, self.chaos, self.prompt_windows, self.loras, edit)
 
     def with_seeds(self, seeds: tuple[int, ...]) -> GenerationRequest:
         """The same settings with other seeds (a reroll)."""
@@ -127,6 +132,7 @@ class GenerationRequest:
         data["seeds"] = list(self.seeds)
         data["mode"] = self.mode.value
         data["loras"] = [list(pair) for pair in self.loras]
+        data["edit"] = json.loads(self.edit.to_json()) if self.edit is not None else None
         data.pop("warnings")
         return json.dumps(data, sort_keys=True)
 
@@ -137,6 +143,8 @@ class GenerationRequest:
         data["seeds"] = tuple(data["seeds"])
         data["mode"] = Mode(data["mode"])
         data["loras"] = tuple((str(n), float(w)) for n, w in data.get("loras", ()))
+        edit = data.get("edit")
+        data["edit"] = EditSpec.from_json(json.dumps(edit)) if edit else None
         return cls(**data)
 
 
@@ -221,6 +229,29 @@ def upscale_of(
         strength=UPSCALE_STRENGTH,
         source_image=source_hash,
         seeds=(parent.seeds[index],),
+        warnings=(),
+    )
+
+
+def edit_of(
+    parent: GenerationRequest,
+    spec: EditSpec,
+    source_hash: str,
+    size: tuple[int, int],
+    seeds: tuple[int, ...],
+) -> GenerationRequest:
+    """`spec` done to the parent's one picture (stored as `source_hash`): a request of `size` (the
+    canvas `generation.media.canvas.canvas_size` gives) with the parent's prompt and new seeds."""
+    _check_seeds(seeds)
+    return replace(
+        parent,
+        mode=Mode.EDIT,
+        width=size[0],
+        height=size[1],
+        strength=spec.strength,
+        source_image=source_hash,
+        seeds=seeds,
+        edit=spec,
         warnings=(),
     )
 
