@@ -23,6 +23,7 @@ from bot.commands.settings import SettingsControl
 from bot.delivery.discord_outbox import DiscordOutbox
 from bot.services import Services
 from bot.settings import Settings
+from bot.views.edit_buttons import EditItem
 from bot.views.result_buttons import ImageButton, JobButton, PromptButton
 from generation.backends.protocol import GenerationBackend
 from generation.media.image_store import ImageStore
@@ -124,7 +125,7 @@ class ImagineBot(commands.Bot):
     async def setup_hook(self) -> None:
         for command in all_commands(self.services):
             self.tree.add_command(command)
-        self.add_dynamic_items(ImageButton, JobButton, PromptButton, SettingsControl)
+        self.add_dynamic_items(ImageButton, JobButton, PromptButton, EditItem, SettingsControl)
         guild = discord.Object(self.settings.sync_guild_id) if self.settings.sync_guild_id else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)

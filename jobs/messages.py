@@ -41,6 +41,7 @@ _MODE_TEXT = {
     Mode.IMG2IMG: " (from your picture)",
     Mode.VARIATION: " (variation)",
     Mode.UPSCALE: " (upscale)",
+    Mode.EDIT: " (edit)",
 }
 
 
@@ -48,7 +49,8 @@ def result_text(
     request: GenerationRequest, seeds: tuple[int, ...], owner_id: int, *, mention: bool, note: str = ""
 ) -> str:
     """The text above a result: prompt, negative prompt, settings; a mention when posted to the channel."""
-    lines = [f"**{quote(shorten(request.prompt, MAX_PROMPT_SHOWN))}**{_MODE_TEXT[request.mode]}"]
+    what = f" ({request.edit.describe()})" if request.edit is not None else _MODE_TEXT[request.mode]
+    lines = [f"**{quote(shorten(request.prompt, MAX_PROMPT_SHOWN))}**{what}"]
     if request.negative_prompt:
         lines.append(f"not: {quote(shorten(request.negative_prompt, 200))}")
     lines.append(describe_request(request, seeds))
@@ -71,6 +73,8 @@ def made_from(job: JobRecord, request: GenerationRequest) -> str:
     """What a job started from: a prompt, the member's picture, or image n of an earlier job."""
     parent = f"job `{job.parent_job_id}`" if job.parent_job_id else "an earlier job"
     image = f"image {job.parent_index + 1} of {parent}" if job.parent_index is not None else parent
+    if request.edit is not None:
+        return f"{request.edit.describe()} of {image}"
     if request.mode is Mode.VARIATION:
         return f"a variation of {image}"
     if request.mode is Mode.UPSCALE:

@@ -19,7 +19,7 @@ from bot.commands.errors import UserError, require_post_permissions, send_privat
 from bot.delivery.discord_outbox import discord_files
 from bot.services import Services
 from bot.views.custom_ids import Action, ButtonRef, is_job_id
-from bot.views.result_buttons import result_view
+from bot.views.result_buttons import post_view
 from generation.prompts.request import GenerationRequest
 from jobs.messages import details_text
 from storage.interface import JobRecord, JobState
@@ -123,8 +123,6 @@ def job_control_commands(services: Services) -> list[app_commands.Command[Any, A
             mention=False,
             upload_limit=interaction.filesize_limit,
         )
-        await interaction.followup.send(
-            post.content, files=discord_files(post.files), view=result_view(record.job_id, post.image_count)
-        )
+        await interaction.followup.send(post.content, files=discord_files(post.files), view=post_view(post))
 
     return [show]

@@ -14,7 +14,7 @@ from typing import Any, cast
 import aiohttp
 import discord
 
-from bot.views.result_buttons import progress_view, result_view
+from bot.views.result_buttons import post_view, progress_view
 from jobs.delivery import (
     DEFAULT_UPLOAD_LIMIT,
     OutFile,
@@ -106,7 +106,7 @@ class DiscordOutbox:
         await self._webhook(job).edit_message(ORIGINAL, content=text, attachments=files, view=view)
 
     async def post_result(self, job: JobRecord, post: ResultPost, *, via_token: bool) -> tuple[int, int]:
-        view = result_view(post.job_id, post.image_count)
+        view = post_view(post)
         try:
             if via_token:
                 message: discord.Message | discord.WebhookMessage = await self._webhook(job).edit_message(

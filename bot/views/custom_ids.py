@@ -1,6 +1,7 @@
 """Job ids and the buttons' `custom_id`s: `imagine:v:<job>:<i>` and `imagine:u:…` (an image of a
 result), `imagine:r:<job>` (reroll), `imagine:c:<job>` (cancel, on a progress message),
-`imagine:i:<job>` (📋 the job's parameters) and `imagine:d:<job>` (🗑️ delete the result).
+`imagine:i:<job>` (📋 the job's parameters), `imagine:d:<job>` (🗑️ delete the result) and
+`imagine:e:<job>:<edit>` (an edit of a one-image result: `Vary (Subtle)`, `Zoom Out 2x`, `⬅️`, …).
 
 Custom ids come back from Discord untrusted: `parse_custom_id` accepts only the exact shapes made
 here (a forged id is then checked against the store by the handler: job exists, same guild).
@@ -28,11 +29,30 @@ class Action(StrEnum):
     CANCEL = "c"
     INFO = "i"
     DELETE = "d"
+    EDIT = "e"
+
+
+class EditButton(StrEnum):
+    """The edit buttons of a one-image result (their custom ids carry the value)."""
+
+    VARY_SUBTLE = "vs"
+    VARY_STRONG = "vt"
+    VARY_REGION = "vr"
+    ZOOM_2X = "z2"
+    ZOOM_15X = "zh"
+    CUSTOM_ZOOM = "zc"
+    PAN_LEFT = "pl"
+    PAN_RIGHT = "pr"
+    PAN_UP = "pu"
+    PAN_DOWN = "pd"
+    MAKE_SQUARE = "sq"
+    UPSCALE_SUBTLE = "us"
+    UPSCALE_CREATIVE = "uc"
 
 
 INDEXED_ACTIONS = frozenset({Action.VARIATION, Action.UPSCALE})
 """Actions on one image of a result (their ids carry its index)."""
-DERIVING_ACTIONS = frozenset({Action.VARIATION, Action.UPSCALE, Action.REROLL})
+DERIVING_ACTIONS = frozenset({Action.VARIATION, Action.UPSCALE, Action.REROLL, Action.EDIT})
 """Actions that make a new job from a result."""
 
 
@@ -43,19 +63,22 @@ INDEXED_TEMPLATE = rf"imagine:(?P<action>[vu]):(?P<job>{JOB_ID_PATTERN}):(?P<ind
 JOB_TEMPLATE = rf"imagine:(?P<action>[rcid]):(?P<job>{JOB_ID_PATTERN})"
 PROMPT_TEMPLATE = r"imagine:p:(?P<index>[1-4])"
 """`Imagine 1`–`Imagine 4` under a `/describe` answer: the prompt is that message's line N."""
+EDIT_TEMPLATE = rf"imagine:e:(?P<job>{JOB_ID_PATTERN}):(?P<edit>{'|'.join(e.value for e in EditButton)})"
 _PROMPT_RE = re.compile(rf"^{PROMPT_TEMPLATE}$")
 _JOB_RENAMED = JOB_TEMPLATE.replace("?P<job>", "?P<jjob>").replace("?P<action>", "?P<jaction>")
-_FULL_RE = re.compile(rf"^(?:{INDEXED_TEMPLATE}|{_JOB_RENAMED})$")
+_EDIT_RENAMED = EDIT_TEMPLATE.replace("?P<job>", "?P<ejob>")
+_FULL_RE = re.compile(rf"^(?:{INDEXED_TEMPLATE}|{_JOB_RENAMED}|{_EDIT_RENAMED})$")
 
 
 @dataclass(frozen=True)
 class ButtonRef:
-    """A parsed button: the action, the job it points at and the image index (0-based; 0 for actions on
-    the whole job)."""
+    """A parsed button: the action, the job it points at, the image index (0-based; 0 for actions on
+    the whole job) and, for `Action.EDIT`, which edit."""
 
     action: Action
     job_id: str
     index: int = 0
+    edit: EditButton | None = None
 
 
 def new_job_id() -> str:
@@ -72,6 +95,10 @@ def make_custom_id(ref: ButtonRef) -> str:
     """The custom_id of a button."""
     if not is_job_id(ref.job_id):
         raise ValueError(f"not a job id: {ref.job_id!r}")
+    if ref.action is Action.EDIT:
+        if ref.edit is None:
+            raise ValueError("an edit button needs its edit")
+        return f"imagine:e:{ref.job_id}:{ref.edit.value}"
     if ref.action not in INDEXED_ACTIONS:
         return f"imagine:{ref.action.value}:{ref.job_id}"
     if not 0 <= ref.index < MAX_IMAGES:
@@ -91,4 +118,6 @@ def parse_custom_id(custom_id: str) -> ButtonRef | None:
         return None
     if match["jjob"] is not None:
         return ButtonRef(Action(match["jaction"]), match["jjob"])
+    if match["ejob"] is not None:
+        return ButtonRef(Action.EDIT, match["ejob"], edit=EditButton(match["edit"]))
     return ButtonRef(Action(match["action"]), match["job"], int(match["index"]) - 1)

@@ -3,10 +3,13 @@ restart (registered with `Bot.add_dynamic_items`). Clicks go to the bot's `Butto
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from typing import Any, Protocol
 
 import discord
+from PIL import Image
 
 from bot.views.custom_ids import (
     INDEXED_TEMPLATE,
@@ -16,6 +19,8 @@ from bot.views.custom_ids import (
     ButtonRef,
     make_custom_id,
 )
+from bot.views.edit_buttons import EDIT_ROWS, edit_items
+from jobs.delivery import ResultPost
 
 REROLL_EMOJI = "🔄"
 INFO_EMOJI = "📋"
@@ -88,9 +93,25 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_TEM
         await _actions(interaction).on_result_button(interaction, self.ref)
 
 
-def result_view(job_id: str, image_count: int) -> discord.ui.View:
-    """U1..Un and 🔄 on the first row, V1..Vn on the second, 📋 🗑️ on the third (n = images shown)."""
+def result_view(job_id: str, image_count: int, *, square: bool = True) -> discord.ui.View:
+    """U1..Un and 🔄 on the first row, V1..Vn on the second, 📋 🗑️ on the third (n = images shown).
+    A one-image result has the edit buttons (`bot.views.edit_buttons`) on top, U1 🔄 V1 📋 🗑️ below
+    them; `square` says whether its picture is square (no `Make Square` then)."""
     view = discord.ui.View(timeout=None)
+    if image_count == 1:
+        for edit in edit_items(job_id, square=square):
+            view.add_item(edit)
+        below: list[discord.ui.Item[Any]] = [
+            ImageButton(ButtonRef(Action.UPSCALE, job_id, 0)),
+            JobButton(ButtonRef(Action.REROLL, job_id)),
+            ImageButton(ButtonRef(Action.VARIATION, job_id, 0)),
+            JobButton(ButtonRef(Action.INFO, job_id)),
+            JobButton(ButtonRef(Action.DELETE, job_id)),
+        ]
+        for item in below:
+            item.row = EDIT_ROWS
+            view.add_item(item)
+        return view
     for i in range(image_count):
         view.add_item(ImageButton(ButtonRef(Action.UPSCALE, job_id, i)))
     view.add_item(JobButton(ButtonRef(Action.REROLL, job_id)))
@@ -99,6 +120,16 @@ def result_view(job_id: str, image_count: int) -> discord.ui.View:
     view.add_item(JobButton(ButtonRef(Action.INFO, job_id)))
     view.add_item(JobButton(ButtonRef(Action.DELETE, job_id)))
     return view
+
+
+def post_view(post: ResultPost) -> discord.ui.View:
+    """The buttons of a result post: `result_view`, told from its one picture whether it is square."""
+    square = True
+    if post.image_count == 1 and post.files:
+        # a header Pillow can't read: no Make Square
+        with contextlib.suppress(Exception), Image.open(io.BytesIO(post.files[0].data)) as picture:
+            square = picture.width == picture.height
+    return result_view(post.job_id, post.image_count, square=square)
 
 
 def progress_view(job_id: str) -> discord.ui.View:

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from .modal_submit import FieldValue, modal_submission
 from .models import (
     JSON,
     Attachment,
@@ -191,19 +192,21 @@ class MemberDriver(LoopbackState):
         return rec
 
     def submit_modal(
-        self, interaction: InteractionRecord, values: Mapping[str, str], member: Member
+        self, interaction: InteractionRecord, values: Mapping[str, FieldValue], member: Member
     ) -> InteractionRecord:
-        """Submit the modal that `interaction` answered with (type 5 MODAL_SUBMIT)."""
+        """Submit the modal that `interaction` answered with (type 5 MODAL_SUBMIT): `values` by
+        custom_id (text, chosen options, or `Upload` files); other fields keep what was pre-filled."""
         if interaction.modal is None:
             raise LoopbackError("that interaction did not answer with a modal")
         guild = self.guilds[interaction.guild_id] if interaction.guild_id else None
         if guild is None:
             raise LoopbackError("modals in DMs are not supported")
-        rows = [
-            {"type": 1, "components": [{"type": 4, "custom_id": cid, "value": v}]}
-            for cid, v in values.items()
-        ]
-        data: JSON = {"custom_id": interaction.modal.get("custom_id"), "components": rows}
+
+        def attachment(upload: Upload) -> JSON:
+            att = self._new_attachment(upload.filename, upload.data, upload.content_type)
+            return att.payload() | {"ephemeral": True}
+
+        data = modal_submission(interaction.modal, values, attachment)
         channel = self.channels[interaction.channel_id]
         rec = self._dispatch_interaction(5, data, guild, channel, member, guild.permissions_of(member))
         rec.custom_id = str(data["custom_id"])

@@ -1,0 +1,69 @@
+"""Remix (PRODUCT.md): a job's prompt and flags written back as text a member can edit, and the
+derived request with what the member submitted.
+
+`remix_text` is what the modal is pre-filled with; the submitted text is parsed as `/imagine` parses
+a prompt (`generation.prompts.command.parse_command`) and `remixed` takes its prompt-side settings
+into the derived request, whose picture-side settings (source, size, seeds, edit) stay."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from generation.prompts.edits import EditError, parse_zoom
+from generation.prompts.request import GenerationRequest, Mode
+
+_ZOOM_FLAG = re.compile(r"(?:^|\s)--zoom(?:\s+(?P<value>[^\s-][^\s]*))?(?=\s|$)", re.IGNORECASE)
+
+
+def remix_text(request: GenerationRequest, *, with_shape: bool = False) -> str:
+    """`request`'s prompt with its flags (`--no`, `--steps`, `--cfg`, …) as a member would type them;
+    `with_shape` adds `--ar` and `--n` (a reroll may change them, an edit of a picture may not)."""
+    parts = [request.prompt + "".join(f" <lora:{name}:{weight:g}>" for name, weight in request.loras)]
+    if with_shape:
+        parts += [f"--ar {request.aspect}", f"--n {request.count}"]
+    parts += [f"--steps {request.steps}", f"--cfg {request.guidance:g}"]
+    if request.sampler:
+        parts.append(f"--sampler {request.sampler}")
+    if request.tile:
+        parts.append("--tile")
+    if request.stop < 100:
+        parts.append(f"--stop {request.stop}")
+    if request.chaos is not None and with_shape:
+        parts.append(f"--chaos {request.chaos}")
+    if request.negative_prompt:
+        parts.append(f"--no {request.negative_prompt}")  # last: `--no` runs to the next flag
+    return " ".join(parts)
+
+
+def remixed(derived: GenerationRequest, submitted: GenerationRequest) -> GenerationRequest:
+    """`derived` (a variation, edit or reroll of a picture) with the prompt-side settings of
+    `submitted` (the parsed remix text): prompt, negative, steps, guidance, sampler, adapters."""
+    return replace(
+        derived,
+        prompt=submitted.prompt,
+        negative_prompt=submitted.negative_prompt,
+        steps=submitted.steps,
+        guidance=submitted.guidance,
+        sampler=submitted.sampler,
+        tile=submitted.tile,
+        stop=submitted.stop,
+        chaos=submitted.chaos if derived.mode is Mode.TXT2IMG else derived.chaos,
+        prompt_windows=submitted.prompt_windows,
+        loras=submitted.loras,
+        warnings=submitted.warnings,
+    )
+
+
+def split_zoom_flag(text: str) -> tuple[str, float | None]:
+    """`text` without an inline `--zoom F`, and F (checked: 1 < F <= 2), or None when not given."""
+    found = list(_ZOOM_FLAG.finditer(text))
+    if not found:
+        return text, None
+    if len(found) > 1:
+        raise EditError("Give `--zoom` once.")
+    value = found[0]["value"]
+    if value is None:
+        raise EditError("`--zoom` needs a factor, like `--zoom 1.5`.")
+    rest = (text[: found[0].start()] + " " + text[found[0].end() :]).strip()
+    return " ".join(rest.split()), parse_zoom(value)
