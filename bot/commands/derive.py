@@ -1,4 +1,4 @@
-"""Requests made from a stored result: variations, upscales, rerolls (Discord-free).
+"""Requests made from a stored result: variations, upscales, rerolls and edits (Discord-free).
 
 The rules themselves (strengths, upscale size) are `generation.prompts.request`'s derivations."""
 
@@ -9,17 +9,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bot.commands.errors import UserError
-from bot.views.custom_ids import Action, ButtonRef
+from bot.views.custom_ids import Action, ButtonRef, EditButton
+from generation.prompts.edits import Direction, EditError, EditKind, EditSpec, edit_spec
 from generation.prompts.request import (
+    MAX_IMAGES,
     SEED_MODULUS,
     GenerationRequest,
+    Mode,
     ModelProfile,
     consecutive_seeds,
+    edit_of,
     reroll_of,
     upscale_of,
     variation_of,
 )
-from storage.interface import JobRecord, JobState
+from storage.interface import JobRecord, JobState, Store
 
 
 def fresh_seeds(count: int, random_seed: Callable[[], int] | None = None) -> tuple[int, ...]:
@@ -71,3 +75,80 @@ def derive(
     if ref.action is Action.VARIATION:
         return variation_of(base, ref.index, source_hash, seeds)
     return upscale_of(base, ref.index, source_hash, profile)
+
+
+UPSCALE_EDITS = frozenset({EditKind.UPSCALE_SUBTLE, EditKind.UPSCALE_CREATIVE})
+MAX_WALK = 16  # parents followed to find the grid a picture came from
+
+
+def button_spec(
+    button: EditButton,
+    of_job: str,
+    *,
+    factor: float | None = None,
+    regions: tuple[str, ...] = (),
+    mask_image: str | None = None,
+) -> EditSpec:
+    """The edit an edit button asks for; `factor` (Custom Zoom, or an inline `--zoom`) wins over the
+    button's own. An `EditError` (a `PromptError`) for what cannot be done."""
+    kind, own_factor, direction = _BUTTON_EDITS[button]
+    if factor is not None and kind is not EditKind.ZOOM_OUT:
+        raise EditError("`--zoom` goes with Zoom Out and Custom Zoom only.")
+    factor = factor if factor is not None else own_factor
+    if kind is EditKind.ZOOM_OUT and factor is None:
+        raise EditError("Give a zoom factor between 1 and 2, like 1.5.")
+    return edit_spec(
+        kind, factor=factor, direction=direction, regions=regions, mask_image=mask_image, of_job=of_job
+    )
+
+
+_BUTTON_EDITS: dict[EditButton, tuple[EditKind, float | None, Direction | None]] = {
+    EditButton.VARY_SUBTLE: (EditKind.VARY_SUBTLE, None, None),
+    EditButton.VARY_STRONG: (EditKind.VARY_STRONG, None, None),
+    EditButton.VARY_REGION: (EditKind.VARY_REGION, None, None),
+    EditButton.ZOOM_2X: (EditKind.ZOOM_OUT, 2.0, None),
+    EditButton.ZOOM_15X: (EditKind.ZOOM_OUT, 1.5, None),
+    EditButton.CUSTOM_ZOOM: (EditKind.ZOOM_OUT, None, None),
+    EditButton.PAN_LEFT: (EditKind.PAN, None, Direction.LEFT),
+    EditButton.PAN_RIGHT: (EditKind.PAN, None, Direction.RIGHT),
+    EditButton.PAN_UP: (EditKind.PAN, None, Direction.UP),
+    EditButton.PAN_DOWN: (EditKind.PAN, None, Direction.DOWN),
+    EditButton.MAKE_SQUARE: (EditKind.MAKE_SQUARE, None, None),
+    EditButton.UPSCALE_SUBTLE: (EditKind.UPSCALE_SUBTLE, None, None),
+    EditButton.UPSCALE_CREATIVE: (EditKind.UPSCALE_CREATIVE, None, None),
+}
+
+
+def _picks_one_picture(request: GenerationRequest) -> bool:
+    """True for a request that makes one picture of an earlier result (U1–U4, Upscale edits)."""
+    return request.mode is Mode.UPSCALE or (request.edit is not None and request.edit.kind in UPSCALE_EDITS)
+
+
+async def original_count(store: Store, parent: JobRecord) -> int:
+    """How many images the request that `parent`'s picture came from made: vary, zoom and pan make
+    that many (the grid behind a `U2`, or the parent itself)."""
+    record = parent
+    for _ in range(MAX_WALK):
+        request = parent_request(record)
+        if not _picks_one_picture(request) or record.parent_job_id is None:
+            return request.count
+        grid = await store.get_job(record.parent_job_id)
+        if grid is None:
+            return request.count
+        record = grid
+    return parent_request(record).count
+
+
+def derive_edit(
+    parent: JobRecord,
+    spec: EditSpec,
+    source_hash: str,
+    size: tuple[int, int],
+    count: int,
+    *,
+    random_seed: Callable[[], int] | None = None,
+) -> GenerationRequest:
+    """`spec` done to `parent`'s one picture (stored as `source_hash`), on a canvas of `size`, making
+    `count` images (one for the upscales) with fresh seeds."""
+    images = 1 if spec.kind in UPSCALE_EDITS else max(1, min(count, MAX_IMAGES))
+    return edit_of(parent_request(parent), spec, source_hash, size, fresh_seeds(images, random_seed))

@@ -27,7 +27,7 @@ from generation.prompts.request import GenerationRequest, PromptOptions
 from jobs.delivery import token_expiry
 from jobs.messages import quote
 from storage.blocklist import find_blocked
-from storage.interface import NewJob, Refusal
+from storage.interface import NewJob, Refusal, Store
 
 PENDING_SOURCE = "0" * 64  # stands in for the source picture's hash until it is read (after the defer)
 SEED_LIMIT = 2**32 - 1
@@ -48,6 +48,16 @@ def check_attachment(image: discord.Attachment, limit: int) -> None:
     if kind and not kind.startswith("image/"):
         raise UserError(
             f"`{quote(image.filename)}` isn't a picture ({kind}): attach a PNG, JPEG or WebP image."
+        )
+
+
+async def refuse_blocked(store: Store, guild_id: int, prompts: list[str]) -> None:
+    """A `UserError` naming the first of the server's blocked words found in `prompts`."""
+    words = await store.blocked_words(guild_id)
+    blocked = next((b for b in (find_blocked(p, words) for p in prompts) if b is not None), None)
+    if blocked is not None:
+        raise UserError(
+            f"Your prompt contains a word this server blocks (“{quote(blocked)}”), so it wasn't queued."
         )
 
 
@@ -145,12 +155,7 @@ class ImagineCommand:
         await interaction.response.defer(thinking=True)
         interaction.extras["public_defer"] = True
 
-        words = await bot.store.blocked_words(interaction.guild_id)
-        blocked = next((b for b in (find_blocked(r.prompt, words) for r in requests) if b is not None), None)
-        if blocked is not None:
-            raise UserError(
-                f"Your prompt contains a word this server blocks (“{quote(blocked)}”), so it wasn't queued."
-            )
+        await refuse_blocked(bot.store, interaction.guild_id, [r.prompt for r in requests])
         if image is not None:
             data = await image.read()
             if len(data) > limit:

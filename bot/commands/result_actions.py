@@ -14,8 +14,9 @@ from typing import Any
 
 import discord
 
-from bot.commands.derive import check_parent, derive, source_bytes
+from bot.commands.derive import check_parent, derive, parent_request, source_bytes
 from bot.commands.describe import prompt_of
+from bot.commands.edit_actions import EditActions, remixed_reroll
 from bot.commands.errors import (
     UserError,
     member_role_ids,
@@ -35,10 +36,12 @@ from bot.views.custom_ids import (
     is_known_custom_id,
     new_job_id,
 )
+from bot.views.edit_modals import RemixModal, Submitted
 from bot.views.result_buttons import REROLL_EMOJI
-from generation.prompts.request import PromptOptions
+from generation.prompts.remix import remix_text, remixed
+from generation.prompts.request import GenerationRequest, PromptOptions
 from jobs.delivery import token_expiry
-from storage.interface import NewJob, Refusal, Reservation, StorageError
+from storage.interface import JobRecord, NewJob, Refusal, Reservation, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class ResultActions:
         self.services = services
         self.controls = JobControls(services)
         self.imagine = ImagineCommand(services)
+        self.edits = EditActions(services, self.submit_derived)
 
     async def start_derived(
         self,
@@ -80,8 +84,10 @@ class ResultActions:
         user_id: int,
         role_ids: tuple[int, ...],
         interaction: discord.Interaction[Any] | None,
+        remix: str | None = None,
     ) -> tuple[Reservation | Refusal, int]:
-        """Check the parent, build the derived request, reserve and run it; also returns its image count."""
+        """Check the parent, build the derived request (with `remix`: the text a member submitted in
+        the Remix modal), reserve and run it; also returns its image count."""
         bot = self.services
         parent = check_parent(await bot.store.get_job(ref.job_id), guild_id, ref)
         digest = None
@@ -89,6 +95,44 @@ class ResultActions:
             data = await asyncio.to_thread(source_bytes, parent, ref.index)
             digest = await asyncio.to_thread(bot.image_store.put, data)
         request = derive(parent, ref, bot.backend.profile, digest)
+        if remix is not None and interaction is not None:
+            submitted = await self.edits.parse_remix(interaction, remix)
+            request = (
+                remixed_reroll(request, submitted)
+                if ref.action is Action.REROLL
+                else remixed(request, submitted)
+            )
+        index = ref.index if ref.action is not Action.REROLL else None
+        return await self._reserve(
+            parent, request, index, channel_id, user_id, role_ids, interaction
+        ), request.count
+
+    async def submit_derived(
+        self,
+        interaction: discord.Interaction[Any],
+        parent: JobRecord,
+        request: GenerationRequest,
+        parent_index: int | None,
+    ) -> Reservation | Refusal:
+        """Reserve and queue `request`, made from `parent`, for the member who clicked."""
+        assert interaction.channel_id is not None
+        role_ids = member_role_ids(interaction.user)
+        user_id = interaction.user.id
+        return await self._reserve(
+            parent, request, parent_index, interaction.channel_id, user_id, role_ids, interaction
+        )
+
+    async def _reserve(
+        self,
+        parent: JobRecord,
+        request: GenerationRequest,
+        parent_index: int | None,
+        channel_id: int,
+        user_id: int,
+        role_ids: tuple[int, ...],
+        interaction: discord.Interaction[Any] | None,
+    ) -> Reservation | Refusal:
+        bot = self.services
         job = NewJob(
             job_id=new_job_id(),
             guild_id=parent.guild_id,
@@ -100,10 +144,10 @@ class ResultActions:
             interaction_token=interaction.token if interaction else None,
             token_expires_at=token_expiry(bot.clock()) if interaction else None,
             parent_job_id=parent.job_id,
-            parent_index=ref.index if ref.action is not Action.REROLL else None,
+            parent_index=parent_index,
         )
         upload_limit = interaction.filesize_limit if interaction else None
-        return await bot.runner.submit(job, request, role_ids, upload_limit=upload_limit), request.count
+        return await bot.runner.submit(job, request, role_ids, upload_limit=upload_limit)
 
     async def on_result_button(self, interaction: discord.Interaction[Any], ref: ButtonRef) -> None:
         """A click on any of the bot's buttons (called by the dynamic items)."""
@@ -111,23 +155,48 @@ class ResultActions:
             if ref.action not in DERIVING_ACTIONS:
                 await self.controls.on_button(interaction, ref)
                 return
-            require_post_permissions(interaction)
-            await interaction.response.defer(thinking=True)
-            interaction.extras["public_defer"] = True
-            if interaction.channel_id is None:
+            if interaction.channel_id is None or interaction.guild_id is None:
                 raise UserError("This only works in a server channel.")
-            outcome, count = await self.start_derived(
-                ref,
-                guild_id=interaction.guild_id,
-                channel_id=interaction.channel_id,
-                user_id=interaction.user.id,
-                role_ids=member_role_ids(interaction.user),
-                interaction=interaction,
-            )
-            if isinstance(outcome, Refusal):
-                await send_private(interaction, refusal_text(outcome, count))
+            if ref.action is Action.EDIT:
+                await self.edits.on_click(interaction, ref)
+            elif ref.action is not Action.UPSCALE and await self.edits.remix_on(interaction):
+                await self._open_remix(interaction, ref)
+            else:
+                await self._run_derived(interaction, ref, None)
         except Exception as exc:
             await report_error(interaction, exc)
+
+    async def _open_remix(self, interaction: discord.Interaction[Any], ref: ButtonRef) -> None:
+        """V1–V4 and 🔄 with Remix on: the parent's prompt and flags in a modal; what is sent runs."""
+        parent = check_parent(await self.services.store.get_job(ref.job_id), interaction.guild_id, ref)
+        prefill = remix_text(parent_request(parent), with_shape=ref.action is Action.REROLL)
+
+        async def submitted(modal_interaction: discord.Interaction[Any], sent: Submitted) -> None:
+            try:
+                await self._run_derived(modal_interaction, ref, sent.prompt)
+            except Exception as exc:
+                await report_error(modal_interaction, exc)
+
+        await interaction.response.send_modal(RemixModal(prefill, submitted))
+
+    async def _run_derived(
+        self, interaction: discord.Interaction[Any], ref: ButtonRef, remix: str | None
+    ) -> None:
+        require_post_permissions(interaction)
+        await interaction.response.defer(thinking=True)
+        interaction.extras["public_defer"] = True
+        assert interaction.channel_id is not None
+        outcome, count = await self.start_derived(
+            ref,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            user_id=interaction.user.id,
+            role_ids=member_role_ids(interaction.user),
+            interaction=interaction,
+            remix=remix,
+        )
+        if isinstance(outcome, Refusal):
+            await send_private(interaction, refusal_text(outcome, count))
 
     async def on_prompt_button(self, interaction: discord.Interaction[Any], index: int) -> None:
         """`Imagine N` under a `/describe` answer: `/imagine` of that line's prompt, for the clicker."""

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from generation.prompts.errors import PromptError
+
 
 class EditKind(StrEnum):
     """One button of a one-image result."""
@@ -74,7 +76,7 @@ EDIT_DEFAULTS: dict[EditKind, EditDefaults] = {
 }
 
 
-class EditError(ValueError):
+class EditError(PromptError):
     """An edit that cannot be made; `str()` is a one-line message for the member."""
 
 
