@@ -11,7 +11,7 @@ In one process, for `--rounds` rounds:
 - **batched**: the same through the service with batching on (its default cap), reported apart.
 
 `--prompts` measures something else: the weighted and long-prompt path against the plain one
-(`bench.prompt_cost`).
+(`bench.prompt_cost`); `--edits` batched edit jobs against one per call (`bench.service_edits`).
 
 The timed rounds carry no instrumentation. After them, one more `service` and one more `batched`
 pass (of at least 40 jobs) run with a ticker coroutine that wakes every 5 ms and records how late it
@@ -329,10 +329,21 @@ def main(argv: list[str], settings: BenchSettings) -> int:
         action="store_true",
         help="instead: the weighted and long-prompt path against the plain one (bench/prompt_cost.py)",
     )
+    parser.add_argument(
+        "--edits",
+        action="store_true",
+        help="instead: batched against one-by-one edit jobs (zoom, vary, pan) (bench/service_edits.py)",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.rounds < 1:
         parser.error("--jobs and --rounds must be at least 1")
     cache = settings.cache_dir()  # the tiny model, built there once
+    if args.edits:
+        from bench import service_edits
+
+        figures = service_edits.main_edits(args.jobs, args.rounds, args.size, args.steps, cache)
+        report("service-edits", figures, argv, results_path=settings.results_path)
+        return 0
     if args.prompts:
         from bench import prompt_cost
 

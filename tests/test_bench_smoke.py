@@ -56,6 +56,20 @@ def test_service_prompts_benchmark_compares_weighted_and_long_with_plain(
     assert "## service-prompts" in results.read_text()
 
 
+def test_service_edits_benchmark_compares_batched_edit_jobs_with_one_by_one(
+    tmp_path: Path, tiny_cache_dir: Path
+) -> None:
+    results = tmp_path / "RESULTS.md"
+    figures = _run_bench(["service", "--edits", "--jobs", "2", "--rounds", "2"], results, tiny_cache_dir)
+    assert figures["jobs"] == 2 and figures["from_pipe_added_bytes"] == 0
+    for name in ("zoom_out_2x", "vary_subtle", "pan_left"):
+        low, high = figures[f"{name}_batched_speedup_ci95"]
+        assert low <= figures[f"{name}_batched_speedup"] <= high
+        assert figures[f"{name}_batched_s"] > 0 and figures[f"{name}_sequential_s"] > 0
+    assert figures["pan_left_size"] == "96x64"
+    assert "## service-edits" in results.read_text()
+
+
 def test_flops_per_image_counts_guidance_passes_and_parts() -> None:
     from bench.archs import get_arch
     from bench.gpu.flops import Flops

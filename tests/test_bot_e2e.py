@@ -160,7 +160,7 @@ async def test_slash_options_win_over_inline_flags(world: BotWorld) -> None:
     assert size_of(png_of(result)) == (56, 72)
     text = params(result)
     assert "Seed: 7" in text and "Steps: 2" in text
-    assert len(result.custom_ids) == 5  # U1, 🔄, V1, 📋, 🗑️
+    assert len(result.custom_ids) == 5 + 13  # U1, 🔄, V1, 📋, 🗑️ and the 13 edit buttons
 
 
 async def test_same_seed_same_pixels(world: BotWorld) -> None:
@@ -215,7 +215,7 @@ async def test_u1_click_makes_one_larger_image(world: BotWorld, fox: Message) ->
     result = await world.wait_result(click)
     assert "(upscale)" in result.content
     assert size_of(png_of(result)) == (2 * NATIVE, 2 * NATIVE)
-    assert len(result.custom_ids) == 5  # U1, 🔄, V1, 📋, 🗑️
+    assert len(result.custom_ids) == 5 + 12  # U1, 🔄, V1, 📋, 🗑️ and the edits but Make Square
 
 
 async def test_reaction_reroll_posts_to_channel_mentioning_reactor(world: BotWorld, fox: Message) -> None:

@@ -23,7 +23,7 @@ from testkit.answers import job_of
 from testkit.discord_loopback import InteractionRecord, Member, Message, Upload
 from tests.bot_harness import BotWorld, FaultyEngine, T
 
-pytest_plugins = ["tests.fixtures_generation"]
+pytest_plugins = ["tests.fixtures_generation", "tests.pg_fixtures"]
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 CAP = SizeCap.for_native(64)  # the tiny model's
@@ -345,3 +345,22 @@ async def test_edit_buttons_work_after_a_restart(world: BotWorld, wide: Message)
     record = await job(world, result)
     assert record.parent_job_id == parent.job_id and record.state is JobState.DONE
     assert_kept(edit_spec(EditKind.ZOOM_OUT, factor=2), picture(parent), picture(record))
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_an_edit_is_a_job_on_the_postgres_claim_path(
+    tmp_path: Path, tiny_model: Any, pg_url: str
+) -> None:
+    async with BotWorld.open(tmp_path, tiny_model) as pg_world:
+        pg_world.extra_settings = {"database_url": pg_url}
+        await pg_world.start_bot()
+        store = pg_world.running.store if pg_world.running else None
+        assert store is not None
+        one = await pg_world.wait_result(pg_world.imagine("a harbour at dawn --ar 3:2 --seed 6 --n 1"))
+        parent = await store.get_job(job_of(one) or "")
+        result = await pg_world.wait_result(click(pg_world, one, "⬅️", pg_world.bob))
+        record = await store.get_job(job_of(result) or "")
+        assert parent is not None and record is not None
+        assert record.state is JobState.DONE and record.parent_job_id == parent.job_id
+        assert record.owner_id == pg_world.bob.id
+        assert_kept(edit_spec(EditKind.PAN, direction=Direction.LEFT), picture(parent), picture(record))

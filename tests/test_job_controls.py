@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from bot.views.edit_buttons import EDIT_BUTTON_LOOKS
 from storage.interface import JobState
 from testkit.answers import job_of
 from testkit.discord_loopback import InteractionRecord, Member, Message
@@ -118,7 +119,8 @@ async def test_cancel_by_button_refunds_on_postgres(tmp_path: Path, tiny_model: 
 
 
 async def test_result_buttons_include_info_and_delete(owl: Message) -> None:
-    assert sorted(_labels(owl)) == sorted(["U1", "🔄", "V1", "📋", "🗑️"])
+    edits = [label or emoji for label, emoji, _row in EDIT_BUTTON_LOOKS.values() if label != "Make Square"]
+    assert sorted(_labels(owl)) == sorted(["U1", "🔄", "V1", "📋", "🗑️", *edits])  # a square picture
 
 
 async def test_info_shows_the_jobs_parameters_privately(world: BotWorld, owl: Message) -> None:

@@ -24,7 +24,8 @@ import ray  # noqa: E402
 
 from generation.backends.protocol import GenerationResult, JobCancelled, JobHandle, Progress, Started  # noqa: E402
 from generation.backends.ray_driver import RayBackend  # noqa: E402
-from generation.prompts.request import GenerationRequest, Mode  # noqa: E402
+from generation.prompts.edits import EditKind, edit_spec  # noqa: E402
+from generation.prompts.request import GenerationRequest, Mode, edit_of  # noqa: E402
 from tests.fixtures_generation import same_within_rounding, tiny_request, tiny_source_png  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -102,6 +103,10 @@ async def test_many_users_each_job_once_with_the_local_engines_images(
         "b1": ("bob", tiny_request(width=72, seeds=(4,))),
         "c1": ("carol", tiny_request(mode=Mode.IMG2IMG, strength=0.6, source_image=digest, seeds=(5,))),
         "d1": ("dave", tiny_request(prompt="a green hill", seeds=(6,))),
+        "e1": (
+            "erin",
+            edit_of(tiny_request(), edit_spec(EditKind.ZOOM_OUT, factor=2), digest, (64, 64), (7, 8)),
+        ),
     }
     settled = backend.stats.jobs_settled
     handles = {job_id: backend.submit(job_id, owner, request) for job_id, (owner, request) in jobs.items()}
@@ -128,12 +133,14 @@ async def test_a_light_user_is_not_stuck_behind_a_heavy_users_fifty(backend: Ray
         await handle.result()
         finished.append(handle.job_id)
 
+    sent_earlier = backend.stats.batches  # by the module's earlier tests
     heavy = [
         backend.submit(f"heavy{i}", "heavy", tiny_request(steps=12, seeds=(100 + i,))) for i in range(50)
     ]
     tasks = [asyncio.create_task(follow(h)) for h in heavy]
     await first_progress(heavy[0])  # the first batches are on the replicas
-    sent_before = backend.stats.batches  # normally 2 (one per replica); more if a batch already ended
+    # this test's batches sent so far: normally 2 (one per replica); more if a batch already ended
+    sent_before = backend.stats.batches - sent_earlier
     light = backend.submit("light", "light", tiny_request(seeds=(7,)))
     tasks.append(asyncio.create_task(follow(light)))
     await asyncio.wait_for(asyncio.gather(*tasks), WAIT)
