@@ -119,7 +119,9 @@ async def test_cancel_by_button_refunds_on_postgres(tmp_path: Path, tiny_model: 
 
 
 async def test_result_buttons_include_info_and_delete(owl: Message) -> None:
-    edits = [label or emoji for label, emoji, _row in EDIT_BUTTON_LOOKS.values() if label != "Make Square"]
+    edits = [
+        str(label or emoji) for label, emoji, _row in EDIT_BUTTON_LOOKS.values() if label != "Make Square"
+    ]
     assert sorted(_labels(owl)) == sorted(["U1", "🔄", "V1", "📋", "🗑️", *edits])  # a square picture
 
 
