@@ -116,7 +116,7 @@ async def test_upload_fails_then_delivered(
 
 
 async def test_stalled_upload_times_out_and_is_retried(world: BotWorld, engine: FaultyEngine) -> None:
-    world.bot.runner.delivery_timeout_s = 1.0
+    world.bot.runner.poster.delivery_timeout_s = 1.0
     rec = await _gated_job(world, engine, "a stalled tower", world.bob)
     job_id = await _job_id(world, world.bob)
     stall = world.server.stall_next(WEBHOOK_EDIT)
@@ -127,7 +127,7 @@ async def test_stalled_upload_times_out_and_is_retried(world: BotWorld, engine: 
         await _delivered_once(world, rec, job_id)  # the next attempt, while the first still hangs
     finally:
         stall.release()
-        world.bot.runner.delivery_timeout_s = 60.0
+        world.bot.runner.poster.delivery_timeout_s = 60.0
 
 
 async def test_channel_post_that_landed_but_timed_out_is_not_posted_twice(
@@ -136,7 +136,7 @@ async def test_channel_post_that_landed_but_timed_out_is_not_posted_twice(
     # An expired token sends the result to the channel. Discord creates the message but its answer
     # never comes: the bot times out and posts again, with the same nonce, so Discord returns the
     # first message instead of making a second one.
-    world.bot.runner.delivery_timeout_s = 1.0
+    world.bot.runner.poster.delivery_timeout_s = 1.0
     rec = await _gated_job(world, engine, "a lost answer", world.carol)
     job_id = await _job_id(world, world.carol)
     world.server.expire_token(rec)
@@ -148,7 +148,7 @@ async def test_channel_post_that_landed_but_timed_out_is_not_posted_twice(
         await asyncio.wait_for(world.bot.runner.wait(job_id), T)
     finally:
         stall.release()
-        world.bot.runner.delivery_timeout_s = 60.0
+        world.bot.runner.poster.delivery_timeout_s = 60.0
     posts = [r for r in world.server.requests if r.method == "POST" and r.path.endswith("/messages")]
     (result,) = _results_for(world, job_id)
     assert len(posts) >= 2 and f"<@{world.carol.id}>" in result.content

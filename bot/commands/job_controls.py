@@ -114,7 +114,7 @@ def job_control_commands(services: Services) -> list[app_commands.Command[Any, A
         pngs = await asyncio.to_thread(_read_images, record)
         request = GenerationRequest.from_json(record.request_json)
         post = await asyncio.to_thread(
-            services.runner.build_post,
+            services.runner.poster.build_post,
             record,
             request,
             record.seeds or request.seeds,
