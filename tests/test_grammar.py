@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from generation.prompts.command import parse_command
 from generation.prompts.errors import PromptError
+from generation.prompts.flags import FLAG_NAMES
 from generation.prompts.grammar import (
     MAX_JOBS,
     check_macro,
@@ -20,7 +21,7 @@ from generation.prompts.grammar import (
     expand_macros,
     expand_permutations,
 )
-from generation.prompts.parser import FLAG_NAMES, parse_prompt
+from generation.prompts.parser import parse_prompt
 from generation.prompts.request import GenerationRequest, ModelProfile, PromptDefaults, PromptOptions
 from generation.prompts.weights import EMPHASIS, Fragment, parse_emphasis, parse_weights, plain_text
 

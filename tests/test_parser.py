@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generation.prompts.parser import ASPECT_CHOICES, KNOWN_FLAGS, PromptError, aspect_size, parse_prompt
+from generation.prompts.flags import KNOWN_FLAGS
+from generation.prompts.parser import ASPECT_CHOICES, PromptError, aspect_size, parse_prompt
 from generation.prompts.request import (
     IMG2IMG_STRENGTH,
     UPSCALE_FACTOR,

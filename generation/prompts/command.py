@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from generation.prompts.errors import PromptError
+from generation.prompts.flags import FLAG_NAMES
 from generation.prompts.grammar import MAX_JOBS, expand_macros, expand_permutations
-from generation.prompts.parser import FLAG_NAMES, parse_one
+from generation.prompts.parser import ParseContext, parse_one
 from generation.prompts.request import (
     SEED_MODULUS,
     GenerationRequest,
@@ -41,21 +42,8 @@ def parse_command(
     the first job's, so a repeated command is repeatable too)."""
     expanded = expand_macros(text if isinstance(text, str) else "", macros or {}, FLAG_NAMES)
     variants = expand_permutations(expanded, MAX_JOBS)
-    parsed = [
-        parse_one(
-            variant,
-            options,
-            profile,
-            count_tokens=count_tokens,
-            random_seed=random_seed,
-            mode=mode,
-            source_image=source_image,
-            defaults=defaults,
-            models=models,
-            loras=loras,
-        )
-        for variant in variants
-    ]
+    context = ParseContext(profile, count_tokens, random_seed, defaults, mode, source_image, models, loras)
+    parsed = [parse_one(variant, options, context) for variant in variants]
     total = sum(p.repeat for p in parsed)
     if total > MAX_JOBS:
         raise PromptError(f"That command makes {total} jobs; one command makes at most {MAX_JOBS}.")
