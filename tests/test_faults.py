@@ -13,18 +13,17 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from storage.interface import JobState
 from storage.sqlite import open_store
 from testkit.bot_process import BotProcess
 from testkit.discord_loopback import DiscordLoopback, InteractionRecord, Member
 from tests.bot_harness import LIMITS, BotWorld, FaultyEngine, T, is_result
+from tests.world_fixtures import started_world
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -32,21 +31,13 @@ JOB_TIMEOUT_S = 3.0
 WEBHOOK_EDIT = "PATCH /webhooks/*/messages/@original"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> AsyncIterator[BotWorld]:
-    async with BotWorld.open(tmp_path_factory.mktemp("faults"), tiny_model) as w:
-        w.engine_wrapper = FaultyEngine
-        w.extra_settings = {"job_timeout_s": JOB_TIMEOUT_S}
-        w.service_options = {"watchdog_grace_s": 0.5}
-        w.bot_options = {"edit_interval_s": 3600.0}  # one progress edit per job: the first
-        await w.start_bot()
-        yield w
-
-
-@pytest.fixture
-def engine(world: BotWorld) -> Iterator[FaultyEngine]:
-    with FaultyEngine.of(world) as engine:
-        yield engine
+world = started_world(
+    "faults",
+    engine_wrapper=FaultyEngine,
+    extra_settings={"job_timeout_s": JOB_TIMEOUT_S},
+    service_options={"watchdog_grace_s": 0.5},
+    bot_options={"edit_interval_s": 3600.0},  # one progress edit per job: the first
+)
 
 
 async def _event(flag: Any) -> None:
