@@ -33,7 +33,7 @@ from generation.backends.protocol import (
 )
 from generation.cli_settings import CliSettings, cli_settings
 from generation.pipelines.contract import Engine
-from generation.prompts.parser import PromptError, parse_prompt
+from generation.prompts.parser import ParseContext, PromptError, parse_prompt
 from generation.prompts.request import Mode, PromptOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -152,15 +152,14 @@ async def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             print(f"error: could not load model {args.model!r}: {exc}", file=stderr)
             return EXIT_FAILED
         try:
-            request = parse_prompt(
-                args.prompt,
-                PromptOptions(),
+            context = ParseContext(
                 service.profile,
-                count_tokens=service.count_tokens,
+                service.count_tokens,
                 random_seed=lambda: secrets.randbelow(2**32),
                 mode=Mode.IMG2IMG if source else Mode.TXT2IMG,
                 source_image=source,
             )
+            request = parse_prompt(args.prompt, PromptOptions(), context)
         except PromptError as exc:
             print(f"error: {exc}", file=stderr)
             return EXIT_USAGE

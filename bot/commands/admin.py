@@ -20,6 +20,7 @@ from storage.interface import LimitsPatch, Scope
 MAX_COUNT = 1_000_000
 MAX_COOLDOWN = 86_400.0
 Phrase = app_commands.Range[str, 1, 200]
+MANAGE_GUILD = discord.Permissions(manage_guild=True)
 
 
 def _target(
@@ -43,18 +44,17 @@ async def _admin_defer(interaction: discord.Interaction[Any]) -> int:
     return interaction.guild_id
 
 
-class LimitsGroup(
-    app_commands.Group,
-    name="limits",
-    description="Image limits for this server (admins)",
-    guild_only=True,
-    default_permissions=discord.Permissions(manage_guild=True),
-):
-    """`/limits show|set|reset`."""
+class AdminGroup(app_commands.Group, guild_only=True, default_permissions=MANAGE_GUILD):
+    """A command group for servers only, shown to Manage Server members (its subclasses inherit both;
+    each command checks again with `_admin_defer`)."""
 
     def __init__(self, services: Services) -> None:
         super().__init__()
         self.services = services
+
+
+class LimitsGroup(AdminGroup, name="limits", description="Image limits for this server (admins)"):
+    """`/limits show|set|reset`."""
 
     @app_commands.command(name="show", description="Show the server's limits, or a member's")
     @app_commands.describe(user="Whose limits to show", role="A role's override")
@@ -132,24 +132,12 @@ def _phrase(raw: str) -> str:
         raise UserError(str(exc)) from None
 
 
-class BlocklistGroup(
-    app_commands.Group,
-    name="blocklist",
-    description="Blocked words (admins)",
-    guild_only=True,
-    default_permissions=discord.Permissions(manage_guild=True),
-):
+class BlocklistGroup(AdminGroup, name="blocklist", description="Blocked words (admins)"):
     """`/blocklist add|remove|list`."""
-
-    def __init__(self, services: Services) -> None:
-        super().__init__()
-        self.services = services
 
     @app_commands.command(name="add", description="Block a word or phrase in prompts")
     @app_commands.describe(phrase="A word or phrase (whole words, any case)")
-    async def add(
-        self, interaction: discord.Interaction[Any], phrase: app_commands.Range[str, 1, 200]
-    ) -> None:
+    async def add(self, interaction: discord.Interaction[Any], phrase: Phrase) -> None:
         guild_id = await _admin_defer(interaction)
         cleaned = _phrase(phrase)
         added = await self.services.store.add_blocked_word(guild_id, cleaned)
@@ -158,9 +146,7 @@ class BlocklistGroup(
 
     @app_commands.command(name="remove", description="Unblock a word or phrase")
     @app_commands.describe(phrase="The blocked word or phrase")
-    async def remove(
-        self, interaction: discord.Interaction[Any], phrase: app_commands.Range[str, 1, 200]
-    ) -> None:
+    async def remove(self, interaction: discord.Interaction[Any], phrase: Phrase) -> None:
         guild_id = await _admin_defer(interaction)
         cleaned = _phrase(phrase)
         removed = await self.services.store.remove_blocked_word(guild_id, cleaned)

@@ -111,20 +111,9 @@ class ParseContext:
     loras: Sequence[str] = ()  # the LoRA adapters installed
 
 
-def parse_prompt(
-    text: str,
-    options: PromptOptions,
-    profile: ModelProfile,
-    *,
-    count_tokens: Callable[[str], int],
-    random_seed: Callable[[], int],
-    mode: Mode = Mode.TXT2IMG,
-    source_image: str | None = None,
-    defaults: PromptDefaults | None = None,
-) -> GenerationRequest:
+def parse_prompt(text: str, options: PromptOptions, context: ParseContext) -> GenerationRequest:
     """Build the one request for `text` (prompt plus inline flags) and the slash `options`; see
     `parse_one`. `--repeat` above 1 is refused here (`generation.prompts.command` makes the jobs)."""
-    context = ParseContext(profile, count_tokens, random_seed, defaults, mode, source_image)
     parsed = parse_one(text, options, context)
     if parsed.repeat > 1:
         raise PromptError("`--repeat` makes several jobs, which only `/imagine` does.")
