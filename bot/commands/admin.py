@@ -5,6 +5,7 @@ Hidden from members without Manage Server by default permissions, and checked ag
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -132,26 +133,38 @@ def _phrase(raw: str) -> str:
         raise UserError(str(exc)) from None
 
 
+async def _change_phrase(
+    interaction: discord.Interaction[Any],
+    phrase: str,
+    change: Callable[[int, str], Awaitable[bool]],
+    changed: str,
+    unchanged: str,
+) -> None:
+    """Add or remove one blocked phrase; the answer is `changed` or `unchanged`, "{}" the phrase."""
+    guild_id = await _admin_defer(interaction)
+    cleaned = _phrase(phrase)
+    done = await change(guild_id, cleaned)
+    await interaction.followup.send((changed if done else unchanged).format(quote(cleaned)), ephemeral=True)
+
+
 class BlocklistGroup(AdminGroup, name="blocklist", description="Blocked words (admins)"):
     """`/blocklist add|remove|list`."""
 
     @app_commands.command(name="add", description="Block a word or phrase in prompts")
     @app_commands.describe(phrase="A word or phrase (whole words, any case)")
     async def add(self, interaction: discord.Interaction[Any], phrase: Phrase) -> None:
-        guild_id = await _admin_defer(interaction)
-        cleaned = _phrase(phrase)
-        added = await self.services.store.add_blocked_word(guild_id, cleaned)
-        text = f"Blocked “{quote(cleaned)}”." if added else f"“{quote(cleaned)}” was already blocked."
-        await interaction.followup.send(text, ephemeral=True)
+        store = self.services.store
+        await _change_phrase(
+            interaction, phrase, store.add_blocked_word, "Blocked “{}”.", "“{}” was already blocked."
+        )
 
     @app_commands.command(name="remove", description="Unblock a word or phrase")
     @app_commands.describe(phrase="The blocked word or phrase")
     async def remove(self, interaction: discord.Interaction[Any], phrase: Phrase) -> None:
-        guild_id = await _admin_defer(interaction)
-        cleaned = _phrase(phrase)
-        removed = await self.services.store.remove_blocked_word(guild_id, cleaned)
-        text = f"Unblocked “{quote(cleaned)}”." if removed else f"“{quote(cleaned)}” wasn't blocked."
-        await interaction.followup.send(text, ephemeral=True)
+        store = self.services.store
+        await _change_phrase(
+            interaction, phrase, store.remove_blocked_word, "Unblocked “{}”.", "“{}” wasn't blocked."
+        )
 
     @app_commands.command(name="list", description="List blocked words and phrases")
     async def list_(self, interaction: discord.Interaction[Any]) -> None:

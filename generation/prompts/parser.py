@@ -96,6 +96,16 @@ class ParsedPrompt:
     repeat: int
     seeded: bool
 
+    def jobs(self, random_seed: Callable[[], int]) -> list[GenerationRequest]:
+        """The request, then its `--repeat` copies with fresh seeds (with `--seed s`: the seeds after
+        the first job's, so a repeated command is repeatable too)."""
+        first = self.request
+        jobs = [first]
+        for k in range(1, self.repeat):
+            seed = (first.seeds[0] + k * first.count) % SEED_MODULUS if self.seeded else random_seed()
+            jobs.append(first.with_seeds(consecutive_seeds(seed, first.count)))
+        return jobs
+
 
 @dataclass(frozen=True)
 class ParseContext:
