@@ -46,8 +46,6 @@ from storage.interface import JobRecord, JobState, NewJob, Refusal, Reservation,
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
-
 PROGRESS_EDIT_TIMEOUT_S = 5.0
 
 UNREADABLE_SETTINGS = "its stored settings were unreadable"
@@ -71,7 +69,7 @@ class JobRunner:
         outbox: Outbox,
         *,
         source: JobSource | None = None,
-        clock: Clock = time.time,
+        clock: Callable[[], float] = time.time,
         edit_interval_s: float = 1.5,
         sleep: Sleep = asyncio.sleep,
         retry_delay: Callable[[int], float] | None = None,
