@@ -51,7 +51,6 @@ from generation.backends.protocol import (
     Started,
 )
 from generation.pipelines.contract import Engine
-from generation.prompts.request import ModelProfile
 from generation.scheduling.batch_run import BatchRun, Outcome, StepDone, outcome_for, timeout_message
 from generation.scheduling.job_state import Job, SourceImages
 from generation.scheduling.scheduler import SHUTDOWN_MESSAGE, JobScheduler
@@ -98,23 +97,11 @@ class GenerationService(JobScheduler):
         self._progress_interval = progress_interval_s
         self._grace = watchdog_grace_s
         self._engine: Engine | None = None
-        self._profile: ModelProfile | None = None
         self._thread: threading.Thread | None = None
         self._inbox: queue.Queue[_Batch | None] = queue.Queue()
         self._running: _Batch | None = None  # handed to the worker and not yet returned
 
     # -- lifecycle ---------------------------------------------------------------------------------
-
-    @property
-    def profile(self) -> ModelProfile:
-        """The loaded model's profile (after `start()`)."""
-        if self._profile is None:
-            raise RuntimeError("GenerationService.start() has not finished")
-        return self._profile
-
-    @profile.setter
-    def profile(self, value: ModelProfile) -> None:  # settable, as the GenerationBackend protocol says
-        self._profile = value
 
     @property
     def stuck(self) -> bool:
@@ -165,7 +152,7 @@ class GenerationService(JobScheduler):
     def count_tokens(self, text: str) -> int:
         """Tokens the model's tokenizer makes of `text` (tokenizer reads are safe beside the worker)."""
         if self._engine is None:
-            raise RuntimeError("GenerationService.start() has not finished")
+            raise self._not_started()
         return self._engine.count_tokens(text)
 
     def queue_snapshot(self) -> list[tuple[str, str]]:

@@ -52,7 +52,6 @@ from generation.backends.ray_cluster import kill_replica
 from generation.backends.ray_replica import BatchCall, BatchDone, EngineFactory, ReplicaStarted
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.safety_options import SafetyOptions
-from generation.prompts.request import ModelProfile
 from generation.scheduling.batch_run import StepDone, outcome_for, timeout_message
 
 # The job state, its handle and event streams are the local service's, so both backends behave alike.
@@ -118,7 +117,6 @@ class RayBackend(JobScheduler):
         self._progress_interval = progress_interval_s
         self._grace = watchdog_grace_s
         self._max_attempts = max_attempts
-        self._profile: ModelProfile | None = None
         self._retry: deque[Batch] = deque()  # broken batches: they run before anything waiting
         self._running: list[Batch] = []
         self._replica_of: dict[str, str] = {}
@@ -144,17 +142,6 @@ class RayBackend(JobScheduler):
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------
-
-    @property
-    def profile(self) -> ModelProfile:
-        """The model's profile, fetched from a replica at start."""
-        if self._profile is None:
-            raise RuntimeError("RayBackend.start() has not finished")
-        return self._profile
-
-    @profile.setter
-    def profile(self, value: ModelProfile) -> None:
-        self._profile = value
 
     async def start(self) -> None:
         """Join or start the cluster and the Serve app (`ServeApp.open`), then begin dispatching."""
@@ -192,7 +179,7 @@ class RayBackend(JobScheduler):
     def count_tokens(self, text: str) -> int:
         """Tokens the model's tokenizer makes of `text` (a tokenizer fetched from a replica at start)."""
         if self._serve.counter is None:
-            raise RuntimeError("RayBackend.start() has not finished")
+            raise self._not_started()
         return self._serve.counter.count_tokens(text)
 
     def _on_cancel(self, job: Job) -> None:

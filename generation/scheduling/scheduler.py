@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 
 from generation.backends.protocol import GenerationResult, JobCancelled, Queued
-from generation.prompts.request import GenerationRequest
+from generation.prompts.request import GenerationRequest, ModelProfile
 from generation.scheduling.fairqueue import FairQueue
 from generation.scheduling.job_state import Handle, Job, mark_retrieved
 
@@ -34,6 +34,21 @@ class JobScheduler:
         self._closed = False
         self._dispatch_scheduled = False
         self._positions_scheduled = False  # a _flush_positions is pending on the loop
+        self._profile: ModelProfile | None = None  # the subclass's start() sets it
+
+    @property
+    def profile(self) -> ModelProfile:
+        """The model's profile, once `start()` has finished (settable, as `GenerationBackend` says)."""
+        if self._profile is None:
+            raise self._not_started()
+        return self._profile
+
+    @profile.setter
+    def profile(self, value: ModelProfile) -> None:
+        self._profile = value
+
+    def _not_started(self) -> RuntimeError:
+        return RuntimeError(f"{type(self).__name__}.start() has not finished")
 
     # -- the GenerationBackend calls ----------------------------------------------------------------
 
