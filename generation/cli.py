@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import logging
 import re
 import secrets
@@ -35,23 +34,9 @@ from generation.cli_settings import CliSettings, cli_settings
 from generation.pipelines.contract import Engine
 from generation.prompts.parser import ParseContext, PromptError, parse_prompt
 from generation.prompts.request import Mode, PromptOptions
+from generation.scheduling.job_state import MemoryImages
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class _Sources:
-    """The one source image given with --image, by digest."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def add(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        self.data[digest] = data
-        return digest
-
-    def get(self, digest: str) -> bytes:
-        return self.data[digest]
 
 
 def build_parser(defaults: CliSettings | None = None) -> argparse.ArgumentParser:
@@ -132,7 +117,7 @@ async def _show_progress(handle: JobHandle, stream: TextIO) -> None:
 
 async def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     """Load, parse, generate, write; returns the exit code."""
-    sources = _Sources()
+    sources = MemoryImages()
     source: str | None = None
     if args.image is not None:
         try:
