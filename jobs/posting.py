@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from generation.media.compose import fit_to_size, grid_2x2
@@ -34,27 +35,18 @@ def backoff_delays(first: float = 1.0, cap: float = 60.0) -> Callable[[int], flo
     return lambda attempt: min(cap, first * (2 ** max(0, attempt - 1)))
 
 
+@dataclass(eq=False)
 class ResultPoster:
     """Posts a job's result and its owner's messages; settles what will never be posted."""
 
-    def __init__(
-        self,
-        store: Store,
-        outbox: delivery.Outbox,
-        metrics: JobMetrics,
-        *,
-        clock: Callable[[], float],
-        sleep: Sleep,
-        retry_delay: Callable[[int], float] | None = None,
-    ) -> None:
-        self.store = store
-        self.outbox = outbox
-        self.metrics = metrics
-        self.clock = clock
-        self.sleep = sleep
-        self.retry_delay = retry_delay or backoff_delays()
-        self.delivery_timeout_s = DELIVERY_TIMEOUT_S
-        self.upload_limits: dict[str, int] = {}  # job id → the interaction's limit, while it runs
+    store: Store
+    outbox: delivery.Outbox
+    metrics: JobMetrics
+    clock: Callable[[], float]
+    sleep: Sleep
+    retry_delay: Callable[[int], float] = field(default_factory=backoff_delays)
+    delivery_timeout_s: float = DELIVERY_TIMEOUT_S
+    upload_limits: dict[str, int] = field(default_factory=dict)  # job id → the interaction's, while it runs
 
     def via_token(self, job: JobRecord) -> bool:
         """True while the job's interaction token may still be used."""

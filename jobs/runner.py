@@ -39,7 +39,7 @@ from jobs.delivery import Outbox, ResultImages
 from jobs.log_fields import job_fields
 from jobs.messages import given_back_text, progress_text, queued_text
 from jobs.metrics import JobMetrics, NoMetrics
-from jobs.posting import ResultPoster, Sleep
+from jobs.posting import ResultPoster, Sleep, backoff_delays
 from jobs.sources import InProcessSource, JobSource
 from jobs.throttle import EditThrottle
 from storage.interface import JobRecord, JobState, NewJob, Refusal, Reservation, Store
@@ -87,9 +87,7 @@ class JobRunner:
         self._closing = False
         self._started: dict[str, float] = {}  # jobs whose batch is on the engine: since (monotonic)
         self.metrics: JobMetrics = metrics or NoMetrics()
-        self.poster = ResultPoster(
-            store, outbox, self.metrics, clock=clock, sleep=sleep, retry_delay=retry_delay
-        )
+        self.poster = ResultPoster(store, outbox, self.metrics, clock, sleep, retry_delay or backoff_delays())
 
     # -- entry points -------------------------------------------------------------------------------
 
