@@ -26,6 +26,7 @@ from storage.interface import JobRecord, JobState, Store
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+Seeds = tuple[int, ...]  # one per picture of a post
 
 DELIVERY_TIMEOUT_S = 60.0  # one upload attempt: a request Discord never answers is retried, not awaited
 
@@ -89,7 +90,7 @@ class ResultPoster:
         self,
         job: JobRecord,
         request: GenerationRequest,
-        seeds: tuple[int, ...],
+        seeds: Seeds,
         pngs: list[bytes],
         *,
         spoiler: bool,
@@ -132,13 +133,7 @@ class ResultPoster:
         await self.deliver(job, request, job.seeds or request.seeds, pngs, spoiler=spoiler)
 
     async def deliver(
-        self,
-        job: JobRecord,
-        request: GenerationRequest,
-        seeds: tuple[int, ...],
-        pngs: list[bytes],
-        *,
-        spoiler: bool,
+        self, job: JobRecord, request: GenerationRequest, seeds: Seeds, pngs: list[bytes], *, spoiler: bool
     ) -> None:
         """Post the result until Discord takes it (or refuses it for good), then record the delivery."""
         attempt = 0

@@ -144,8 +144,7 @@ async def test_channel_permissions_deleted_channels_and_closed_dms(
 async def test_archived_and_locked_threads(client: tuple[DiscordLoopback, discord.Client]) -> None:
     server, bot = client
     guild = server.add_guild()
-    parent = server.add_channel(guild)
-    thread = server.add_thread(parent, "t")
+    thread = server.add_thread(server.add_channel(guild), "t")
     posted = await post(bot, thread, "first")
     server.update_channel(thread, archived=True)
     with pytest.raises(discord.HTTPException) as archived:

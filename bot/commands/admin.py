@@ -22,6 +22,7 @@ MAX_COUNT = 1_000_000
 MAX_COOLDOWN = 86_400.0
 Phrase = app_commands.Range[str, 1, 200]
 MANAGE_GUILD = discord.Permissions(manage_guild=True)
+Interaction = discord.Interaction[Any]
 
 
 def _target(
@@ -38,7 +39,7 @@ def _target(
     return Scope.GUILD, None, "the server default"
 
 
-async def _admin_defer(interaction: discord.Interaction[Any]) -> int:
+async def _admin_defer(interaction: Interaction) -> int:
     require_manage_guild(interaction)
     await interaction.response.defer(ephemeral=True, thinking=True)
     assert interaction.guild_id is not None
@@ -60,10 +61,7 @@ class LimitsGroup(AdminGroup, name="limits", description="Image limits for this 
     @app_commands.command(name="show", description="Show the server's limits, or a member's")
     @app_commands.describe(user="Whose limits to show", role="A role's override")
     async def show(
-        self,
-        interaction: discord.Interaction[Any],
-        user: discord.Member | None = None,
-        role: discord.Role | None = None,
+        self, interaction: Interaction, user: discord.Member | None = None, role: discord.Role | None = None
     ) -> None:
         guild_id = await _admin_defer(interaction)
         roles = member_role_ids(user) if isinstance(user, discord.Member) else ()
@@ -90,7 +88,7 @@ class LimitsGroup(AdminGroup, name="limits", description="Image limits for this 
     )
     async def set_(
         self,
-        interaction: discord.Interaction[Any],
+        interaction: Interaction,
         user: discord.Member | None = None,
         role: discord.Role | None = None,
         images_per_hour: app_commands.Range[int, 0, MAX_COUNT] | None = None,
@@ -113,10 +111,7 @@ class LimitsGroup(AdminGroup, name="limits", description="Image limits for this 
     @app_commands.command(name="reset", description="Remove an override (or the server default)")
     @app_commands.describe(user="Whose override to remove", role="Which role's override to remove")
     async def reset(
-        self,
-        interaction: discord.Interaction[Any],
-        user: discord.Member | None = None,
-        role: discord.Role | None = None,
+        self, interaction: Interaction, user: discord.Member | None = None, role: discord.Role | None = None
     ) -> None:
         guild_id = await _admin_defer(interaction)
         scope, target, label = _target(user, role)
@@ -134,7 +129,7 @@ def _phrase(raw: str) -> str:
 
 
 async def _change_phrase(
-    interaction: discord.Interaction[Any],
+    interaction: Interaction,
     phrase: str,
     change: Callable[[int, str], Awaitable[bool]],
     changed: str,
@@ -152,7 +147,7 @@ class BlocklistGroup(AdminGroup, name="blocklist", description="Blocked words (a
 
     @app_commands.command(name="add", description="Block a word or phrase in prompts")
     @app_commands.describe(phrase="A word or phrase (whole words, any case)")
-    async def add(self, interaction: discord.Interaction[Any], phrase: Phrase) -> None:
+    async def add(self, interaction: Interaction, phrase: Phrase) -> None:
         store = self.services.store
         await _change_phrase(
             interaction, phrase, store.add_blocked_word, "Blocked “{}”.", "“{}” was already blocked."
@@ -160,14 +155,14 @@ class BlocklistGroup(AdminGroup, name="blocklist", description="Blocked words (a
 
     @app_commands.command(name="remove", description="Unblock a word or phrase")
     @app_commands.describe(phrase="The blocked word or phrase")
-    async def remove(self, interaction: discord.Interaction[Any], phrase: Phrase) -> None:
+    async def remove(self, interaction: Interaction, phrase: Phrase) -> None:
         store = self.services.store
         await _change_phrase(
             interaction, phrase, store.remove_blocked_word, "Unblocked “{}”.", "“{}” wasn't blocked."
         )
 
     @app_commands.command(name="list", description="List blocked words and phrases")
-    async def list_(self, interaction: discord.Interaction[Any]) -> None:
+    async def list_(self, interaction: Interaction) -> None:
         guild_id = await _admin_defer(interaction)
         words = await self.services.store.blocked_words(guild_id)
         quoted = [f"“{quote(w)}”" for w in words]
