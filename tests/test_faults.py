@@ -20,6 +20,7 @@ import pytest
 
 from storage.interface import JobState
 from storage.sqlite import open_store
+from testkit.answers import mid_generation, results_for
 from testkit.bot_process import BotProcess
 from testkit.discord_loopback import DiscordLoopback, InteractionRecord, Member
 from tests.bot_harness import LIMITS, BotWorld, FaultyEngine, T, is_result
@@ -70,9 +71,7 @@ def _is_file(path: str) -> bool:
 
 
 def _results_for(world: BotWorld, job_id: str) -> list[Any]:
-    return [
-        m for m in world.server.messages.values() if is_result(m) and any(job_id in c for c in m.custom_ids)
-    ]
+    return results_for(world.server.messages.values(), job_id)
 
 
 async def _delivered_once(world: BotWorld, rec: InteractionRecord, job_id: str) -> None:
@@ -292,13 +291,7 @@ async def test_sigkill_mid_generation_then_restart_delivers_all_once(
                 for i, m in enumerate(members)
             ]
             # Mid-generation: every job acknowledged and one of them reporting steps.
-            await server.wait_for(
-                lambda: (
-                    all(r.acknowledged for r in recs)
-                    and any(r.original is not None and "step" in r.original.content.lower() for r in recs)
-                ),
-                T,
-            )
+            await server.wait_for(lambda: mid_generation(recs), T)
             proc.kill()
             logs = [proc.log_text()]
             delivered_before = sum(1 for r in recs if is_result(r.original))
@@ -319,10 +312,7 @@ async def test_sigkill_mid_generation_then_restart_delivers_all_once(
             assert rec.original is not None
             (job_id,) = {c.split(":")[2] for c in rec.original.custom_ids}
             job_ids.add(job_id)
-            results = [
-                m for m in server.messages.values() if is_result(m) and any(job_id in c for c in m.custom_ids)
-            ]
-            assert len(results) == 1, job_id
+            assert len(results_for(server.messages.values(), job_id)) == 1, job_id
         assert len(job_ids) == 10
         # No quota spent twice: one unrefunded 4-image entry per member, each job done and delivered.
         store = await open_store(root / "imagine.db", LIMITS)

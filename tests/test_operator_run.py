@@ -21,7 +21,7 @@ from generation.backends.local import GenerationService
 from generation.media.image_store import ImageStore
 from storage.interface import JobState
 from storage.sqlite import open_store
-from testkit.answers import is_result
+from testkit.answers import is_generating, is_result, mid_generation, results_for
 from testkit.bot_process import BotProcess
 from testkit.discord_loopback import DiscordLoopback, InteractionRecord
 from tests.bot_harness import LIMITS, BotWorld, FaultyEngine, T
@@ -157,14 +157,8 @@ async def test_sigterm_finishes_the_running_batch_and_keeps_the_queue(
             )
             for i, (m, ar) in enumerate(zip(members, aspects, strict=True))
         ]
-        await server.wait_for(
-            lambda: (
-                all(r.acknowledged for r in recs)
-                and any(r.original is not None and "step" in r.original.content.lower() for r in recs)
-            ),
-            T,
-        )
-        running = [r for r in recs if r.original is not None and "step" in r.original.content.lower()]
+        await server.wait_for(lambda: mid_generation(recs), T)
+        running = [r for r in recs if is_generating(r)]
         code = await proc.stop(timeout=60)  # SIGTERM, then wait for the exit
         first_log = proc.log_text()
         assert code == 0, first_log
@@ -193,9 +187,7 @@ async def test_sigterm_finishes_the_running_batch_and_keeps_the_queue(
         for rec in recs:
             job_id = _job_of(rec)
             assert job_id is not None
-            results = [
-                m for m in server.messages.values() if is_result(m) and any(job_id in c for c in m.custom_ids)
-            ]
+            results = results_for(server.messages.values(), job_id)
             assert len(results) == 1 and rec.responses_count == 1, job_id
 
 
