@@ -78,7 +78,6 @@ class JobRunner:
         self.store = store
         self.backend = backend
         self.images = images
-        self.outbox = outbox
         self.clock = clock
         self.source: JobSource = source or InProcessSource(store)
         self.source.attach(self)
@@ -245,7 +244,9 @@ class JobRunner:
         else:
             return
         try:
-            await asyncio.wait_for(self.outbox.show_progress(job, text, preview), PROGRESS_EDIT_TIMEOUT_S)
+            await asyncio.wait_for(
+                self.poster.outbox.show_progress(job, text, preview), PROGRESS_EDIT_TIMEOUT_S
+            )
         except Exception as exc:  # progress is best effort; the result is what must arrive
             log.debug("job %s: progress edit failed: %r", job.job_id, exc, extra=job_fields(job))
 
@@ -268,7 +269,7 @@ class JobRunner:
     async def _finish(self, job: JobRecord, request: GenerationRequest, result: GenerationResult) -> None:
         if not self.source.holds(job.job_id):
             return
-        nsfw_channel = any(i.nsfw for i in result.images) and await self.outbox.channel_is_nsfw(
+        nsfw_channel = any(i.nsfw for i in result.images) and await self.poster.outbox.channel_is_nsfw(
             job.channel_id
         )
         kept: list[GeneratedImage] = [i for i in result.images if nsfw_channel or not i.nsfw]

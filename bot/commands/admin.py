@@ -5,7 +5,6 @@ Hidden from members without Manage Server by default permissions, and checked ag
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -23,6 +22,8 @@ MAX_COOLDOWN = 86_400.0
 Phrase = app_commands.Range[str, 1, 200]
 MANAGE_GUILD = discord.Permissions(manage_guild=True)
 Interaction = discord.Interaction[Any]
+MaybeMember = discord.Member | None  # a slash option naming a member, or none
+MaybeRole = discord.Role | None
 
 
 def _target(
@@ -60,9 +61,7 @@ class LimitsGroup(AdminGroup, name="limits", description="Image limits for this 
 
     @app_commands.command(name="show", description="Show the server's limits, or a member's")
     @app_commands.describe(user="Whose limits to show", role="A role's override")
-    async def show(
-        self, interaction: Interaction, user: discord.Member | None = None, role: discord.Role | None = None
-    ) -> None:
+    async def show(self, interaction: Interaction, user: MaybeMember = None, role: MaybeRole = None) -> None:
         guild_id = await _admin_defer(interaction)
         roles = member_role_ids(user) if isinstance(user, discord.Member) else ()
         view = await self.services.store.show_limits(guild_id, user.id if user else None, roles)
@@ -89,8 +88,8 @@ class LimitsGroup(AdminGroup, name="limits", description="Image limits for this 
     async def set_(
         self,
         interaction: Interaction,
-        user: discord.Member | None = None,
-        role: discord.Role | None = None,
+        user: MaybeMember = None,
+        role: MaybeRole = None,
         images_per_hour: app_commands.Range[int, 0, MAX_COUNT] | None = None,
         images_per_day: app_commands.Range[int, 0, MAX_COUNT] | None = None,
         max_queued: app_commands.Range[int, 0, MAX_COUNT] | None = None,
@@ -110,9 +109,7 @@ class LimitsGroup(AdminGroup, name="limits", description="Image limits for this 
 
     @app_commands.command(name="reset", description="Remove an override (or the server default)")
     @app_commands.describe(user="Whose override to remove", role="Which role's override to remove")
-    async def reset(
-        self, interaction: Interaction, user: discord.Member | None = None, role: discord.Role | None = None
-    ) -> None:
+    async def reset(self, interaction: Interaction, user: MaybeMember = None, role: MaybeRole = None) -> None:
         guild_id = await _admin_defer(interaction)
         scope, target, label = _target(user, role)
         removed = await self.services.store.reset_limits(guild_id, scope, target)
@@ -128,38 +125,18 @@ def _phrase(raw: str) -> str:
         raise UserError(str(exc)) from None
 
 
-async def _change_phrase(
-    interaction: Interaction,
-    phrase: str,
-    change: Callable[[int, str], Awaitable[bool]],
-    changed: str,
-    unchanged: str,
-) -> None:
-    """Add or remove one blocked phrase; the answer is `changed` or `unchanged`, "{}" the phrase."""
-    guild_id = await _admin_defer(interaction)
-    cleaned = _phrase(phrase)
-    done = await change(guild_id, cleaned)
-    await interaction.followup.send((changed if done else unchanged).format(quote(cleaned)), ephemeral=True)
-
-
 class BlocklistGroup(AdminGroup, name="blocklist", description="Blocked words (admins)"):
     """`/blocklist add|remove|list`."""
 
     @app_commands.command(name="add", description="Block a word or phrase in prompts")
     @app_commands.describe(phrase="A word or phrase (whole words, any case)")
     async def add(self, interaction: Interaction, phrase: Phrase) -> None:
-        store = self.services.store
-        await _change_phrase(
-            interaction, phrase, store.add_blocked_word, "Blocked “{}”.", "“{}” was already blocked."
-        )
+        await self._change(interaction, phrase, block=True)
 
     @app_commands.command(name="remove", description="Unblock a word or phrase")
     @app_commands.describe(phrase="The blocked word or phrase")
     async def remove(self, interaction: Interaction, phrase: Phrase) -> None:
-        store = self.services.store
-        await _change_phrase(
-            interaction, phrase, store.remove_blocked_word, "Unblocked “{}”.", "“{}” wasn't blocked."
-        )
+        await self._change(interaction, phrase, block=False)
 
     @app_commands.command(name="list", description="List blocked words and phrases")
     async def list_(self, interaction: Interaction) -> None:
@@ -167,6 +144,20 @@ class BlocklistGroup(AdminGroup, name="blocklist", description="Blocked words (a
         words = await self.services.store.blocked_words(guild_id)
         quoted = [f"“{quote(w)}”" for w in words]
         text = fit([f"Blocked ({len(words)}):"], quoted, sep=", ") if words else "Nothing is blocked."
+        await interaction.followup.send(text, ephemeral=True)
+
+    async def _change(self, interaction: Interaction, phrase: str, *, block: bool) -> None:
+        """Block (or unblock) one phrase and say whether anything changed."""
+        guild_id = await _admin_defer(interaction)
+        cleaned = _phrase(phrase)
+        store = self.services.store
+        change = store.add_blocked_word if block else store.remove_blocked_word
+        changed = await change(guild_id, cleaned)
+        shown = quote(cleaned)
+        if block:
+            text = f"Blocked “{shown}”." if changed else f"“{shown}” was already blocked."
+        else:
+            text = f"Unblocked “{shown}”." if changed else f"“{shown}” wasn't blocked."
         await interaction.followup.send(text, ephemeral=True)
 
 

@@ -106,7 +106,7 @@ def job_control_commands(services: Services) -> list[app_commands.Command[Any, A
         require_post_permissions(interaction)
         await interaction.response.defer(thinking=True)
         interaction.extras["public_defer"] = True
-        outbox = services.runner.outbox
+        outbox = services.runner.poster.outbox
         here_nsfw = await outbox.channel_is_nsfw(interaction.channel_id or 0)
         if not here_nsfw and await outbox.channel_is_nsfw(record.channel_id):
             # Flags are not stored: what was shown behind spoilers there may not be shown here.
