@@ -53,7 +53,7 @@ from generation.backends.protocol import (
 from generation.pipelines.contract import Engine
 from generation.scheduling.batch_run import BatchRun, Outcome, StepDone, outcome_for, timeout_message
 from generation.scheduling.job_state import Job, SourceImages
-from generation.scheduling.scheduler import SHUTDOWN_MESSAGE, JobScheduler
+from generation.scheduling.scheduler import SHUTDOWN_MESSAGE, Batching, JobScheduler
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +87,12 @@ class GenerationService(JobScheduler):
         position_interval_s: float = 0.25,
         watchdog_grace_s: float = 10.0,
     ) -> None:
-        super().__init__(position_interval_s=position_interval_s)
+        batching = Batching(
+            job_timeout_s, max_batch, preview_interval_s, progress_interval_s, watchdog_grace_s
+        )
+        super().__init__(image_store, batching, position_interval_s=position_interval_s)
         self._factory = engine_factory
-        self._images = image_store
-        self._timeout = job_timeout_s
-        self._max_batch = max_batch
         self._clock = clock
-        self._preview_interval = preview_interval_s
-        self._progress_interval = progress_interval_s
-        self._grace = watchdog_grace_s
         self._engine: Engine | None = None
         self._thread: threading.Thread | None = None
         self._inbox: queue.Queue[_Batch | None] = queue.Queue()

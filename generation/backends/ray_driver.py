@@ -56,7 +56,7 @@ from generation.scheduling.batch_run import StepDone, outcome_for, timeout_messa
 
 # The job state, its handle and event streams are the local service's, so both backends behave alike.
 from generation.scheduling.job_state import Job, SourceImages
-from generation.scheduling.scheduler import SHUTDOWN_MESSAGE, JobScheduler
+from generation.scheduling.scheduler import SHUTDOWN_MESSAGE, Batching, JobScheduler
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,10 @@ class RayBackend(JobScheduler):
         already connected to Ray stays on its cluster). `engine_factory` replaces
         `DiffusersFactory(model_id, device, cache_dir, optimise)` (stand-in engines for tests and
         benchmarks). `replica_cpus`: CPUs Ray reserves per replica (None: Serve's default of 1)."""
-        super().__init__(position_interval_s=position_interval_s)
+        batching = Batching(
+            job_timeout_s, max_batch, preview_interval_s, progress_interval_s, watchdog_grace_s
+        )
+        super().__init__(image_store, batching, position_interval_s=position_interval_s)
         self.model_id = model_id
         self.device = device
         self._serve = ServeApp(
@@ -110,12 +113,6 @@ class RayBackend(JobScheduler):
             replica_cpus=replica_cpus,
             app_name=app_name,
         )
-        self._images = image_store
-        self._timeout = job_timeout_s
-        self._max_batch = max_batch
-        self._preview_interval = preview_interval_s
-        self._progress_interval = progress_interval_s
-        self._grace = watchdog_grace_s
         self._max_attempts = max_attempts
         self._retry: deque[Batch] = deque()  # broken batches: they run before anything waiting
         self._running: list[Batch] = []
