@@ -24,7 +24,7 @@ from testkit.answers import mid_generation, results_for
 from testkit.bot_process import BotProcess
 from testkit.discord_loopback import DiscordLoopback, InteractionRecord, Member
 from tests.bot_harness import LIMITS, BotWorld, FaultyEngine, T, is_result
-from tests.world_fixtures import started_world
+from tests.world_fixtures import crowd, imagine_each, started_world
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -274,22 +274,12 @@ async def test_sigkill_mid_generation_then_restart_delivers_all_once(
     tmp_path: Path, tiny_cache_dir: Path
 ) -> None:
     async with DiscordLoopback() as server:
-        guild = server.add_guild("crash")
-        channel = server.add_channel(guild, "art")
-        members = [server.add_member(guild, f"m{i}") for i in range(10)]
+        guild, channel, members = crowd(server, "crash", 10)
         root = tmp_path / "bot"
         proc = await BotProcess.start(server, root, tiny_cache_dir)
         try:
-            recs = [
-                server.invoke(
-                    "imagine",
-                    {"prompt": f"crash test {i} --steps 50 --n 4 --seed {i}"},
-                    guild=guild,
-                    channel=channel,
-                    member=m,
-                )
-                for i, m in enumerate(members)
-            ]
+            prompts = [f"crash test {i} --steps 50 --n 4 --seed {i}" for i in range(len(members))]
+            recs = imagine_each(server, guild, channel, members, prompts)
             # Mid-generation: every job acknowledged and one of them reporting steps.
             await server.wait_for(lambda: mid_generation(recs), T)
             proc.kill()

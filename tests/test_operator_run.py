@@ -25,6 +25,7 @@ from testkit.answers import is_generating, is_result, mid_generation, results_fo
 from testkit.bot_process import BotProcess
 from testkit.discord_loopback import DiscordLoopback, InteractionRecord
 from tests.bot_harness import LIMITS, BotWorld, FaultyEngine, T
+from tests.world_fixtures import crowd, imagine_each
 
 pytestmark = pytest.mark.slow
 
@@ -139,24 +140,14 @@ def _job_of(rec: InteractionRecord) -> str | None:
 async def test_sigterm_finishes_the_running_batch_and_keeps_the_queue(
     tmp_path: Path, tiny_cache_dir: Path
 ) -> None:
+    root = tmp_path / "bot"
+    # Four sizes: four batches, one on the engine at a time.
+    aspects = ("1:1", "16:9", "9:16", "4:3")
     async with DiscordLoopback() as server:
-        guild = server.add_guild("stop")
-        channel = server.add_channel(guild, "art")
-        members = [server.add_member(guild, f"m{i}") for i in range(4)]
-        root = tmp_path / "bot"
+        guild, channel, members = crowd(server, "stop", len(aspects))
         proc = await BotProcess.start(server, root, tiny_cache_dir)
-        # Four sizes: four batches, one on the engine at a time.
-        aspects = ("1:1", "16:9", "9:16", "4:3")
-        recs = [
-            server.invoke(
-                "imagine",
-                {"prompt": f"stop test {i} --steps 50 --n 4 --ar {ar}"},
-                guild=guild,
-                channel=channel,
-                member=m,
-            )
-            for i, (m, ar) in enumerate(zip(members, aspects, strict=True))
-        ]
+        prompts = [f"stop test {i} --steps 50 --n 4 --ar {ar}" for i, ar in enumerate(aspects)]
+        recs = imagine_each(server, guild, channel, members, prompts)
         await server.wait_for(lambda: mid_generation(recs), T)
         running = [r for r in recs if is_generating(r)]
         code = await proc.stop(timeout=60)  # SIGTERM, then wait for the exit

@@ -1,4 +1,5 @@
-"""`started_world`: the module-scoped `world` fixture the bot-through-Discord tests share."""
+"""What the bot-through-Discord tests share: `started_world`, the module-scoped `world` fixture, and
+the crowd of members the bot-process tests send at once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from testkit.discord_loopback import Channel, DiscordLoopback, Guild, InteractionRecord, Member
 from tests.bot_harness import BotWorld
 
 
@@ -33,3 +35,19 @@ def started_world(
             yield w
 
     return world
+
+
+def crowd(server: DiscordLoopback, name: str, size: int) -> tuple[Guild, Channel, list[Member]]:
+    """A guild `name` with an `art` channel and `size` members m0, m1, …"""
+    guild = server.add_guild(name)
+    return guild, server.add_channel(guild, "art"), [server.add_member(guild, f"m{i}") for i in range(size)]
+
+
+def imagine_each(
+    server: DiscordLoopback, guild: Guild, channel: Channel, members: list[Member], prompts: list[str]
+) -> list[InteractionRecord]:
+    """Each member asks `/imagine` for its prompt in `channel`, at once."""
+    return [
+        server.invoke("imagine", {"prompt": prompt}, guild=guild, channel=channel, member=member)
+        for member, prompt in zip(members, prompts, strict=True)
+    ]
