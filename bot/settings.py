@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from dotenv import dotenv_values
 
@@ -82,14 +83,24 @@ class Settings:
         return tuple(s for s in (self.discord_token, self.database_url) if s)
 
 
-def _int(env: Mapping[str, str], name: str, default: int | None, *, minimum: int = 0) -> int | None:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+_N = TypeVar("_N", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, parse: Callable[[str], _N], what: str) -> _N | None:
+    """`name` read with `parse` (None when unset or blank); SettingsError saying it must be `what`."""
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return None
     try:
-        value = int(raw.strip())
+        return parse(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a whole number, not {raw.strip()!r}") from None
+        raise SettingsError(f"{name} must be {what}, not {raw!r}") from None
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None, *, minimum: int = 0) -> int | None:
+    value = _number(env, name, int, "a whole number")
+    if value is None:
+        return default
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, not {value}")
     return value
@@ -105,15 +116,11 @@ def _limit(env: Mapping[str, str], name: str, default: int | None) -> int | None
 
 
 def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
+    value = _number(env, name, float, "a number")
+    if value is None:
         return default
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, not {raw.strip()!r}") from None
     if not value >= minimum or value != value or value == float("inf"):
-        raise SettingsError(f"{name} must be a finite number of at least {minimum}, not {raw.strip()}")
+        raise SettingsError(f"{name} must be a finite number of at least {minimum}, not {env[name].strip()}")
     return value
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import logging
 import re
 import secrets
@@ -33,25 +32,11 @@ from generation.backends.protocol import (
 )
 from generation.cli_settings import CliSettings, cli_settings
 from generation.pipelines.contract import Engine
-from generation.prompts.parser import PromptError, parse_prompt
+from generation.prompts.parser import ParseContext, PromptError, parse_prompt
 from generation.prompts.request import Mode, PromptOptions
+from generation.scheduling.job_state import MemoryImages
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class _Sources:
-    """The one source image given with --image, by digest."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def add(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        self.data[digest] = data
-        return digest
-
-    def get(self, digest: str) -> bytes:
-        return self.data[digest]
 
 
 def build_parser(defaults: CliSettings | None = None) -> argparse.ArgumentParser:
@@ -132,7 +117,7 @@ async def _show_progress(handle: JobHandle, stream: TextIO) -> None:
 
 async def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     """Load, parse, generate, write; returns the exit code."""
-    sources = _Sources()
+    sources = MemoryImages()
     source: str | None = None
     if args.image is not None:
         try:
@@ -152,15 +137,14 @@ async def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             print(f"error: could not load model {args.model!r}: {exc}", file=stderr)
             return EXIT_FAILED
         try:
-            request = parse_prompt(
-                args.prompt,
-                PromptOptions(),
+            context = ParseContext(
                 service.profile,
-                count_tokens=service.count_tokens,
+                service.count_tokens,
                 random_seed=lambda: secrets.randbelow(2**32),
                 mode=Mode.IMG2IMG if source else Mode.TXT2IMG,
                 source_image=source,
             )
+            request = parse_prompt(args.prompt, PromptOptions(), context)
         except PromptError as exc:
             print(f"error: {exc}", file=stderr)
             return EXIT_USAGE

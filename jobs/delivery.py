@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from storage.interface import JobRecord
 
@@ -20,14 +20,6 @@ def token_expiry(created_at: float) -> float:
 
 
 @dataclass(frozen=True)
-class OutFile:
-    """An attachment to upload."""
-
-    filename: str
-    data: bytes
-
-
-@dataclass(frozen=True)
 class ResultPost:
     """A finished job's message: text, the image file(s), and buttons for `image_count` images."""
 
@@ -35,6 +27,13 @@ class ResultPost:
     content: str
     files: tuple[OutFile, ...]
     image_count: int
+
+
+class OutFile(NamedTuple):
+    """An attachment to upload: its name and bytes."""
+
+    filename: str
+    data: bytes
 
 
 class TransientDeliveryError(Exception):

@@ -34,31 +34,19 @@ from generation.backends.protocol import (
     Queued,
     Started,
 )
-from generation.media.compose import fit_to_size, grid_2x2
 from generation.prompts.request import GenerationRequest
-from jobs.delivery import (
-    Outbox,
-    OutFile,
-    PermanentDeliveryError,
-    ResultImages,
-    ResultPost,
-    TokenGone,
-    TransientDeliveryError,
-)
+from jobs.delivery import Outbox, ResultImages
 from jobs.log_fields import job_fields
-from jobs.messages import given_back_text, progress_text, queued_text, refused_text, result_text
+from jobs.messages import given_back_text, progress_text, queued_text
 from jobs.metrics import JobMetrics, NoMetrics
+from jobs.posting import ResultPoster, Sleep, backoff_delays
 from jobs.sources import InProcessSource, JobSource
 from jobs.throttle import EditThrottle
 from storage.interface import JobRecord, JobState, NewJob, Refusal, Reservation, Store
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
-
 PROGRESS_EDIT_TIMEOUT_S = 5.0
-DELIVERY_TIMEOUT_S = 60.0  # one upload attempt: a request Discord never answers is retried, not awaited
 
 UNREADABLE_SETTINGS = "its stored settings were unreadable"
 FLAGGED = "flagged by the safety checker"
@@ -67,11 +55,6 @@ UNSCREENED = "not screened: a safety check is required and none could be loaded"
 
 class ShuttingDown(Exception):
     """The bot is stopping: it takes no new jobs (`str()` is the member's message)."""
-
-
-def backoff_delays(first: float = 1.0, cap: float = 60.0) -> Callable[[int], float]:
-    """attempt → seconds to wait before it: first, 2·first, 4·first, … up to cap."""
-    return lambda attempt: min(cap, first * (2 ** max(0, attempt - 1)))
 
 
 class JobRunner:
@@ -86,7 +69,7 @@ class JobRunner:
         outbox: Outbox,
         *,
         source: JobSource | None = None,
-        clock: Clock = time.time,
+        clock: Callable[[], float] = time.time,
         edit_interval_s: float = 1.5,
         sleep: Sleep = asyncio.sleep,
         retry_delay: Callable[[int], float] | None = None,
@@ -95,19 +78,15 @@ class JobRunner:
         self.store = store
         self.backend = backend
         self.images = images
-        self.outbox = outbox
         self.clock = clock
         self.source: JobSource = source or InProcessSource(store)
         self.source.attach(self)
-        self._sleep = sleep
-        self._retry_delay = retry_delay or backoff_delays()
         self._throttle = EditThrottle(edit_interval_s, clock)
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._upload_limits: dict[str, int] = {}
         self._closing = False
         self._started: dict[str, float] = {}  # jobs whose batch is on the engine: since (monotonic)
         self.metrics: JobMetrics = metrics or NoMetrics()
-        self.delivery_timeout_s = DELIVERY_TIMEOUT_S
+        self.poster = ResultPoster(store, outbox, self.metrics, clock, sleep, retry_delay or backoff_delays())
 
     # -- entry points -------------------------------------------------------------------------------
 
@@ -127,7 +106,7 @@ class JobRunner:
         outcome = await self.store.reserve(job, role_ids, self.clock())
         if isinstance(outcome, Reservation):
             if upload_limit is not None:
-                self._upload_limits[job.job_id] = upload_limit
+                self.poster.upload_limits[job.job_id] = upload_limit
             self.source.queued(outcome.job)
         return outcome
 
@@ -192,7 +171,7 @@ class JobRunner:
         if self._closing:
             return  # stopping: it stays in the store for the next start
         if job.state is JobState.DONE:
-            self._track(job.job_id, self._deliver_saved(job))
+            self._track(job.job_id, self.poster.deliver_saved(job))
             return
         try:
             request = GenerationRequest.from_json(job.request_json)
@@ -221,17 +200,10 @@ class JobRunner:
             finally:
                 self._tasks.pop(job_id, None)
                 self._started.pop(job_id, None)
-                self._upload_limits.pop(job_id, None)
+                self.poster.upload_limits.pop(job_id, None)
                 self._throttle.forget(job_id)
 
         self._tasks[job_id] = asyncio.get_running_loop().create_task(wrapper(), name=f"job-{job_id}")
-
-    def _via_token(self, job: JobRecord) -> bool:
-        return (
-            job.interaction_token is not None
-            and job.token_expires_at is not None
-            and self.clock() < job.token_expires_at
-        )
 
     async def _run(self, job: JobRecord, request: GenerationRequest) -> None:
         try:
@@ -263,7 +235,7 @@ class JobRunner:
             self._started[job.job_id] = time.monotonic()
             await self.source.mark_running(job.job_id)
             return
-        if not self._via_token(job) or not self._throttle.ready(job.job_id):
+        if not self.poster.via_token(job) or not self._throttle.ready(job.job_id):
             return
         if isinstance(event, Queued):
             text, preview = queued_text(event.position), None
@@ -272,7 +244,9 @@ class JobRunner:
         else:
             return
         try:
-            await asyncio.wait_for(self.outbox.show_progress(job, text, preview), PROGRESS_EDIT_TIMEOUT_S)
+            await asyncio.wait_for(
+                self.poster.outbox.show_progress(job, text, preview), PROGRESS_EDIT_TIMEOUT_S
+            )
         except Exception as exc:  # progress is best effort; the result is what must arrive
             log.debug("job %s: progress edit failed: %r", job.job_id, exc, extra=job_fields(job))
 
@@ -283,54 +257,29 @@ class JobRunner:
         cancelled = isinstance(outcome, JobCancelled)
         reason = str(outcome) or ("cancelled" if cancelled else type(outcome).__name__)
         state = JobState.CANCELLED if cancelled else JobState.FAILED
-        await self.store.set_job_state(job.job_id, state, reason)
-        refunded = await self.store.refund(job.job_id, self.clock())
-        self.metrics.job_settled(state.value)
-        if refunded:
-            self.metrics.refunded(job.images)
+        refunded = await self.poster.settle_unposted(job, state, reason, outcome=state.value)
         back = given_back_text(job.images, refunded)
         if cancelled:
             text = f"Your job `{job.job_id}` was cancelled ({reason}).{back}"
         else:
             text = f"Sorry, your job `{job.job_id}` failed: {reason}.{back}"
         log.info("job %s %s: %s", job.job_id, state.value, reason, extra=job_fields(job))
-        await self._tell(job, text, private=False)
-
-    async def _tell(self, job: JobRecord, text: str, *, private: bool) -> None:
-        via = self._via_token(job)
-        for attempt in (1, 2):
-            try:
-                await self.outbox.tell_owner(job, text, via_token=via, private=private)
-                return
-            except TokenGone:
-                via = False
-            except Exception as exc:
-                log.warning(
-                    "job %s: could not tell the owner (attempt %d): %r",
-                    job.job_id,
-                    attempt,
-                    exc,
-                    extra=job_fields(job),
-                )
-                return
+        await self.poster.tell(job, text, private=False)
 
     async def _finish(self, job: JobRecord, request: GenerationRequest, result: GenerationResult) -> None:
         if not self.source.holds(job.job_id):
             return
-        nsfw_channel = any(i.nsfw for i in result.images) and await self.outbox.channel_is_nsfw(
+        nsfw_channel = any(i.nsfw for i in result.images) and await self.poster.outbox.channel_is_nsfw(
             job.channel_id
         )
         kept: list[GeneratedImage] = [i for i in result.images if nsfw_channel or not i.nsfw]
         dropped = len(result.images) - len(kept)
         screened = self.backend.profile.has_safety_checker  # else `require` found no checker
         if not kept:
-            await self.store.set_job_state(job.job_id, JobState.FAILED, FLAGGED if screened else UNSCREENED)
-            refunded = await self.store.refund(job.job_id, self.clock())
-            self.metrics.job_settled("flagged")
-            if refunded:
-                self.metrics.refunded(job.images)
+            reason = FLAGGED if screened else UNSCREENED
+            refunded = await self.poster.settle_unposted(job, JobState.FAILED, reason, outcome="flagged")
             back = " Your spend was given back." if refunded else ""
-            await self._tell(
+            await self.poster.tell(
                 job,
                 (
                     "The safety checker flagged your picture(s)"
@@ -360,128 +309,16 @@ class JobRunner:
             if refunded:
                 self.metrics.refunded(dropped)
             back = f" {dropped} image{'s were' if dropped != 1 else ' was'} given back." if refunded else ""
-            await self._tell(
+            await self.poster.tell(
                 job,
                 f"{dropped} of your {len(result.images)} pictures were "
                 f"{'flagged by the safety checker' if screened else 'not screened (no safety checker)'} and "
                 f"not posted (this channel isn't age-restricted).{back}",
                 private=True,
             )
-        await self._deliver(job, request, seeds, [i.png for i in kept], spoiler=any(i.nsfw for i in kept))
+        await self.poster.deliver(
+            job, request, seeds, [i.png for i in kept], spoiler=any(i.nsfw for i in kept)
+        )
 
     def _save(self, job_id: str, images: list[GeneratedImage]) -> list[Path]:
         return [self.images.save_result(job_id, index, image.png) for index, image in enumerate(images)]
-
-    async def _deliver_saved(self, job: JobRecord) -> None:
-        """Deliver a job whose images are on disk (after a restart)."""
-        try:
-            request = GenerationRequest.from_json(job.request_json)
-            pngs = [await asyncio.to_thread(Path(p).read_bytes) for p in job.image_paths]
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            log.error(
-                "job %s: saved result unreadable (%r); giving up on it",
-                job.job_id,
-                exc,
-                extra=job_fields(job),
-            )
-            await self.store.set_job_state(job.job_id, JobState.FAILED, "its saved images were lost")
-            return
-        if not pngs:
-            return
-        # Flags are not stored: in an age-restricted channel, hide everything behind spoilers.
-        spoiler = await self.outbox.channel_is_nsfw(job.channel_id)
-        await self._deliver(job, request, job.seeds or request.seeds, pngs, spoiler=spoiler)
-
-    def build_post(
-        self,
-        job: JobRecord,
-        request: GenerationRequest,
-        seeds: tuple[int, ...],
-        pngs: list[bytes],
-        *,
-        spoiler: bool,
-        mention: bool,
-        upload_limit: int | None = None,
-    ) -> ResultPost:
-        """The result message: one PNG (a grid when there are several images), fit to the upload limit:
-        `upload_limit` when given (a repost); else, through the interaction, its `attachment_size_limit`
-        (which counts the member's Nitro); a channel post (mention=True: the token is gone) gets the
-        guild's own, from its boost tier."""
-        guild_limit = self.outbox.upload_limit(job.guild_id)
-        limit = upload_limit or (
-            guild_limit if mention else self._upload_limits.get(job.job_id) or guild_limit
-        )
-        image = grid_2x2(pngs) if len(pngs) > 1 else pngs[0]
-        data, ext = fit_to_size(image, limit)
-        name = f"{'SPOILER_' if spoiler else ''}imagine_{job.job_id}.{ext}"
-        note = " (re-encoded to fit the upload limit)" if ext != "png" else ""
-        content = result_text(request, seeds, job.owner_id, mention=mention, note=note)
-        return ResultPost(job.job_id, content, (OutFile(name, data),), len(pngs))
-
-    async def _deliver(
-        self,
-        job: JobRecord,
-        request: GenerationRequest,
-        seeds: tuple[int, ...],
-        pngs: list[bytes],
-        *,
-        spoiler: bool,
-    ) -> None:
-        attempt = 0
-        via = self._via_token(job)
-        while True:
-            attempt += 1
-            via = via and self._via_token(job)
-            post = await asyncio.to_thread(
-                self.build_post, job, request, seeds, pngs, spoiler=spoiler, mention=not via
-            )
-            try:
-                message_id, channel_id = await asyncio.wait_for(
-                    self.outbox.post_result(job, post, via_token=via), self.delivery_timeout_s
-                )
-            except TokenGone:
-                via = False
-                continue
-            except PermanentDeliveryError as exc:
-                await self._refused_for_good(job, str(exc))
-                return
-            except (TransientDeliveryError, TimeoutError) as exc:
-                delay = self._retry_delay(attempt)
-                self.metrics.delivery_retry()
-                log.warning(
-                    "job %s: delivery failed (%s); retrying in %.1f s",
-                    job.job_id,
-                    exc,
-                    delay,
-                    extra=job_fields(job),
-                )
-                await self._sleep(delay)
-                continue
-            break
-        await self.store.record_delivery(job.job_id, message_id, channel_id)
-        self.metrics.job_settled("delivered")
-        log.info("job %s delivered as message %d", job.job_id, message_id, extra=job_fields(job))
-
-    async def _refused_for_good(self, job: JobRecord, reason: str) -> None:
-        """Discord will never take this post: fail the job (so it is never resumed or re-claimed),
-        refund it, tell the owner privately (interaction while its token lives, else a DM, else log)."""
-        log.warning(
-            "job %s: Discord refused its delivery for good: %s", job.job_id, reason, extra=job_fields(job)
-        )
-        await self.store.set_job_state(job.job_id, JobState.FAILED, f"delivery refused: {reason}")
-        refunded = await self.store.refund(job.job_id, self.clock())
-        self.metrics.job_settled(JobState.FAILED.value)
-        if refunded:
-            self.metrics.refunded(job.images)
-        text = refused_text(job.job_id, reason, job.images, refunded)
-        if self._via_token(job):
-            try:
-                await self.outbox.tell_owner(job, text, via_token=True, private=True)
-                return
-            except Exception as exc:
-                log.info("job %s: could not tell the owner through the interaction: %r", job.job_id, exc)
-        try:  # a direct message
-            if not await self.outbox.direct_message(job, text):
-                log.warning("job %s: owner %d not told (direct messages closed)", job.job_id, job.owner_id)
-        except Exception as exc:
-            log.warning("job %s: could not tell the owner by direct message: %r", job.job_id, exc)

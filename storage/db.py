@@ -5,7 +5,7 @@ timeout, brings the schema up to date (`PRAGMA user_version`, one transaction pe
 turns every way the file can be unusable (locked, not a database, read-only, from a newer version)
 into a `StorageError` whose message says what to fix, at start-up.
 
-Migrations are the SQLite steps of `storage.schema` (`storage/migrations/sqlite/NNNN_name.sql`), applied
+Migrations are the SQLite steps of `storage.schema` (`storage/migrations/sqlite/` or `common/`), applied
 in order. A file from before both dialects shared one numbering, at `user_version` 2, is renumbered to 3
 first (see `renumber_legacy`).
 

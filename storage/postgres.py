@@ -5,7 +5,7 @@
 semantics, as the SQLite store) and `storage.queue.JobQueue` (`storage.pg_queue`): the jobs table is
 the fair queue every process claims from.
 
-- Migrations are the PostgreSQL steps of `storage.schema` (`storage/migrations/postgres/NNNN_name.sql`),
+- Migrations are the PostgreSQL steps of `storage.schema` (`storage/migrations/postgres/` or `common/`),
   recorded in `schema_version`, each applied in one transaction while holding an advisory lock, so
   processes opening at once apply each one once.
 - `reserve` is atomic across processes: its transaction first takes a transaction-scoped advisory lock

@@ -90,28 +90,11 @@ class Dialect:
         return text if self.name == "postgres" else _question_marks(text)
 
     def job(self, row: Row) -> JobRecord:
-        """A row of `job_columns` as a record."""
-        return JobRecord(
-            job_id=row[0],
-            guild_id=row[1],
-            channel_id=row[2],
-            owner_id=row[3],
-            request_json=row[4],
-            images=row[5],
-            state=JobState(row[6]),
-            created_at=row[7],
-            interaction_id=row[8],
-            interaction_token=row[9],
-            token_expires_at=row[10],
-            parent_job_id=row[11],
-            parent_index=row[12],
-            error=row[13],
-            seeds=tuple(int(s) for s in self.decode_list(row[14])),
-            image_paths=tuple(str(p) for p in self.decode_list(row[15])),
-            result_message_id=row[16],
-            result_channel_id=row[17],
-            refunded=bool(row[18]),
-        )
+        """A row of `job_columns` (`JobRecord`'s fields, in their order) as a record."""
+        seeds = tuple(int(s) for s in self.decode_list(row[14]))
+        paths = tuple(str(p) for p in self.decode_list(row[15]))
+        fields = (*row[:6], JobState(row[6]), *row[7:14], seeds, paths, *row[16:18], bool(row[18]))
+        return JobRecord(*fields)
 
 
 @lru_cache(maxsize=512)

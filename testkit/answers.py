@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from testkit.discord_loopback import InteractionRecord, Message
 
@@ -40,3 +41,18 @@ def job_of(message: Message) -> str | None:
         if match:
             return match.group(1)
     return None
+
+
+def is_generating(rec: InteractionRecord) -> bool:
+    """@original shows the job's steps (it is on the engine)."""
+    return rec.original is not None and "step" in rec.original.content.lower()
+
+
+def mid_generation(recs: list[InteractionRecord]) -> bool:
+    """Every job acknowledged, and at least one of them reporting steps."""
+    return all(r.acknowledged for r in recs) and any(is_generating(r) for r in recs)
+
+
+def results_for(messages: Iterable[Message], job_id: str) -> list[Message]:
+    """The finished results among `messages` that carry `job_id` on their buttons."""
+    return [m for m in messages if is_result(m) and any(job_id in c for c in m.custom_ids)]

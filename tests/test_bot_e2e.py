@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from storage.interface import JobState
 from testkit.answers import JOB_RE
 from testkit.discord_loopback import CommandNotPermitted, InteractionRecord, Message, Upload
 from tests.bot_harness import BotWorld, T, is_result
+from tests.world_fixtures import started_world
 
 pytest_plugins = ["tests.fixtures_generation"]
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -31,12 +31,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 NATIVE = 64  # the tiny model draws 64×64
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> AsyncIterator[BotWorld]:
-    async with BotWorld.open(tmp_path_factory.mktemp("bot-e2e"), tiny_model) as w:
-        w.service_options["preview_interval_s"] = 0.0  # tiny jobs end before a 0.5 s throttle allows one
-        await w.start_bot()
-        yield w
+# Tiny jobs end before a 0.5 s preview throttle allows one.
+world = started_world("bot-e2e", service_options={"preview_interval_s": 0.0})
 
 
 # -- helpers ------------------------------------------------------------------------------------------

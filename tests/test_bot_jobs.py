@@ -6,21 +6,14 @@ import asyncio
 import io
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from generation.backends.protocol import (
-    GeneratedImage,
-    GenerationResult,
-    JobCancelled,
-    JobEvent,
-    JobFailed,
-    Progress,
-    Queued,
-    Started,
-)
+from generation.backends import protocol as gen
+from generation.backends.protocol import GenerationResult, JobEvent
 from generation.media.image_store import ImageStore
 from generation.prompts.request import GenerationRequest, ModelProfile
 from jobs.delivery import ResultPost, TokenGone, TransientDeliveryError, token_expiry
@@ -102,7 +95,7 @@ class ScriptedBackend:
         handle = self.handles.get(job_id)
         if handle is None or handle.outcome.done():
             return False
-        handle.finish([], JobCancelled("cancelled"))
+        handle.finish([], gen.JobCancelled("cancelled"))
         return True
 
     def queue_snapshot(self) -> list[tuple[str, str]]:
@@ -188,8 +181,8 @@ def new_job(job_id: str, req: GenerationRequest, clock: Clock, *, token: bool = 
 
 def result(job_id: str, flags: list[bool]) -> GenerationResult:
     colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
-    return GenerationResult(
-        job_id, tuple(GeneratedImage(png(colors[i]), 7 + i, 64, 64, nsfw=f) for i, f in enumerate(flags))
+    return gen.GenerationResult(
+        job_id, tuple(gen.GeneratedImage(png(colors[i]), 7 + i, 64, 64, nsfw=f) for i, f in enumerate(flags))
     )
 
 
@@ -208,6 +201,37 @@ async def used(store: SqliteStore, clock: Clock) -> int:
     return (await store.usage(GUILD, OWNER, (), clock())).used_last_hour
 
 
+@dataclass
+class OneJob:
+    """A runner over `store` and a recording outbox, with one job submitted and on the backend."""
+
+    runner: JobRunner
+    backend: ScriptedBackend
+    sleeps: list[float]
+    clock: Clock
+    job_id: str
+
+    @classmethod
+    async def start(
+        cls, store: SqliteStore, outbox: RecordingOutbox, tmp_path: Path, job_id: str, images: int
+    ) -> OneJob:
+        clock = Clock()
+        runner, backend, sleeps = make_runner(store, outbox, tmp_path, clock)
+        req = request(images)
+        await runner.submit(new_job(job_id, req, clock), req, ())
+        await asyncio.wait_for(backend.submitted.get(), 5)
+        return cls(runner, backend, sleeps, clock, job_id)
+
+    async def end(self, outcome: GenerationResult | Exception, events: list[JobEvent] | None = None) -> None:
+        """The backend ends the job with `events` then `outcome`; wait until the runner is done."""
+        self.backend.handles[self.job_id].finish(events or [], outcome)
+        await asyncio.wait_for(self.runner.wait(self.job_id), 5)
+
+    async def end_with(self, flags: list[bool]) -> None:
+        """The backend returns one picture per flag (True: flagged by the safety checker)."""
+        await self.end(result(self.job_id, flags))
+
+
 async def test_happy_path_progress_then_one_delivery(store: SqliteStore, tmp_path: Path) -> None:
     clock = Clock()
     outbox = RecordingOutbox()
@@ -216,8 +240,8 @@ async def test_happy_path_progress_then_one_delivery(store: SqliteStore, tmp_pat
     outcome = await runner.submit(new_job("aaaaaaaaaaaa", req, clock), req, (), upload_limit=10_000_000)
     assert isinstance(outcome, Reservation)
     await asyncio.wait_for(backend.submitted.get(), 5)
-    events: list[JobEvent] = [Queued(2), Queued(1), Started()]
-    events += [Progress(k, 4, png((1, 1, 1))) for k in (1, 2, 3, 4)]
+    events: list[JobEvent] = [gen.Queued(2), gen.Queued(1), gen.Started()]
+    events += [gen.Progress(k, 4, png((1, 1, 1))) for k in (1, 2, 3, 4)]
     backend.handles["aaaaaaaaaaaa"].finish(events, result("aaaaaaaaaaaa", [False] * 4))
     await asyncio.wait_for(runner.wait("aaaaaaaaaaaa"), 5)
     # Throttled: the clock never moved, so only the first event became an edit.
@@ -234,83 +258,59 @@ async def test_happy_path_progress_then_one_delivery(store: SqliteStore, tmp_pat
 
 
 async def test_progress_edits_are_throttled_by_time(store: SqliteStore, tmp_path: Path) -> None:
-    clock = Clock()
     outbox = RecordingOutbox()
-    runner, backend, _ = make_runner(store, outbox, tmp_path, clock)
-    req = request(1)
-    await runner.submit(new_job("bbbbbbbbbbbb", req, clock), req, ())
-    await asyncio.wait_for(backend.submitted.get(), 5)
-    handle = backend.handles["bbbbbbbbbbbb"]
-    handle.queue.put_nowait(Queued(1))
-    handle.queue.put_nowait(Started())
-    handle.queue.put_nowait(Progress(1, 3, png((0, 0, 0))))  # same instant: dropped
+    run = await OneJob.start(store, outbox, tmp_path, "bbbbbbbbbbbb", 1)
+    handle = run.backend.handles["bbbbbbbbbbbb"]
+    handle.queue.put_nowait(gen.Queued(1))
+    handle.queue.put_nowait(gen.Started())
+    handle.queue.put_nowait(gen.Progress(1, 3, png((0, 0, 0))))  # same instant: dropped
     await asyncio.wait_for(handle.drained.wait(), 5)
-    clock.now += 1.6
-    handle.finish([Progress(2, 3, png((0, 0, 0)))], result("bbbbbbbbbbbb", [False]))
-    await asyncio.wait_for(runner.wait("bbbbbbbbbbbb"), 5)
+    run.clock.now += 1.6
+    await run.end(result("bbbbbbbbbbbb", [False]), [gen.Progress(2, 3, png((0, 0, 0)))])
     assert outbox.progress == [("Queued: next to run…", False), ("Generating… step 2 of 3", True)]
 
 
-@pytest.mark.parametrize("error", [JobFailed("out of memory"), JobCancelled("cancelled")])
+@pytest.mark.parametrize("error", [gen.JobFailed("out of memory"), gen.JobCancelled("cancelled")])
 async def test_failure_or_cancel_refunds_and_tells_owner(
     store: SqliteStore, tmp_path: Path, error: Exception
 ) -> None:
-    clock = Clock()
     outbox = RecordingOutbox()
-    runner, backend, _ = make_runner(store, outbox, tmp_path, clock)
-    req = request(2)
-    await runner.submit(new_job("cccccccccccc", req, clock), req, ())
-    await asyncio.wait_for(backend.submitted.get(), 5)
-    assert await used(store, clock) == 2
-    backend.handles["cccccccccccc"].finish([Started()], error)
-    await asyncio.wait_for(runner.wait("cccccccccccc"), 5)
+    run = await OneJob.start(store, outbox, tmp_path, "cccccccccccc", 2)
+    assert await used(store, run.clock) == 2
+    await run.end(error, [gen.Started()])
     job = await store.get_job("cccccccccccc")
     assert job is not None and job.refunded
-    assert job.state is (JobState.FAILED if isinstance(error, JobFailed) else JobState.CANCELLED)
-    assert await used(store, clock) == 0 and outbox.posts == []
+    assert job.state is (JobState.FAILED if isinstance(error, gen.JobFailed) else JobState.CANCELLED)
+    assert await used(store, run.clock) == 0 and outbox.posts == []
     [(text, via_token, private)] = outbox.told
     assert str(error) in text and "given back" in text and via_token and not private
 
 
 async def test_cancel_through_runner(store: SqliteStore, tmp_path: Path) -> None:
-    clock = Clock()
     outbox = RecordingOutbox()
-    runner, backend, _ = make_runner(store, outbox, tmp_path, clock)
-    req = request(1)
-    await runner.submit(new_job("dddddddddddd", req, clock), req, ())
-    await asyncio.wait_for(backend.submitted.get(), 5)
-    assert await runner.cancel("dddddddddddd")
-    await asyncio.wait_for(runner.wait("dddddddddddd"), 5)
+    run = await OneJob.start(store, outbox, tmp_path, "dddddddddddd", 1)
+    assert await run.runner.cancel("dddddddddddd")
+    await asyncio.wait_for(run.runner.wait("dddddddddddd"), 5)
     job = await store.get_job("dddddddddddd")
     assert job is not None and job.state is JobState.CANCELLED and job.refunded
-    assert not await runner.cancel("dddddddddddd")
+    assert not await run.runner.cancel("dddddddddddd")
 
 
 async def test_all_flagged_in_sfw_channel_never_posted(store: SqliteStore, tmp_path: Path) -> None:
-    clock = Clock()
     outbox = RecordingOutbox(nsfw=False)
-    runner, backend, _ = make_runner(store, outbox, tmp_path, clock)
-    req = request(2)
-    await runner.submit(new_job("eeeeeeeeeeee", req, clock), req, ())
-    await asyncio.wait_for(backend.submitted.get(), 5)
-    backend.handles["eeeeeeeeeeee"].finish([], result("eeeeeeeeeeee", [True, True]))
-    await asyncio.wait_for(runner.wait("eeeeeeeeeeee"), 5)
+    run = await OneJob.start(store, outbox, tmp_path, "eeeeeeeeeeee", 2)
+    await run.end_with([True, True])
     assert outbox.posts == []
     [(text, _, private)] = outbox.told
     assert private and "flagged" in text
-    assert await used(store, clock) == 0
+    assert await used(store, run.clock) == 0
     assert not list((tmp_path / "images").rglob("eeeeeeeeeeee_*"))  # flagged images are not kept
 
 
 async def test_some_flagged_in_sfw_channel_posts_the_rest(store: SqliteStore, tmp_path: Path) -> None:
-    clock = Clock()
     outbox = RecordingOutbox(nsfw=False)
-    runner, backend, _ = make_runner(store, outbox, tmp_path, clock)
-    req = request(4)
-    await runner.submit(new_job("ffffffffffff", req, clock), req, ())
-    await asyncio.wait_for(backend.submitted.get(), 5)
-    backend.handles["ffffffffffff"].finish([], result("ffffffffffff", [False, True, False, False]))
-    await asyncio.wait_for(runner.wait("ffffffffffff"), 5)
+    run = await OneJob.start(store, outbox, tmp_path, "ffffffffffff", 4)
+    await run.end_with([False, True, False, False])
     [(post, _)] = outbox.posts
     assert post.image_count == 3 and "7, 9, 10" in post.content
     assert not post.files[0].filename.startswith("SPOILER_")
@@ -320,14 +320,9 @@ async def test_some_flagged_in_sfw_channel_posts_the_rest(store: SqliteStore, tm
 
 
 async def test_flagged_in_nsfw_channel_posted_as_spoiler(store: SqliteStore, tmp_path: Path) -> None:
-    clock = Clock()
     outbox = RecordingOutbox(nsfw=True)
-    runner, backend, _ = make_runner(store, outbox, tmp_path, clock)
-    req = request(1)
-    await runner.submit(new_job("0a0a0a0a0a0a", req, clock), req, ())
-    await asyncio.wait_for(backend.submitted.get(), 5)
-    backend.handles["0a0a0a0a0a0a"].finish([], result("0a0a0a0a0a0a", [True]))
-    await asyncio.wait_for(runner.wait("0a0a0a0a0a0a"), 5)
+    run = await OneJob.start(store, outbox, tmp_path, "0a0a0a0a0a0a", 1)
+    await run.end_with([True])
     [(post, _)] = outbox.posts
     assert post.files[0].filename.startswith("SPOILER_") and outbox.told == []
 
@@ -335,26 +330,16 @@ async def test_flagged_in_nsfw_channel_posted_as_spoiler(store: SqliteStore, tmp
 async def test_transient_failures_retried_with_backoff_then_delivered_once(
     store: SqliteStore, tmp_path: Path
 ) -> None:
-    clock = Clock()
     outbox = RecordingOutbox(transient_failures=3)
-    runner, backend, sleeps = make_runner(store, outbox, tmp_path, clock)
-    req = request(1)
-    await runner.submit(new_job("1b1b1b1b1b1b", req, clock), req, ())
-    await asyncio.wait_for(backend.submitted.get(), 5)
-    backend.handles["1b1b1b1b1b1b"].finish([], result("1b1b1b1b1b1b", [False]))
-    await asyncio.wait_for(runner.wait("1b1b1b1b1b1b"), 5)
-    assert sleeps == [1.0, 2.0, 4.0] and len(outbox.posts) == 1
+    run = await OneJob.start(store, outbox, tmp_path, "1b1b1b1b1b1b", 1)
+    await run.end_with([False])
+    assert run.sleeps == [1.0, 2.0, 4.0] and len(outbox.posts) == 1
 
 
 async def test_expired_or_dead_token_goes_to_channel_with_mention(store: SqliteStore, tmp_path: Path) -> None:
-    clock = Clock()
     outbox = RecordingOutbox(token_gone=True)
-    runner, backend, _ = make_runner(store, outbox, tmp_path, clock)
-    req = request(1)
-    await runner.submit(new_job("2c2c2c2c2c2c", req, clock), req, ())
-    await asyncio.wait_for(backend.submitted.get(), 5)
-    backend.handles["2c2c2c2c2c2c"].finish([], result("2c2c2c2c2c2c", [False]))
-    await asyncio.wait_for(runner.wait("2c2c2c2c2c2c"), 5)
+    run = await OneJob.start(store, outbox, tmp_path, "2c2c2c2c2c2c", 1)
+    await run.end_with([False])
     [(post, via_token)] = outbox.posts
     assert not via_token and f"<@{OWNER}>" in post.content
 

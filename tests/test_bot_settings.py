@@ -3,11 +3,9 @@ against the loopback Discord, a real SQLite store and the tiny model (tests/bot_
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from generation.media.compose import read_parameters
 from generation.prompts.request import GenerationRequest
@@ -15,16 +13,13 @@ from storage.interface import PromptSettings
 from testkit.answers import JOB_RE
 from testkit.discord_loopback import CommandNotPermitted, InteractionRecord, Message
 from tests.bot_harness import BotWorld, is_result
+from tests.world_fixtures import started_world
 
 pytest_plugins = ["tests.fixtures_generation"]
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> AsyncIterator[BotWorld]:
-    async with BotWorld.open(tmp_path_factory.mktemp("bot-settings"), tiny_model) as w:
-        await w.start_bot()
-        yield w
+world = started_world("bot-settings")
 
 
 def invoke(

@@ -120,8 +120,8 @@ async def test_a_channel_post_fits_the_guild_limit_not_the_members(
     assert job is not None
     guild_limit = len(image) - 1
     outbox.upload_limit = lambda guild_id: guild_limit  # type: ignore[method-assign]
-    through_interaction = runner.build_post(job, req, (7,), [image], spoiler=False, mention=False)
-    in_channel = runner.build_post(job, req, (7,), [image], spoiler=False, mention=True)
+    through_interaction = runner.poster.build_post(job, req, (7,), [image], spoiler=False, mention=False)
+    in_channel = runner.poster.build_post(job, req, (7,), [image], spoiler=False, mention=True)
     assert through_interaction.files[0].data == image  # the member's own limit holds it
     posted = in_channel.files[0].data
     assert len(posted) <= guild_limit and posted != image

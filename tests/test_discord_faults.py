@@ -11,12 +11,10 @@ Nothing sleeps: waits are on server state, engine events and the runner's own ta
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from storage.interface import JobRecord, JobState, LimitsPatch, Scope
 from testkit.discord_loopback import Channel, DiscordLoopback, InteractionRecord, Member
@@ -27,19 +25,15 @@ from testkit.discord_loopback.permissions import (
     VIEW_CHANNEL,
 )
 from tests.bot_harness import BotWorld, FaultyEngine, T
+from tests.world_fixtures import started_world
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 WEBHOOK_EDIT = "PATCH /webhooks/*/messages/@original"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> AsyncIterator[BotWorld]:
-    async with BotWorld.open(tmp_path_factory.mktemp("discord-faults"), tiny_model) as w:
-        w.engine_wrapper = FaultyEngine
-        w.bot_options = {"edit_interval_s": 3600.0}  # one progress edit per job: the first
-        await w.start_bot()
-        yield w
+# One progress edit per job: the first.
+world = started_world("discord-faults", engine_wrapper=FaultyEngine, bot_options={"edit_interval_s": 3600.0})
 
 
 @pytest.fixture

@@ -13,18 +13,18 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from storage.interface import JobState
 from storage.sqlite import open_store
+from testkit.answers import mid_generation, results_for
 from testkit.bot_process import BotProcess
 from testkit.discord_loopback import DiscordLoopback, InteractionRecord, Member
 from tests.bot_harness import LIMITS, BotWorld, FaultyEngine, T, is_result
+from tests.world_fixtures import crowd, imagine_each, started_world
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -32,21 +32,13 @@ JOB_TIMEOUT_S = 3.0
 WEBHOOK_EDIT = "PATCH /webhooks/*/messages/@original"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> AsyncIterator[BotWorld]:
-    async with BotWorld.open(tmp_path_factory.mktemp("faults"), tiny_model) as w:
-        w.engine_wrapper = FaultyEngine
-        w.extra_settings = {"job_timeout_s": JOB_TIMEOUT_S}
-        w.service_options = {"watchdog_grace_s": 0.5}
-        w.bot_options = {"edit_interval_s": 3600.0}  # one progress edit per job: the first
-        await w.start_bot()
-        yield w
-
-
-@pytest.fixture
-def engine(world: BotWorld) -> Iterator[FaultyEngine]:
-    with FaultyEngine.of(world) as engine:
-        yield engine
+world = started_world(
+    "faults",
+    engine_wrapper=FaultyEngine,
+    extra_settings={"job_timeout_s": JOB_TIMEOUT_S},
+    service_options={"watchdog_grace_s": 0.5},
+    bot_options={"edit_interval_s": 3600.0},  # one progress edit per job: the first
+)
 
 
 async def _event(flag: Any) -> None:
@@ -79,9 +71,7 @@ def _is_file(path: str) -> bool:
 
 
 def _results_for(world: BotWorld, job_id: str) -> list[Any]:
-    return [
-        m for m in world.server.messages.values() if is_result(m) and any(job_id in c for c in m.custom_ids)
-    ]
+    return results_for(world.server.messages.values(), job_id)
 
 
 async def _delivered_once(world: BotWorld, rec: InteractionRecord, job_id: str) -> None:
@@ -116,7 +106,7 @@ async def test_upload_fails_then_delivered(
 
 
 async def test_stalled_upload_times_out_and_is_retried(world: BotWorld, engine: FaultyEngine) -> None:
-    world.bot.runner.delivery_timeout_s = 1.0
+    world.bot.runner.poster.delivery_timeout_s = 1.0
     rec = await _gated_job(world, engine, "a stalled tower", world.bob)
     job_id = await _job_id(world, world.bob)
     stall = world.server.stall_next(WEBHOOK_EDIT)
@@ -127,7 +117,7 @@ async def test_stalled_upload_times_out_and_is_retried(world: BotWorld, engine: 
         await _delivered_once(world, rec, job_id)  # the next attempt, while the first still hangs
     finally:
         stall.release()
-        world.bot.runner.delivery_timeout_s = 60.0
+        world.bot.runner.poster.delivery_timeout_s = 60.0
 
 
 async def test_channel_post_that_landed_but_timed_out_is_not_posted_twice(
@@ -136,7 +126,7 @@ async def test_channel_post_that_landed_but_timed_out_is_not_posted_twice(
     # An expired token sends the result to the channel. Discord creates the message but its answer
     # never comes: the bot times out and posts again, with the same nonce, so Discord returns the
     # first message instead of making a second one.
-    world.bot.runner.delivery_timeout_s = 1.0
+    world.bot.runner.poster.delivery_timeout_s = 1.0
     rec = await _gated_job(world, engine, "a lost answer", world.carol)
     job_id = await _job_id(world, world.carol)
     world.server.expire_token(rec)
@@ -148,7 +138,7 @@ async def test_channel_post_that_landed_but_timed_out_is_not_posted_twice(
         await asyncio.wait_for(world.bot.runner.wait(job_id), T)
     finally:
         stall.release()
-        world.bot.runner.delivery_timeout_s = 60.0
+        world.bot.runner.poster.delivery_timeout_s = 60.0
     posts = [r for r in world.server.requests if r.method == "POST" and r.path.endswith("/messages")]
     (result,) = _results_for(world, job_id)
     assert len(posts) >= 2 and f"<@{world.carol.id}>" in result.content
@@ -284,30 +274,14 @@ async def test_sigkill_mid_generation_then_restart_delivers_all_once(
     tmp_path: Path, tiny_cache_dir: Path
 ) -> None:
     async with DiscordLoopback() as server:
-        guild = server.add_guild("crash")
-        channel = server.add_channel(guild, "art")
-        members = [server.add_member(guild, f"m{i}") for i in range(10)]
+        guild, channel, members = crowd(server, "crash", 10)
         root = tmp_path / "bot"
         proc = await BotProcess.start(server, root, tiny_cache_dir)
         try:
-            recs = [
-                server.invoke(
-                    "imagine",
-                    {"prompt": f"crash test {i} --steps 50 --n 4 --seed {i}"},
-                    guild=guild,
-                    channel=channel,
-                    member=m,
-                )
-                for i, m in enumerate(members)
-            ]
+            prompts = [f"crash test {i} --steps 50 --n 4 --seed {i}" for i in range(len(members))]
+            recs = imagine_each(server, guild, channel, members, prompts)
             # Mid-generation: every job acknowledged and one of them reporting steps.
-            await server.wait_for(
-                lambda: (
-                    all(r.acknowledged for r in recs)
-                    and any(r.original is not None and "step" in r.original.content.lower() for r in recs)
-                ),
-                T,
-            )
+            await server.wait_for(lambda: mid_generation(recs), T)
             proc.kill()
             logs = [proc.log_text()]
             delivered_before = sum(1 for r in recs if is_result(r.original))
@@ -328,10 +302,7 @@ async def test_sigkill_mid_generation_then_restart_delivers_all_once(
             assert rec.original is not None
             (job_id,) = {c.split(":")[2] for c in rec.original.custom_ids}
             job_ids.add(job_id)
-            results = [
-                m for m in server.messages.values() if is_result(m) and any(job_id in c for c in m.custom_ids)
-            ]
-            assert len(results) == 1, job_id
+            assert len(results_for(server.messages.values(), job_id)) == 1, job_id
         assert len(job_ids) == 10
         # No quota spent twice: one unrefunded 4-image entry per member, each job done and delivered.
         store = await open_store(root / "imagine.db", LIMITS)

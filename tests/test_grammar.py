@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from generation.prompts.command import parse_command
 from generation.prompts.errors import PromptError
+from generation.prompts.flags import FLAG_NAMES
 from generation.prompts.grammar import (
     MAX_JOBS,
     check_macro,
@@ -20,7 +21,7 @@ from generation.prompts.grammar import (
     expand_macros,
     expand_permutations,
 )
-from generation.prompts.parser import FLAG_NAMES, parse_prompt
+from generation.prompts.parser import ParseContext, parse_prompt
 from generation.prompts.request import GenerationRequest, ModelProfile, PromptDefaults, PromptOptions
 from generation.prompts.weights import EMPHASIS, Fragment, parse_emphasis, parse_weights, plain_text
 
@@ -278,4 +279,4 @@ def test_precedence_slash_then_inline_then_member_then_guild_then_model() -> Non
 
 def test_parse_prompt_refuses_repeat() -> None:
     with pytest.raises(PromptError, match="several jobs"):
-        parse_prompt("fox --repeat 2", PromptOptions(), PROFILE, count_tokens=chars, random_seed=lambda: 1)
+        parse_prompt("fox --repeat 2", PromptOptions(), ParseContext(PROFILE, chars, lambda: 1))

@@ -9,25 +9,20 @@ interaction; SQL quotes in blocked words and prompts; the token in no stored byt
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from storage.interface import JobState
 from testkit.discord_loopback import InteractionRecord, Message
 from tests.bot_harness import BotWorld, T, is_result
+from tests.world_fixtures import started_world
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> AsyncIterator[BotWorld]:
-    async with BotWorld.open(tmp_path_factory.mktemp("hostile"), tiny_model) as w:
-        await w.start_bot()
-        yield w
+world = started_world("hostile")
 
 
 async def refused(world: BotWorld, rec: InteractionRecord, *fragments: str) -> Message:

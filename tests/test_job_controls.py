@@ -4,7 +4,6 @@ result, and `/show job:` (tests/bot_harness.py builds the bot on the loopback Di
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from storage.interface import JobState
 from testkit.answers import job_of
 from testkit.discord_loopback import InteractionRecord, Member, Message
 from tests.bot_harness import BotWorld, FaultyEngine, T
+from tests.world_fixtures import started_world
 
 pytest_plugins = ["tests.fixtures_generation", "tests.pg_fixtures"]
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -23,18 +23,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 MANAGE_MESSAGES = 1 << 13
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> AsyncIterator[BotWorld]:
-    async with BotWorld.open(tmp_path_factory.mktemp("job-controls"), tiny_model) as w:
-        w.engine_wrapper = FaultyEngine
-        await w.start_bot()
-        yield w
-
-
-@pytest.fixture
-def engine(world: BotWorld) -> Iterator[FaultyEngine]:
-    with FaultyEngine.of(world) as engine:
-        yield engine
+world = started_world("job-controls", engine_wrapper=FaultyEngine)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -16,6 +16,7 @@ import pytest
 
 from testkit.discord_loopback import (
     TIER_UPLOAD_LIMITS,
+    Channel,
     DiscordLoopback,
     SpecMissing,
     SpecViolationError,
@@ -58,6 +59,11 @@ async def client() -> AsyncIterator[tuple[DiscordLoopback, discord.Client]]:
             finally:
                 await bot.close()
                 await asyncio.wait_for(task, T)
+
+
+async def post(bot: discord.Client, channel: Channel, content: str) -> discord.Message:
+    """The bare client posts `content` in a loopback channel or thread."""
+    return await bot.get_partial_messageable(channel.id).send(content)
 
 
 async def test_spec_refuses_with_field_paths_and_nothing_is_posted() -> None:
@@ -138,25 +144,24 @@ async def test_channel_permissions_deleted_channels_and_closed_dms(
 async def test_archived_and_locked_threads(client: tuple[DiscordLoopback, discord.Client]) -> None:
     server, bot = client
     guild = server.add_guild()
-    parent = server.add_channel(guild)
-    thread = server.add_thread(parent, "t")
-    posted = await bot.get_partial_messageable(thread.id).send("first")
+    thread = server.add_thread(server.add_channel(guild), "t")
+    posted = await post(bot, thread, "first")
     server.update_channel(thread, archived=True)
     with pytest.raises(discord.HTTPException) as archived:
         await posted.edit(content="edited")
     assert (archived.value.status, archived.value.code) == (400, 50083)
-    await bot.get_partial_messageable(thread.id).send("unarchives")  # as on Discord
+    await post(bot, thread, "unarchives")  # as on Discord
     assert not thread.archived
     server.update_channel(thread, locked=True)
     with pytest.raises(discord.HTTPException) as locked:
-        await bot.get_partial_messageable(thread.id).send("locked")
+        await post(bot, thread, "locked")
     assert locked.value.code == 160005
     threadless = server.add_thread(server.add_channel(guild, bot_permissions=VIEW_CHANNEL | SEND_MESSAGES))
     with pytest.raises(discord.Forbidden) as no_thread_send:
-        await bot.get_partial_messageable(threadless.id).send("no")
+        await post(bot, threadless, "no")
     assert no_thread_send.value.code == 50013
     server.update_channel(threadless, bot_permissions=VIEW_CHANNEL | SEND_MESSAGES_IN_THREADS | ATTACH_FILES)
-    await bot.get_partial_messageable(threadless.id).send("yes")
+    await post(bot, threadless, "yes")
 
 
 async def test_boost_tiers_set_the_channel_upload_limit(
@@ -183,7 +188,7 @@ async def test_intents_are_honoured(client: tuple[DiscordLoopback, discord.Clien
     guild = server.add_guild()
     channel = server.add_channel(guild)
     member = server.add_member(guild, "reacts")
-    message = await bot.get_partial_messageable(channel.id).send("react to me")
+    message = await post(bot, channel, "react to me")
     stored = server.messages[message.id]
     server.react(stored, "🔄", member)
     server.post_as(channel, member, "hello")

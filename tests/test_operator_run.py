@@ -21,10 +21,11 @@ from generation.backends.local import GenerationService
 from generation.media.image_store import ImageStore
 from storage.interface import JobState
 from storage.sqlite import open_store
-from testkit.answers import is_result
+from testkit.answers import is_generating, is_result, mid_generation, results_for
 from testkit.bot_process import BotProcess
 from testkit.discord_loopback import DiscordLoopback, InteractionRecord
 from tests.bot_harness import LIMITS, BotWorld, FaultyEngine, T
+from tests.world_fixtures import crowd, imagine_each
 
 pytestmark = pytest.mark.slow
 
@@ -139,32 +140,16 @@ def _job_of(rec: InteractionRecord) -> str | None:
 async def test_sigterm_finishes_the_running_batch_and_keeps_the_queue(
     tmp_path: Path, tiny_cache_dir: Path
 ) -> None:
+    root = tmp_path / "bot"
+    # Four sizes: four batches, one on the engine at a time.
+    aspects = ("1:1", "16:9", "9:16", "4:3")
     async with DiscordLoopback() as server:
-        guild = server.add_guild("stop")
-        channel = server.add_channel(guild, "art")
-        members = [server.add_member(guild, f"m{i}") for i in range(4)]
-        root = tmp_path / "bot"
+        guild, channel, members = crowd(server, "stop", len(aspects))
         proc = await BotProcess.start(server, root, tiny_cache_dir)
-        # Four sizes: four batches, one on the engine at a time.
-        aspects = ("1:1", "16:9", "9:16", "4:3")
-        recs = [
-            server.invoke(
-                "imagine",
-                {"prompt": f"stop test {i} --steps 50 --n 4 --ar {ar}"},
-                guild=guild,
-                channel=channel,
-                member=m,
-            )
-            for i, (m, ar) in enumerate(zip(members, aspects, strict=True))
-        ]
-        await server.wait_for(
-            lambda: (
-                all(r.acknowledged for r in recs)
-                and any(r.original is not None and "step" in r.original.content.lower() for r in recs)
-            ),
-            T,
-        )
-        running = [r for r in recs if r.original is not None and "step" in r.original.content.lower()]
+        prompts = [f"stop test {i} --steps 50 --n 4 --ar {ar}" for i, ar in enumerate(aspects)]
+        recs = imagine_each(server, guild, channel, members, prompts)
+        await server.wait_for(lambda: mid_generation(recs), T)
+        running = [r for r in recs if is_generating(r)]
         code = await proc.stop(timeout=60)  # SIGTERM, then wait for the exit
         first_log = proc.log_text()
         assert code == 0, first_log
@@ -193,9 +178,7 @@ async def test_sigterm_finishes_the_running_batch_and_keeps_the_queue(
         for rec in recs:
             job_id = _job_of(rec)
             assert job_id is not None
-            results = [
-                m for m in server.messages.values() if is_result(m) and any(job_id in c for c in m.custom_ids)
-            ]
+            results = results_for(server.messages.values(), job_id)
             assert len(results) == 1 and rec.responses_count == 1, job_id
 
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generation.prompts.parser import ASPECT_CHOICES, KNOWN_FLAGS, PromptError, aspect_size, parse_prompt
+from generation.prompts.flags import KNOWN_FLAGS
+from generation.prompts.parser import ASPECT_CHOICES, ParseContext, PromptError, aspect_size, parse_prompt
 from generation.prompts.request import (
     IMG2IMG_STRENGTH,
     UPSCALE_FACTOR,
@@ -43,15 +44,8 @@ def parse(
     mode: Mode = Mode.TXT2IMG,
     source_image: str | None = None,
 ) -> GenerationRequest:
-    return parse_prompt(
-        text,
-        options or PromptOptions(),
-        profile,
-        count_tokens=words,
-        random_seed=lambda: 1000,
-        mode=mode,
-        source_image=source_image,
-    )
+    context = ParseContext(profile, words, lambda: 1000, mode=mode, source_image=source_image)
+    return parse_prompt(text, options or PromptOptions(), context)
 
 
 def refused(
@@ -129,9 +123,7 @@ def test_slash_options_alone() -> None:
 
 
 def test_random_seed_is_used_for_the_first_image_then_counts_up() -> None:
-    r = parse_prompt(
-        "a fox --n 3", PromptOptions(), PROFILE, count_tokens=words, random_seed=lambda: 2**32 - 2
-    )
+    r = parse_prompt("a fox --n 3", PromptOptions(), ParseContext(PROFILE, words, lambda: 2**32 - 2))
     assert r.seeds == (2**32 - 2, 2**32 - 1, 0)
 
 

@@ -12,6 +12,7 @@ import random
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,16 +82,26 @@ async def test_concurrent_opens_apply_each_migration_once(pg_url: str) -> None:
         await asyncio.gather(*(s.close() for s in stores))
 
 
-async def test_upgrade_from_version_1_keeps_rows(pg_url: str) -> None:
+async def migrated_to(pg_url: str, version: int, *statements: tuple[Any, ...]) -> None:
+    """Migrate the fresh database to `version`, then run each statement (its SQL, then its arguments)."""
     conn = await asyncpg.connect(pg_url)
     try:
-        assert await migrate(conn, PG_MIGRATIONS[:1]) == 1
-        await conn.execute(
-            "INSERT INTO jobs (job_id, guild_id, channel_id, owner_id, request_json, images, state, "
-            "created_at) VALUES ('old', 1, 2, 3, '{}', 1, 'queued', 5.0)"
-        )
+        assert await migrate(conn, PG_MIGRATIONS[:version]) == version
+        for sql, *args in statements:
+            await conn.execute(sql, *args)
     finally:
         await conn.close()
+
+
+async def test_upgrade_from_version_1_keeps_rows(pg_url: str) -> None:
+    await migrated_to(
+        pg_url,
+        1,
+        (
+            "INSERT INTO jobs (job_id, guild_id, channel_id, owner_id, request_json, images, state, "
+            "created_at) VALUES ('old', 1, 2, 3, '{}', 1, 'queued', 5.0)",
+        ),
+    )
     async with await open_pg_store(pg_url, DEFAULTS) as s:
         job = await s.get_job("old")
         assert job is not None and job.state is JobState.QUEUED
@@ -100,31 +111,21 @@ async def test_upgrade_from_version_1_keeps_rows(pg_url: str) -> None:
 
 
 async def test_upgrade_from_version_2_keeps_rows_and_refunds(pg_url: str) -> None:
-    conn = await asyncpg.connect(pg_url)
-    try:
-        assert await migrate(conn, PG_MIGRATIONS[:2]) == 2
-        for job_id, at, message, refunded in (("old", 5.0, 777, False), ("gone", 6.0, None, True)):
-            await conn.execute(
-                "INSERT INTO jobs (job_id, guild_id, channel_id, owner_id, request_json, images, state, "
-                "created_at, result_message_id, result_channel_id) "
-                "VALUES ($1, $2, 9, $3, '{}', 2, 'done', $4, $5, 9)",
-                job_id,
-                G,
-                U,
-                at,
-                message,
-            )
-            await conn.execute(
-                "INSERT INTO usage_ledger (guild_id, user_id, job_id, images, at, refunded) "
-                "VALUES ($1, $2, $3, 2, $4, $5)",
-                G,
-                U,
-                job_id,
-                at,
-                refunded,
-            )
-    finally:
-        await conn.close()
+    rows = (("old", 5.0, 777, False), ("gone", 6.0, None, True))
+    job_sql = (
+        "INSERT INTO jobs (job_id, guild_id, channel_id, owner_id, request_json, images, state, "
+        "created_at, result_message_id, result_channel_id) VALUES ($1, $2, 9, $3, '{}', 2, 'done', $4, $5, 9)"
+    )
+    ledger_sql = (
+        "INSERT INTO usage_ledger (guild_id, user_id, job_id, images, at, refunded) "
+        "VALUES ($1, $2, $3, 2, $4, $5)"
+    )
+    await migrated_to(
+        pg_url,
+        2,
+        *((job_sql, job_id, G, U, at, message) for job_id, at, message, _ in rows),
+        *((ledger_sql, G, U, job_id, at, refunded) for job_id, at, _, refunded in rows),
+    )
     async with await open_pg_store(pg_url, DEFAULTS) as s:
         old = await s.get_job("old")
         assert old is not None and await s.job_by_message(777) == old
@@ -153,24 +154,23 @@ async def test_upgrade_from_version_3_drops_the_unused_columns(pg_url: str) -> N
     """A schema at the last version before the one numbering (3: the steps PostgreSQL always had, the
     same files) upgrades to the current one: rows kept, a claimed job still leased, batch_key and
     claimed_at gone."""
-    conn = await asyncpg.connect(pg_url)
-    try:
-        assert await migrate(conn, PG_MIGRATIONS[:3]) == 3
-        await conn.execute(
+    await migrated_to(
+        pg_url,
+        3,
+        (
             "INSERT INTO jobs (job_id, guild_id, channel_id, owner_id, request_json, images, state, "
             "created_at, batch_key, lease_owner, lease_expires_at, claimed_at) "
             "VALUES ('held', $1, 9, $2, '{}', 2, 'running', 5.0, 'k', 'w', 40.0, 10.0)",
             G,
             U,
-        )
-        await conn.execute(
+        ),
+        (
             "INSERT INTO usage_ledger (guild_id, user_id, job_id, images, at, refunded_images) "
             "VALUES ($1, $2, 'held', 2, 5.0, 1)",
             G,
             U,
-        )
-    finally:
-        await conn.close()
+        ),
+    )
     assert {"batch_key", "claimed_at"} <= await columns(pg_url, "jobs")
     async with await open_pg_store(pg_url, DEFAULTS) as s:
         held = await s.get_job("held")

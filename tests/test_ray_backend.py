@@ -8,7 +8,6 @@ timeouts; the long batches (thousands of tiny steps) exist only to be cancelled 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from generation.scheduling.job_state import MemoryImages
 from tests.ray_fixtures import require_ray
 
 require_ray()
@@ -34,22 +34,7 @@ WAIT = 30.0  # bound on waits for work that takes a second or two; reached only 
 LONG_STEPS = 2000  # ~20 s of tiny steps: a batch that must be stopped, not finished
 
 
-class DictImages:
-    """An in-memory image store, by sha256."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def put(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        self.data[digest] = data
-        return digest
-
-    def get(self, digest: str) -> bytes:
-        return self.data[digest]
-
-
-IMAGES = DictImages()
+IMAGES = MemoryImages()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -96,7 +81,7 @@ async def test_many_users_each_job_once_with_the_local_engines_images(
     backend: RayBackend, tiny_engine: Any
 ) -> None:
     source = tiny_source_png()
-    digest = IMAGES.put(source)
+    digest = IMAGES.add(source)
     jobs = {
         "a1": ("alice", tiny_request(seeds=(1, 2))),
         "a2": ("alice", tiny_request(prompt="a blue bird", seeds=(3,))),

@@ -111,15 +111,8 @@ class FakeClock:
 def req(
     prompt: str, *, width: int = 64, seeds: tuple[int, ...] = (1,), steps: int = 3, **kw: object
 ) -> GenerationRequest:
-    return GenerationRequest(
-        prompt=prompt,
-        width=width,
-        height=64,
-        steps=steps,
-        guidance=5.0,
-        seeds=seeds,
-        model="fake",
-        **kw,  # type: ignore[arg-type]
+    return tiny_request(
+        prompt=prompt, width=width, seeds=seeds, steps=steps, guidance=5.0, model="fake", **kw
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from storage.db import MIGRATIONS, SCHEMA_VERSION, open_database, split_statements, user_version
 from storage.interface import Limits
-from storage.schema import DIALECTS, load_migrations
+from storage.schema import DIALECTS, load_migrations, shared_steps
 from storage.sqlite import open_store
 
 G, U = 111, 501
@@ -22,7 +22,7 @@ T0 = 1_700_000_000.0
 OPEN = Limits(images_per_hour=None, images_per_day=None, max_queued=None, cooldown_seconds=0.0)
 
 # The old storage/migrations/0002_batch_key_partial_refunds.sql, as released (the old 0001 is today's
-# storage/migrations/sqlite/0001_initial.sql, unchanged).
+# SQLite step 1, storage/migrations/common/0001_initial.sql in SQLite's spellings, unchanged).
 OLD_SQLITE_0002 = """\
 -- imagine schema version 2: the job's batch key, finding a job by its result message, partial refunds.
 
@@ -56,6 +56,14 @@ def test_every_step_exists_for_both_dialects_with_one_number_and_name() -> None:
         (3, "message_index_partial_refunds"),
         (4, "drop_unused_columns"),
     ]
+
+
+def test_every_shared_step_is_some_dialects_and_fully_spelled() -> None:
+    own = {dialect: {(m.version, m.name): m.sql for m in load_migrations(dialect)} for dialect in DIALECTS}
+    for step in shared_steps():
+        assert any(step in own[d] for d in DIALECTS)
+    for steps in own.values():
+        assert all("${" not in sql for sql in steps.values())  # no placeholder left unspelled
 
 
 async def test_file_at_the_old_version_2_is_renumbered_and_upgraded(tmp_path: Path) -> None:

@@ -20,6 +20,10 @@ from storage.interface import LimitsPatch, Scope
 MAX_COUNT = 1_000_000
 MAX_COOLDOWN = 86_400.0
 Phrase = app_commands.Range[str, 1, 200]
+MANAGE_GUILD = discord.Permissions(manage_guild=True)
+Interaction = discord.Interaction[Any]
+MaybeMember = discord.Member | None  # a slash option naming a member, or none
+MaybeRole = discord.Role | None
 
 
 def _target(
@@ -36,34 +40,28 @@ def _target(
     return Scope.GUILD, None, "the server default"
 
 
-async def _admin_defer(interaction: discord.Interaction[Any]) -> int:
+async def _admin_defer(interaction: Interaction) -> int:
     require_manage_guild(interaction)
     await interaction.response.defer(ephemeral=True, thinking=True)
     assert interaction.guild_id is not None
     return interaction.guild_id
 
 
-class LimitsGroup(
-    app_commands.Group,
-    name="limits",
-    description="Image limits for this server (admins)",
-    guild_only=True,
-    default_permissions=discord.Permissions(manage_guild=True),
-):
-    """`/limits show|set|reset`."""
+class AdminGroup(app_commands.Group, guild_only=True, default_permissions=MANAGE_GUILD):
+    """A command group for servers only, shown to Manage Server members (its subclasses inherit both;
+    each command checks again with `_admin_defer`)."""
 
     def __init__(self, services: Services) -> None:
         super().__init__()
         self.services = services
 
+
+class LimitsGroup(AdminGroup, name="limits", description="Image limits for this server (admins)"):
+    """`/limits show|set|reset`."""
+
     @app_commands.command(name="show", description="Show the server's limits, or a member's")
     @app_commands.describe(user="Whose limits to show", role="A role's override")
-    async def show(
-        self,
-        interaction: discord.Interaction[Any],
-        user: discord.Member | None = None,
-        role: discord.Role | None = None,
-    ) -> None:
+    async def show(self, interaction: Interaction, user: MaybeMember = None, role: MaybeRole = None) -> None:
         guild_id = await _admin_defer(interaction)
         roles = member_role_ids(user) if isinstance(user, discord.Member) else ()
         view = await self.services.store.show_limits(guild_id, user.id if user else None, roles)
@@ -89,9 +87,9 @@ class LimitsGroup(
     )
     async def set_(
         self,
-        interaction: discord.Interaction[Any],
-        user: discord.Member | None = None,
-        role: discord.Role | None = None,
+        interaction: Interaction,
+        user: MaybeMember = None,
+        role: MaybeRole = None,
         images_per_hour: app_commands.Range[int, 0, MAX_COUNT] | None = None,
         images_per_day: app_commands.Range[int, 0, MAX_COUNT] | None = None,
         max_queued: app_commands.Range[int, 0, MAX_COUNT] | None = None,
@@ -111,12 +109,7 @@ class LimitsGroup(
 
     @app_commands.command(name="reset", description="Remove an override (or the server default)")
     @app_commands.describe(user="Whose override to remove", role="Which role's override to remove")
-    async def reset(
-        self,
-        interaction: discord.Interaction[Any],
-        user: discord.Member | None = None,
-        role: discord.Role | None = None,
-    ) -> None:
+    async def reset(self, interaction: Interaction, user: MaybeMember = None, role: MaybeRole = None) -> None:
         guild_id = await _admin_defer(interaction)
         scope, target, label = _target(user, role)
         removed = await self.services.store.reset_limits(guild_id, scope, target)
@@ -132,47 +125,39 @@ def _phrase(raw: str) -> str:
         raise UserError(str(exc)) from None
 
 
-class BlocklistGroup(
-    app_commands.Group,
-    name="blocklist",
-    description="Blocked words (admins)",
-    guild_only=True,
-    default_permissions=discord.Permissions(manage_guild=True),
-):
+class BlocklistGroup(AdminGroup, name="blocklist", description="Blocked words (admins)"):
     """`/blocklist add|remove|list`."""
-
-    def __init__(self, services: Services) -> None:
-        super().__init__()
-        self.services = services
 
     @app_commands.command(name="add", description="Block a word or phrase in prompts")
     @app_commands.describe(phrase="A word or phrase (whole words, any case)")
-    async def add(
-        self, interaction: discord.Interaction[Any], phrase: app_commands.Range[str, 1, 200]
-    ) -> None:
-        guild_id = await _admin_defer(interaction)
-        cleaned = _phrase(phrase)
-        added = await self.services.store.add_blocked_word(guild_id, cleaned)
-        text = f"Blocked “{quote(cleaned)}”." if added else f"“{quote(cleaned)}” was already blocked."
-        await interaction.followup.send(text, ephemeral=True)
+    async def add(self, interaction: Interaction, phrase: Phrase) -> None:
+        await self._change(interaction, phrase, block=True)
 
     @app_commands.command(name="remove", description="Unblock a word or phrase")
     @app_commands.describe(phrase="The blocked word or phrase")
-    async def remove(
-        self, interaction: discord.Interaction[Any], phrase: app_commands.Range[str, 1, 200]
-    ) -> None:
-        guild_id = await _admin_defer(interaction)
-        cleaned = _phrase(phrase)
-        removed = await self.services.store.remove_blocked_word(guild_id, cleaned)
-        text = f"Unblocked “{quote(cleaned)}”." if removed else f"“{quote(cleaned)}” wasn't blocked."
-        await interaction.followup.send(text, ephemeral=True)
+    async def remove(self, interaction: Interaction, phrase: Phrase) -> None:
+        await self._change(interaction, phrase, block=False)
 
     @app_commands.command(name="list", description="List blocked words and phrases")
-    async def list_(self, interaction: discord.Interaction[Any]) -> None:
+    async def list_(self, interaction: Interaction) -> None:
         guild_id = await _admin_defer(interaction)
         words = await self.services.store.blocked_words(guild_id)
         quoted = [f"“{quote(w)}”" for w in words]
         text = fit([f"Blocked ({len(words)}):"], quoted, sep=", ") if words else "Nothing is blocked."
+        await interaction.followup.send(text, ephemeral=True)
+
+    async def _change(self, interaction: Interaction, phrase: str, *, block: bool) -> None:
+        """Block (or unblock) one phrase and say whether anything changed."""
+        guild_id = await _admin_defer(interaction)
+        cleaned = _phrase(phrase)
+        store = self.services.store
+        change = store.add_blocked_word if block else store.remove_blocked_word
+        changed = await change(guild_id, cleaned)
+        shown = quote(cleaned)
+        if block:
+            text = f"Blocked “{shown}”." if changed else f"“{shown}” was already blocked."
+        else:
+            text = f"Unblocked “{shown}”." if changed else f"“{shown}” wasn't blocked."
         await interaction.followup.send(text, ephemeral=True)
 
 

@@ -106,7 +106,7 @@ def job_control_commands(services: Services) -> list[app_commands.Command[Any, A
         require_post_permissions(interaction)
         await interaction.response.defer(thinking=True)
         interaction.extras["public_defer"] = True
-        outbox = services.runner.outbox
+        outbox = services.runner.poster.outbox
         here_nsfw = await outbox.channel_is_nsfw(interaction.channel_id or 0)
         if not here_nsfw and await outbox.channel_is_nsfw(record.channel_id):
             # Flags are not stored: what was shown behind spoilers there may not be shown here.
@@ -114,7 +114,7 @@ def job_control_commands(services: Services) -> list[app_commands.Command[Any, A
         pngs = await asyncio.to_thread(_read_images, record)
         request = GenerationRequest.from_json(record.request_json)
         post = await asyncio.to_thread(
-            services.runner.build_post,
+            services.runner.poster.build_post,
             record,
             request,
             record.seeds or request.seeds,

@@ -10,8 +10,8 @@ from discord import app_commands
 
 from bot.commands.errors import UserError
 from bot.services import Services
+from generation.prompts.flags import FLAG_NAMES
 from generation.prompts.grammar import MAX_MACROS, check_macro
-from generation.prompts.parser import FLAG_NAMES
 from jobs.messages import quote
 
 LIST_LIMIT = 1900  # characters of the list shown (Discord allows 2,000)

@@ -51,10 +51,9 @@ from generation.backends.protocol import (
     Started,
 )
 from generation.pipelines.contract import Engine
-from generation.prompts.request import ModelProfile
 from generation.scheduling.batch_run import BatchRun, Outcome, StepDone, outcome_for, timeout_message
 from generation.scheduling.job_state import Job, SourceImages
-from generation.scheduling.scheduler import SHUTDOWN_MESSAGE, JobScheduler
+from generation.scheduling.scheduler import SHUTDOWN_MESSAGE, Batching, JobScheduler
 
 log = logging.getLogger(__name__)
 
@@ -88,33 +87,18 @@ class GenerationService(JobScheduler):
         position_interval_s: float = 0.25,
         watchdog_grace_s: float = 10.0,
     ) -> None:
-        super().__init__(position_interval_s=position_interval_s)
+        batching = Batching(
+            job_timeout_s, max_batch, preview_interval_s, progress_interval_s, watchdog_grace_s
+        )
+        super().__init__(image_store, batching, position_interval_s=position_interval_s)
         self._factory = engine_factory
-        self._images = image_store
-        self._timeout = job_timeout_s
-        self._max_batch = max_batch
         self._clock = clock
-        self._preview_interval = preview_interval_s
-        self._progress_interval = progress_interval_s
-        self._grace = watchdog_grace_s
         self._engine: Engine | None = None
-        self._profile: ModelProfile | None = None
         self._thread: threading.Thread | None = None
         self._inbox: queue.Queue[_Batch | None] = queue.Queue()
         self._running: _Batch | None = None  # handed to the worker and not yet returned
 
     # -- lifecycle ---------------------------------------------------------------------------------
-
-    @property
-    def profile(self) -> ModelProfile:
-        """The loaded model's profile (after `start()`)."""
-        if self._profile is None:
-            raise RuntimeError("GenerationService.start() has not finished")
-        return self._profile
-
-    @profile.setter
-    def profile(self, value: ModelProfile) -> None:  # settable, as the GenerationBackend protocol says
-        self._profile = value
 
     @property
     def stuck(self) -> bool:
@@ -165,7 +149,7 @@ class GenerationService(JobScheduler):
     def count_tokens(self, text: str) -> int:
         """Tokens the model's tokenizer makes of `text` (tokenizer reads are safe beside the worker)."""
         if self._engine is None:
-            raise RuntimeError("GenerationService.start() has not finished")
+            raise self._not_started()
         return self._engine.count_tokens(text)
 
     def queue_snapshot(self) -> list[tuple[str, str]]:

@@ -52,12 +52,11 @@ from generation.backends.ray_cluster import kill_replica
 from generation.backends.ray_replica import BatchCall, BatchDone, EngineFactory, ReplicaStarted
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.safety_options import SafetyOptions
-from generation.prompts.request import ModelProfile
 from generation.scheduling.batch_run import StepDone, outcome_for, timeout_message
 
 # The job state, its handle and event streams are the local service's, so both backends behave alike.
 from generation.scheduling.job_state import Job, SourceImages
-from generation.scheduling.scheduler import SHUTDOWN_MESSAGE, JobScheduler
+from generation.scheduling.scheduler import SHUTDOWN_MESSAGE, Batching, JobScheduler
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +93,10 @@ class RayBackend(JobScheduler):
         already connected to Ray stays on its cluster). `engine_factory` replaces
         `DiffusersFactory(model_id, device, cache_dir, optimise)` (stand-in engines for tests and
         benchmarks). `replica_cpus`: CPUs Ray reserves per replica (None: Serve's default of 1)."""
-        super().__init__(position_interval_s=position_interval_s)
+        batching = Batching(
+            job_timeout_s, max_batch, preview_interval_s, progress_interval_s, watchdog_grace_s
+        )
+        super().__init__(image_store, batching, position_interval_s=position_interval_s)
         self.model_id = model_id
         self.device = device
         self._serve = ServeApp(
@@ -111,14 +113,7 @@ class RayBackend(JobScheduler):
             replica_cpus=replica_cpus,
             app_name=app_name,
         )
-        self._images = image_store
-        self._timeout = job_timeout_s
-        self._max_batch = max_batch
-        self._preview_interval = preview_interval_s
-        self._progress_interval = progress_interval_s
-        self._grace = watchdog_grace_s
         self._max_attempts = max_attempts
-        self._profile: ModelProfile | None = None
         self._retry: deque[Batch] = deque()  # broken batches: they run before anything waiting
         self._running: list[Batch] = []
         self._replica_of: dict[str, str] = {}
@@ -144,17 +139,6 @@ class RayBackend(JobScheduler):
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------
-
-    @property
-    def profile(self) -> ModelProfile:
-        """The model's profile, fetched from a replica at start."""
-        if self._profile is None:
-            raise RuntimeError("RayBackend.start() has not finished")
-        return self._profile
-
-    @profile.setter
-    def profile(self, value: ModelProfile) -> None:
-        self._profile = value
 
     async def start(self) -> None:
         """Join or start the cluster and the Serve app (`ServeApp.open`), then begin dispatching."""
@@ -192,7 +176,7 @@ class RayBackend(JobScheduler):
     def count_tokens(self, text: str) -> int:
         """Tokens the model's tokenizer makes of `text` (a tokenizer fetched from a replica at start)."""
         if self._serve.counter is None:
-            raise RuntimeError("RayBackend.start() has not finished")
+            raise self._not_started()
         return self._serve.counter.count_tokens(text)
 
     def _on_cancel(self, job: Job) -> None:

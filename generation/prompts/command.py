@@ -9,17 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from generation.prompts.errors import PromptError
+from generation.prompts.flags import FLAG_NAMES
 from generation.prompts.grammar import MAX_JOBS, expand_macros, expand_permutations
-from generation.prompts.parser import FLAG_NAMES, parse_one
-from generation.prompts.request import (
-    SEED_MODULUS,
-    GenerationRequest,
-    Mode,
-    ModelProfile,
-    PromptDefaults,
-    PromptOptions,
-    consecutive_seeds,
-)
+from generation.prompts.parser import ParseContext, parse_one
+from generation.prompts.request import GenerationRequest, Mode, ModelProfile, PromptDefaults, PromptOptions
 
 
 def parse_command(
@@ -37,33 +30,12 @@ def parse_command(
     loras: Sequence[str] = (),
 ) -> list[GenerationRequest]:
     """The jobs of one command, in order: for each permutation of the text (after `macros`), its
-    request and then its `--repeat` copies with fresh seeds (with `--seed s`: the next seeds after
-    the first job's, so a repeated command is repeatable too)."""
+    request and then its `--repeat` copies (`ParsedPrompt.jobs`)."""
     expanded = expand_macros(text if isinstance(text, str) else "", macros or {}, FLAG_NAMES)
     variants = expand_permutations(expanded, MAX_JOBS)
-    parsed = [
-        parse_one(
-            variant,
-            options,
-            profile,
-            count_tokens=count_tokens,
-            random_seed=random_seed,
-            mode=mode,
-            source_image=source_image,
-            defaults=defaults,
-            models=models,
-            loras=loras,
-        )
-        for variant in variants
-    ]
+    context = ParseContext(profile, count_tokens, random_seed, defaults, mode, source_image, models, loras)
+    parsed = [parse_one(variant, options, context) for variant in variants]
     total = sum(p.repeat for p in parsed)
     if total > MAX_JOBS:
         raise PromptError(f"That command makes {total} jobs; one command makes at most {MAX_JOBS}.")
-    jobs: list[GenerationRequest] = []
-    for one in parsed:
-        request = one.request
-        jobs.append(request)
-        for k in range(1, one.repeat):
-            first = (request.seeds[0] + k * request.count) % SEED_MODULUS if one.seeded else random_seed()
-            jobs.append(request.with_seeds(consecutive_seeds(first, request.count)))
-    return jobs
+    return [request for one in parsed for request in one.jobs(random_seed)]

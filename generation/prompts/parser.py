@@ -9,12 +9,25 @@ the member; nothing else is ever raised for any text.
 from __future__ import annotations
 
 import math
-import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from generation.prompts.errors import PromptError as PromptError
+
+# Re-exported: the commands' settings panels read them here (`bot.commands.settings`, `imagine`).
+from generation.prompts.flags import ASPECT_CHOICES as ASPECT_CHOICES
+from generation.prompts.flags import (
+    check_range,
+    option_float,
+    option_int,
+    parse_float,
+    parse_int,
+    show_number,
+    show_value,
+    split_flags,
+)
+from generation.prompts.flags import parse_aspect as parse_aspect
 from generation.prompts.grammar import MAX_REPEAT
 from generation.prompts.loras import extract_loras
 from generation.prompts.request import (
@@ -35,61 +48,12 @@ from generation.prompts.request import (
 from generation.prompts.samplers import SAMPLER_LABELS, SAMPLER_NAMES
 from generation.prompts.weights import parse_weights, plain_text, uses_weights
 
-ASPECT_CHOICES = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
-MAX_RATIO = 4.0  # widest allowed is 4:1, tallest 1:4
 MAX_GUIDANCE = 30.0
-
-
-@dataclass(frozen=True)
-class _Flag:
-    key: str  # canonical setting name
-    names: tuple[str, ...]  # inline spellings, the first one shown in messages
-    option: str  # the slash option with the same meaning
-    takes_value: bool = True
-
-
-_FLAGS = (
-    _Flag("aspect", ("ar", "aspect"), "aspect"),
-    _Flag("seed", ("seed",), "seed"),
-    _Flag("negative", ("no",), "negative"),
-    _Flag("steps", ("steps",), "steps"),
-    _Flag("guidance", ("cfg", "guidance"), "guidance"),
-    _Flag("count", ("n",), "count"),
-    _Flag("strength", ("strength",), "strength"),
-    _Flag("repeat", ("repeat", "r"), "repeat"),
-    _Flag("tile", ("tile",), "tile", takes_value=False),
-    _Flag("stop", ("stop",), "stop"),
-    _Flag("chaos", ("chaos", "c"), "chaos"),
-    _Flag("quality", ("quality", "q"), "quality"),
-    _Flag("sampler", ("sampler",), "sampler"),
-    _Flag("model", ("model",), "model"),
-)
-_BY_NAME = {name: flag for flag in _FLAGS for name in flag.names}
-KNOWN_FLAGS = tuple(f"--{name}" for flag in _FLAGS for name in flag.names)
-FLAG_NAMES = frozenset(_BY_NAME)
 QUALITY_CHOICES = (0.25, 0.5, 1.0, 2.0)
 WINDOW_TOKENS = 75  # tokens of one window, without its begin/end tokens
 MAX_PROMPT_WINDOWS = 4  # where weights are encoded, a prompt may fill this many windows (300 tokens)
-
-# `--name`, or `—name`/`–name` (phones turn `--` into a dash), at the start of a word.
-_FLAG_RE = re.compile(r"(?<!\S)(--|[—–])(?=[A-Za-z])(\S+)")
-_INT_RE = re.compile(r"[+-]?[0-9]+")
-_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
-_ASPECT_RE = re.compile(r"([0-9]{1,6})\s*:\s*([0-9]{1,6})")
 # Characters that draw nothing although they are not whitespace or format characters.
 _BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e\u034f")
-
-
-def _show(value: str, limit: int = 40) -> str:
-    """A value quoted for a Discord message: one line, short, no code-span breaking backticks."""
-    text = " ".join(value.replace("`", "'").split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return f"`{text}`"
-
-
-def _fmt(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def clean_text(text: str) -> str:
@@ -115,99 +79,6 @@ def is_blank(text: str) -> bool:
     return True
 
 
-def _split_flags(text: str) -> tuple[str, dict[str, tuple[str, str]]]:
-    """The prompt before the first flag, and {key: (spelling, raw value)} for each flag after it."""
-    matches = []
-    for m in _FLAG_RE.finditer(text):
-        name = m.group(2).split("=", 1)[0].lower()
-        if m.group(1) != "--" and name not in _BY_NAME:
-            continue  # a dash in ordinary text
-        matches.append(m)
-    if not matches:
-        return text, {}
-    found: dict[str, tuple[str, str]] = {}
-    for i, m in enumerate(matches):
-        name, _, inline = m.group(2).partition("=")
-        spelled = f"--{name.lower()}"
-        flag = _BY_NAME.get(name.lower())
-        if flag is None:
-            raise PromptError(f"Unknown flag {_show(spelled)}. Known flags: {', '.join(KNOWN_FLAGS)}.")
-        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        value = (inline + " " + text[m.end() : end]).strip()
-        if flag.key in found:
-            first = found[flag.key][0]
-            same = "" if first == spelled else f" (as {_show(first)} and {_show(spelled)})"
-            raise PromptError(f"{_show('--' + flag.names[0])} is given twice{same}; give it once.")
-        if not flag.takes_value:
-            if value:
-                raise PromptError(f"{_show(spelled)} takes no value, but got {_show(value)}.")
-            found[flag.key] = (spelled, "on")
-            continue
-        if not value:
-            example = {"negative": "text, watermark", "aspect": "16:9"}.get(flag.key, "…")
-            raise PromptError(f"{_show(spelled)} needs a value, e.g. {_show(spelled + ' ' + example)}.")
-        if flag.key != "negative" and " " in value:
-            raise PromptError(
-                f"{_show(spelled)} takes one value, but got {_show(value)}. "
-                "Put the flags after the prompt text."
-            )
-        found[flag.key] = (spelled, value)
-    return text[: matches[0].start()], found
-
-
-def _parse_int(label: str, raw: str) -> int:
-    if not _INT_RE.fullmatch(raw):
-        raise PromptError(f"{label} must be a whole number, not {_show(raw)}.")
-    if len(raw) > 30:
-        raise PromptError(f"{label} is far too large: {_show(raw)}.")
-    return int(raw)
-
-
-def _parse_float(label: str, raw: str) -> float:
-    if not _FLOAT_RE.fullmatch(raw):
-        raise PromptError(f"{label} must be a number like 7.5, not {_show(raw)}.")
-    return float(raw)
-
-
-def _option_int(label: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PromptError(f"{label} must be a whole number.")
-    if isinstance(value, float):
-        if not (math.isfinite(value) and value.is_integer()):
-            raise PromptError(f"{label} must be a whole number, not {_fmt(value)}.")
-        return int(value)
-    return value
-
-
-def _option_float(label: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PromptError(f"{label} must be a number.")
-    try:
-        return float(value)
-    except OverflowError:
-        raise PromptError(f"{label} is far too large.") from None
-
-
-def _check_range(label: str, value: float, low: float, high: float, what: str = "") -> None:
-    if not (low <= value <= high):  # False for NaN too; exact for any int
-        shown = _fmt(value) if -1e15 < value < 1e15 else "that"
-        raise PromptError(f"{label} must be between {_fmt(low)} and {_fmt(high)}{what}, not {shown}.")
-
-
-def parse_aspect(label: str, raw: str) -> tuple[int, int]:
-    """`W:H` as two positive integers with a ratio between 1:4 and 4:1, reduced (32:18 → 16:9)."""
-    m = _ASPECT_RE.fullmatch(raw.strip())
-    if m is None:
-        raise PromptError(f"{label} must be a ratio like 16:9, not {_show(raw)}.")
-    w, h = int(m.group(1)), int(m.group(2))
-    if w == 0 or h == 0:
-        raise PromptError(f"{label} can't have a zero side: {_show(raw)}.")
-    if not 1 / MAX_RATIO <= w / h <= MAX_RATIO:
-        raise PromptError(f"{label} must be between 1:4 and 4:1, not {_show(raw)}.")
-    g = math.gcd(w, h)
-    return w // g, h // g
-
-
 def aspect_size(aspect: str, native: int) -> tuple[int, int]:
     """Width and height for `aspect` ("W:H") on a model drawing native×native: about native² pixels,
     multiples of 64 (native >= 512) or 8, ratio as close as those allow. 1:1 gives native×native.
@@ -225,48 +96,41 @@ class ParsedPrompt:
     repeat: int
     seeded: bool
 
+    def jobs(self, random_seed: Callable[[], int]) -> list[GenerationRequest]:
+        """The request, then its `--repeat` copies with fresh seeds (with `--seed s`: the seeds after
+        the first job's, so a repeated command is repeatable too)."""
+        first = self.request
+        jobs = [first]
+        for k in range(1, self.repeat):
+            seed = (first.seeds[0] + k * first.count) % SEED_MODULUS if self.seeded else random_seed()
+            jobs.append(first.with_seeds(consecutive_seeds(seed, first.count)))
+        return jobs
 
-def parse_prompt(
-    text: str,
-    options: PromptOptions,
-    profile: ModelProfile,
-    *,
-    count_tokens: Callable[[str], int],
-    random_seed: Callable[[], int],
-    mode: Mode = Mode.TXT2IMG,
-    source_image: str | None = None,
-    defaults: PromptDefaults | None = None,
-) -> GenerationRequest:
+
+@dataclass(frozen=True)
+class ParseContext:
+    """What parsing one text needs besides the text and the slash options (see `parse_one`)."""
+
+    profile: ModelProfile
+    count_tokens: Callable[[str], int]
+    random_seed: Callable[[], int]
+    defaults: PromptDefaults | None = None
+    mode: Mode = Mode.TXT2IMG
+    source_image: str | None = None
+    models: Sequence[str] = ()  # the model names on offer (none: only the profile's)
+    loras: Sequence[str] = ()  # the LoRA adapters installed
+
+
+def parse_prompt(text: str, options: PromptOptions, context: ParseContext) -> GenerationRequest:
     """Build the one request for `text` (prompt plus inline flags) and the slash `options`; see
     `parse_one`. `--repeat` above 1 is refused here (`generation.prompts.command` makes the jobs)."""
-    parsed = parse_one(
-        text,
-        options,
-        profile,
-        count_tokens=count_tokens,
-        random_seed=random_seed,
-        mode=mode,
-        source_image=source_image,
-        defaults=defaults,
-    )
+    parsed = parse_one(text, options, context)
     if parsed.repeat > 1:
         raise PromptError("`--repeat` makes several jobs, which only `/imagine` does.")
     return parsed.request
 
 
-def parse_one(
-    text: str,
-    options: PromptOptions,
-    profile: ModelProfile,
-    *,
-    count_tokens: Callable[[str], int],
-    random_seed: Callable[[], int],
-    mode: Mode = Mode.TXT2IMG,
-    source_image: str | None = None,
-    defaults: PromptDefaults | None = None,
-    models: Sequence[str] = (),
-    loras: Sequence[str] = (),
-) -> ParsedPrompt:
+def parse_one(text: str, options: PromptOptions, context: ParseContext) -> ParsedPrompt:
     """The request for `text` (prompt plus inline flags) and the slash `options`, and its `--repeat`.
 
     What wins: a slash option, an inline flag, `defaults` (the member's over the guild's), then
@@ -275,9 +139,10 @@ def parse_one(
     txt2img into img2img (strength 0.6 unless given). A prompt longer than the model's token windows
     is refused (never silently cut), saying by how much. Raises PromptError, and only PromptError.
     """
-    given = defaults or PromptDefaults()
-    prompt_part, flags = _split_flags(clean_text(text if isinstance(text, str) else ""))
-    prompt, adapters = extract_loras(prompt_part.strip(), loras)
+    profile, mode, source_image = context.profile, context.mode, context.source_image
+    given = context.defaults or PromptDefaults()
+    prompt_part, flags = split_flags(clean_text(text if isinstance(text, str) else ""))
+    prompt, adapters = extract_loras(prompt_part.strip(), context.loras)
 
     def label(key: str) -> str:
         if getattr(options, key, None) is not None:
@@ -288,14 +153,14 @@ def parse_one(
     def pick_int(key: str) -> int | None:
         value = getattr(options, key, None)
         if value is not None:
-            return _option_int(label(key), value)
-        return _parse_int(label(key), flags[key][1]) if key in flags else None
+            return option_int(label(key), value)
+        return parse_int(label(key), flags[key][1]) if key in flags else None
 
     def pick_float(key: str) -> float | None:
         value = getattr(options, key, None)
         if value is not None:
-            return _option_float(label(key), value)
-        return _parse_float(label(key), flags[key][1]) if key in flags else None
+            return option_float(label(key), value)
+        return parse_float(label(key), flags[key][1]) if key in flags else None
 
     # 1. The image's shape.
     aspect_raw = options.aspect if options.aspect is not None else flags.get("aspect", ("", None))[1]
@@ -310,35 +175,37 @@ def parse_one(
     if steps is None:
         steps = profile.default_steps
     else:
-        _check_range(label("steps"), steps, profile.min_steps, profile.max_steps, " for this model")
+        check_range(label("steps"), steps, profile.min_steps, profile.max_steps, " for this model")
     quality = pick_float("quality")
     if quality is not None:
         if quality not in QUALITY_CHOICES:
-            raise PromptError(f"{label('quality')} must be one of 0.25, 0.5, 1 or 2, not {_fmt(quality)}.")
+            shown = show_number(quality)
+            raise PromptError(f"{label('quality')} must be one of 0.25, 0.5, 1 or 2, not {shown}.")
         steps = min(profile.max_steps, max(profile.min_steps, round(steps * quality)))
     guidance = pick_float("guidance")
     if guidance is None:
         guidance = 0.0 if profile.is_turbo else float(profile.default_guidance)
     else:
-        _check_range(label("guidance"), guidance, 0.0, MAX_GUIDANCE)
+        check_range(label("guidance"), guidance, 0.0, MAX_GUIDANCE)
     count = pick_int("count")
     if count is None:
         count = given.count or 1
     else:
-        _check_range(label("count"), count, 1, MAX_IMAGES, " images")
+        check_range(label("count"), count, 1, MAX_IMAGES, " images")
     seed = pick_int("seed")
     if seed is not None:
-        _check_range(label("seed"), seed, 0, SEED_MODULUS - 1)
+        check_range(label("seed"), seed, 0, SEED_MODULUS - 1)
     repeat = pick_int("repeat") or 1
-    _check_range(label("repeat"), repeat, 1, MAX_REPEAT, " jobs")
+    check_range(label("repeat"), repeat, 1, MAX_REPEAT, " jobs")
     stop = pick_int("stop")
     if stop is not None:
-        _check_range(label("stop"), stop, 10, 100, " percent")
+        check_range(label("stop"), stop, 10, 100, " percent")
     chaos = pick_int("chaos")
     if chaos is not None:
-        _check_range(label("chaos"), chaos, 0, 100)
+        check_range(label("chaos"), chaos, 0, 100)
     sampler = _pick_sampler(label("sampler"), flags.get("sampler", ("", given.sampler))[1])
-    model = _pick_model(label("model"), options.model or flags.get("model", ("", None))[1], profile, models)
+    model_raw = options.model or flags.get("model", ("", None))[1]
+    model = _pick_model(label("model"), model_raw, profile, context.models)
 
     # 3. What it starts from.
     if source_image is not None and mode is Mode.TXT2IMG:
@@ -360,7 +227,7 @@ def parse_one(
                 mode, IMG2IMG_STRENGTH
             )
         elif not (math.isfinite(strength) and 0.0 < strength <= 1.0):
-            shown = _fmt(strength) if abs(strength) < 1e15 else "that"
+            shown = show_number(strength) if abs(strength) < 1e15 else "that"
             raise PromptError(f"{label('strength')} must be more than 0 and at most 1, not {shown}.")
 
     # 4. Text.
@@ -376,9 +243,9 @@ def parse_one(
         negative = flags["negative"][1] if "negative" in flags else clean_text(given.negative or "")
     if is_blank(negative):
         negative = ""
-    windows = _check_text(prompt, negative, profile, count_tokens)
+    windows = _check_text(prompt, negative, profile, context.count_tokens)
 
-    first = random_seed() if seed is None else seed
+    first = context.random_seed() if seed is None else seed
     request = GenerationRequest(
         prompt=prompt,
         width=width,
@@ -411,7 +278,7 @@ def _pick_model(label: str, raw: str | None, profile: ModelProfile, models: Sequ
     for name in offered:
         if name.casefold() == wanted:
             return name
-    raise PromptError(f"{label} must be one of {', '.join(offered)}, not {_show(raw)}.")
+    raise PromptError(f"{label} must be one of {', '.join(offered)}, not {show_value(raw)}.")
 
 
 def _pick_sampler(label: str, raw: str | None) -> str | None:
@@ -419,7 +286,7 @@ def _pick_sampler(label: str, raw: str | None) -> str | None:
         return None
     name = raw.strip().lower().replace("-", "_").replace("+", "p")
     if name not in SAMPLER_LABELS:
-        raise PromptError(f"{label} must be one of {', '.join(SAMPLER_NAMES)}, not {_show(raw)}.")
+        raise PromptError(f"{label} must be one of {', '.join(SAMPLER_NAMES)}, not {show_value(raw)}.")
     return name
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,23 @@ class SourceImages(Protocol):
     def get(self, digest: str) -> bytes:
         """The stored bytes; raises if there are none."""
         ...
+
+
+class MemoryImages:
+    """`SourceImages` in memory (the command line's one `--image`; tests)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def add(self, data: bytes) -> str:
+        """Keep `data`; returns its sha256 digest."""
+        digest = hashlib.sha256(data).hexdigest()
+        self.data[digest] = data
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        """The bytes kept under `digest` (KeyError if none)."""
+        return self.data[digest]
 
 
 class Subscriber:

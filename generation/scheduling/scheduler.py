@@ -12,13 +12,25 @@ someone listens to; a reader who subscribes later gets the current position at o
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from generation.backends.protocol import GenerationResult, JobCancelled, Queued
-from generation.prompts.request import GenerationRequest
+from generation.prompts.request import GenerationRequest, ModelProfile
 from generation.scheduling.fairqueue import FairQueue
-from generation.scheduling.job_state import Handle, Job, mark_retrieved
+from generation.scheduling.job_state import Handle, Job, SourceImages, mark_retrieved
 
 SHUTDOWN_MESSAGE = "the generator is shutting down"
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How a backend runs its batches (both take these as keyword arguments of their own)."""
+
+    job_timeout_s: float  # a batch still running after this fails its jobs
+    max_batch: int | None  # images per batch at most (None: as many as the engine fits)
+    preview_interval_s: float  # at most one preview per job per interval
+    progress_interval_s: float  # at most one step event per job per interval
+    watchdog_grace_s: float  # after the timeout, how long a stuck batch may take to stop
 
 
 class JobScheduler:
@@ -26,7 +38,15 @@ class JobScheduler:
     and may extend `_on_cancel` (a job was cancelled), `_waiting_order` and `_is_waiting` (jobs
     waiting outside the fair queue, e.g. a broken batch to retry)."""
 
-    def __init__(self, *, position_interval_s: float = 0.25) -> None:
+    def __init__(
+        self, images: SourceImages, batching: Batching, *, position_interval_s: float = 0.25
+    ) -> None:
+        self._images = images
+        self._timeout = batching.job_timeout_s
+        self._max_batch = batching.max_batch
+        self._preview_interval = batching.preview_interval_s
+        self._progress_interval = batching.progress_interval_s
+        self._grace = batching.watchdog_grace_s
         self._position_interval = position_interval_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: FairQueue[Job] = FairQueue()
@@ -34,6 +54,21 @@ class JobScheduler:
         self._closed = False
         self._dispatch_scheduled = False
         self._positions_scheduled = False  # a _flush_positions is pending on the loop
+        self._profile: ModelProfile | None = None  # the subclass's start() sets it
+
+    @property
+    def profile(self) -> ModelProfile:
+        """The model's profile, once `start()` has finished (settable, as `GenerationBackend` says)."""
+        if self._profile is None:
+            raise self._not_started()
+        return self._profile
+
+    @profile.setter
+    def profile(self, value: ModelProfile) -> None:
+        self._profile = value
+
+    def _not_started(self) -> RuntimeError:
+        return RuntimeError(f"{type(self).__name__}.start() has not finished")
 
     # -- the GenerationBackend calls ----------------------------------------------------------------
 
