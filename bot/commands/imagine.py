@@ -20,8 +20,8 @@ from bot.formatting import refusal_text
 from bot.services import Services
 from bot.views.custom_ids import new_job_id
 from generation.media.image_store import decode_image
-from generation.pipelines.lora import lora_names
 from generation.prompts.command import parse_command
+from generation.prompts.loras import with_lora_option
 from generation.prompts.parser import ASPECT_CHOICES
 from generation.prompts.request import GenerationRequest, PromptOptions
 from jobs.delivery import token_expiry
@@ -70,6 +70,7 @@ def build_imagine_command(cog: "ImagineCommand") -> app_commands.Command[Any, An
         image="Start from your own picture",
         strength="How far to move from your picture (0–1)",
         model="Which model draws it (the first is the default)",
+        lora="A LoRA style to apply (weight 1, or name:weight); /loras lists them",
     )
     @app_commands.choices(
         aspect=[app_commands.Choice(name=a, value=a) for a in ASPECT_CHOICES],
@@ -87,10 +88,11 @@ def build_imagine_command(cog: "ImagineCommand") -> app_commands.Command[Any, An
         image: Optional[discord.Attachment] = None,
         strength: Optional[Range[float, 0.0, 1.0]] = None,
         model: Optional[app_commands.Choice[str]] = None,
+        lora: Optional[Range[str, 1, 100]] = None,
     ) -> None:
         await cog.run(
             interaction,
-            prompt,
+            with_lora_option(prompt, lora),
             PromptOptions(
                 negative=negative,
                 aspect=aspect.value if aspect is not None else None,
@@ -103,6 +105,13 @@ def build_imagine_command(cog: "ImagineCommand") -> app_commands.Command[Any, An
             ),
             image,
         )
+
+    @imagine.autocomplete("lora")
+    async def lora_choices(
+        interaction: discord.Interaction[Any], typed: str
+    ) -> list[app_commands.Choice[str]]:
+        names = cog.services.loras.matching(typed)
+        return [app_commands.Choice(name=n[:100], value=n[:100]) for n in names]
 
     return imagine
 
@@ -139,11 +148,16 @@ class ImagineCommand:
             macros=macros,
             source_image=PENDING_SOURCE if image is not None else None,
             models=bot.settings.model_set.names,
-            loras=lora_names(bot.settings.lora_dir),
+            loras=bot.loras.names(),
         )
         # Acknowledge now: nothing above awaited anything but one read of the member's settings.
         await interaction.response.defer(thinking=True)
         interaction.extras["public_defer"] = True
+
+        for model, loras in dict.fromkeys((r.model, r.loras) for r in requests if r.loras):
+            why = await asyncio.to_thread(bot.loras.refusal, model, loras)
+            if why is not None:
+                raise UserError(f"{why} It wasn't queued.")
 
         words = await bot.store.blocked_words(interaction.guild_id)
         blocked = next((b for b in (find_blocked(r.prompt, words) for r in requests) if b is not None), None)
