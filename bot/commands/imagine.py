@@ -137,19 +137,28 @@ class ImagineCommand:
         limit = interaction.filesize_limit
         if image is not None:
             check_attachment(image, limit)
-        defaults, macros = await prompt_context(bot.store, interaction.guild_id, interaction.user.id)
+        context = await prompt_context(
+            bot.store, interaction.guild_id, interaction.user.id, bot.settings.model_set
+        )
+        offer = context.models
         requests = parse_command(
             text,
             options,
-            bot.backend.profile,
+            # A job without `--model` runs on the guild's default model.
+            dataclasses.replace(bot.backend.profile, name=offer.default),
             count_tokens=bot.backend.count_tokens,
             random_seed=random_seed,
-            defaults=defaults,
-            macros=macros,
+            defaults=context.defaults,
+            macros=context.macros,
             source_image=PENDING_SOURCE if image is not None else None,
             models=bot.settings.model_set.names,
             loras=bot.loras.names(),
         )
+        refused = next((r.model for r in requests if r.model not in offer.offered), None)
+        if refused is not None:
+            raise UserError(
+                f"This server doesn't offer the model `{refused}`; it offers {', '.join(offer.offered)}."
+            )
         # Acknowledge now: nothing above awaited anything but one read of the member's settings.
         await interaction.response.defer(thinking=True)
         interaction.extras["public_defer"] = True
