@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_NOT_BENCHMARKS = {"report", "archs", "plain", "settings"}  # helpers, not benchmarks
+_NOT_BENCHMARKS = {"report", "archs", "plain", "settings", "switching"}  # helpers, not benchmarks
 
 
 def available() -> list[str]:

@@ -11,7 +11,8 @@ In one process, for `--rounds` rounds:
 - **batched**: the same through the service with batching on (its default cap), reported apart.
 
 `--prompts` measures something else: the weighted and long-prompt path against the plain one
-(`bench.prompt_cost`).
+(`bench.prompt_cost`); `--switching` the cost of switching models and LoRA adapter sets
+(`bench.switching`).
 
 The timed rounds carry no instrumentation. After them, one more `service` and one more `batched`
 pass (of at least 40 jobs) run with a ticker coroutine that wakes every 5 ms and records how late it
@@ -329,6 +330,11 @@ def main(argv: list[str], settings: BenchSettings) -> int:
         action="store_true",
         help="instead: the weighted and long-prompt path against the plain one (bench/prompt_cost.py)",
     )
+    parser.add_argument(
+        "--switching",
+        action="store_true",
+        help="instead: two models interleaved against one, and LoRA adapter switches (bench/switching.py)",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.rounds < 1:
         parser.error("--jobs and --rounds must be at least 1")
@@ -340,6 +346,17 @@ def main(argv: list[str], settings: BenchSettings) -> int:
         report(
             "service-prompts",
             prompt_cost.run(requests, args.rounds, cache),
+            argv,
+            results_path=settings.results_path,
+        )
+        return 0
+    if args.switching:
+        from bench import switching
+
+        requests = make_requests(args.jobs, args.size, args.steps, 7.5, "tiny")
+        report(
+            "service-switching",
+            switching.run(requests, args.rounds, cache),
             argv,
             results_path=settings.results_path,
         )

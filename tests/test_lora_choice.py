@@ -21,9 +21,9 @@ from generation.pipelines.lora_files import LoraCatalog
 from generation.pipelines.tiny import TINY_FOLDER_NAME
 from generation.prompts.errors import PromptError
 from generation.prompts.loras import with_lora_option
+from testkit.tiny_lora import build_tiny_lora
 from tests.bot_harness import BotWorld
 from tests.fixtures_generation import png_pixels
-from tests.test_lora import build_tiny_lora
 
 pytest_plugins = ["tests.fixtures_generation"]
 
