@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_NOT_BENCHMARKS = {"report", "archs", "plain", "settings", "service_edits"}  # helpers, not benchmarks
+_NOT_BENCHMARKS = {
+    "report",
+    "archs",
+    "plain",
+    "settings",
+    "service_edits",
+    "switching",
+}  # helpers, not benchmarks
 
 
 def available() -> list[str]:

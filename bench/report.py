@@ -99,8 +99,9 @@ def source_commit() -> str:
 
 
 def command(name: str, argv: Sequence[str]) -> str:
-    """The command line that reruns this benchmark."""
-    return shlex.join(["python", "-m", "bench", name, *argv])
+    """The command line that reruns this benchmark (a variant's section, `service-switching`, reruns
+    with its benchmark's name and the variant's flag in `argv`)."""
+    return shlex.join(["python", "-m", "bench", name.partition("-")[0], *argv])
 
 
 def report(
@@ -158,6 +159,7 @@ HEADLINES = {
     "scale": ("median_images_per_s_per_replica", "scaling_efficiency_8", "dispatch_overhead_ms"),
     "load": ("ack_p99_ms", "lost", "answered_twice", "rss_growth_mib"),
     "encode": ("n8_pool_speedup", "single_encode_ms"),
+    "service-switching": ("two_vs_one_pct", "two_one_fits_vs_one_pct", "adapter_switch_ms"),
 }
 TABLE_BEGIN, TABLE_END = "<!-- latest figures: begin -->", "<!-- latest figures: end -->"
 _TABLE_NOTE = (

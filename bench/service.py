@@ -11,7 +11,8 @@ In one process, for `--rounds` rounds:
 - **batched**: the same through the service with batching on (its default cap), reported apart.
 
 `--prompts` measures something else: the weighted and long-prompt path against the plain one
-(`bench.prompt_cost`); `--edits` batched edit jobs against one per call (`bench.service_edits`).
+(`bench.prompt_cost`); `--switching` the cost of switching models and LoRA adapter sets
+(`bench.switching`); `--edits` batched edit jobs against one per call (`bench.service_edits`).
 
 The timed rounds carry no instrumentation. After them, one more `service` and one more `batched`
 pass (of at least 40 jobs) run with a ticker coroutine that wakes every 5 ms and records how late it
@@ -330,6 +331,11 @@ def main(argv: list[str], settings: BenchSettings) -> int:
         help="instead: the weighted and long-prompt path against the plain one (bench/prompt_cost.py)",
     )
     parser.add_argument(
+        "--switching",
+        action="store_true",
+        help="instead: two models interleaved against one, and LoRA adapter switches (bench/switching.py)",
+    )
+    parser.add_argument(
         "--edits",
         action="store_true",
         help="instead: batched against one-by-one edit jobs (zoom, vary, pan) (bench/service_edits.py)",
@@ -338,23 +344,19 @@ def main(argv: list[str], settings: BenchSettings) -> int:
     if args.jobs < 1 or args.rounds < 1:
         parser.error("--jobs and --rounds must be at least 1")
     cache = settings.cache_dir()  # the tiny model, built there once
-    if args.edits:
+    variant = next((name for name in ("edits", "prompts", "switching") if getattr(args, name)), None)
+    if variant is None:
+        figures = asyncio.run(run(args.jobs, args.rounds, args.size, args.steps, cache))
+    elif variant == "edits":
         from bench import service_edits
 
         figures = service_edits.main_edits(args.jobs, args.rounds, args.size, args.steps, cache)
-        report("service-edits", figures, argv, results_path=settings.results_path)
-        return 0
-    if args.prompts:
-        from bench import prompt_cost
+    else:
+        from bench import prompt_cost, switching
 
         requests = make_requests(args.jobs, args.size, args.steps, 7.5, "tiny")
-        report(
-            "service-prompts",
-            prompt_cost.run(requests, args.rounds, cache),
-            argv,
-            results_path=settings.results_path,
-        )
-        return 0
-    figures = asyncio.run(run(args.jobs, args.rounds, args.size, args.steps, cache))
-    report("service", figures, argv, results_path=settings.results_path)
+        variant_run = prompt_cost.run if variant == "prompts" else switching.run
+        figures = variant_run(requests, args.rounds, cache)
+    name = "service" if variant is None else f"service-{variant}"
+    report(name, figures, argv, results_path=settings.results_path)
     return 0

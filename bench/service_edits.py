@@ -10,7 +10,6 @@ loaded model (0 when they share its modules, as they should)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import statistics
 from pathlib import Path
@@ -21,27 +20,13 @@ from bench.service import median_ci95, run_service
 from generation.media.canvas import SizeCap, canvas_size
 from generation.prompts.edits import Direction, EditKind, EditSpec, edit_spec
 from generation.prompts.request import GenerationRequest, edit_of
+from generation.scheduling.job_state import MemoryImages
 
 KINDS: dict[str, EditSpec] = {
     "zoom_out_2x": edit_spec(EditKind.ZOOM_OUT, factor=2),
     "vary_subtle": edit_spec(EditKind.VARY_SUBTLE),
     "pan_left": edit_spec(EditKind.PAN, direction=Direction.LEFT),
 }
-
-
-class MemoryImages:
-    """The service's source-image store, in memory (by sha256)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def put(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        self.data[digest] = data
-        return digest
-
-    def get(self, digest: str) -> bytes:
-        return self.data[digest]
 
 
 def edit_requests(
@@ -62,7 +47,7 @@ def edit_requests(
             model="tiny",
         )
         shape = canvas_size(spec, picture.size, SizeCap.for_native(native))
-        out.append(edit_of(parent, spec, images.put(buffer.getvalue()), shape, (1000 + i,)))
+        out.append(edit_of(parent, spec, images.add(buffer.getvalue()), shape, (1000 + i,)))
     return out
 
 

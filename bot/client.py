@@ -21,7 +21,7 @@ from bot.commands.errors import ImagineTree
 from bot.commands.result_actions import ResultActions
 from bot.commands.settings import SettingsControl
 from bot.delivery.discord_outbox import DiscordOutbox
-from bot.services import Services
+from bot.services import Services, lora_catalog
 from bot.settings import Settings
 from bot.views.edit_buttons import EditItem
 from bot.views.result_buttons import ImageButton, JobButton, PromptButton
@@ -116,7 +116,8 @@ class ImagineBot(commands.Bot):
             edit_interval_s=edit_interval_s,
             metrics=metrics,
         )
-        self.services = Services(settings, store, backend, image_store, self.runner, clock)
+        loras = lora_catalog(settings)
+        self.services = Services(settings, store, backend, image_store, self.runner, clock, loras)
         self.button_actions = ResultActions(self.services)
         self.synced_commands = False
         self._resumed = False

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from bot.settings import Settings
 from generation.backends.protocol import GenerationBackend
 from generation.media.image_store import ImageStore
+from generation.pipelines.lora_files import LoraCatalog
+from generation.pipelines.source import default_cache_dir, local_folder
 from jobs.runner import JobRunner
 from storage.interface import Store
 
@@ -25,3 +28,15 @@ class Services:
     image_store: ImageStore
     runner: JobRunner
     clock: Callable[[], float]
+    loras: LoraCatalog
+
+
+def lora_catalog(settings: Settings) -> LoraCatalog:
+    """LORA_DIR's adapters, checked against the files of MODELS' models where they are on this machine."""
+    tiny_cache = settings.model_cache_dir or default_cache_dir()
+
+    def model_folder(name: str) -> Path | None:
+        choice = settings.model_set.get(name)
+        return None if choice is None else local_folder(choice.source, settings.model_cache_dir, tiny_cache)
+
+    return LoraCatalog(settings.lora_dir, model_folder)

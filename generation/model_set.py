@@ -21,6 +21,14 @@ class ModelChoice:
 
 
 @dataclass(frozen=True)
+class GuildModels:
+    """The models one guild offers (in the bot's order) and its default among them."""
+
+    default: str
+    offered: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ModelSet:
     """The models on offer, the default first."""
 
@@ -47,6 +55,33 @@ class ModelSet:
         """The model called `name` (case-insensitive), or None."""
         wanted = name.strip().casefold()
         return next((c for c in self.choices if c.name.casefold() == wanted), None)
+
+    def names_in(self, text: str) -> tuple[str, ...]:
+        """The models named in `text` (comma- or space-separated, case-insensitive), in this set's
+        order; ValueError naming any that is not here, or when none is named."""
+        wanted = [w for w in text.replace(",", " ").split() if w]
+        unknown = [w for w in wanted if self.get(w) is None]
+        if unknown:
+            there = ", ".join(self.names)
+            raise ValueError(f"there is no model called {', '.join(unknown)} (there are {there})")
+        if not wanted:
+            raise ValueError(f"name at least one model (there are {', '.join(self.names)})")
+        picked = {w.casefold() for w in wanted}
+        return tuple(n for n in self.names if n.casefold() in picked)
+
+    def for_guild(self, default: str | None, offered: str | None) -> GuildModels:
+        """A guild's models from its stored settings: `offered` (names, comma-separated; None: all)
+        and `default` (None: the bot's default, else the first offered). Names no longer in the set
+        are dropped; when none is left the guild is offered every model."""
+        names = self.names
+        if offered:
+            kept = {w.casefold() for w in offered.replace(",", " ").split()}
+            names = tuple(n for n in self.names if n.casefold() in kept) or self.names
+        chosen = self.get(default) if default else None
+        if chosen is not None and chosen.name in names:
+            return GuildModels(chosen.name, names)
+        first = self.default.name if self.default.name in names else names[0]
+        return GuildModels(first, names)
 
     @classmethod
     def single(cls, model_id: str) -> ModelSet:

@@ -184,10 +184,11 @@ class PromptSettings:
     negative: str | None = None
     sampler: str | None = None
     suffix: str | None = None
-    model: str | None = None
+    model: str | None = None  # the guild's default model (a name in MODELS)
+    models: str | None = None  # the models the guild offers, comma-separated; None: every model
 
 
-SETTING_NAMES = ("remix", "count", "aspect", "negative", "sampler", "suffix", "model")
+SETTING_NAMES = ("remix", "count", "aspect", "negative", "sampler", "suffix", "model", "models")
 
 
 @dataclass(frozen=True)

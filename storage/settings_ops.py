@@ -21,6 +21,7 @@ _COLUMNS = {
     "sampler": "sampler",
     "suffix": "suffix",
     "model": "model",
+    "models": "offered_models",
 }
 assert tuple(_COLUMNS) == api.SETTING_NAMES
 _SELECT = ", ".join(_COLUMNS.values())

@@ -70,6 +70,22 @@ def test_service_edits_benchmark_compares_batched_edit_jobs_with_one_by_one(
     assert "## service-edits" in results.read_text()
 
 
+def test_service_switching_benchmark_measures_model_and_adapter_switches(
+    tmp_path: Path, tiny_cache_dir: Path
+) -> None:
+    results = tmp_path / "RESULTS.md"
+    figures = _run_bench(["service", "--switching", "--jobs", "2", "--rounds", "1"], results, tiny_cache_dir)
+    assert figures["jobs"] == 2 and figures["rounds"] == 1
+    for kind in ("one", "two", "two_one_fits", "adapters_none", "adapters_same", "adapters_alternating"):
+        assert figures[f"{kind}_images_per_s"] > 0, kind
+    assert figures["resident_after_two"] == 2  # no budget: both models stay loaded
+    assert 0 < figures["switches_per_job"] <= 1  # room for one: alternating jobs reload
+    assert (
+        figures["adapter_switch_ms"] > 0 and figures["adapter_load_ms"] > 0 and figures["tiny_engine_mib"] > 0
+    )
+    assert "## service-switching" in results.read_text()
+
+
 def test_flops_per_image_counts_guidance_passes_and_parts() -> None:
     from bench.archs import get_arch
     from bench.gpu.flops import Flops

@@ -276,7 +276,14 @@ def test_a_batchs_pngs_are_what_serial_encoding_of_its_images_makes(tiny_engine:
         for image in images:
             with Image.open(io.BytesIO(image.png)) as opened:
                 decoded = opened.convert("RGB")  # PNG is lossless: the very image that was encoded
-            assert image.png == encode_png(decoded, request, image.seed, sampler=tiny_engine.sampler)
+            serial = encode_png(
+                decoded,
+                request,
+                image.seed,
+                sampler=tiny_engine.sampler,
+                model_hash=tiny_engine.model.model_hash,
+            )
+            assert image.png == serial
 
 
 def test_a_source_picture_is_flattened_onto_white_and_fit_to_the_request() -> None:

@@ -4,14 +4,12 @@ applied through diffusers' PEFT integration, the base model's pictures exactly b
 
 from __future__ import annotations
 
-import copy
 import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from generation.media.compose import read_parameters
@@ -19,28 +17,11 @@ from generation.pipelines.engine import DiffusersEngine
 from generation.pipelines.lora import lora_names
 from generation.prompts.errors import PromptError
 from generation.prompts.loras import extract_loras
+from testkit.tiny_lora import build_tiny_lora
 from tests.bot_harness import BotWorld
 from tests.fixtures_generation import tiny_request
 
 pytest_plugins = ["tests.fixtures_generation"]
-
-
-def build_tiny_lora(tiny_model: Any, folder: Path, name: str, seed: int) -> Path:
-    """A LoRA for the tiny model's UNet (seeded, non-zero weights), saved as diffusers saves them."""
-    from diffusers import StableDiffusionPipeline
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    unet = copy.deepcopy(tiny_model.text2img.unet)
-    torch.manual_seed(seed)
-    targets = ["to_q", "to_k", "to_v", "to_out.0"]
-    config = LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False)
-    unet.add_adapter(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    StableDiffusionPipeline.save_lora_weights(
-        folder, unet_lora_layers=get_peft_model_state_dict(unet), weight_name=f"{name}.safetensors"
-    )
-    return folder / f"{name}.safetensors"
 
 
 @pytest.fixture

@@ -25,14 +25,13 @@ from bot.commands.derive import (
     source_bytes,
 )
 from bot.commands.errors import UserError, report_error, require_post_permissions, send_private
-from bot.commands.imagine import random_seed, refuse_blocked
+from bot.commands.imagine import random_seed, refuse_unqueueable
 from bot.formatting import refusal_text
 from bot.services import Services
 from bot.views.custom_ids import ButtonRef, EditButton
 from bot.views.edit_modals import RegionModal, RemixModal, Submitted, ZoomModal
 from generation.media.canvas import SizeCap, canvas_size, with_redraw_mask
 from generation.media.image_store import decode_image, load_source
-from generation.pipelines.lora import lora_names
 from generation.prompts.command import parse_command
 from generation.prompts.edits import parse_zoom
 from generation.prompts.remix import remix_text, remixed, split_zoom_flag
@@ -139,11 +138,11 @@ class EditActions:
             random_seed=random_seed,
             macros=view.macros,
             models=bot.settings.model_set.names,
-            loras=lora_names(bot.settings.lora_dir),
+            loras=bot.loras.names(),
         )
         if len(requests) != 1:
             raise UserError(f"Remix runs one prompt; that text makes {len(requests)} jobs.")
-        await refuse_blocked(bot.store, interaction.guild_id, [requests[0].prompt])
+        await refuse_unqueueable(bot, interaction.guild_id, requests)
         return requests[0]
 
     async def _parent(self, interaction: discord.Interaction[Any], ref: ButtonRef) -> JobRecord:

@@ -20,14 +20,14 @@ from bot.formatting import refusal_text
 from bot.services import Services
 from bot.views.custom_ids import new_job_id
 from generation.media.image_store import decode_image
-from generation.pipelines.lora import lora_names
 from generation.prompts.command import parse_command
+from generation.prompts.loras import with_lora_option
 from generation.prompts.parser import ASPECT_CHOICES
 from generation.prompts.request import GenerationRequest, PromptOptions
 from jobs.delivery import token_expiry
 from jobs.messages import quote
 from storage.blocklist import find_blocked
-from storage.interface import NewJob, Refusal, Store
+from storage.interface import NewJob, Refusal
 
 PENDING_SOURCE = "0" * 64  # stands in for the source picture's hash until it is read (after the defer)
 SEED_LIMIT = 2**32 - 1
@@ -51,10 +51,15 @@ def check_attachment(image: discord.Attachment, limit: int) -> None:
         )
 
 
-async def refuse_blocked(store: Store, guild_id: int, prompts: list[str]) -> None:
-    """A `UserError` naming the first of the server's blocked words found in `prompts`."""
-    words = await store.blocked_words(guild_id)
-    blocked = next((b for b in (find_blocked(p, words) for p in prompts) if b is not None), None)
+async def refuse_unqueueable(services: Services, guild_id: int, requests: list[GenerationRequest]) -> None:
+    """A `UserError` for requests that parse but may not be queued: a LoRA the model can't take (read
+    off the event loop), or a word the server blocks."""
+    for model, loras in dict.fromkeys((r.model, r.loras) for r in requests if r.loras):
+        why = await asyncio.to_thread(services.loras.refusal, model, loras)
+        if why is not None:
+            raise UserError(f"{why} It wasn't queued.")
+    words = await services.store.blocked_words(guild_id)
+    blocked = next((b for b in (find_blocked(r.prompt, words) for r in requests) if b is not None), None)
     if blocked is not None:
         raise UserError(
             f"Your prompt contains a word this server blocks (“{quote(blocked)}”), so it wasn't queued."
@@ -80,6 +85,7 @@ def build_imagine_command(cog: "ImagineCommand") -> app_commands.Command[Any, An
         image="Start from your own picture",
         strength="How far to move from your picture (0–1)",
         model="Which model draws it (the first is the default)",
+        lora="A LoRA style to apply (weight 1, or name:weight); /loras lists them",
     )
     @app_commands.choices(
         aspect=[app_commands.Choice(name=a, value=a) for a in ASPECT_CHOICES],
@@ -97,10 +103,11 @@ def build_imagine_command(cog: "ImagineCommand") -> app_commands.Command[Any, An
         image: Optional[discord.Attachment] = None,
         strength: Optional[Range[float, 0.0, 1.0]] = None,
         model: Optional[app_commands.Choice[str]] = None,
+        lora: Optional[Range[str, 1, 100]] = None,
     ) -> None:
         await cog.run(
             interaction,
-            prompt,
+            with_lora_option(prompt, lora),
             PromptOptions(
                 negative=negative,
                 aspect=aspect.value if aspect is not None else None,
@@ -113,6 +120,13 @@ def build_imagine_command(cog: "ImagineCommand") -> app_commands.Command[Any, An
             ),
             image,
         )
+
+    @imagine.autocomplete("lora")
+    async def lora_choices(
+        interaction: discord.Interaction[Any], typed: str
+    ) -> list[app_commands.Choice[str]]:
+        names = cog.services.loras.matching(typed)
+        return [app_commands.Choice(name=n[:100], value=n[:100]) for n in names]
 
     return imagine
 
@@ -138,24 +152,33 @@ class ImagineCommand:
         limit = interaction.filesize_limit
         if image is not None:
             check_attachment(image, limit)
-        defaults, macros = await prompt_context(bot.store, interaction.guild_id, interaction.user.id)
+        context = await prompt_context(
+            bot.store, interaction.guild_id, interaction.user.id, bot.settings.model_set
+        )
+        offer = context.models
         requests = parse_command(
             text,
             options,
-            bot.backend.profile,
+            # A job without `--model` runs on the guild's default model.
+            dataclasses.replace(bot.backend.profile, name=offer.default),
             count_tokens=bot.backend.count_tokens,
             random_seed=random_seed,
-            defaults=defaults,
-            macros=macros,
+            defaults=context.defaults,
+            macros=context.macros,
             source_image=PENDING_SOURCE if image is not None else None,
             models=bot.settings.model_set.names,
-            loras=lora_names(bot.settings.lora_dir),
+            loras=bot.loras.names(),
         )
+        refused = next((r.model for r in requests if r.model not in offer.offered), None)
+        if refused is not None:
+            raise UserError(
+                f"This server doesn't offer the model `{refused}`; it offers {', '.join(offer.offered)}."
+            )
         # Acknowledge now: nothing above awaited anything but one read of the member's settings.
         await interaction.response.defer(thinking=True)
         interaction.extras["public_defer"] = True
 
-        await refuse_blocked(bot.store, interaction.guild_id, [r.prompt for r in requests])
+        await refuse_unqueueable(bot, interaction.guild_id, requests)
         if image is not None:
             data = await image.read()
             if len(data) > limit:

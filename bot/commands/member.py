@@ -11,7 +11,6 @@ from bot.commands.errors import UserError, has_manage_guild, member_role_ids
 from bot.commands.job_controls import cancel_active, job_on_this_server
 from bot.formatting import HELP_TEXT, fit, usage_text
 from bot.services import Services
-from generation.pipelines.lora import lora_names
 from storage.interface import JobState
 
 
@@ -78,7 +77,7 @@ def member_commands(services: Services) -> list[app_commands.Command[Any, Any, N
     @app_commands.command(name="loras", description="The LoRA styles you can add with <lora:name:weight>")
     @app_commands.guild_only()
     async def loras(interaction: discord.Interaction[Any]) -> None:
-        names = lora_names(services.settings.lora_dir)
+        names = services.loras.names()
         if not names:
             text = "No LoRA styles are installed on this bot (its admin puts them in `LORA_DIR`)."
         else:

@@ -3,13 +3,14 @@ guild's, for Manage Server members): options change values at once, and the priv
 the current values with selects and buttons to change them, and a reset.
 
 `prompt_context` is what `/imagine` reads once per command: the member's defaults over the guild's,
-and the member's macros (`/prefer`)."""
+the member's macros (`/prefer`) and the guild's models (its default and the ones it offers)."""
 
 # No `from __future__ import annotations`: discord.py reads the commands' annotations as objects.
 # ruff: noqa: UP045
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import discord
@@ -18,6 +19,7 @@ from discord.app_commands import Range
 
 from bot.commands.errors import UserError, require_manage_guild
 from bot.services import Services
+from generation.model_set import GuildModels, ModelSet
 from generation.prompts.parser import ASPECT_CHOICES, clean_text, parse_aspect
 from generation.prompts.request import MAX_IMAGES, PromptDefaults
 from generation.prompts.samplers import SAMPLER_LABELS, SAMPLER_NAMES
@@ -40,10 +42,56 @@ def defaults_of(settings: PromptSettings) -> PromptDefaults:
     )
 
 
-async def prompt_context(store: Store, guild_id: int, user_id: int) -> tuple[PromptDefaults, dict[str, str]]:
-    """One read: the member's defaults over the guild's, and the member's macros."""
+@dataclass(frozen=True)
+class PromptContext:
+    """What one command reads of the store: defaults (the member's over the guild's), the member's
+    macros, and the guild's models."""
+
+    defaults: PromptDefaults
+    macros: dict[str, str]
+    models: GuildModels
+
+
+async def prompt_context(store: Store, guild_id: int, user_id: int, models: ModelSet) -> PromptContext:
+    """One read: the member's defaults over the guild's, the member's macros and the guild's models."""
     view = await store.prompt_settings(guild_id, user_id)
-    return defaults_of(view.member).over(defaults_of(view.guild)), view.macros
+    defaults = defaults_of(view.member).over(defaults_of(view.guild))
+    return PromptContext(defaults, view.macros, models.for_guild(view.guild.model, view.guild.models))
+
+
+def model_changes(
+    models: ModelSet, current: PromptSettings, model: Optional[str], offered: Optional[str]
+) -> dict[str, object | None]:
+    """The store changes for a guild's default model and offered models (`CLEAR` for either: the
+    bot's default, every model), checked against MODELS and against each other."""
+    changes: dict[str, object | None] = {}
+    if offered is not None:
+        if clean_text(offered) == CLEAR:
+            changes["models"] = None
+        else:
+            try:
+                names = models.names_in(offered)
+            except ValueError as exc:
+                raise UserError(f"The `models` option: {exc}.") from None
+            changes["models"] = None if names == models.names else ",".join(names)
+    if model is not None:
+        if model == CLEAR:
+            changes["model"] = None
+        else:
+            choice = models.get(model)
+            if choice is None:
+                there = ", ".join(models.names)
+                raise UserError(f"There is no model called `{quote(model)}` (there are {there}).")
+            changes["model"] = choice.name
+    stored_models = changes.get("models", current.models)
+    default = changes.get("model", current.model)
+    guild = models.for_guild(None, stored_models if isinstance(stored_models, str) else None)
+    if isinstance(default, str) and default not in guild.offered:
+        raise UserError(
+            f"The default model `{default}` must be one this server offers ({', '.join(guild.offered)}): "
+            "offer it too, or choose another default."
+        )
+    return changes
 
 
 def _value(choice: Optional[app_commands.Choice[str]]) -> Optional[str]:
@@ -91,8 +139,8 @@ def changes_of(
     return changes
 
 
-def settings_text(settings: PromptSettings, *, guild: bool) -> str:
-    """The current values, one per line."""
+def settings_text(settings: PromptSettings, *, guild: bool, models: Optional[ModelSet] = None) -> str:
+    """The current values, one per line (a guild's models too, when the bot has several)."""
 
     def shown(value: object | None, unset: str) -> str:
         return unset if value is None else f"`{quote(str(value))}`"
@@ -108,6 +156,12 @@ def settings_text(settings: PromptSettings, *, guild: bool) -> str:
         f"Sampler: {shown(sampler, 'the model’s own')}",
         f"Style suffix: {shown(settings.suffix, 'none')}",
     ]
+    if guild and models is not None and len(models.choices) > 1:
+        ours = models.for_guild(settings.model, settings.models)
+        lines += [
+            f"Default model: `{ours.default}`",
+            f"Models offered: {', '.join(f'`{n}`' for n in ours.offered)}",
+        ]
     if not guild:
         lines.append(
             "-# What wins: a slash option, an inline flag, your settings, the server's, the model's."
@@ -216,7 +270,8 @@ class SettingsPanel(discord.ui.View):
         else:
             await self.services.store.reset_prompt_settings(self.guild_id, self.user_id)
         await self.load()
-        text = settings_text(self.settings, guild=self.user_id is None)
+        models = self.services.settings.model_set
+        text = settings_text(self.settings, guild=self.user_id is None, models=models)
         await interaction.response.edit_message(content=text, view=self)
 
 
@@ -236,7 +291,7 @@ async def show_panel(
     if changes:
         await services.store.set_prompt_settings(guild_id, user_id, changes)
     panel = await SettingsPanel(services, guild_id, user_id, interaction.user.id).load()
-    text = settings_text(panel.settings, guild=user_id is None)
+    text = settings_text(panel.settings, guild=user_id is None, models=services.settings.model_set)
     await interaction.response.send_message(text, view=panel, ephemeral=True)
 
 
@@ -276,11 +331,21 @@ def settings_commands(services: Services) -> list[app_commands.Command[Any, Any,
             changes["remix"] = remix
         await show_panel(services, interaction, interaction.user.id, changes, reset)
 
+    model_set = services.settings.model_set
+    offered_example = ",".join(model_set.names[:2])
+    model_choices = [app_commands.Choice(name="the bot's default", value=CLEAR)] + [
+        app_commands.Choice(name=n[:100], value=n[:100]) for n in model_set.names[:24]
+    ]
+
     @app_commands.command(name="server-defaults", description="This server's prompt defaults (Manage Server)")
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_guild=True)
-    @app_commands.describe(**_DESCRIBE)
-    @app_commands.choices(aspect=_ASPECTS, sampler=_SAMPLERS)
+    @app_commands.describe(
+        model="The model a prompt without --model runs on",
+        models=f"The models members may choose, e.g. `{offered_example}` (`{CLEAR}`: all)"[:100],
+        **_DESCRIBE,
+    )
+    @app_commands.choices(aspect=_ASPECTS, sampler=_SAMPLERS, model=model_choices)
     async def server_defaults(
         interaction: discord.Interaction[Any],
         count: Optional[Range[int, 1, 4]] = None,
@@ -288,10 +353,17 @@ def settings_commands(services: Services) -> list[app_commands.Command[Any, Any,
         negative: Optional[Range[str, 1, MAX_TEXT]] = None,
         sampler: Optional[app_commands.Choice[str]] = None,
         suffix: Optional[Range[str, 1, MAX_TEXT]] = None,
+        model: Optional[app_commands.Choice[str]] = None,
+        models: Optional[Range[str, 1, MAX_TEXT]] = None,
         reset: bool = False,
     ) -> None:
         require_manage_guild(interaction)
         changes = changes_of(count, _value(aspect), negative, _value(sampler), suffix)
+        if model is not None or models is not None:
+            assert interaction.guild_id is not None  # guild_only
+            view = await services.store.prompt_settings(interaction.guild_id, interaction.user.id)
+            current = PromptSettings() if reset else view.guild
+            changes |= model_changes(model_set, current, _value(model), models)
         await show_panel(services, interaction, None, changes, reset)
 
     return [settings, server_defaults]

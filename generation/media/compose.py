@@ -32,12 +32,14 @@ def _safe(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def parameters_text(request: GenerationRequest, seed: int, *, sampler: str = DEFAULT_SAMPLER) -> str:
+def parameters_text(
+    request: GenerationRequest, seed: int, *, sampler: str = DEFAULT_SAMPLER, model_hash: str | None = None
+) -> str:
     """`request`'s settings for the image made with `seed`, in AUTOMATIC1111's `parameters` format:
     prompt, an optional "Negative prompt:" line, then "Steps: …, Sampler: …, CFG scale: …, Seed: …,
-    Size: WxH, Model: …" (plus "Denoising strength" when drawn from a picture), and for an edit a
-    last line "Action: zoom out 2x of job …". LoRAs follow the prompt as AUTOMATIC1111 writes them,
-    `<lora:name:weight>`."""
+    Size: WxH, Model hash: … (where known), Model: …" (plus "Denoising strength" when drawn from a
+    picture), and for an edit a last line "Action: zoom out 2x of job …". LoRAs follow the prompt as
+    AUTOMATIC1111 writes them, `<lora:name:weight>`."""
     lines = [request.prompt + "".join(f" <lora:{name}:{weight:g}>" for name, weight in request.loras)]
     if request.negative_prompt:
         lines.append(f"Negative prompt: {request.negative_prompt}")
@@ -47,6 +49,7 @@ def parameters_text(request: GenerationRequest, seed: int, *, sampler: str = DEF
         f"CFG scale: {float(round(request.guidance, 4))}",
         f"Seed: {seed}",
         f"Size: {request.width}x{request.height}",
+        *([f"Model hash: {model_hash}"] if model_hash else []),
         f"Model: {_quote(request.model)}",
     ]
     if request.tile:
@@ -79,10 +82,15 @@ def _png_bytes(image: Image.Image, text: str | None, compress_level: int = 6) ->
 
 
 def encode_png(
-    image: Image.Image, request: GenerationRequest, seed: int, *, sampler: str = DEFAULT_SAMPLER
+    image: Image.Image,
+    request: GenerationRequest,
+    seed: int,
+    *,
+    sampler: str = DEFAULT_SAMPLER,
+    model_hash: str | None = None,
 ) -> bytes:
     """`image` as PNG bytes with a `parameters` chunk (tEXt, or iTXt for non-Latin-1 text)."""
-    return _png_bytes(image, parameters_text(request, seed, sampler=sampler))
+    return _png_bytes(image, parameters_text(request, seed, sampler=sampler, model_hash=model_hash))
 
 
 def read_parameters(data: bytes) -> str | None:

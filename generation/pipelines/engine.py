@@ -229,7 +229,7 @@ class DiffusersEngine:
             raise RuntimeError(f"safety checker returned {len(flags)} flags for {len(images)} images")
         owners = [(request, seed) for request in requests for seed in request.seeds]
         sampler = SAMPLER_LABELS[first.sampler] if first.sampler else self.sampler
-        pngs = encode_images(images, owners, sampler=sampler)
+        pngs = encode_images(images, owners, sampler=sampler, model_hash=self.model.model_hash)
         results: list[list[GeneratedImage]] = []
         position = 0
         for request in requests:
@@ -347,6 +347,7 @@ def encode_images(
     owners: Sequence[tuple[GenerationRequest, int]],
     *,
     sampler: str,
+    model_hash: str | None = None,
 ) -> list[bytes]:
     """`encode_png(images[i], *owners[i])` for every i, in order: the same bytes as encoding them one
     after the other, but two or more images are encoded in parallel on the shared pool."""
@@ -354,11 +355,14 @@ def encode_images(
         raise ValueError(f"{len(owners)} owners for {len(images)} images")
     if len(images) < 2 or ENCODE_WORKERS < 2:
         pairs = zip(images, owners, strict=True)
-        return [encode_png(image, request, seed, sampler=sampler) for image, (request, seed) in pairs]
+        return [
+            encode_png(image, request, seed, sampler=sampler, model_hash=model_hash)
+            for image, (request, seed) in pairs
+        ]
 
     def encode(i: int) -> bytes:
         request, seed = owners[i]
-        return encode_png(images[i], request, seed, sampler=sampler)
+        return encode_png(images[i], request, seed, sampler=sampler, model_hash=model_hash)
 
     return list(_encoder_pool().map(encode, range(len(images))))
 

@@ -22,6 +22,7 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub import try_to_load_from_cache
 
 from generation.pipelines.download import download_model
+from generation.pipelines.model_hash import model_hash
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.safety import (
     SafetyCheck,
@@ -145,6 +146,7 @@ class LoadedModel:
     profile: ModelProfile
     family: str  # "sd" or "sdxl" (or "other"): picks the latent → RGB preview factors
     safety_check: SafetyCheck | None  # the model's own checker, run apart from the pipeline
+    model_hash: str | None = None  # PNG parameters' `Model hash:` (generation.pipelines.model_hash)
 
     @property
     def tokenizer(self) -> Any:
@@ -234,8 +236,9 @@ def load_pipeline(
     # `require` without a loadable checker flags every picture: nothing screens them.
     screened = safety_check is not None and safety_check is not flag_everything
     profile = make_profile(model_id, text2img, family, has_safety_checker=screened)
-    log.info("model %s loaded: %s", model_id, profile)
-    return LoadedModel(model_id, device, dtype, text2img, img2img, profile, family, safety_check)
+    weights = model_hash(source, hub_cache_dir(cache_dir))
+    log.info("model %s loaded (hash %s): %s", model_id, weights or "unknown", profile)
+    return LoadedModel(model_id, device, dtype, text2img, img2img, profile, family, safety_check, weights)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -85,3 +85,15 @@ def locate_model(model_id: str, cache_dir: Path | None, tiny_cache_dir: Path) ->
             "download it once with the hub reachable, or unset HF_HUB_OFFLINE"
         )
     return ModelSource(model_id, "download", cache, f"{hub_constants.ENDPOINT}/{model_id}")
+
+
+def local_folder(model_id: str, cache_dir: Path | None, tiny_cache_dir: Path) -> Path | None:
+    """The diffusers folder holding `model_id`'s files on this machine, or None when they are not
+    here (not downloaded yet, or nothing loadable)."""
+    try:
+        source = locate_model(model_id, cache_dir, tiny_cache_dir)
+    except ModelNotFound:
+        return None
+    if source.kind == "download" or not (source.path / "model_index.json").is_file():
+        return None
+    return source.path

@@ -51,3 +51,18 @@ def _weight(name: str, raw: str | None) -> float:
     if not math.isfinite(weight) or abs(weight) > MAX_LORA_WEIGHT:
         raise PromptError(f"The weight of `<lora:{name}>` must be between -2 and 2.")
     return weight
+
+
+def with_lora_option(text: str, option: str | None) -> str:
+    """The prompt with the `lora` slash option (`name`, or `name:weight`) as a `<lora:…>` tag in
+    front; an inline tag naming the same adapter gives way to it (a slash option wins). Raises
+    PromptError for a value that is not a name."""
+    if option is None or not option.strip():
+        return text
+    value = " ".join(option.split())
+    name = value.split(":", 1)[0].strip()
+    if not name or any(c in value for c in "<>"):
+        raise PromptError("The `lora` option takes a LoRA's name (`/loras` lists them), like `ink:0.8`.")
+    wanted = name.casefold()
+    kept = LORA_TAG.sub(lambda m: " " if m.group(1).strip().casefold() == wanted else m.group(0), text)
+    return f"<lora:{value}> {kept}"

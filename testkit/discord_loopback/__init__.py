@@ -62,6 +62,8 @@ Driving (all non-blocking; they return at once, the bot answers over REST):
   raises ``CommandNotPermitted`` (Discord would hide the command); pass False to forge one.
   ``validate`` does Discord's client-side checks (required, choices, min/max, lengths, types);
   False forges out-of-range input. ``attachment_size_limit`` defaults to the guild's upload_limit.
+- ``autocomplete(name, focused, typed, options=None, guild=, channel=, member=)`` → type 4 with
+  option ``focused`` marked and its partial value; answered with callback 8 (``autocomplete_choices``).
 - ``click(message, custom_id, member, values=None, component_type=2)`` → type 3 with the whole message.
 - ``submit_modal(rec, {custom_id: value}, member)`` after the bot answered with a modal (type 9).
 - ``react(message, emoji, member)`` / ``unreact(...)`` → MESSAGE_REACTION_ADD / _REMOVE.
@@ -81,7 +83,8 @@ embeds, components, flags)`` sorted by ``at``), ``original_history``, ``modal``,
 (default: @original exists and is not loading), ``await rec.wait_acked()``.
 
 Discord rules enforced: first callback later than 3 s (server clock) → 404 ``{"code":10062}``; a
-second callback → 400 ``{"code":40060}``; webhook (followup/@original) calls on an expired token
+second callback → 400 ``{"code":40060}``; callback 8 for anything but an autocomplete (type 4), or
+any other callback for one → 400 50035; webhook (followup/@original) calls on an expired token
 (15 min, or ``expire_token(rec_or_token)``) → 401 ``{"code":50027}``; followups before any
 acknowledgement → 404 10015; files over the limit → 413 ``{"code":40005}``; the FIRST followup
 after a type-5 (thinking) defer edits that loading @original instead of creating a message and its

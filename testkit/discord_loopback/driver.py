@@ -130,6 +130,41 @@ class MemberDriver(LoopbackState):
         rec.name = command_name
         return rec
 
+    def autocomplete(
+        self,
+        command_name: str,
+        focused: str,
+        typed: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        guild: Guild,
+        channel: Channel,
+        member: Member,
+    ) -> InteractionRecord:
+        """A member typing `typed` into option `focused` of a slash command: INTERACTION_CREATE type 4
+        (APPLICATION_COMMAND_AUTOCOMPLETE) with that option `focused`, its partial value as a string,
+        and the `options` already filled in. The bot answers with callback type 8; read
+        `autocomplete_choices` after `await rec.wait_acked()`."""
+        cmd = self.command(command_name, guild)
+        defs: list[JSON] = cmd.get("options") or []
+        target = next((d for d in defs if d["name"] == focused), None)
+        if target is None or not target.get("autocomplete"):
+            raise LoopbackError(f"/{command_name} has no autocomplete option {focused!r}")
+        resolved: dict[str, dict[str, JSON]] = {}
+        given = options or {}
+        unknown = set(given) - {d["name"] for d in defs}
+        if unknown:
+            raise LoopbackError(f"/{command_name} has no option(s) {sorted(unknown)}")
+        built = [self._option(d, given[d["name"]], guild, resolved, True) for d in defs if d["name"] in given]
+        built.append({"name": focused, "type": int(target["type"]), "value": typed, "focused": True})
+        data: JSON = {"id": cmd["id"], "name": command_name, "type": 1, "options": built}
+        if cmd.get("guild_id"):
+            data["guild_id"] = cmd["guild_id"]
+        perms = guild.permissions_of(member)
+        rec = self._dispatch_interaction(4, data, guild, channel, member, perms)
+        rec.name = command_name
+        return rec
+
     def _option(
         self, d: JSON, value: Any, guild: Guild, resolved: dict[str, dict[str, JSON]], validate: bool
     ) -> JSON:

@@ -58,6 +58,10 @@ async def callback(server: DiscordLoopback, request: web.Request) -> web.Respons
     if rec.expired or now - rec.dispatched_at > INTERACTION_ACK_WINDOW_S:
         rec.attempts.append(CallbackAttempt(ctype, now, 404, 10062))
         raise DiscordError(404, 10062, "Unknown interaction")
+    if (ctype == 8) != (rec.type == 4):  # Discord: autocomplete is answered with choices, and only it
+        rec.attempts.append(CallbackAttempt(ctype, now, 400, 50035))
+        why = f"Invalid Form Body: callback type {ctype} for interaction type {rec.type}"
+        raise DiscordError(400, 50035, why)
     data: JSON = payload.get("data") or {}
     check_sizes(files, rec.attachment_size_limit)
     message: Message | None = None
