@@ -160,6 +160,7 @@ HEADLINES = {
     "load": ("ack_p99_ms", "lost", "answered_twice", "rss_growth_mib"),
     "encode": ("n8_pool_speedup", "single_encode_ms"),
     "service-switching": ("two_vs_one_pct", "two_one_fits_vs_one_pct", "adapter_switch_ms"),
+    "service-edits": ("zoom_out_2x_batched_speedup", "vary_subtle_batched_speedup", "from_pipe_added_bytes"),
 }
 TABLE_BEGIN, TABLE_END = "<!-- latest figures: begin -->", "<!-- latest figures: end -->"
 _TABLE_NOTE = (
