@@ -62,7 +62,7 @@ async def run(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) ->
 
     model = load_pipeline("tiny", "cpu", cache_dir=cache_dir)
     engine = DiffusersEngine(model)
-    pipes = engine._edit_pipelines()  # what the engine uses for edits, made once
+    pipes = engine.edit_pipelines()  # what the engine uses for edits, made once
     threads = torch.get_num_threads()
 
     def factory() -> Any:

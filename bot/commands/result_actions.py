@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import discord
@@ -65,6 +66,25 @@ def reaction_ref(emoji: str, job_id: str) -> ButtonRef | None:
     return None if index is None else ButtonRef(Action.VARIATION, job_id, index)
 
 
+@dataclass(frozen=True)
+class Clicker:
+    """Who asked for a derived job, and where: a click's interaction, or a reaction (no interaction)."""
+
+    guild_id: int | None
+    channel_id: int
+    user_id: int
+    role_ids: tuple[int, ...]
+    interaction: discord.Interaction[Any] | None
+
+    @classmethod
+    def of(cls, interaction: discord.Interaction[Any]) -> Clicker:
+        """The member behind a click or modal submit (in a server channel)."""
+        if interaction.channel_id is None:
+            raise UserError("This only works in a server channel.")
+        roles = member_role_ids(interaction.user)
+        return cls(interaction.guild_id, interaction.channel_id, interaction.user.id, roles, interaction)
+
+
 class ResultActions:
     """Clicks and reactions on results (`bot.views.result_buttons.ButtonActions`); the client forwards
     its `on_interaction` and `on_raw_reaction_add` events here."""
@@ -76,36 +96,26 @@ class ResultActions:
         self.edits = EditActions(services, self.submit_derived)
 
     async def start_derived(
-        self,
-        ref: ButtonRef,
-        *,
-        guild_id: int | None,
-        channel_id: int,
-        user_id: int,
-        role_ids: tuple[int, ...],
-        interaction: discord.Interaction[Any] | None,
-        remix: str | None = None,
+        self, ref: ButtonRef, clicker: Clicker, *, remix: str | None = None
     ) -> tuple[Reservation | Refusal, int]:
         """Check the parent, build the derived request (with `remix`: the text a member submitted in
         the Remix modal), reserve and run it; also returns its image count."""
         bot = self.services
-        parent = check_parent(await bot.store.get_job(ref.job_id), guild_id, ref)
+        parent = check_parent(await bot.store.get_job(ref.job_id), clicker.guild_id, ref)
         digest = None
         if ref.action is not Action.REROLL:
             data = await asyncio.to_thread(source_bytes, parent, ref.index)
             digest = await asyncio.to_thread(bot.image_store.put, data)
         request = derive(parent, ref, bot.backend.profile, digest)
-        if remix is not None and interaction is not None:
-            submitted = await self.edits.parse_remix(interaction, remix)
+        if remix is not None and clicker.interaction is not None:
+            submitted = await self.edits.parse_remix(clicker.interaction, remix)
             request = (
                 remixed_reroll(request, submitted)
                 if ref.action is Action.REROLL
                 else remixed(request, submitted)
             )
         index = ref.index if ref.action is not Action.REROLL else None
-        return await self._reserve(
-            parent, request, index, channel_id, user_id, role_ids, interaction
-        ), request.count
+        return await self._reserve(parent, request, index, clicker), request.count
 
     async def submit_derived(
         self,
@@ -115,29 +125,17 @@ class ResultActions:
         parent_index: int | None,
     ) -> Reservation | Refusal:
         """Reserve and queue `request`, made from `parent`, for the member who clicked."""
-        assert interaction.channel_id is not None
-        role_ids = member_role_ids(interaction.user)
-        user_id = interaction.user.id
-        return await self._reserve(
-            parent, request, parent_index, interaction.channel_id, user_id, role_ids, interaction
-        )
+        return await self._reserve(parent, request, parent_index, Clicker.of(interaction))
 
     async def _reserve(
-        self,
-        parent: JobRecord,
-        request: GenerationRequest,
-        parent_index: int | None,
-        channel_id: int,
-        user_id: int,
-        role_ids: tuple[int, ...],
-        interaction: discord.Interaction[Any] | None,
+        self, parent: JobRecord, request: GenerationRequest, parent_index: int | None, clicker: Clicker
     ) -> Reservation | Refusal:
-        bot = self.services
+        bot, interaction = self.services, clicker.interaction
         job = NewJob(
             job_id=new_job_id(),
             guild_id=parent.guild_id,
-            channel_id=channel_id,
-            owner_id=user_id,
+            channel_id=clicker.channel_id,
+            owner_id=clicker.user_id,
             request_json=request.to_json(),
             images=request.count,
             interaction_id=interaction.id if interaction else None,
@@ -147,7 +145,7 @@ class ResultActions:
             parent_index=parent_index,
         )
         upload_limit = interaction.filesize_limit if interaction else None
-        return await bot.runner.submit(job, request, role_ids, upload_limit=upload_limit)
+        return await bot.runner.submit(job, request, clicker.role_ids, upload_limit=upload_limit)
 
     async def on_result_button(self, interaction: discord.Interaction[Any], ref: ButtonRef) -> None:
         """A click on any of the bot's buttons (called by the dynamic items)."""
@@ -185,16 +183,7 @@ class ResultActions:
         require_post_permissions(interaction)
         await interaction.response.defer(thinking=True)
         interaction.extras["public_defer"] = True
-        assert interaction.channel_id is not None
-        outcome, count = await self.start_derived(
-            ref,
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            user_id=interaction.user.id,
-            role_ids=member_role_ids(interaction.user),
-            interaction=interaction,
-            remix=remix,
-        )
+        outcome, count = await self.start_derived(ref, Clicker.of(interaction), remix=remix)
         if isinstance(outcome, Refusal):
             await send_private(interaction, refusal_text(outcome, count))
 
@@ -243,14 +232,9 @@ class ResultActions:
             ref = reaction_ref(emoji, job.job_id)
             if ref is None:
                 return
-            outcome, count = await self.start_derived(
-                ref,
-                guild_id=payload.guild_id,
-                channel_id=payload.channel_id,
-                user_id=payload.user_id,
-                role_ids=member_role_ids(payload.member) if payload.member else (),
-                interaction=None,
-            )
+            roles = member_role_ids(payload.member) if payload.member else ()
+            clicker = Clicker(payload.guild_id, payload.channel_id, payload.user_id, roles, None)
+            outcome, count = await self.start_derived(ref, clicker)
             if isinstance(outcome, Refusal):
                 text = refusal_text(outcome, count)
                 await channel.send(f"<@{payload.user_id}> {text}", allowed_mentions=mention)

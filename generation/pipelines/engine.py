@@ -193,7 +193,7 @@ class DiffusersEngine:
         if canvases is not None:  # edits, and any request on a 9-channel inpainting model
             strength = 1.0 if first.mode is Mode.TXT2IMG else _strength(first)
             steps = first.edit.steps if first.edit is not None and first.edit.steps else first.steps
-            pipes = self._edit_pipelines()
+            pipes = self.edit_pipelines()
             pipe, image_args = edit_arguments(pipes, canvases, strength=strength, steps=steps)
             kwargs.update(image_args)
         elif first.mode is Mode.TXT2IMG:
@@ -249,7 +249,7 @@ class DiffusersEngine:
             results.append(out)
         return results
 
-    def _edit_pipelines(self) -> EditPipelines:
+    def edit_pipelines(self) -> EditPipelines:
         """Image-to-image and inpainting over the loaded weights (`from_pipe`), made on first use."""
         if self._edits is None:
             self._edits = EditPipelines.from_text2img(self.model.text2img, self.model.img2img)
