@@ -232,18 +232,16 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
         safety=safety,
         safety_checker_id=_str(env, "SAFETY_CHECKER_ID") or base.safety_checker_id,
         describe_model=_str(env, "DESCRIBE_MODEL"),
-        models=_models(env, backend),
+        models=_models(env),
         model_memory_gb=_float(env, "MODEL_MEMORY_GB", 0.0, minimum=0.1) or None,
         lora_dir=Path(lora).expanduser() if (lora := _str(env, "LORA_DIR")) else None,
     )
 
 
-def _models(env: Mapping[str, str], backend: str) -> str | None:
+def _models(env: Mapping[str, str]) -> str | None:
     text = _str(env, "MODELS")
     if text is None:
         return None
-    if backend == "ray":
-        raise SettingsError("MODELS works with GENERATION_BACKEND=local only for now; on Ray set MODEL_ID")
     try:
         ModelSet.parse(text)
     except ValueError as exc:

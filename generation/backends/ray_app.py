@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,22 @@ from generation.backends.ray_cluster import (
     shutdown_ray,
 )
 from generation.backends.ray_replica import DiffusersFactory, EngineFactory, TokenCounter
+from generation.model_set import ModelSet
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.safety_options import SafetyOptions
 from generation.prompts.request import GenerationRequest, ModelProfile
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplicaModels:
+    """What each replica loads besides MODEL_ID: the models of MODELS (an `EnginePool`, within
+    MODEL_MEMORY_GB off CUDA) and the LoRA folder."""
+
+    models: ModelSet | None = None
+    memory_budget_gb: float | None = None
+    lora_dir: Path | None = None
 
 
 class ServeApp:
@@ -59,6 +71,7 @@ class ServeApp:
         max_ongoing: int,
         replica_cpus: float | None,
         app_name: str,
+        models: ReplicaModels | None = None,
     ) -> None:
         """See `generation.backends.ray_driver.RayBackend`; ValueError for an impossible layout."""
         if replicas is not None and autoscale is not None:
@@ -80,6 +93,7 @@ class ServeApp:
         self._optimise = optimise
         self._safety = safety
         self._factory = engine_factory
+        self._models = models or ReplicaModels()
         self._replica_cpus = replica_cpus
         self.handle: Any = None
         self.profile: ModelProfile | None = None
@@ -133,8 +147,16 @@ class ServeApp:
             device = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES: the replica's GPU is its "cuda"
         elif device == "auto":
             device = "cpu"
+        models = self._models
         factory = self._factory or DiffusersFactory(
-            self.model_id, device, self._cache_dir, self._optimise, self._safety
+            self.model_id,
+            device,
+            self._cache_dir,
+            self._optimise,
+            self._safety,
+            models=models.models,
+            memory_budget_gb=models.memory_budget_gb,
+            lora_dir=models.lora_dir,
         )
         return DeploySpec(
             self.name,

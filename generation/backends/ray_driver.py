@@ -46,7 +46,7 @@ from generation.backends.protocol import (
     Progress,
     Started,
 )
-from generation.backends.ray_app import ServeApp
+from generation.backends.ray_app import ReplicaModels, ServeApp
 from generation.backends.ray_batch import Batch, SchedulerStats, read_sources
 from generation.backends.ray_cluster import kill_replica
 from generation.backends.ray_replica import BatchCall, BatchDone, EngineFactory, ReplicaStarted
@@ -87,12 +87,14 @@ class RayBackend(JobScheduler):
         position_interval_s: float = 0.25,
         watchdog_grace_s: float = 10.0,
         max_attempts: int = 3,
+        models: ReplicaModels | None = None,
     ) -> None:
         """`replicas` (fixed) or `autoscale=(min, max)`; neither: one replica. `address`: the cluster to
         join (else Ray's default: `$RAY_ADDRESS` as Ray reads it, else a local cluster; a process
         already connected to Ray stays on its cluster). `engine_factory` replaces
         `DiffusersFactory(model_id, device, cache_dir, optimise)` (stand-in engines for tests and
-        benchmarks). `replica_cpus`: CPUs Ray reserves per replica (None: Serve's default of 1)."""
+        benchmarks). `replica_cpus`: CPUs Ray reserves per replica (None: Serve's default of 1).
+        `models`: the models of MODELS each replica keeps (batches go to one that runs theirs)."""
         batching = Batching(
             job_timeout_s, max_batch, preview_interval_s, progress_interval_s, watchdog_grace_s
         )
@@ -112,6 +114,7 @@ class RayBackend(JobScheduler):
             max_ongoing=max_ongoing,
             replica_cpus=replica_cpus,
             app_name=app_name,
+            models=models,
         )
         self._max_attempts = max_attempts
         self._retry: deque[Batch] = deque()  # broken batches: they run before anything waiting
@@ -136,6 +139,7 @@ class RayBackend(JobScheduler):
             cache_dir=settings.model_cache_dir,
             optimise=settings.optimise,
             safety=SafetyOptions(settings.safety, settings.safety_checker_id),
+            models=ReplicaModels(settings.model_set, settings.model_memory_gb, settings.lora_dir),
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -271,7 +275,11 @@ class RayBackend(JobScheduler):
             call = await self._make_call(batch)
             if call is None:
                 return
-            batch.response = self._serve.handle.options(stream=True).run.remote(call)
+            # Named by its model, so Serve prefers a replica that already runs that model (affinity).
+            model = call.requests[0].model
+            batch.response = self._serve.handle.options(stream=True, multiplexed_model_id=model).run.remote(
+                call
+            )
             if batch.stopped:  # everyone cancelled while the sources were read
                 batch.response.cancel()
                 return

@@ -32,6 +32,7 @@ import ray
 from ray import serve
 
 from generation.backends.protocol import JobFailed
+from generation.model_set import ModelSet
 from generation.pipelines.contract import Engine
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.safety_options import SafetyOptions
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[], Engine]
 """Builds the replica's engine; must pickle (a module-level function or a small dataclass)."""
+
+ROUTED_MODELS = 16  # model names a replica reports to Serve's router (the pool decides what stays loaded)
 
 
 class TokenCounter(Protocol):
@@ -54,19 +57,29 @@ class TokenCounter(Protocol):
 
 @dataclass(frozen=True)
 class DiffusersFactory:
-    """The real engine factory: `DiffusersEngine.load(model_id, device, cache_dir=..., options=...)`."""
+    """The real engine factory: `load_engines` on the replica, as the local worker does: one model's
+    `DiffusersEngine` (MODEL_ID), or an `EnginePool` over the models of MODELS."""
 
     model_id: str
     device: str
     cache_dir: Path | None = None
     options: OptimiseOptions | None = None
     safety: SafetyOptions | None = None
+    models: ModelSet | None = None  # None: MODEL_ID alone
+    memory_budget_gb: float | None = None  # MODEL_MEMORY_GB, for the pool off CUDA
+    lora_dir: Path | None = None  # LORA_DIR as the replica's machine sees it
 
     def __call__(self) -> Engine:
-        from generation.pipelines.engine import DiffusersEngine
+        from generation.pipelines.engine_pool import load_engines
 
-        return DiffusersEngine.load(
-            self.model_id, self.device, cache_dir=self.cache_dir, options=self.options, safety=self.safety
+        return load_engines(
+            self.models or ModelSet.single(self.model_id),
+            self.device,
+            cache_dir=self.cache_dir,
+            options=self.options,
+            safety=self.safety,
+            memory_budget_gb=self.memory_budget_gb,
+            lora_dir=self.lora_dir,
         )
 
 
@@ -194,6 +207,13 @@ class ImagineReplica:
         """The engine's batch cap for this shape (free device memory on GPUs)."""
         return self._engine.max_batch_images(request)
 
+    @serve.multiplexed(max_num_models_per_replica=ROUTED_MODELS)  # type: ignore[untyped-decorator]
+    async def _serves_model(self, model: str) -> str:
+        """Serve's model multiplexing, used for routing only: once this replica has run a batch of
+        `model`, Serve sends that model's batches here first (the driver names the model of each
+        call); the engine (an `EnginePool` with MODELS) loads and evicts the weights itself."""
+        return model
+
     async def run(self, call: BatchCall) -> AsyncIterator[ReplicaMessage]:
         """Stream one batch: `ReplicaStarted`, `StepDone` per step, then `BatchDone`."""
         loop = asyncio.get_running_loop()
@@ -203,6 +223,9 @@ class ImagineReplica:
         def emit(message: StepDone) -> None:
             loop.call_soon_threadsafe(inbox.put_nowait, message)
 
+        model = serve.get_multiplexed_model_id()
+        if model:
+            await self._serves_model(model)
         yield ReplicaStarted(self.name)
         work = loop.run_in_executor(self._thread, run_call, self._engine, call, stop, emit)
         work.add_done_callback(lambda _f: inbox.put_nowait(_END))

@@ -1,0 +1,61 @@
+"""MODELS on Ray: each replica keeps an `EnginePool`, and a model's batches go to a replica that
+already runs it (Serve's model multiplexing, named per call by the driver). A local Ray cluster
+(tests.ray_fixtures) with two replicas of the real `tiny` pipeline under two names."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from tests.ray_fixtures import require_ray
+
+require_ray()
+
+from generation.backends.protocol import GenerationResult  # noqa: E402
+from generation.backends.ray_app import ReplicaModels  # noqa: E402
+from generation.backends.ray_driver import RayBackend  # noqa: E402
+from generation.media.compose import read_parameters  # noqa: E402
+from generation.model_set import ModelSet  # noqa: E402
+from generation.scheduling.job_state import MemoryImages  # noqa: E402
+from tests.fixtures_generation import tiny_request  # noqa: E402
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def backend(ray_cluster: None, tiny_cache_dir: Path) -> AsyncIterator[RayBackend]:
+    b = RayBackend(
+        "first",
+        "cpu",
+        replicas=2,
+        image_store=MemoryImages(),
+        job_timeout_s=120.0,
+        cache_dir=tiny_cache_dir,
+        app_name="imagine-models-test",
+        models=ReplicaModels(ModelSet.parse("first=tiny,second=tiny")),
+    )
+    await b.start()
+    yield b
+    await b.close()
+
+
+async def run_one(backend: RayBackend, job_id: str, model: str, seed: int) -> tuple[GenerationResult, str]:
+    handle = backend.submit(job_id, "alice", tiny_request(model=model, seeds=(seed,)))
+    result = await handle.result()
+    assert isinstance(result, GenerationResult)
+    return result, backend._replica_of[job_id]
+
+
+async def test_each_models_batches_stay_on_the_replica_that_runs_it(backend: RayBackend) -> None:
+    _, second_home = await run_one(backend, "s0", "second", 1)
+    _, first_home = await run_one(backend, "f0", "first", 2)
+    seen_second = [(await run_one(backend, f"s{i}", "second", 10 + i))[1] for i in range(1, 7)]
+    # always the replica that already runs it (by chance alone, six in a row: 1 in 64)
+    assert seen_second == [second_home] * 6
+    result, _ = await run_one(backend, "s9", "second", 3)
+    text = read_parameters(result.images[0].png)
+    assert text is not None and "Model: second" in text
+    assert first_home  # the first model ran too, on some replica
