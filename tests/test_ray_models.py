@@ -35,6 +35,9 @@ async def backend(ray_cluster: None, tiny_cache_dir: Path) -> AsyncIterator[RayB
         job_timeout_s=120.0,
         cache_dir=tiny_cache_dir,
         app_name="imagine-models-test",
+        # Room for a second call on a replica: the next batch is routed while the last one's call is
+        # still closing on its replica; with one slot Serve would fall back to the other replica.
+        max_ongoing=2,
         models=ReplicaModels(ModelSet.parse("first=tiny,second=tiny")),
     )
     await b.start()
