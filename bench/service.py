@@ -350,7 +350,7 @@ def main(argv: list[str], settings: BenchSettings) -> int:
     elif variant == "edits":
         from bench import service_edits
 
-        figures = service_edits.main_edits(args.jobs, args.rounds, args.size, args.steps, cache)
+        figures = asyncio.run(service_edits.run(args.jobs, args.rounds, args.size, args.steps, cache))
     else:
         from bench import prompt_cost, switching
 

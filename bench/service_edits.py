@@ -9,7 +9,6 @@ loaded model (0 when they share its modules, as they should)."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import statistics
 from pathlib import Path
@@ -102,8 +101,3 @@ async def run(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) ->
         for service in services.values():
             await service.close()
     return figures
-
-
-def main_edits(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) -> dict[str, Any]:
-    """Synchronous entry for `bench service --edits`."""
-    return asyncio.run(run(jobs, rounds, size, steps, cache_dir))

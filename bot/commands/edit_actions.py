@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 import discord
+from PIL import Image
 
 from bot.commands.derive import (
     button_spec,
@@ -24,7 +25,7 @@ from bot.commands.derive import (
     parent_request,
     source_bytes,
 )
-from bot.commands.errors import UserError, report_error, require_post_permissions, send_private
+from bot.commands.errors import UserError, reporting, require_post_permissions, send_private
 from bot.commands.imagine import random_seed, refuse_unqueueable
 from bot.formatting import refusal_text
 from bot.services import Services
@@ -79,11 +80,9 @@ class EditActions:
         parent = await self._parent(interaction, ref)
         prefill = remix_text(parent_request(parent))
 
+        @reporting
         async def submitted(modal_interaction: discord.Interaction[Any], sent: Submitted) -> None:
-            try:
-                await self.run(modal_interaction, ref, sent)
-            except Exception as exc:
-                await report_error(modal_interaction, exc)
+            await self.run(modal_interaction, ref, sent)
 
         if button is EditButton.VARY_REGION:
             await interaction.response.send_modal(RegionModal(prefill, submitted))
@@ -106,20 +105,21 @@ class EditActions:
             factor = parse_zoom(sent.zoom)
         await interaction.response.defer(thinking=True)
         interaction.extras["public_defer"] = True
+        submitted = await self.parse_remix(interaction, text) if sent is not None else None
         parent = await self._parent(interaction, ref)
         data = await asyncio.to_thread(source_bytes, parent, 0)
+        picture = await asyncio.to_thread(load_source, data)
         mask_digest = None
         if sent is not None and sent.mask is not None:
-            data, mask_digest = await self._carry_mask(interaction, data, sent.mask)
+            data, mask_digest = await self._carry_mask(interaction, picture, sent.mask)
         regions = sent.regions if sent is not None else ()
         spec = button_spec(ref.edit, parent.job_id, factor=factor, regions=regions, mask_image=mask_digest)
-        source = await asyncio.to_thread(load_source, data)
-        size = canvas_size(spec, source.size, SizeCap.for_native(bot.backend.profile.native_size))
+        size = canvas_size(spec, picture.size, SizeCap.for_native(bot.backend.profile.native_size))
         count = await original_count(bot.store, parent)
         digest = await asyncio.to_thread(bot.image_store.put, data)
         request = derive_edit(parent, spec, digest, size, count)
-        if sent is not None:
-            request = remixed(request, await self.parse_remix(interaction, text))
+        if submitted is not None:
+            request = remixed(request, submitted)
         outcome = await self._submit(interaction, parent, request, 0)
         if isinstance(outcome, Refusal):
             await send_private(interaction, refusal_text(outcome, request.count))
@@ -152,14 +152,13 @@ class EditActions:
         return parent
 
     async def _carry_mask(
-        self, interaction: discord.Interaction[Any], data: bytes, mask: discord.Attachment
+        self, interaction: discord.Interaction[Any], picture: Image.Image, mask: discord.Attachment
     ) -> tuple[bytes, str]:
         """The picture with the member's mask in its alpha (`with_redraw_mask`), and the mask's digest."""
         if mask.size > interaction.filesize_limit:
             raise UserError("That mask is larger than this server's upload limit.")
         mask_bytes = await mask.read()
         mask_image = await asyncio.to_thread(decode_image, mask_bytes)
-        picture = await asyncio.to_thread(load_source, data)
         carried = with_redraw_mask(picture, mask_image)
         buffer = io.BytesIO()
         await asyncio.to_thread(carried.save, buffer, "PNG")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import discord
 from discord import app_commands
@@ -13,6 +14,8 @@ from generation.media.image_store import ImageStoreError, InvalidImage
 from generation.prompts.parser import PromptError
 from jobs.runner import ShuttingDown
 from storage.interface import StorageError
+
+T = TypeVar("T")
 
 log = logging.getLogger("bot.commands.errors")
 
@@ -90,6 +93,20 @@ async def report_error(interaction: discord.Interaction[Any], error: BaseExcepti
         await send_private(interaction, message)
     except discord.HTTPException as exc:
         log.warning("could not send the error reply (%s): %r", describe(interaction), exc)
+
+
+def reporting(
+    handler: Callable[[discord.Interaction[Any], T], Awaitable[None]],
+) -> Callable[[discord.Interaction[Any], T], Awaitable[None]]:
+    """`handler` (a modal's submit) with any error answered as a command's is (`report_error`)."""
+
+    async def reported(interaction: discord.Interaction[Any], value: T) -> None:
+        try:
+            await handler(interaction, value)
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+    return reported
 
 
 class ImagineTree(app_commands.CommandTree[Any]):

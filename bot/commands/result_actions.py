@@ -22,6 +22,7 @@ from bot.commands.errors import (
     UserError,
     member_role_ids,
     report_error,
+    reporting,
     require_post_permissions,
     send_private,
 )
@@ -169,11 +170,9 @@ class ResultActions:
         parent = check_parent(await self.services.store.get_job(ref.job_id), interaction.guild_id, ref)
         prefill = remix_text(parent_request(parent), with_shape=ref.action is Action.REROLL)
 
+        @reporting
         async def submitted(modal_interaction: discord.Interaction[Any], sent: Submitted) -> None:
-            try:
-                await self._run_derived(modal_interaction, ref, sent.prompt)
-            except Exception as exc:
-                await report_error(modal_interaction, exc)
+            await self._run_derived(modal_interaction, ref, sent.prompt)
 
         await interaction.response.send_modal(RemixModal(prefill, submitted))
 
