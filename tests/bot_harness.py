@@ -33,6 +33,7 @@ from storage.postgres import open_pg_store
 from storage.sqlite import SqliteStore, open_store
 from testkit.answers import is_result
 from testkit.discord_loopback import Channel, DiscordLoopback, Guild, InteractionRecord, Member, Message
+from tests.fixtures_generation import nan_decoding
 
 T = 20.0  # the longest any single wait may take; nothing sleeps
 LIMITS = Limits(images_per_hour=100, images_per_day=500, max_queued=20, cooldown_seconds=0.0)
@@ -320,7 +321,8 @@ class FaultyEngine:
 
     `fault_raise` raises RuntimeError, `fault_oom` raises OutOfMemory, `fault_hang` blocks without
     calling back until `release` is set, `fault_slow` stalls every step (callbacks still come) until
-    `release` is set, `fault_gate` waits at `gate` before running (`at_gate` says it got there).
+    `release` is set, `fault_gate` waits at `gate` before running (`at_gate` says it got there),
+    `fault_nan` runs the real pipeline with its VAE decoder made to emit NaN.
     Waits end after `T` seconds whatever happens, so a failed test never leaves a thread behind."""
 
     RAISE = "fault_raise"
@@ -328,6 +330,7 @@ class FaultyEngine:
     HANG = "fault_hang"
     SLOW = "fault_slow"
     GATE = "fault_gate"
+    NAN = "fault_nan"
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -377,6 +380,9 @@ class FaultyEngine:
                 self.release.wait(0.25)
                 return bool(inner_step(step, total, preview))
 
+        if self.NAN in prompts:
+            with nan_decoding(self.inner.model.text2img.vae):
+                return self.inner.run_batch(requests, sources, on_step)
         return self.inner.run_batch(requests, sources, on_step)
 
     def close(self) -> None:

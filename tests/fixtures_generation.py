@@ -6,8 +6,9 @@ built once per test session (into a session temp folder) and loaded once on the 
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,34 @@ def tiny_source_png(color: tuple[int, int, int] = (200, 40, 40), size: tuple[int
     return buf.getvalue()
 
 
-__all__ = ["Mode", "tiny_cache_dir", "tiny_engine", "tiny_model", "tiny_request", "tiny_source_png"]
+@contextlib.contextmanager
+def nan_decoding(vae: Any, images: Sequence[int] | None = None) -> Iterator[None]:
+    """While open, `vae`'s decoder emits NaN for the batch's `images` (all when None): a pipeline
+    made to go non-finite, as an fp16 overflow does on a real GPU."""
+
+    def poison(_module: Any, _inputs: Any, output: Any) -> Any:
+        chosen = range(len(output)) if images is None else images
+        output = output.clone()
+        for i in chosen:
+            output[i] = float("nan")
+        return output
+
+    handle = vae.decoder.register_forward_hook(poison)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+__all__ = [
+    "Mode",
+    "nan_decoding",
+    "tiny_cache_dir",
+    "tiny_engine",
+    "tiny_model",
+    "tiny_request",
+    "tiny_source_png",
+]
 
 
 def png_pixels(png: bytes) -> np.ndarray:

@@ -172,6 +172,7 @@ async def test_gateway_drop_resumes_and_queued_work_goes_on(world: BotWorld, eng
     [
         (FaultyEngine.RAISE, "generation failed: RuntimeError"),
         (FaultyEngine.OOM, "ran out of GPU memory"),
+        (FaultyEngine.NAN, "the model produced an empty picture"),  # never posted as black
         (FaultyEngine.SLOW, f"took longer than {JOB_TIMEOUT_S:g} s"),  # steps too slow: stopped at the limit
         (FaultyEngine.HANG, f"took longer than {JOB_TIMEOUT_S:g} s"),  # no callback at all: the watchdog
     ],

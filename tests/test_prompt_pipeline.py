@@ -55,7 +55,9 @@ def test_a_weight_scales_its_tokens_embeddings_against_the_rest(tiny_engine: Dif
     red = ratio[2:5].mean()  # tokens 2-4: "r", "e", "d" after begin and "a"
     rest = torch.cat([ratio[:2], ratio[5:]]).mean()
     assert float(red / rest) == pytest.approx(2.0, rel=1e-4)
-    assert float(weighted.mean()) == pytest.approx(float(plain.mean()), rel=1e-4)
+    # tiny's encoder output is centred (mean ~1e-9): no divisor, so the weights stand as given
+    # (test_non_finite checks the rescale where the mean is one)
+    assert float((weighted / plain).max()) == pytest.approx(2.0, rel=1e-4)
 
 
 def test_plain_weights_draw_what_diffusers_own_encoding_draws(tiny_engine: DiffusersEngine) -> None:

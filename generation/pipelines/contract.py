@@ -27,6 +27,16 @@ class BatchFailed(Exception):
     """A batch failed for a reason its members may be told: the text is their jobs' message."""
 
 
+class NonFiniteOutput(Exception):
+    """Some requests of a batch came out non-finite (NaN or infinite pixels: black pictures).
+    `results` holds every request's images, empty for the requests in `failed` (batch indices)."""
+
+    def __init__(self, failed: frozenset[int], results: list[list[GeneratedImage]]) -> None:
+        super().__init__(f"{len(failed)} of {len(results)} requests came out non-finite")
+        self.failed = failed
+        self.results = results
+
+
 class BatchInterrupted(Exception):
     """The step callback asked the batch to stop."""
 
@@ -46,7 +56,8 @@ class Engine(Protocol):
         """Run requests with equal `batch_key()` as one pipeline call, one generator per image, so
         every image equals what it would be alone. `sources[i]` is request i's source image bytes
         (img2img / variation / upscale) or None. Returns, per request, its images in seed order.
-        Raises OutOfMemory, BatchInterrupted, or any other exception for a failed batch."""
+        Raises OutOfMemory, BatchInterrupted, NonFiniteOutput (the finite requests' images kept), or
+        any other exception for a failed batch."""
         ...
 
     def max_batch_images(self, request: GenerationRequest) -> int:

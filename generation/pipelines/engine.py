@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -29,7 +30,13 @@ from generation.media.canvas import Canvas, SizeCap, paste_back, prepare_canvas
 from generation.media.compose import encode_png
 from generation.media.image_store import decode_image, fit_source, load_source
 from generation.pipelines.call_options import batch_call
-from generation.pipelines.contract import BatchInterrupted, OutOfMemory, PreviewFn, StepCallback
+from generation.pipelines.contract import (
+    BatchInterrupted,
+    NonFiniteOutput,
+    OutOfMemory,
+    PreviewFn,
+    StepCallback,
+)
 from generation.pipelines.inpaint import INPAINTING_UNET_CHANNELS, EditPipelines, edit_arguments
 from generation.pipelines.loading import LoadedModel, SafetyCheck, load_pipeline
 from generation.pipelines.lora import LoraAdapters
@@ -183,7 +190,7 @@ class DiffusersEngine:
             "num_inference_steps": first.steps,
             "guidance_scale": first.guidance,
             "generator": generators,
-            "output_type": "pil",
+            "output_type": "np",  # floats, so a NaN or infinite pixel is seen (as PIL it is black)
             "callback_on_step_end": self._step_callback(on_step, first_index),
         }
         if self.model.device.startswith("cuda"):  # slicing for batches, tiling only where one won't fit
@@ -213,7 +220,7 @@ class DiffusersEngine:
                 self.loras.applied(pipe, first.loras),
                 batch_call(pipe, requests, kwargs, self._samplers, self._encoder),
             ):
-                images: list[Image.Image] = pipe(**kwargs).images
+                pixels = pipe(**kwargs).images
         except RuntimeError as exc:
             if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
                 self._release_memory()
@@ -222,6 +229,10 @@ class DiffusersEngine:
                 ) from exc
             raise
 
+        finite = finite_images(pixels)
+        if not all(finite):  # the finite requests are still delivered; the others fail (`NonFiniteOutput`)
+            pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
+        images: list[Image.Image] = pipe.numpy_to_pil(pixels)
         if canvases is not None:  # the kept pixels back exactly, blended only across the seam
             images = [paste_back(image, canvas) for image, canvas in zip(images, canvases, strict=True)]
         flags = self._check(images) if self._check is not None else [False] * len(images)
@@ -247,6 +258,9 @@ class DiffusersEngine:
                 )
                 position += 1
             results.append(out)
+        failed = _requests_of(requests, [i for i, ok in enumerate(finite) if not ok])
+        if failed:
+            raise NonFiniteOutput(failed, [[] if i in failed else r for i, r in enumerate(results)])
         return results
 
     def edit_pipelines(self) -> EditPipelines:
@@ -365,6 +379,17 @@ def encode_images(
         return encode_png(images[i], request, seed, sampler=sampler, model_hash=model_hash)
 
     return list(_encoder_pool().map(encode, range(len(images))))
+
+
+def finite_images(pixels: Any) -> list[bool]:
+    """Per image of a (images, height, width, channels) float batch: are all its values finite?"""
+    return [bool(ok) for ok in np.isfinite(pixels).reshape(len(pixels), -1).all(axis=1)]
+
+
+def _requests_of(requests: Sequence[GenerationRequest], images: Sequence[int]) -> frozenset[int]:
+    """The indices of the requests that own the flat batch's `images`."""
+    owner = [i for i, request in enumerate(requests) for _ in request.seeds]
+    return frozenset(owner[image] for image in images)
 
 
 def _first_image_indices(requests: Sequence[GenerationRequest]) -> list[int]:

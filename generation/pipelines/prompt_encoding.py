@@ -4,9 +4,10 @@ to one window count map straight onto the tokenizer and text encoder, with no sy
 
 A prompt's tokens (from `generation.prompts.weights`, syntax removed) are cut into windows of 75,
 each encoded as begin + 75 + end (77 tokens); each token's embedding is multiplied by its weight,
-then the window is rescaled to its unweighted mean. Windows are concatenated. Multi-prompt parts
-are encoded apart and averaged by their positive weights; a part with a negative weight joins the
-negative prompt at |weight| / (mean positive weight). SD 1.x/2.x text encoders (one CLIP) only.
+then the window is rescaled to its unweighted mean (`rescale_ratio`: never by a near-zero mean).
+Windows are concatenated. Multi-prompt parts are encoded apart and averaged by their positive
+weights; a part with a negative weight joins the negative prompt at |weight| / (mean positive weight).
+SD 1.x/2.x text encoders (one CLIP) only.
 """
 
 from __future__ import annotations
@@ -26,6 +27,22 @@ def supports_weights(pipe: Any) -> bool:
     """True for pipelines with one CLIP tokenizer and text encoder (SD 1.x/2.x)."""
     has_one = getattr(pipe, "tokenizer", None) is not None and getattr(pipe, "text_encoder", None) is not None
     return has_one and getattr(pipe, "text_encoder_2", None) is None
+
+
+MAX_RESCALE = 4.0  # a window's mean is restored only by a factor within 1/4..4
+
+
+def rescale_ratio(embeds: torch.Tensor, weighted: torch.Tensor) -> torch.Tensor:
+    """Per window (dim 0), the factor that gives `weighted` the mean of `embeds`, as A1111 rescales.
+
+    A mean near zero (a text encoder whose outputs are centred, as `tiny`'s layer norm makes them)
+    is no divisor: 0/0 or x/1e-9 would blow the window up into a NaN or black picture. Such a window
+    (a factor not finite or outside 1/MAX_RESCALE..MAX_RESCALE) keeps its weighted values."""
+    before = embeds.mean(dim=(1, 2), keepdim=True)
+    after = weighted.mean(dim=(1, 2), keepdim=True)
+    ratio = before / after
+    trusted = torch.isfinite(ratio) & (ratio >= 1 / MAX_RESCALE) & (ratio <= MAX_RESCALE)
+    return torch.where(trusted, ratio, torch.ones_like(ratio))
 
 
 class PromptEncoder:
@@ -61,9 +78,8 @@ class PromptEncoder:
         device = self.text_encoder.device
         embeds = self.text_encoder(torch.tensor(chunks, device=device))[0]  # (windows, 77, dim)
         w = torch.tensor(chunk_weights, device=device, dtype=embeds.dtype).unsqueeze(-1)
-        before = embeds.mean(dim=(1, 2), keepdim=True)
         weighted = embeds * w
-        weighted = weighted * (before / weighted.mean(dim=(1, 2), keepdim=True))
+        weighted = weighted * rescale_ratio(embeds, weighted)
         out: torch.Tensor = weighted.reshape(1, -1, embeds.shape[-1])
         return out
 

@@ -20,13 +20,24 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from generation.backends.protocol import GeneratedImage, GenerationResult, JobCancelled, JobFailed
-from generation.pipelines.contract import BatchFailed, BatchInterrupted, Engine, OutOfMemory, PreviewFn
+from generation.pipelines.contract import (
+    BatchFailed,
+    BatchInterrupted,
+    Engine,
+    NonFiniteOutput,
+    OutOfMemory,
+    PreviewFn,
+)
 from generation.prompts.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 
 CANCELLED = "cancelled"
 OUT_OF_MEMORY = "ran out of GPU memory"
+NON_FINITE = (
+    "the model produced an empty picture (its values went NaN or infinite, which would post as black); "
+    "try another seed, prompt or sampler"
+)
 
 Outcome = tuple[GeneratedImage, ...] | JobFailed | JobCancelled
 """A request's images, or how its job ended without them (plain values: they cross to Ray's driver)."""
@@ -154,6 +165,11 @@ class BatchRun:
             self._end(
                 wanted, JobFailed(timeout_message(self.timeout_s)) if timed_out else JobCancelled(CANCELLED)
             )
+            return
+        except NonFiniteOutput as exc:
+            log.warning("%s: %s", self.label, exc)
+            for local, (i, images) in enumerate(zip(wanted, exc.results, strict=True)):
+                self.members.settle(i, JobFailed(NON_FINITE) if local in exc.failed else tuple(images))
             return
         except BatchFailed as exc:
             log.warning("%s failed: %s", self.label, exc)
