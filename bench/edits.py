@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.config import BenchSettings
 from bench.report import report
-from bench.service import median_ci95
+from bench.stats import median_ci95
 from generation.prompts.edits import EditKind, EditSpec, edit_spec
 
 KINDS: dict[str, EditSpec] = {

@@ -5,7 +5,7 @@ Three variants of the same `--jobs` prompts and seeds: **plain** (diffusers enco
 **weighted** (A1111 emphasis and a negative multi-prompt part: our encoder, one window) and
 **long** (three 75-token windows for the prompt and the negative prompt). Each round runs the three
 back to back, in a rotating order; the figures are the medians of the per-round ratios to plain,
-with a 95% confidence interval (`bench.service.median_ci95`).
+with a 95% confidence interval (`bench.stats.median_ci95`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _seconds(engine: Any, requests: Sequence[GenerationRequest]) -> float:
 
 def run(requests: Sequence[GenerationRequest], rounds: int, cache_dir: Path) -> dict[str, Any]:
     """The figures of the comparison."""
-    from bench.service import median_ci95
+    from bench.stats import median_ci95
     from generation.pipelines.engine import DiffusersEngine
     from generation.pipelines.loading import load_pipeline
 

@@ -29,20 +29,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.config import BenchSettings
 from bench.plain import plain_call
 from bench.report import report
+from bench.service_run import ServiceRun, Ticker, run_service
+from bench.stats import median_ci95
 from generation.prompts.request import GenerationRequest
 
-TICK_S = 0.005
 STALL_JOBS = 40
 
 
@@ -69,52 +68,6 @@ def make_requests(count: int, size: int, steps: int, guidance: float, model: str
     ]
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) by nearest rank; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
-    return ordered[rank]
-
-
-@dataclass
-class Ticker:
-    """Wakes every `interval` seconds on the loop and records how late each wake-up was."""
-
-    interval: float = TICK_S
-
-    def __post_init__(self) -> None:
-        self.lateness: list[float] = []
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Begin ticking (on the running loop)."""
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        """Stop and wait for the ticker task to end."""
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            before = time.perf_counter()
-            await asyncio.sleep(self.interval)  # the measurement itself: how late does this return?
-            self.lateness.append(max(0.0, time.perf_counter() - before - self.interval))
-
-    def figures(self, prefix: str) -> dict[str, float]:
-        """p50/p99/max lateness in milliseconds."""
-        ms = [x * 1000 for x in self.lateness]
-        return {
-            f"{prefix}_p50_ms": round(percentile(ms, 50), 2),
-            f"{prefix}_p99_ms": round(percentile(ms, 99), 2),
-            f"{prefix}_max_ms": round(max(ms, default=0.0), 2),
-        }
-
-
 def run_bare(model: Any, requests: Sequence[GenerationRequest]) -> float:
     """Seconds for plain pipeline calls, one request at a time."""
     start = time.perf_counter()
@@ -129,41 +82,6 @@ def run_engine(engine: Any, requests: Sequence[GenerationRequest]) -> float:
     for r in requests:
         engine.run_batch([r], [None], lambda _step, _total, _preview: True)
     return time.perf_counter() - start
-
-
-@dataclass
-class ServiceRun:
-    """One pass of the requests through the service."""
-
-    elapsed_s: float
-    ticker: Ticker | None  # the stall measurement, on passes that take one
-    events: int  # events read by the jobs' followers
-    loop_cpu_s: float  # CPU time of the event loop's thread meanwhile
-
-
-async def run_service(
-    service: Any, requests: Sequence[GenerationRequest], tag: str, *, measure_stalls: bool = False
-) -> ServiceRun:
-    """Submit every request at once to a started service (distinct owners, job ids prefixed with
-    `tag`), follow each job's events, await every result."""
-    events_seen = 0
-
-    async def follow(handle: Any) -> None:
-        nonlocal events_seen
-        async for _event in handle.events():
-            events_seen += 1
-        await handle.result()
-
-    ticker = Ticker() if measure_stalls else None
-    if ticker is not None:
-        ticker.start()
-    cpu, start = time.thread_time(), time.perf_counter()
-    handles = [service.submit(f"{tag}-job{i}", f"owner{i}", r) for i, r in enumerate(requests)]
-    await asyncio.gather(*(follow(h) for h in handles))
-    elapsed, loop_cpu = time.perf_counter() - start, time.thread_time() - cpu
-    if ticker is not None:
-        await ticker.stop()
-    return ServiceRun(elapsed, ticker, events_seen, loop_cpu)
 
 
 async def run(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) -> dict[str, Any]:
@@ -274,25 +192,6 @@ async def run(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) ->
         **stall_figures("batched", "batched_loop_stall"),
         **idle.figures("idle_loop_lateness"),
     }
-
-
-def median_ci95(values: Sequence[float]) -> tuple[float, float]:
-    """A distribution-free confidence interval (at least 95%) for the median of `values`: the order
-    statistics whose ranks a Binomial(n, 1/2) count falls between with that probability. With fewer
-    than 6 values no such pair exists and the whole range is returned."""
-    ordered = sorted(values)
-    n = len(ordered)
-    if n == 0:
-        return (0.0, 0.0)
-    low = 0  # the largest low with P(low < B < n - low) >= 0.95, B ~ Binomial(n, 1/2)
-    for candidate in range(n // 2):
-        tail = sum(math.comb(n, i) for i in range(candidate + 1)) / 2**n
-        if 1 - 2 * tail < 0.95:
-            break
-        low = candidate + 1
-    if low == 0:
-        return (ordered[0], ordered[-1])
-    return (ordered[low - 1], ordered[n - low])
 
 
 def measure_fixed_costs(model: Any, request: GenerationRequest) -> dict[str, float]:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.edits import pictures
-from bench.service import median_ci95, run_service
+from bench.service_run import run_service
+from bench.stats import median_ci95
 from generation.media.canvas import SizeCap, canvas_size
 from generation.prompts.edits import Direction, EditKind, EditSpec, edit_spec
 from generation.prompts.request import GenerationRequest, edit_of

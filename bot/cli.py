@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
 
 from bot.logging_setup import configure_logging, quiet_libraries, quiet_ml_libraries
-from bot.preflight import StartupError, check_database, check_device, check_model, check_output, discord_login
+from bot.preflight import check_database, check_device, check_model, check_output, discord_login
 from bot.settings import Settings, SettingsError, load_settings
+from bot.startup_base import StartupError
 
 PROG = "imagine-bot"
 OK, FAILED = "✓", "✗"

@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot.metrics import BotMetrics
-from bot.preflight import StartupError
+from bot.startup_base import StartupError
 from generation.backends.protocol import GenerationBackend
 from storage.interface import Store
 

@@ -18,6 +18,7 @@ import discord
 import discord.http
 
 from bot.settings import Settings
+from bot.startup_base import StartupError, open_storage
 
 LOGIN_TIMEOUT_S = 20.0
 
@@ -27,10 +28,6 @@ BOT_PERMISSIONS = discord.Permissions(
     view_channel=True, send_messages=True, send_messages_in_threads=True, attach_files=True
 )
 INVITE_SCOPES = ("bot", "applications.commands")
-
-
-class StartupError(Exception):
-    """The process cannot start; `str()` is one line saying why and what to fix."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +105,6 @@ def check_device(settings: Settings) -> str:
 
 async def check_database(settings: Settings) -> str:
     """The store opens (and its schema is brought up to date, as a start would)."""
-    from bot.startup import open_storage
     from storage.interface import StorageError
     from storage.schema import load_migrations
 

@@ -24,13 +24,14 @@ import yarl
 from bot.health import health_app, serving
 from bot.logging_setup import quiet_ml_libraries
 from bot.metrics import BotMetrics
-from bot.preflight import StartupError, check_device, check_model, check_output, discord_login
+from bot.preflight import check_device, check_model, check_output, discord_login
 from bot.settings import Settings
+from bot.startup_base import StartupError, open_storage
 from generation.backends.protocol import GenerationBackend
 from generation.media.image_store import ImageStore
 from generation.pipelines.contract import Engine
 from jobs.retention import running_retention
-from storage.interface import StorageError, Store
+from storage.interface import StorageError
 
 log = logging.getLogger("bot")
 
@@ -42,25 +43,6 @@ def apply_endpoints(settings: Settings) -> None:
         discord.http.Route.BASE = settings.discord_api_base
     if settings.discord_gateway_url:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
-
-
-@contextlib.asynccontextmanager
-async def open_storage(settings: Settings) -> AsyncIterator[Store]:
-    """The configured store: PostgreSQL at DATABASE_URL, else SQLite at DATABASE_PATH."""
-    if settings.database_url:
-        try:
-            from storage.postgres import open_pg_store
-        except ImportError as exc:
-            raise StartupError(f"DATABASE_URL needs PostgreSQL support: {exc}") from None
-        store: Store = await open_pg_store(settings.database_url, settings.default_limits)
-    else:
-        from storage.sqlite import open_store
-
-        store = await open_store(settings.database_path, settings.default_limits)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def load_engine(settings: Settings) -> Engine:

@@ -125,7 +125,7 @@ def test_optimise_parsing() -> None:
 
 
 def test_percentile_by_nearest_rank() -> None:
-    from bench.service import percentile
+    from bench.stats import percentile
 
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) in (50.0, 51.0)
@@ -135,7 +135,7 @@ def test_percentile_by_nearest_rank() -> None:
 
 
 def test_median_confidence_interval_uses_binomial_ranks() -> None:
-    from bench.service import median_ci95
+    from bench.stats import median_ci95
 
     # n = 40: P(Binomial(40, 1/2) <= 13) = 0.0192 (two tails 0.038 <= 0.05), <= 14 gives 0.0403 (0.081)
     assert median_ci95([float(v) for v in range(40)]) == (13.0, 26.0)

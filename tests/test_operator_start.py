@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from bot import startup
-from bot.preflight import BOT_PERMISSIONS, StartupError
+from bot.preflight import BOT_PERMISSIONS
 from bot.settings import settings_from_mapping
+from bot.startup_base import StartupError
 from testkit.bot_process import bot_env
 from testkit.discord_loopback import DiscordLoopback
 

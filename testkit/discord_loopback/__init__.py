@@ -2,9 +2,11 @@
 
 Modules: ``server`` (the aiohttp server, world building, faults) over ``driver`` (members using the
 bot) over ``state`` (what the server knows, waiting, intents); ``models`` (the world's records) and
-``records`` (messages, interactions, the request log); ``rest`` (middleware, bodies, the route table),
-``rest_messages`` (channel routes), ``rest_interactions`` (callbacks, interaction webhooks);
-``permissions`` and ``spec`` (Discord's rules); ``gateway`` (the websocket).
+``records`` (messages, interactions, the request log); ``rest`` (middleware, the route table) over
+``rest_messages`` (channel routes) and ``rest_interactions`` (callbacks, interaction webhooks), all
+on ``rest_io`` (bodies, JSON responses); ``permissions`` (the bits), ``channel_rules`` and ``spec``
+(Discord's rules); ``gateway`` (the websocket) over ``gateway_session`` (socket, resumable session).
+The handlers take the server as a ``LoopbackState``.
 
 Quick start (in an async test)::
 
@@ -36,7 +38,7 @@ interaction's ``member.permissions`` is ``permissions`` if given, else @everyone
 (Administrator → all; the owner → all); its ``app_permissions`` are the channel's
 ``bot_permissions``; its ``attachment_size_limit`` the larger of the guild's and the member's.
 
-Strict like Discord (``spec.py``, ``permissions.py``): every request under /api/v10 is checked
+Strict like Discord (``spec.py``, ``channel_rules.py``): every request under /api/v10 is checked
 against Discord's OpenAPI spec, vendored at ``../shared/discord-api-spec/openapi.json`` next to the
 checkout (``SPEC_PATH``; missing → ``SpecMissing``), with `jsonschema`, plus the bot content limit
 (2,000 characters). A refused request gets 400 ``{"code": 50035, "errors": {field: {"_errors":

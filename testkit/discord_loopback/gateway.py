@@ -1,85 +1,24 @@
-"""The gateway websocket: HELLO, heartbeats, IDENTIFY/RESUME, sequenced dispatches, zlib-stream frames."""
+"""The gateway websocket: HELLO, heartbeats, IDENTIFY/RESUME, sequenced dispatches (the socket and
+the session are in `gateway_session`)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import secrets
-import zlib
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from .gateway_session import GatewayConnection, GatewaySession
 from .models import JSON
 
 if TYPE_CHECKING:
-    from .server import DiscordLoopback
+    from .state import LoopbackState
 
 HEARTBEAT_INTERVAL_MS = 41_250
-REPLAY_BUFFER = 5_000
 
 
-class GatewayConnection:
-    """One websocket: an ordered outgoing queue drained by a writer task (so sync code can send)."""
-
-    def __init__(self, ws: web.WebSocketResponse, compress: bool) -> None:
-        self.ws = ws
-        self._z = zlib.compressobj() if compress else None
-        self._queue: asyncio.Queue[JSON | None] = asyncio.Queue()
-        self._writer = asyncio.create_task(self._write_loop())
-
-    def send(self, payload: JSON) -> None:
-        self._queue.put_nowait(payload)
-
-    async def _write_loop(self) -> None:
-        while True:
-            payload = await self._queue.get()
-            if payload is None:
-                return
-            raw = json.dumps(payload).encode()
-            try:
-                if self._z is not None:
-                    await self.ws.send_bytes(self._z.compress(raw) + self._z.flush(zlib.Z_SYNC_FLUSH))
-                else:
-                    await self.ws.send_str(raw.decode())
-            except (ConnectionError, RuntimeError):
-                return
-
-    async def close(self, code: int) -> None:
-        self._queue.put_nowait(None)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._writer, timeout=2.0)
-        await self.ws.close(code=code)
-
-    async def stop(self) -> None:
-        self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._writer
-
-
-@dataclass
-class GatewaySession:
-    """A Discord session: survives a dropped socket and replays missed dispatches on RESUME."""
-
-    id: str
-    identify: JSON
-    seq: int = 0
-    buffer: list[tuple[int, JSON]] = field(default_factory=list)
-    conn: GatewayConnection | None = None
-
-    def dispatch(self, event: str, data: JSON) -> int:
-        self.seq += 1
-        payload: JSON = {"op": 0, "t": event, "s": self.seq, "d": data}
-        self.buffer.append((self.seq, payload))
-        del self.buffer[:-REPLAY_BUFFER]
-        if self.conn is not None:
-            self.conn.send(payload)
-        return self.seq
-
-
-async def gateway_handler(server: DiscordLoopback, request: web.Request) -> web.WebSocketResponse:
+async def gateway_handler(server: LoopbackState, request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=0)
     await ws.prepare(request)
     conn = GatewayConnection(ws, compress=request.query.get("compress") == "zlib-stream")
@@ -102,7 +41,7 @@ async def gateway_handler(server: DiscordLoopback, request: web.Request) -> web.
     return ws
 
 
-async def _on_message(server: DiscordLoopback, conn: GatewayConnection, msg: JSON) -> None:
+async def _on_message(server: LoopbackState, conn: GatewayConnection, msg: JSON) -> None:
     op, d = msg.get("op"), msg.get("d")
     if op == 1:
         server.heartbeats += 1
@@ -116,7 +55,7 @@ async def _on_message(server: DiscordLoopback, conn: GatewayConnection, msg: JSO
     server._notify()
 
 
-def _identify(server: DiscordLoopback, conn: GatewayConnection, d: Any) -> None:
+def _identify(server: LoopbackState, conn: GatewayConnection, d: Any) -> None:
     if not isinstance(d, dict) or d.get("token") != server.token:
         conn.send({"op": 9, "s": None, "t": None, "d": False})
         return
@@ -147,7 +86,7 @@ def _identify(server: DiscordLoopback, conn: GatewayConnection, d: Any) -> None:
     server.ready_sent = True
 
 
-def _resume(server: DiscordLoopback, conn: GatewayConnection, d: Any) -> None:
+def _resume(server: LoopbackState, conn: GatewayConnection, d: Any) -> None:
     session = server.session
     if (
         session is None
@@ -166,7 +105,7 @@ def _resume(server: DiscordLoopback, conn: GatewayConnection, d: Any) -> None:
     session.dispatch("RESUMED", {})
 
 
-def _request_members(server: DiscordLoopback, conn: GatewayConnection, d: Any) -> None:
+def _request_members(server: LoopbackState, conn: GatewayConnection, d: Any) -> None:
     if server.session is None or not isinstance(d, dict):
         return
     guild = server.guilds.get(int(d["guild_id"]))

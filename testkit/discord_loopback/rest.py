@@ -1,50 +1,38 @@
 """REST under /api/v10 (and the attachment CDN): the middleware (auth, planned faults and stalls,
-Discord's spec, the request log), request bodies, the route table and the small endpoints. Message
-routes are in `rest_messages` (channels) and `rest_interactions` (interaction callbacks, webhooks)."""
+Discord's spec, the request log), the route table and the small endpoints. Request bodies and JSON
+responses are in `rest_io`; message routes in `rest_messages` (channels) and `rest_interactions`
+(interaction callbacks, webhooks)."""
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .models import JSON, Attachment, snowflake
-from .permissions import DiscordError
+from . import rest_interactions as inter
+from . import rest_messages as chan
+from .channel_rules import DiscordError
+from .models import JSON, snowflake
 from .records import RequestLog, Stall
+from .rest_io import json_response, read_body
 from .spec import Invalid, SpecViolation, form_errors
 
 if TYPE_CHECKING:
-    from .server import DiscordLoopback
+    from .state import LoopbackState
 
-__all__ = ["API", "DiscordError", "add_routes", "json_response", "make_middleware", "no_content", "read_body"]
+__all__ = ["API", "add_routes", "make_middleware"]
 
 API = "/api/v10"
-_BODY = "loopback_body"
 
-MessageHandler = Callable[["DiscordLoopback", web.Request, str], Awaitable[web.Response]]
+MessageHandler = Callable[["LoopbackState", web.Request, str], Awaitable[web.Response]]
 """The handler of one message's routes, told the method (GET, PATCH or DELETE)."""
-
-
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """Content-Type exactly application/json (discord.py reads '; charset=…' bodies as text)."""
-    return web.Response(
-        body=json.dumps(data).encode(),
-        status=status,
-        headers={"Content-Type": "application/json", **(headers or {})},
-    )
-
-
-def no_content() -> web.Response:
-    return web.Response(status=204)
 
 
 # ---------------------------------------------------------------- middleware: auth, faults, stalls, log
 
 
-def make_middleware(server: DiscordLoopback) -> Any:
+def make_middleware(server: LoopbackState) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         path = request.path
@@ -84,7 +72,7 @@ def make_middleware(server: DiscordLoopback) -> Any:
     return middleware
 
 
-async def _hold(server: DiscordLoopback, stall: Stall, method: str, rel: str) -> None:
+async def _hold(server: LoopbackState, stall: Stall, method: str, rel: str) -> None:
     stall.hits.append(f"{method} {rel}")
     stall.stalled.set()
     server._notify()
@@ -117,7 +105,7 @@ def _fault_response(status: int, retry_after: float, is_global: bool, code: int)
 
 
 async def _check_spec(
-    server: DiscordLoopback, request: web.Request, method: str, rel: str
+    server: LoopbackState, request: web.Request, method: str, rel: str
 ) -> web.Response | None:
     """400 50035 with the field paths if Discord's spec refuses the request (recorded), else None."""
     body: Any = None
@@ -132,58 +120,16 @@ async def _check_spec(
     return _refuse(server, method, rel, problems) if problems else None
 
 
-def _refuse(server: DiscordLoopback, method: str, rel: str, problems: list[Invalid]) -> web.Response:
+def _refuse(server: LoopbackState, method: str, rel: str, problems: list[Invalid]) -> web.Response:
     server.spec_violations.append(SpecViolation(method, rel, tuple(problems)))
     body = {"code": 50035, "message": "Invalid Form Body", "errors": form_errors(problems)}
     return json_response(body, status=400)
 
 
-async def read_body(
-    request: web.Request, server: DiscordLoopback
-) -> tuple[JSON, list[tuple[int, Attachment]]]:
-    """JSON body, or multipart `payload_json` + `files[n]` parts → (payload, [(n, attachment)]).
-    Read once per request (the middleware's spec check reads it first)."""
-    cached: tuple[JSON, list[tuple[int, Attachment]]] | None = request.get(_BODY)
-    if cached is not None:
-        return cached
-    parsed = await _parse_body(request, server)
-    request[_BODY] = parsed
-    return parsed
-
-
-async def _parse_body(
-    request: web.Request, server: DiscordLoopback
-) -> tuple[JSON, list[tuple[int, Attachment]]]:
-    ctype = request.headers.get("Content-Type", "")
-    if ctype.startswith("multipart/"):
-        payload: JSON = {}
-        files: list[tuple[int, Attachment]] = []
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            name = part.name or ""  # type: ignore[union-attr]
-            if name == "payload_json":
-                payload = json.loads(await part.text())  # type: ignore[union-attr]
-            elif m := re.fullmatch(r"files\[(\d+)\]", name):
-                data = bytes(await part.read())  # type: ignore[union-attr]
-                filename = part.filename or f"file{m.group(1)}"  # type: ignore[union-attr]
-                files.append(
-                    (
-                        int(m.group(1)),
-                        server._new_attachment(filename, data, part.headers.get("Content-Type")),
-                    )
-                )
-        return payload, files
-    raw = await request.read()
-    return (json.loads(raw) if raw else {}), []
-
-
 # ---------------------------------------------------------------- routes
 
 
-def add_routes(server: DiscordLoopback, app: web.Application) -> None:
-    from . import rest_interactions as inter
-    from . import rest_messages as chan
-
+def add_routes(server: LoopbackState, app: web.Application) -> None:
     r = app.router
     g = API
     r.add_get(f"{g}/users/@me", lambda rq: _me(server))
@@ -226,17 +172,17 @@ def add_routes(server: DiscordLoopback, app: web.Application) -> None:
 
 
 def _with_method(
-    server: DiscordLoopback, handler: MessageHandler, method: str
+    server: LoopbackState, handler: MessageHandler, method: str
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """A route's handler: `handler(server, request, method)`."""
     return lambda rq: handler(server, rq, method)
 
 
-async def _me(server: DiscordLoopback) -> web.Response:
+async def _me(server: LoopbackState) -> web.Response:
     return json_response(server.bot_user.payload() | {"verified": True, "mfa_enabled": False, "flags": 0})
 
 
-async def _app_info(server: DiscordLoopback) -> web.Response:
+async def _app_info(server: LoopbackState) -> web.Response:
     owner = server.owner_user.payload()
     return json_response(
         {
@@ -256,11 +202,11 @@ async def _app_info(server: DiscordLoopback) -> web.Response:
     )
 
 
-async def _gateway(server: DiscordLoopback) -> web.Response:
+async def _gateway(server: LoopbackState) -> web.Response:
     return json_response({"url": server.gateway_url})
 
 
-async def _gateway_bot(server: DiscordLoopback) -> web.Response:
+async def _gateway_bot(server: LoopbackState) -> web.Response:
     return json_response(
         {
             "url": server.gateway_url,
@@ -270,7 +216,7 @@ async def _gateway_bot(server: DiscordLoopback) -> web.Response:
     )
 
 
-async def _put_commands(server: DiscordLoopback, request: web.Request, guild_id: int | None) -> web.Response:
+async def _put_commands(server: LoopbackState, request: web.Request, guild_id: int | None) -> web.Response:
     body = await request.json()
     out: list[JSON] = []
     previous = {c["name"]: c for c in server.commands.get(guild_id, [])}
@@ -293,12 +239,12 @@ async def _put_commands(server: DiscordLoopback, request: web.Request, guild_id:
     return json_response(out)
 
 
-async def _get_commands(server: DiscordLoopback, guild_id: int | None) -> web.Response:
+async def _get_commands(server: LoopbackState, guild_id: int | None) -> web.Response:
     server.command_fetches.append(guild_id)
     return json_response(server.commands.get(guild_id, []))
 
 
-async def _get_guild(server: DiscordLoopback, request: web.Request) -> web.Response:
+async def _get_guild(server: LoopbackState, request: web.Request) -> web.Response:
     guild = server.guilds.get(int(request.match_info["gid"]))
     if guild is None:
         raise DiscordError(404, 10004, "Unknown Guild")
@@ -308,7 +254,7 @@ async def _get_guild(server: DiscordLoopback, request: web.Request) -> web.Respo
     return json_response(data)
 
 
-async def _get_member(server: DiscordLoopback, request: web.Request) -> web.Response:
+async def _get_member(server: LoopbackState, request: web.Request) -> web.Response:
     guild = server.guilds.get(int(request.match_info["gid"]))
     if guild is None:
         raise DiscordError(404, 10004, "Unknown Guild")
@@ -318,7 +264,7 @@ async def _get_member(server: DiscordLoopback, request: web.Request) -> web.Resp
     return json_response(member.payload())
 
 
-async def _open_dm(server: DiscordLoopback, request: web.Request) -> web.Response:
+async def _open_dm(server: LoopbackState, request: web.Request) -> web.Response:
     body = await request.json()
     user = server.users.get(int(body["recipient_id"]))
     if user is None:
@@ -327,7 +273,7 @@ async def _open_dm(server: DiscordLoopback, request: web.Request) -> web.Respons
     return json_response(channel.payload() | {"recipients": [user.payload()], "last_message_id": None})
 
 
-async def _cdn(server: DiscordLoopback, request: web.Request) -> web.Response:
+async def _cdn(server: LoopbackState, request: web.Request) -> web.Response:
     att = server.attachments.get(int(request.match_info["aid"]))
     if att is None:
         return web.Response(status=404, text="Not Found")

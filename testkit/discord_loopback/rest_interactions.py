@@ -7,17 +7,17 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .channel_rules import THREAD_ARCHIVED, THREAD_LOCKED, UNKNOWN_CHANNEL, DiscordError
 from .models import EPHEMERAL, INTERACTION_ACK_WINDOW_S, INTERACTION_TOKEN_TTL_S, JSON, LOADING, Channel
-from .permissions import THREAD_ARCHIVED, THREAD_LOCKED, UNKNOWN_CHANNEL, DiscordError
 from .records import CallbackAttempt, InteractionRecord, Message
-from .rest import json_response, no_content, read_body
+from .rest_io import json_response, no_content, read_body
 from .rest_messages import apply_payload, check_sizes, unarchive_on_post
 
 if TYPE_CHECKING:
-    from .server import DiscordLoopback
+    from .state import LoopbackState
 
 
-def _interaction_by_token(server: DiscordLoopback, request: web.Request) -> InteractionRecord:
+def _interaction_by_token(server: LoopbackState, request: web.Request) -> InteractionRecord:
     if int(request.match_info["app"]) != server.application_id:
         raise DiscordError(404, 10015, "Unknown Webhook")
     rec = server.interactions_by_token.get(request.match_info["token"])
@@ -29,9 +29,7 @@ def _interaction_by_token(server: DiscordLoopback, request: web.Request) -> Inte
     return rec
 
 
-def _channel_of(
-    server: DiscordLoopback, rec: InteractionRecord, *, editing: bool, ephemeral: bool
-) -> Channel:
+def _channel_of(server: LoopbackState, rec: InteractionRecord, *, editing: bool, ephemeral: bool) -> Channel:
     """The interaction's channel, if the bot's answer can go there: interaction answers need no
     channel permission, but a deleted channel, a locked thread (and an edit in an archived one)
     refuse public messages as they do in channels."""
@@ -45,7 +43,7 @@ def _channel_of(
     return channel
 
 
-async def callback(server: DiscordLoopback, request: web.Request) -> web.Response:
+async def callback(server: LoopbackState, request: web.Request) -> web.Response:
     rec = server.interactions.get(int(request.match_info["iid"]))
     if rec is None or rec.token != request.match_info["token"]:
         raise DiscordError(404, 10062, "Unknown interaction")
@@ -108,7 +106,7 @@ async def callback(server: DiscordLoopback, request: web.Request) -> web.Respons
     return json_response(body)
 
 
-async def followup(server: DiscordLoopback, request: web.Request) -> web.Response:
+async def followup(server: LoopbackState, request: web.Request) -> web.Response:
     rec = _interaction_by_token(server, request)
     if not rec.acknowledged:
         raise DiscordError(404, 10015, "Unknown Webhook")
@@ -139,7 +137,7 @@ async def followup(server: DiscordLoopback, request: web.Request) -> web.Respons
     return json_response(msg.payload()) if wait else no_content()
 
 
-def _webhook_target(server: DiscordLoopback, rec: InteractionRecord, mid: str) -> Message:
+def _webhook_target(server: LoopbackState, rec: InteractionRecord, mid: str) -> Message:
     if mid == "@original":
         msg = rec.original
     else:
@@ -151,7 +149,7 @@ def _webhook_target(server: DiscordLoopback, rec: InteractionRecord, mid: str) -
     return msg
 
 
-async def webhook_message(server: DiscordLoopback, request: web.Request, method: str) -> web.Response:
+async def webhook_message(server: LoopbackState, request: web.Request, method: str) -> web.Response:
     rec = _interaction_by_token(server, request)
     msg = _webhook_target(server, rec, request.match_info["mid"])
     if method == "GET":

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .channel_rules import DiscordError, check_edit, check_react, check_send, check_view
 from .models import EPHEMERAL, JSON, LOADING, Attachment, Channel
-from .permissions import DiscordError, check_edit, check_react, check_send, check_view
 from .records import Message
-from .rest import json_response, no_content, read_body
+from .rest_io import json_response, no_content, read_body
 
 if TYPE_CHECKING:
-    from .server import DiscordLoopback
+    from .state import LoopbackState
 
 NONCE_WINDOW_S = 300.0  # how long Discord remembers a message's nonce for `enforce_nonce`
 UPLOAD_TOO_LARGE = (413, 40005, "Request entity too large")
@@ -29,7 +29,7 @@ def check_sizes(files: list[tuple[int, Attachment]], limit: int) -> None:
 
 
 def apply_payload(
-    server: DiscordLoopback, msg: Message, payload: JSON, files: list[tuple[int, Attachment]], *, create: bool
+    server: LoopbackState, msg: Message, payload: JSON, files: list[tuple[int, Attachment]], *, create: bool
 ) -> None:
     """Create/edit semantics of Discord's message endpoints (attachments listed = attachments kept)."""
     if "content" in payload or create:
@@ -67,39 +67,39 @@ def apply_payload(
         msg.edited_timestamp = dt.datetime.now(dt.UTC)
 
 
-def _channel(server: DiscordLoopback, request: web.Request) -> Channel | None:
+def _channel(server: LoopbackState, request: web.Request) -> Channel | None:
     return server.channels.get(int(request.match_info["cid"]))
 
 
-def _message_or_404(server: DiscordLoopback, request: web.Request, channel: Channel) -> Message:
+def _message_or_404(server: LoopbackState, request: web.Request, channel: Channel) -> Message:
     msg = server.messages.get(int(request.match_info["mid"]))
     if msg is None or msg.deleted or msg.channel_id != channel.id or msg.ephemeral:
         raise DiscordError(404, 10008, "Unknown Message")
     return msg
 
 
-def upload_limit(server: DiscordLoopback, channel: Channel) -> int:
+def upload_limit(server: LoopbackState, channel: Channel) -> int:
     """Per-file limit for the bot's posts in `channel`: its guild's (boost tier), else the default."""
     guild = server.guilds.get(channel.guild_id) if channel.guild_id else None
     return guild.upload_limit if guild else server.default_upload_limit
 
 
-def unarchive_on_post(server: DiscordLoopback, channel: Channel) -> None:
+def unarchive_on_post(server: LoopbackState, channel: Channel) -> None:
     """Discord: a message in an archived (unlocked) thread unarchives it."""
     if channel.is_thread and channel.archived:
         server.update_channel(channel, archived=False)
 
 
-async def get_channel(server: DiscordLoopback, request: web.Request) -> web.Response:
+async def get_channel(server: LoopbackState, request: web.Request) -> web.Response:
     return json_response(check_view(_channel(server, request)).payload())
 
 
-async def typing(server: DiscordLoopback, request: web.Request) -> web.Response:
+async def typing(server: LoopbackState, request: web.Request) -> web.Response:
     check_view(_channel(server, request))
     return no_content()
 
 
-async def post_message(server: DiscordLoopback, request: web.Request) -> web.Response:
+async def post_message(server: LoopbackState, request: web.Request) -> web.Response:
     payload, files = await read_body(request, server)
     found = _channel(server, request)
     recipient = server.users.get(found.recipient_id) if found and found.recipient_id else None
@@ -124,7 +124,7 @@ async def post_message(server: DiscordLoopback, request: web.Request) -> web.Res
     return json_response(msg.payload())
 
 
-async def channel_message(server: DiscordLoopback, request: web.Request, method: str) -> web.Response:
+async def channel_message(server: LoopbackState, request: web.Request, method: str) -> web.Response:
     channel = check_view(_channel(server, request))
     msg = _message_or_404(server, request, channel)
     if method == "GET":
@@ -142,7 +142,7 @@ async def channel_message(server: DiscordLoopback, request: web.Request, method:
     return json_response(msg.payload())
 
 
-async def reaction(server: DiscordLoopback, request: web.Request, *, add: bool) -> web.Response:
+async def reaction(server: LoopbackState, request: web.Request, *, add: bool) -> web.Response:
     channel = check_react(_channel(server, request))
     msg = _message_or_404(server, request, channel)
     who = request.match_info["who"]

@@ -26,7 +26,7 @@ from .models import (
 from .permissions import ALL_PERMISSIONS, MANAGE_GUILD
 from .records import Fault, Message, Stall
 from .rest import add_routes, make_middleware
-from .spec import SpecValidator, SpecViolation
+from .spec import SpecViolation
 
 
 class SpecViolationError(AssertionError):
@@ -51,7 +51,6 @@ class DiscordLoopback(MemberDriver):
     ) -> None:
         super().__init__(token=token, bot_name=bot_name)
         self.strict = strict
-        self.spec = SpecValidator.default()
         self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------ lifecycle and addresses
@@ -93,11 +92,6 @@ class DiscordLoopback(MemberDriver):
     def api_base(self) -> str:
         """Set ``discord.http.Route.BASE`` to this."""
         return f"{self.url}/api/v10"
-
-    @property
-    def gateway_url(self) -> str:
-        """Set ``DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(...)`` to this."""
-        return f"ws://127.0.0.1:{self._port}/gateway"
 
     @contextlib.contextmanager
     def patched_discord(self) -> Iterator[None]:
@@ -143,11 +137,6 @@ class DiscordLoopback(MemberDriver):
 
         msg: Message = await self.wait_for(find, timeout=timeout)
         return msg
-
-    def channel_messages(self, channel: Channel | int) -> list[Message]:
-        """Live (not deleted, not ephemeral) messages in a channel, oldest first."""
-        cid = channel if isinstance(channel, int) else channel.id
-        return [m for i in self.channel_log.get(cid, []) if not (m := self.messages[i]).deleted]
 
     async def wait_for_resume(self, count: int = 1, timeout: float = 15.0) -> None:  # noqa: ASYNC109
         """Wait until the client has RESUMEd `count` times in total and is connected again."""
@@ -229,25 +218,6 @@ class DiscordLoopback(MemberDriver):
             locked=locked,
         )
         return self._add(self.guilds[parent.guild_id], thread, "THREAD_CREATE")
-
-    def update_channel(
-        self,
-        channel: Channel,
-        *,
-        bot_permissions: int | None = None,
-        archived: bool | None = None,
-        locked: bool | None = None,
-    ) -> None:
-        """Change what the bot may do in a channel, or archive / lock a thread (CHANNEL/THREAD_UPDATE)."""
-        if bot_permissions is not None:
-            channel.bot_permissions = bot_permissions
-        if archived is not None:
-            channel.archived = archived
-        if locked is not None:
-            channel.locked = locked
-        if self.ready_sent:
-            self.dispatch("THREAD_UPDATE" if channel.is_thread else "CHANNEL_UPDATE", channel.payload())
-        self._notify()
 
     def delete_channel(self, channel: Channel) -> None:
         """The channel is gone: requests to it get 404 10003 Unknown Channel."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from .gateway import GatewayConnection, GatewaySession
+from .gateway_session import GatewayConnection, GatewaySession
 from .models import (
     DEFAULT_UPLOAD_LIMIT,
     DM_CHANNEL,
@@ -24,7 +24,7 @@ from .models import (
     snowflake,
 )
 from .records import Fault, InteractionRecord, Message, RequestLog, Stall
-from .spec import SpecViolation
+from .spec import SpecValidator, SpecViolation
 
 GUILDS, GUILD_MEMBERS = 1 << 0, 1 << 1
 GUILD_MESSAGES, GUILD_MESSAGE_REACTIONS = 1 << 9, 1 << 10
@@ -77,6 +77,7 @@ class LoopbackState:
         self.stalls: list[Stall] = []
         self.requests: list[RequestLog] = []
         self.unhandled: list[str] = []
+        self.spec = SpecValidator.default()  # what every request under /api/v10 is checked against
         self.spec_violations: list[SpecViolation] = []
         self.dropped_events: list[str] = []  # dispatches the bot's intents did not ask for
         self.default_upload_limit = DEFAULT_UPLOAD_LIMIT
@@ -88,6 +89,11 @@ class LoopbackState:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def gateway_url(self) -> str:
+        """Set ``DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(...)`` to this."""
+        return f"ws://127.0.0.1:{self._port}/gateway"
 
     # ------------------------------------------------------------------ clock
 
@@ -137,6 +143,30 @@ class LoopbackState:
             self.dropped_events.append(event)
             return
         self.session.dispatch(event, data)
+        self._notify()
+
+    def channel_messages(self, channel: Channel | int) -> list[Message]:
+        """Live (not deleted, not ephemeral) messages in a channel, oldest first."""
+        cid = channel if isinstance(channel, int) else channel.id
+        return [m for i in self.channel_log.get(cid, []) if not (m := self.messages[i]).deleted]
+
+    def update_channel(
+        self,
+        channel: Channel,
+        *,
+        bot_permissions: int | None = None,
+        archived: bool | None = None,
+        locked: bool | None = None,
+    ) -> None:
+        """Change what the bot may do in a channel, or archive / lock a thread (CHANNEL/THREAD_UPDATE)."""
+        if bot_permissions is not None:
+            channel.bot_permissions = bot_permissions
+        if archived is not None:
+            channel.archived = archived
+        if locked is not None:
+            channel.locked = locked
+        if self.ready_sent:
+            self.dispatch("THREAD_UPDATE" if channel.is_thread else "CHANNEL_UPDATE", channel.payload())
         self._notify()
 
     def _new_attachment(self, filename: str, data: bytes, content_type: str | None) -> Attachment:
