@@ -135,6 +135,18 @@ def test_repeat_range_and_the_total_cap() -> None:
         command("{a, b, c} --repeat 8")
 
 
+@pytest.mark.parametrize("text", ["fox --repeat 0", "fox --r 0", "fox --repeat -1", "fox --repeat 9"])
+def test_repeat_out_of_range_is_refused_never_taken_as_one(text: str) -> None:
+    with pytest.raises(PromptError, match="must be between 1 and 8 jobs"):
+        command(text)
+
+
+@pytest.mark.parametrize("flag", ["--n 0", "--steps 0", "--stop 0", "--quality 0", "--cfg -1"])
+def test_no_number_flag_takes_zero_or_less_as_its_default(flag: str) -> None:
+    with pytest.raises(PromptError, match="must be"):
+        command(f"fox {flag}")
+
+
 # macros -------------------------------------------------------------------------------------------
 
 

@@ -195,8 +195,11 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
     seed = pick_int("seed")
     if seed is not None:
         check_range(label("seed"), seed, 0, SEED_MODULUS - 1)
-    repeat = pick_int("repeat") or 1
-    check_range(label("repeat"), repeat, 1, MAX_REPEAT, " jobs")
+    repeat = pick_int("repeat")
+    if repeat is None:
+        repeat = 1
+    else:
+        check_range(label("repeat"), repeat, 1, MAX_REPEAT, " jobs")
     stop = pick_int("stop")
     if stop is not None:
         check_range(label("stop"), stop, 10, 100, " percent")
