@@ -24,6 +24,7 @@ from bot.delivery.discord_outbox import DiscordOutbox
 from bot.services import Services, lora_catalog
 from bot.settings import Settings
 from bot.views.edit_buttons import EditItem
+from bot.views.pager import PageButton
 from bot.views.result_buttons import ImageButton, JobButton, PromptButton
 from generation.backends.protocol import GenerationBackend
 from generation.media.image_store import ImageStore
@@ -126,7 +127,7 @@ class ImagineBot(commands.Bot):
     async def setup_hook(self) -> None:
         for command in all_commands(self.services):
             self.tree.add_command(command)
-        self.add_dynamic_items(ImageButton, JobButton, PromptButton, EditItem, SettingsControl)
+        self.add_dynamic_items(ImageButton, JobButton, PromptButton, EditItem, SettingsControl, PageButton)
         guild = discord.Object(self.settings.sync_guild_id) if self.settings.sync_guild_id else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)

@@ -45,6 +45,39 @@ def fit(
     return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
+def pages(
+    head: Sequence[str],
+    items: Sequence[str],
+    tail: Sequence[str] = (),
+    *,
+    sep: str = "\n",
+    limit: int = MESSAGE_LIMIT,
+) -> list[str]:
+    """`head`, `items` (joined by `sep`) and `tail` as one message if they fit in `limit`, else as
+    pages: each the `head`, its run of items, the `tail` and "Page k of n", every item on exactly one
+    page (one too long for a page alone is cut with "…")."""
+
+    def text(chunk: Sequence[str], footer: Sequence[str] = ()) -> str:
+        return "\n".join([*head, *([sep.join(chunk)] if chunk else []), *tail, *footer])
+
+    whole = text(items)
+    if len(whole) <= limit or not items:
+        return [fit(head, items, tail, sep=sep, limit=limit)]
+    widest = f"-# Page {len(items)} of {len(items)}"
+    budget = max(1, limit - len(text([], [widest])) - 1)  # - 1: the line break before the items
+    chunks: list[list[str]] = [[]]
+    used = 0
+    for item in items:
+        item = item if len(item) <= budget else item[: budget - 1] + "…"
+        if chunks[-1] and used + len(sep) + len(item) > budget:
+            chunks.append([])
+        used = len(item) if not chunks[-1] else used + len(sep) + len(item)
+        chunks[-1].append(item)
+    count = len(chunks)
+    out = [text(chunk, [f"-# Page {k} of {count}"]) for k, chunk in enumerate(chunks, 1)]
+    return [page if len(page) <= limit else page[: limit - 1] + "…" for page in out]
+
+
 def when(ts: float) -> str:
     """A Discord relative timestamp (`<t:…:R>`: "in 5 minutes"), rendered in each reader's time zone."""
     return f"<t:{int(ts + 0.999)}:R>"

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from generation.media.compose import read_parameters
+from generation.prompts.grammar import MAX_MACROS
 from generation.prompts.request import GenerationRequest
 from storage.interface import PromptSettings
 from testkit.answers import JOB_RE
@@ -145,6 +146,58 @@ async def test_prefer_macros(world: BotWorld) -> None:
     gone = await world.wait_ephemeral(invoke(world, "prefer", world.alice, "option delete", name="--gold"))
     assert "is gone" in gone.content
     assert (await world.store.prompt_settings(world.guild.id, world.alice.id)).macros == {}
+
+
+def page_button(message: Message, label: str) -> dict[str, Any]:
+    """The `Previous` or `Next` button of a paged list."""
+    buttons: list[dict[str, Any]] = [
+        c for row in message.components for c in row["components"] if c.get("label") == label
+    ]
+    [button] = buttons
+    return button
+
+
+async def test_a_long_macro_list_pages_with_previous_and_next(world: BotWorld) -> None:
+    macros = {f"m{i:02d}": f"{i:02d} " + "golden hour, 35mm film, " * 15 for i in range(MAX_MACROS)}
+    for name, value in macros.items():
+        await world.wait_ephemeral(invoke(world, "prefer", world.carol, "option set", name=name, value=value))
+    listed = await world.wait_ephemeral(invoke(world, "prefer", world.carol, "option list"))
+    assert listed.ephemeral and "-# Page 1 of " in listed.content and not listed.content.endswith("…")
+    assert page_button(listed, "Previous")["disabled"] and not page_button(listed, "Next").get("disabled")
+    count = int(listed.content.rsplit(" of ", 1)[1])
+    shown = [listed.content]
+    for page in range(2, count + 1):
+        await world.server.click(listed, page_button(listed, "Next")["custom_id"], world.carol).wait_acked()
+        listed = world.server.messages[listed.id]
+        assert listed.content.endswith(f"-# Page {page} of {count}") and len(listed.content) <= 2000
+        shown.append(listed.content)
+    assert page_button(listed, "Next")["disabled"] and not page_button(listed, "Previous").get("disabled")
+    lines = [line for text in shown for line in text.split("\n") if line.startswith("`--")]
+    assert [line.split("`")[1] for line in lines] == [f"--{name}" for name in macros]  # each once, in order
+
+    stranger = world.server.click(listed, page_button(listed, "Previous")["custom_id"], world.bob)
+    await stranger.wait_final(lambda r: any("isn't yours" in m.content and m.ephemeral for m in r.messages))
+    await world.restart_bot()  # the buttons' ids say which list, whose and which page
+    await world.server.click(listed, page_button(listed, "Previous")["custom_id"], world.carol).wait_acked()
+    assert world.server.messages[listed.id].content == shown[-2]
+
+
+async def test_a_long_blocklist_pages_after_a_defer(world: BotWorld) -> None:
+    words = [f"zzblocked phrase number {i:03d}" for i in range(150)]
+    for word in words:
+        await world.store.add_blocked_word(world.guild.id, word)
+    listed = await world.wait_ephemeral(invoke(world, "blocklist", world.boss, "list"))
+    assert listed.content.startswith("Blocked (150):") and "… and" not in listed.content
+    count = int(listed.content.rsplit(" of ", 1)[1])
+    shown = [listed.content]
+    for _ in range(count - 1):
+        await world.server.click(listed, page_button(listed, "Next")["custom_id"], world.boss).wait_acked()
+        listed = world.server.messages[listed.id]
+        shown.append(listed.content)
+    assert sum(text.count("“zzblocked") for text in shown) == len(words)
+    assert page_button(listed, "Next")["disabled"] and listed.content.endswith(f"Page {count} of {count}")
+    for word in words:
+        await world.store.remove_blocked_word(world.guild.id, word)
 
 
 async def test_permutations_make_one_job_each_and_too_many_are_refused(world: BotWorld) -> None:

@@ -5,14 +5,16 @@ Hidden from members without Manage Server by default permissions, and checked ag
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import discord
 from discord import app_commands
 
-from bot.commands.errors import UserError, member_role_ids, require_manage_guild
-from bot.formatting import fit, limits_text, limits_view_text, patch_text
+from bot.commands.errors import UserError, member_role_ids, report_error, require_manage_guild
+from bot.formatting import limits_text, limits_view_text, patch_text
 from bot.services import Services
+from bot.views.pager import Listing, PagedList
 from jobs.messages import quote
 from storage.blocklist import clean_phrase
 from storage.interface import LimitsPatch, Scope
@@ -125,6 +127,22 @@ def _phrase(raw: str) -> str:
         raise UserError(str(exc)) from None
 
 
+def blocked_listing(words: Sequence[str]) -> Listing:
+    """The blocked phrases, quoted, comma-separated (paged when they don't fit one message)."""
+    if not words:
+        return Listing(["Nothing is blocked."])
+    return Listing([f"Blocked ({len(words)}):"], [f"“{quote(w)}”" for w in words], sep=", ")
+
+
+async def _read_blocked(services: Services, interaction: Interaction) -> Listing:
+    require_manage_guild(interaction)
+    assert interaction.guild_id is not None
+    return blocked_listing(await services.store.blocked_words(interaction.guild_id))
+
+
+BLOCKED = PagedList("blocklist", _read_blocked, report_error)
+
+
 class BlocklistGroup(AdminGroup, name="blocklist", description="Blocked words (admins)"):
     """`/blocklist add|remove|list`."""
 
@@ -140,11 +158,8 @@ class BlocklistGroup(AdminGroup, name="blocklist", description="Blocked words (a
 
     @app_commands.command(name="list", description="List blocked words and phrases")
     async def list_(self, interaction: Interaction) -> None:
-        guild_id = await _admin_defer(interaction)
-        words = await self.services.store.blocked_words(guild_id)
-        quoted = [f"“{quote(w)}”" for w in words]
-        text = fit([f"Blocked ({len(words)}):"], quoted, sep=", ") if words else "Nothing is blocked."
-        await interaction.followup.send(text, ephemeral=True)
+        await _admin_defer(interaction)
+        await BLOCKED.send(self.services, interaction)
 
     async def _change(self, interaction: Interaction, phrase: str, *, block: bool) -> None:
         """Block (or unblock) one phrase and say whether anything changed."""

@@ -1,4 +1,5 @@
-"""Member commands: `/usage`, `/queue`, `/cancel [job]`, `/help`. All answered ephemerally."""
+"""Member commands: `/usage`, `/queue`, `/cancel [job]`, `/help`, `/loras`. All answered ephemerally
+(`/queue` and `/loras` paged, `bot.views.pager`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.commands.errors import UserError, has_manage_guild, member_role_ids
+from bot.commands.errors import UserError, has_manage_guild, member_role_ids, report_error
 from bot.commands.job_controls import cancel_active, job_on_this_server
-from bot.formatting import HELP_TEXT, fit, usage_text
+from bot.formatting import HELP_TEXT, usage_text
 from bot.services import Services
+from bot.views.pager import Listing, PagedList
 from storage.interface import JobState
 
 
@@ -19,6 +21,38 @@ async def _defer(interaction: discord.Interaction[Any]) -> int:
         raise UserError("This command only works in a server.")
     await interaction.response.defer(ephemeral=True, thinking=True)
     return interaction.guild_id
+
+
+async def _read_queue(services: Services, interaction: discord.Interaction[Any]) -> Listing:
+    """The whole queue's size, and where the member's own jobs are in it."""
+    guild_id = interaction.guild_id
+    if guild_id is None:
+        raise UserError("This command only works in a server.")
+    snapshot = services.backend.queue_snapshot()
+    mine_key = f"{guild_id}:{interaction.user.id}"
+    ours = sum(1 for _, owner in snapshot if owner.startswith(f"{guild_id}:"))
+    head = [f"**{len(snapshot)}** job(s) running or waiting ({ours} from this server)."]
+    positions = [(pos, job_id) for pos, (job_id, owner) in enumerate(snapshot, 1) if owner == mine_key]
+    jobs = {j.job_id: j for j in await services.store.queued_jobs(guild_id)}
+    mine: list[str] = []
+    for pos, job_id in positions:
+        state = jobs[job_id].state if job_id in jobs else JobState.QUEUED
+        where = "running" if state is JobState.RUNNING or pos == 1 else f"position {pos}"
+        mine.append(f"• `{job_id}`: {where}")
+    return Listing(head, mine, [] if positions else ["You have nothing waiting."])
+
+
+async def _read_loras(services: Services, interaction: discord.Interaction[Any]) -> Listing:
+    """The LoRA styles in LORA_DIR."""
+    names = services.loras.names()
+    if not names:
+        return Listing(["No LoRA styles are installed on this bot (its admin puts them in `LORA_DIR`)."])
+    head = "Add one to a prompt as `<lora:name:0.8>` (weight -2 to 2, default 1):"
+    return Listing([head], [f"• `{name}`" for name in names])
+
+
+QUEUE = PagedList("queue", _read_queue, report_error)
+LORAS = PagedList("loras", _read_loras, report_error)
 
 
 def member_commands(services: Services) -> list[app_commands.Command[Any, Any, None]]:
@@ -37,20 +71,8 @@ def member_commands(services: Services) -> list[app_commands.Command[Any, Any, N
     @app_commands.command(name="queue", description="What's waiting, and where your jobs are")
     @app_commands.guild_only()
     async def queue(interaction: discord.Interaction[Any]) -> None:
-        guild_id = await _defer(interaction)
-        snapshot = services.backend.queue_snapshot()
-        mine_key = f"{guild_id}:{interaction.user.id}"
-        ours = sum(1 for _, owner in snapshot if owner.startswith(f"{guild_id}:"))
-        head = [f"**{len(snapshot)}** job(s) running or waiting ({ours} from this server)."]
-        positions = [(pos, job_id) for pos, (job_id, owner) in enumerate(snapshot, 1) if owner == mine_key]
-        jobs = {j.job_id: j for j in await services.store.queued_jobs(guild_id)}
-        mine: list[str] = []
-        for pos, job_id in positions:
-            state = jobs[job_id].state if job_id in jobs else JobState.QUEUED
-            where = "running" if state is JobState.RUNNING or pos == 1 else f"position {pos}"
-            mine.append(f"• `{job_id}`: {where}")
-        tail = [] if positions else ["You have nothing waiting."]
-        await interaction.followup.send(fit(head, mine, tail), ephemeral=True)
+        await _defer(interaction)
+        await QUEUE.send(services, interaction)
 
     @app_commands.command(name="cancel", description="Stop your job (your latest, or the one you name)")
     @app_commands.describe(job="The job id (from /queue); leave empty for your latest")
@@ -77,12 +99,6 @@ def member_commands(services: Services) -> list[app_commands.Command[Any, Any, N
     @app_commands.command(name="loras", description="The LoRA styles you can add with <lora:name:weight>")
     @app_commands.guild_only()
     async def loras(interaction: discord.Interaction[Any]) -> None:
-        names = services.loras.names()
-        if not names:
-            text = "No LoRA styles are installed on this bot (its admin puts them in `LORA_DIR`)."
-        else:
-            head = "Add one to a prompt as `<lora:name:0.8>` (weight -2 to 2, default 1):"
-            text = fit([head], [f"• `{name}`" for name in names])
-        await interaction.response.send_message(text, ephemeral=True)
+        await LORAS.send(services, interaction)
 
     return [usage, queue, cancel, help, loras]

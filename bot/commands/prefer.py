@@ -8,13 +8,14 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.commands.errors import UserError
+from bot.commands.errors import UserError, report_error
 from bot.services import Services
+from bot.views.pager import Listing, PagedList
 from generation.prompts.flags import FLAG_NAMES
 from generation.prompts.grammar import MAX_MACROS, check_macro
 from jobs.messages import quote
 
-LIST_LIMIT = 1900  # characters of the list shown (Discord allows 2,000)
+NO_MACROS = "You have no macros here. Add one with `/prefer option set name:gold value:golden hour --ar 3:2`."
 
 
 def _guild(interaction: discord.Interaction[Any]) -> int:
@@ -23,20 +24,20 @@ def _guild(interaction: discord.Interaction[Any]) -> int:
     return interaction.guild_id
 
 
-def macros_text(macros: dict[str, str]) -> str:
-    """The member's macros, one a line, cut to fit one message."""
+def macros_listing(macros: dict[str, str]) -> Listing:
+    """The member's macros, one a line (paged when they don't fit one message)."""
     if not macros:
-        return (
-            "You have no macros here. Add one with `/prefer option set name:gold value:golden hour --ar 3:2`."
-        )
-    lines = [f"**Your macros** ({len(macros)} of {MAX_MACROS})"]
-    for name, value in macros.items():
-        line = f"`--{name}` → {quote(value)}"
-        if sum(len(x) + 1 for x in lines) + len(line) > LIST_LIMIT:
-            lines.append("…")
-            break
-        lines.append(line)
-    return "\n".join(lines)
+        return Listing([NO_MACROS])
+    head = [f"**Your macros** ({len(macros)} of {MAX_MACROS})"]
+    return Listing(head, [f"`--{name}` → {quote(value)}" for name, value in macros.items()])
+
+
+async def _read_macros(services: Services, interaction: discord.Interaction[Any]) -> Listing:
+    view = await services.store.prompt_settings(_guild(interaction), interaction.user.id)
+    return macros_listing(view.macros)
+
+
+MACROS = PagedList("macros", _read_macros, report_error)
 
 
 def prefer_commands(services: Services) -> list[app_commands.Group]:
@@ -61,8 +62,7 @@ def prefer_commands(services: Services) -> list[app_commands.Group]:
 
     @option.command(name="list", description="Your macros")
     async def list_(interaction: discord.Interaction[Any]) -> None:
-        view = await services.store.prompt_settings(_guild(interaction), interaction.user.id)
-        await interaction.response.send_message(macros_text(view.macros), ephemeral=True)
+        await MACROS.send(services, interaction)
 
     @option.command(name="delete", description="Remove a macro")
     @app_commands.describe(name="The macro's name")
