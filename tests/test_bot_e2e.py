@@ -8,12 +8,14 @@ their own world. Nothing sleeps: every wait is on server state with a timeout.
 from __future__ import annotations
 
 import io
+import random
 import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import discord
+import numpy as np
 import pytest
 import pytest_asyncio
 from PIL import Image
@@ -169,6 +171,23 @@ async def test_same_seed_same_pixels(world: BotWorld) -> None:
     assert pixels(a) != pixels(c)
 
 
+async def test_weighted_and_long_prompts_never_come_out_blank(world: BotWorld) -> None:
+    """50 random weighted prompts in a row and a 4-window prompt, each a picture with contrast (a
+    NaN from the weights' rescale came out as one solid black picture)."""
+    member = world.server.add_member(world.guild, "weights")
+    rng = random.Random(23)
+    words = ["fox", "snow", "lake", "tower", "night", "red", "forest", "moon"]
+    prompts = [" ".join(["fox"] * 95) + " --n 1"]  # four 75-token windows on tiny's byte tokenizer
+    for _ in range(50):
+        a, b, c = rng.sample(words, 3)
+        prompts.append(f"({a}:{rng.uniform(0.5, 1.5):.2f}) [{b}] \\( {c} (fox) --n 1 --steps 2")
+    for prompt in prompts:
+        png = png_of(await world.wait_result(world.imagine(prompt, member=member)))
+        with Image.open(io.BytesIO(png)) as image:
+            contrast = float(np.asarray(image.convert("L"), dtype=np.float32).std())
+        assert contrast > 5, prompt
+
+
 async def test_result_fits_the_interactions_upload_limit(world: BotWorld) -> None:
     limit = 12_000  # the tiny model's 2×2 grid of noise is a larger PNG than this
     rec = world.server.invoke(
@@ -284,6 +303,8 @@ async def test_non_admin_limits_set_refused(world: BotWorld) -> None:
         ("a fox --foo 3", {}, "--foo"),
         ("a fox --steps 999", {}, "steps"),
         ("a fox --n 9", {}, "--n"),
+        ("a fox --repeat 0", {}, "`--repeat` must be between 1 and 8"),
+        ("a fox --repeat 9", {}, "`--repeat` must be between 1 and 8"),
         ("fox " * 200, {}, "over this model's limit"),
     ],
 )

@@ -318,6 +318,27 @@ async def test_remix_opens_the_prompt_before_vary_zoom_pan_v_and_reroll(
     assert (await job(world, result)).owner_id == world.dave.id
 
 
+async def test_remix_v1_runs_the_submitted_aspect_and_an_edit_refuses_one(world: BotWorld) -> None:
+    erin = world.server.add_member(world.guild, "erin")
+    grid = await world.wait_result(world.imagine("a harbour at dawn --ar 16:9 --n 2 --seed 4", member=erin))
+    await set_remix(world, erin, True)
+    try:
+        fields = await opened_modal(click(world, grid, "V1", erin))
+        prefill = fields["prompt"]["value"]
+        assert "--ar 16:9" in prefill and "--n 2" in prefill, prefill  # every flag of the request
+        submitted = prefill.replace("--ar 16:9", "--ar 1:1")
+        square = await world.wait_result(await through_modal(world, grid, "V1", {"prompt": submitted}, erin))
+        record = await job(world, square)
+        assert len(record.image_paths) == 2
+        assert all(picture(record, i).size == (64, 64) for i in range(2))  # square, not the grid's 16:9
+        assert "Size: 64x64" in (parameters(record) or "")
+        one = await world.wait_result(world.imagine("a buoy --ar 3:2 --n 1 --seed 2", member=erin))
+        refused = await through_modal(world, one, "Vary (Subtle)", {"prompt": "a buoy --ar 1:1"}, erin)
+        await private(world, refused, "`--ar` reshapes a variation or a reroll")
+    finally:
+        await set_remix(world, erin, False)
+
+
 async def test_a_failed_edit_gives_the_clickers_images_back(world: BotWorld, wide: Message) -> None:
     await set_remix(world, world.carol, True)
     try:

@@ -6,7 +6,7 @@ import pytest
 
 from generation.prompts.command import parse_command
 from generation.prompts.edits import EditError, EditKind, edit_spec
-from generation.prompts.remix import remix_text, remixed, split_zoom_flag
+from generation.prompts.remix import gives_shape, remix_text, remixed, split_zoom_flag
 from generation.prompts.request import Mode, ModelProfile, PromptOptions, edit_of, variation_of
 from tests.fixtures_generation import tiny_request
 
@@ -40,14 +40,28 @@ def test_remixed_takes_the_new_prompt_and_keeps_the_picture_side() -> None:
     [submitted] = parse("a wolf at night --steps 8 --no blur")
     out = remixed(variation, submitted)
     assert (out.prompt, out.negative_prompt, out.steps) == ("a wolf at night", "blur", 8)
-    assert (out.mode, out.seeds, out.source_image, out.strength) == (
-        Mode.VARIATION,
-        (7, 8, 9, 10),
-        "ab" * 32,
-        variation.strength,
-    )
+    assert (out.mode, out.source_image, out.strength) == (Mode.VARIATION, "ab" * 32, variation.strength)
     zoom = edit_of(parent, edit_spec(EditKind.ZOOM_OUT, factor=2), "cd" * 32, (64, 64), (5,))
-    assert remixed(zoom, submitted).edit == zoom.edit
+    kept = remixed(zoom, submitted)
+    assert (kept.edit, kept.seeds, kept.width, kept.height) == (zoom.edit, (5,), 64, 64)
+
+
+def test_a_remixed_variation_runs_the_submitted_aspect_count_and_seed() -> None:
+    parent = tiny_request(prompt="a fox", width=112, height=64, aspect="16:9", seeds=(1, 2))
+    variation = variation_of(parent, 0, "ab" * 32, (7, 8))
+    prefill = remix_text(parent, with_shape=True)
+    assert "--ar 16:9" in prefill and "--n 2" in prefill
+    [submitted] = parse(prefill.replace("--ar 16:9", "--ar 1:1").replace("--n 2", "--n 3 --seed 40"))
+    out = remixed(variation, submitted)
+    assert (out.width, out.height, out.aspect, out.seeds) == (64, 64, "1:1", (40, 41, 42))
+    assert (out.mode, out.source_image) == (Mode.VARIATION, "ab" * 32)
+
+
+@pytest.mark.parametrize(
+    ("text", "shaped"), [("a fox --ar 1:1", True), ("a fox --aspect 2:3", True), ("a fox", False)]
+)
+def test_gives_shape_sees_an_aspect_flag(text: str, shaped: bool) -> None:
+    assert gives_shape(text) is shaped
 
 
 @pytest.mark.parametrize(

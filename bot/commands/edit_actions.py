@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 import discord
@@ -35,7 +34,7 @@ from generation.media.canvas import SizeCap, canvas_size, with_redraw_mask
 from generation.media.image_store import decode_image, load_source
 from generation.prompts.command import parse_command
 from generation.prompts.edits import parse_zoom
-from generation.prompts.remix import remix_text, remixed, split_zoom_flag
+from generation.prompts.remix import gives_shape, remix_text, remixed, split_zoom_flag
 from generation.prompts.request import GenerationRequest, PromptOptions
 from storage.interface import JobRecord, Refusal, Reservation
 
@@ -106,6 +105,11 @@ class EditActions:
         await interaction.response.defer(thinking=True)
         interaction.extras["public_defer"] = True
         submitted = await self.parse_remix(interaction, text) if sent is not None else None
+        if gives_shape(text):
+            raise UserError(
+                "`--ar` reshapes a variation or a reroll; an edit keeps its picture's shape "
+                "(use Make Square, a pan or Zoom Out to change it)."
+            )
         parent = await self._parent(interaction, ref)
         data = await asyncio.to_thread(source_bytes, parent, 0)
         picture = await asyncio.to_thread(load_source, data)
@@ -164,18 +168,3 @@ class EditActions:
         await asyncio.to_thread(carried.save, buffer, "PNG")
         digest = await asyncio.to_thread(self.services.image_store.put, mask_bytes)
         return buffer.getvalue(), digest
-
-
-def remixed_reroll(derived: GenerationRequest, submitted: GenerationRequest) -> GenerationRequest:
-    """A 🔄 with Remix: of a text-to-image job, the submitted text runs whole (its aspect and count
-    too); of a picture's job, its prompt side does (`remixed`)."""
-    out = remixed(derived, submitted)
-    if derived.source_image is None:
-        out = replace(
-            out,
-            seeds=submitted.seeds,
-            width=submitted.width,
-            height=submitted.height,
-            aspect=submitted.aspect,
-        )
-    return out

@@ -17,7 +17,7 @@ import discord
 
 from bot.commands.derive import check_parent, derive, parent_request, source_bytes
 from bot.commands.describe import prompt_of
-from bot.commands.edit_actions import EditActions, remixed_reroll
+from bot.commands.edit_actions import EditActions
 from bot.commands.errors import (
     UserError,
     member_role_ids,
@@ -110,11 +110,7 @@ class ResultActions:
         request = derive(parent, ref, bot.backend.profile, digest)
         if remix is not None and clicker.interaction is not None:
             submitted = await self.edits.parse_remix(clicker.interaction, remix)
-            request = (
-                remixed_reroll(request, submitted)
-                if ref.action is Action.REROLL
-                else remixed(request, submitted)
-            )
+            request = remixed(request, submitted)
         index = ref.index if ref.action is not Action.REROLL else None
         return await self._reserve(parent, request, index, clicker), request.count
 
@@ -168,7 +164,7 @@ class ResultActions:
     async def _open_remix(self, interaction: discord.Interaction[Any], ref: ButtonRef) -> None:
         """V1–V4 and 🔄 with Remix on: the parent's prompt and flags in a modal; what is sent runs."""
         parent = check_parent(await self.services.store.get_job(ref.job_id), interaction.guild_id, ref)
-        prefill = remix_text(parent_request(parent), with_shape=ref.action is Action.REROLL)
+        prefill = remix_text(parent_request(parent), with_shape=True)
 
         @reporting
         async def submitted(modal_interaction: discord.Interaction[Any], sent: Submitted) -> None:

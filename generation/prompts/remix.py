@@ -11,6 +11,8 @@ import re
 from dataclasses import replace
 
 from generation.prompts.edits import EditError, parse_zoom
+from generation.prompts.flags import split_flags
+from generation.prompts.parser import clean_text
 from generation.prompts.request import GenerationRequest, Mode
 
 _ZOOM_FLAG = re.compile(r"(?:^|\s)--zoom(?:\s+(?P<value>[^\s-][^\s]*))?(?=\s|$)", re.IGNORECASE)
@@ -18,7 +20,7 @@ _ZOOM_FLAG = re.compile(r"(?:^|\s)--zoom(?:\s+(?P<value>[^\s-][^\s]*))?(?=\s|$)"
 
 def remix_text(request: GenerationRequest, *, with_shape: bool = False) -> str:
     """`request`'s prompt with its flags (`--no`, `--steps`, `--cfg`, …) as a member would type them;
-    `with_shape` adds `--ar` and `--n` (a reroll may change them, an edit of a picture may not)."""
+    `with_shape` adds `--ar` and `--n` (a reroll or a variation may change them, an edit may not)."""
     parts = [request.prompt + "".join(f" <lora:{name}:{weight:g}>" for name, weight in request.loras)]
     if with_shape:
         parts += [f"--ar {request.aspect}", f"--n {request.count}"]
@@ -36,10 +38,16 @@ def remix_text(request: GenerationRequest, *, with_shape: bool = False) -> str:
     return " ".join(parts)
 
 
+SHAPED_BY_REMIX = frozenset({Mode.TXT2IMG, Mode.IMG2IMG, Mode.VARIATION})
+"""What a Remix text also shapes (`--ar`, `--n`, `--seed`): a reroll, or a variation whose picture is
+then reframed to the new aspect (the engine crops its centre to it). Edits and upscales keep theirs."""
+
+
 def remixed(derived: GenerationRequest, submitted: GenerationRequest) -> GenerationRequest:
     """`derived` (a variation, edit or reroll of a picture) with the prompt-side settings of
-    `submitted` (the parsed remix text): prompt, negative, steps, guidance, sampler, adapters."""
-    return replace(
+    `submitted` (the parsed remix text): prompt, negative, steps, guidance, sampler, adapters; for
+    `SHAPED_BY_REMIX` modes its shape, count and seeds too."""
+    out = replace(
         derived,
         prompt=submitted.prompt,
         negative_prompt=submitted.negative_prompt,
@@ -53,6 +61,16 @@ def remixed(derived: GenerationRequest, submitted: GenerationRequest) -> Generat
         loras=submitted.loras,
         warnings=submitted.warnings,
     )
+    if derived.mode not in SHAPED_BY_REMIX:
+        return out
+    return replace(
+        out, width=submitted.width, height=submitted.height, aspect=submitted.aspect, seeds=submitted.seeds
+    )
+
+
+def gives_shape(text: str) -> bool:
+    """Whether a Remix text names an aspect (`--ar`/`--aspect`), which only `SHAPED_BY_REMIX` takes."""
+    return "aspect" in split_flags(clean_text(text))[1]
 
 
 def split_zoom_flag(text: str) -> tuple[str, float | None]:
