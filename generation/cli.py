@@ -1,9 +1,11 @@
-"""`python -m generation "a red fox --ar 16:9 --seed 42" --model tiny --out DIR`: one generation from a shell.
+"""`python -m generation "a red fox --ar 16:9 --seed 42" --model tiny --out DIR`: one command from a shell.
 
-Parses the prompt as `/imagine` would, runs it through `GenerationService` (the same worker the bot
-uses), writes one PNG per image (each carrying its `parameters` chunk) and prints their paths, one
-per line, on stdout. tqdm's progress bar goes to stderr only when stderr is a terminal. Exit codes: 0 done,
-1 the model or the generation failed, 2 bad input (one line on stderr), 130 interrupted.
+Parses the prompt as `/imagine` would (`{a, b}` permutations and `--repeat` make one job each, and
+what `/imagine` refuses is refused with its message), runs the jobs through `GenerationService` (the
+same worker the bot uses), writes one PNG per image (each carrying its `parameters` chunk) and prints
+their paths, one per line, on stdout. tqdm's progress bar goes to stderr only when stderr is a
+terminal. Exit codes: 0 done, 1 the model or a generation failed (the other jobs' PNGs are still
+written), 2 bad input (one line on stderr), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from generation.backends.protocol import (
 )
 from generation.cli_settings import CliSettings, cli_settings
 from generation.pipelines.contract import Engine
-from generation.prompts.parser import ParseContext, PromptError, parse_prompt
-from generation.prompts.request import Mode, PromptOptions
+from generation.prompts.command import parse_command
+from generation.prompts.errors import PromptError
+from generation.prompts.request import GenerationRequest, Mode, PromptOptions
 from generation.scheduling.job_state import MemoryImages
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -137,38 +140,47 @@ async def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             print(f"error: could not load model {args.model!r}: {exc}", file=stderr)
             return EXIT_FAILED
         try:
-            context = ParseContext(
+            requests = parse_command(
+                args.prompt,
+                PromptOptions(),
                 service.profile,
-                service.count_tokens,
+                count_tokens=service.count_tokens,
                 random_seed=lambda: secrets.randbelow(2**32),
                 mode=Mode.IMG2IMG if source else Mode.TXT2IMG,
                 source_image=source,
             )
-            request = parse_prompt(args.prompt, PromptOptions(), context)
         except PromptError as exc:
             print(f"error: {exc}", file=stderr)
             return EXIT_USAGE
-        for warning in request.warnings:
+        for warning in dict.fromkeys(w for request in requests for w in request.warnings):
             print(f"warning: {warning}", file=stderr)
-        handle = service.submit("cli", "cli", request)
-        bar = asyncio.create_task(_show_progress(handle, stderr)) if stderr.isatty() else None
-        try:
-            result: GenerationResult = await handle.result()
-        except GenerationError as exc:
-            print(f"error: {exc}", file=stderr)
-            return EXIT_FAILED
-        finally:
-            if bar is not None:
-                await bar
+        handles = [service.submit(f"cli-{n}", "cli", request) for n, request in enumerate(requests)]
+        failed = False
+        for request, handle in zip(requests, handles, strict=True):
+            bar = asyncio.create_task(_show_progress(handle, stderr)) if stderr.isatty() else None
+            try:
+                result: GenerationResult = await handle.result()
+            except GenerationError as exc:
+                print(f"error: {request.prompt}: {exc}", file=stderr)
+                failed = True
+                continue
+            finally:
+                if bar is not None:
+                    await bar
+            _write(result, request, args.out, stdout)
     finally:
         await service.close()
-    args.out.mkdir(parents=True, exist_ok=True)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _write(result: GenerationResult, request: GenerationRequest, folder: Path, stdout: TextIO) -> None:
+    """One job's PNGs into `folder` (created if missing), each path printed on its own line."""
+    folder.mkdir(parents=True, exist_ok=True)
     stem = _slug(request.prompt)
     for image in result.images:
-        path = _free_path(args.out, f"{stem}-{image.seed}")
+        path = _free_path(folder, f"{stem}-{image.seed}")
         path.write_bytes(image.png)
         print(path, file=stdout)
-    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

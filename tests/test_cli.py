@@ -87,3 +87,25 @@ def test_cli_bad_prompt_is_one_line_on_stderr_and_exit_2(tiny_cache_dir: Path, t
     assert out == ""
     assert len(err.strip().splitlines()) == 1 and "--ar" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_expands_permutations_and_repeat_into_one_job_each(tiny_cache_dir: Path, tmp_path: Path) -> None:
+    code, out, err = run_cli(tiny_cache_dir, tmp_path / "out", "a {red, blue} fox --repeat 2 --n 1 --steps 2")
+    assert code == 0, err
+    paths = [Path(line) for line in out.splitlines()]
+    assert len(paths) == 4 and len(set(paths)) == 4 and all(p.is_file() for p in paths)
+    prompts = []
+    for path in paths:
+        with Image.open(path) as im:
+            prompts.append(im.text["parameters"].split("\n", 1)[0])  # type: ignore[attr-defined]
+    assert sorted(prompts) == ["a blue fox", "a blue fox", "a red fox", "a red fox"]  # braces expanded
+
+
+def test_cli_refuses_what_imagine_refuses_with_its_message(tiny_cache_dir: Path, tmp_path: Path) -> None:
+    for prompt, message in [
+        ("a fox --repeat 0", "`--repeat` must be between 1 and 8 jobs, not 0."),
+        ("{a, b, c} fox --repeat 8", "That command makes 24 jobs; one command makes at most 16."),
+    ]:
+        code, out, err = run_cli(tiny_cache_dir, tmp_path / "out", prompt)
+        assert (code, out, err.strip()) == (2, "", f"error: {message}")
+    assert not (tmp_path / "out").exists()
