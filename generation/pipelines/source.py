@@ -1,5 +1,6 @@
-"""Where a model comes from, found without loading or downloading it: the built-in `tiny`, a local
-diffusers folder, a Hugging Face id already in the cache, or one that would be downloaded.
+"""Where a model comes from, found without loading or downloading it: the built-in `tiny` (or the tiny
+model of another family, `TINY_FAMILY_IDS`), a local diffusers folder, a Hugging Face id already in the
+cache, or one that would be downloaded.
 
 `locate_model` raises `ModelNotFound` (one line naming what to fix) for a folder that does not exist
 or is not a diffusers folder, and for a hub id that is not cached while the hub is offline.
@@ -16,6 +17,21 @@ from huggingface_hub import try_to_load_from_cache
 
 TINY_MODEL_ID = "tiny"
 TINY_FOLDER_NAME = "tiny-v1"  # bump when build_tiny_model changes, so old caches are not reused
+
+TINY_FAMILY_FOLDERS: dict[str, str] = {
+    "tiny-sdxl": "tiny-sdxl-v1",
+    "tiny-sd3": "tiny-sd3-v1",
+    "tiny-flux": "tiny-flux-v1",
+    "tiny-flux-schnell": "tiny-flux-schnell-v1",
+    "tiny-kontext": "tiny-kontext-v1",
+    "tiny-qwen": "tiny-qwen-v1",
+    "tiny-pixart": "tiny-pixart-v1",
+    "tiny-aura": "tiny-aura-v1",
+}
+"""The built-in tiny model of each family (`generation.pipelines.tiny_families`) → its cache folder;
+bump a folder's version when its builder changes, so old caches are not reused."""
+TINY_FAMILY_IDS: tuple[str, ...] = tuple(TINY_FAMILY_FOLDERS)
+BUILTIN_MODEL_IDS: tuple[str, ...] = (TINY_MODEL_ID, *TINY_FAMILY_IDS)
 
 
 class ModelNotFound(ValueError):
@@ -66,6 +82,8 @@ def locate_model(model_id: str, cache_dir: Path | None, tiny_cache_dir: Path) ->
     """Where `model_id` loads from; `ModelNotFound` when it cannot be loaded at all."""
     if model_id == TINY_MODEL_ID:
         return ModelSource(model_id, "builtin", tiny_cache_dir / TINY_FOLDER_NAME)
+    if model_id in TINY_FAMILY_FOLDERS:
+        return ModelSource(model_id, "builtin", tiny_cache_dir / TINY_FAMILY_FOLDERS[model_id])
     folder = Path(model_id).expanduser()
     if folder.is_dir():
         if not (folder / "model_index.json").is_file():

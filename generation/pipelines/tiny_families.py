@@ -1,0 +1,638 @@
+# mypy: disable-error-code="no-untyped-call"
+"""Built-in tiny models of every model family: seeded random weights, small configs, tokenizers made here.
+
+Like diffusers' own tests' `get_dummy_components()`, one per family, each saved with `save_pretrained`
+into a folder that diffusers' real `from_pretrained` loads back (no download, no hub). One place for
+tests, benchmarks and the loopback. Native sizes (what the pipeline generates when no size is given):
+
+- `tiny-sdxl`: `StableDiffusionXLPipeline`, 64 px (UNet `sample_size` 8 × VAE factor 8).
+- `tiny-sd3`: `StableDiffusion3Pipeline`, 64 px (transformer `sample_size` 8 × VAE factor 8; 16 latent
+  channels, two CLIPs with projection and a T5).
+- `tiny-flux`: `FluxPipeline` like Flux.1-dev (guidance embedding, dynamic shifting), 128 px: Flux's
+  pipelines fix `default_sample_size` at 128 latent pixels, so the VAE has factor 1.
+- `tiny-flux-schnell`: `FluxPipeline` like Flux.1-schnell (no guidance embedding, shift 1.0), 128 px.
+- `tiny-kontext`: `FluxKontextPipeline` (the same components as `tiny-flux`), 128 px; Kontext rescales
+  every call to `max_area` (a megapixel unless given), so pass `max_area=height * width`.
+- `tiny-qwen`: `QwenImagePipeline` (a tiny Qwen2.5-VL text encoder, a byte-level BPE tokenizer whose
+  prompt template's system prefix is exactly the 34 tokens the pipeline drops), 128 px (the pipeline's
+  `default_sample_size` is 128 latent pixels; the VAE has factor 1).
+- `tiny-pixart`: `PixArtSigmaPipeline` (T5), 256 px (transformer `sample_size` 32 × VAE factor 8: the
+  smallest size PixArt's resolution binning knows, so binning keeps the native size).
+- `tiny-aura`: `AuraFlowPipeline` (UMT5), 64 px (transformer `sample_size` 8 × VAE factor 8; the
+  pipeline's own `height`/`width` default to 1024 whatever the config says, so pass them): a family with
+  no image-to-image pipeline in diffusers.
+
+T5 tokenizers are Unigram vocabularies made from a word list (log-frequency scores, `<pad>` 0, `</s>` 1,
+`<unk>` 2 as T5 has them); CLIP tokenizers are `tiny.byte_tokenizer()`.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from diffusers import (
+    AuraFlowPipeline,
+    AuraFlowTransformer2DModel,
+    AutoencoderKL,
+    AutoencoderKLQwenImage,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxKontextPipeline,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    PixArtSigmaPipeline,
+    PixArtTransformer2DModel,
+    QwenImagePipeline,
+    QwenImageTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2Tokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+    UMT5Config,
+    UMT5EncoderModel,
+)
+
+from generation.pipelines.source import TINY_FAMILY_FOLDERS, TINY_FAMILY_IDS
+from generation.pipelines.tiny import TINY_MAX_LENGTH, _bytes_to_unicode, byte_tokenizer, ensure_built
+
+__all__ = [
+    "TINY_FAMILY_FOLDERS",
+    "TINY_FAMILY_IDS",
+    "TINY_FAMILY_MODELS",
+    "TINY_FAMILY_NATIVE_SIZES",
+    "build_tiny_family",
+    "ensure_tiny_family",
+    "qwen_tokenizer",
+    "t5_tokenizer",
+]
+
+Builder = Callable[[Path, int], None]
+"""Writes one tiny pipeline, built with seeded random weights, to a folder (`save_pretrained`)."""
+
+# Words every tiny tokenizer knows whole: Qwen's prompt template (so its system prefix is 34 tokens, as
+# with the real tokenizer) and common prompt words. Anything else still tokenizes, by pieces.
+_QWEN_TEMPLATE_WORDS = (
+    "describe the image by detailing color shape size texture quantity text spatial relationships "
+    "of objects and background"
+)
+_PROMPT_WORDS = (
+    "a an in on at with of and the to from over under by for is photo picture painting drawing "
+    "sketch render portrait landscape cat cats dog dogs horse bird fish dragon robot man woman girl "
+    "boy child people face eyes hair hat dress city street house castle tower bridge road car train "
+    "boat ship spaceship planet moon sun star stars sky cloud clouds rain snow storm sea ocean beach "
+    "river lake mountain mountains hill forest tree trees flower flowers garden field grass desert "
+    "island night day morning evening sunset sunrise light lights neon shadow fire water ice stone "
+    "wood glass metal gold silver red orange yellow green blue purple pink black white grey brown "
+    "dark bright colorful golden old new small big tiny huge tall little beautiful cute happy sad "
+    "epic fantasy magic ancient futuristic cyberpunk steampunk realistic detailed highly intricate "
+    "cinematic dramatic soft sharp focus lighting style art digital oil watercolor pencil anime "
+    "cartoon photograph studio close up wide angle view scene background foreground sitting standing "
+    "running flying walking reading wearing holding looking table chair window door room book cup "
+    "vase lamp astronaut knight wizard cottage village lighthouse waterfall volcano jungle winter "
+    "summer autumn spring masterpiece quality resolution"
+)
+
+
+def _word_list() -> list[str]:
+    """The known words, each once, in a fixed order."""
+    words: list[str] = []
+    for word in f"{_QWEN_TEMPLATE_WORDS} {_PROMPT_WORDS}".split():
+        if word not in words:
+            words.append(word)
+    return words
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenizers
+# --------------------------------------------------------------------------------------------------
+
+
+def t5_tokenizer() -> T5Tokenizer:
+    """A T5 tokenizer over a tiny Unigram vocabulary, made locally (no SentencePiece file).
+
+    `<pad>` 0, `</s>` 1, `<unk>` 2 as in T5; then `▁`, printable ASCII characters (alone and after `▁`)
+    and whole known words after `▁`, scored by log-frequency so Viterbi prefers whole words. Every
+    ASCII text tokenizes; other characters become `<unk>`, as with T5's own vocabulary.
+    """
+    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
+    seen = {piece for piece, _ in pieces}
+    characters = [c for c in string.printable if not c.isspace()]
+    words = _word_list()
+    candidates = [(f"▁{w}", -6.0 - math.log1p(i) / 10) for i, w in enumerate(words)]
+    candidates += [(c, -10.0) for c in characters] + [(f"▁{c}", -9.0) for c in characters]
+    for piece, score in candidates:
+        if piece not in seen:
+            seen.add(piece)
+            pieces.append((piece, score))
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
+
+
+_QWEN_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)  # Qwen2.5-VL's, in its order (ids 151643… there; here they follow the tiny vocabulary)
+
+
+def qwen_tokenizer() -> Qwen2Tokenizer:
+    """A Qwen2 tokenizer over a tiny byte-level BPE vocabulary, made locally.
+
+    The 256 byte symbols, then merges that build each known word (after a space, `Ġword`, as Qwen's
+    pre-tokenizer splits them) left to right, then Qwen2.5-VL's special tokens (`<|im_start|>`,
+    `<|im_end|>`, `<|vision_start|>` …). The pipeline's prompt template tokenizes like the real one:
+    its system prefix is exactly the 34 tokens `QwenImagePipeline` drops.
+    """
+    byte_symbol = _bytes_to_unicode()
+    vocab: dict[str, int] = {symbol: i for i, symbol in enumerate(byte_symbol.values())}
+    merges: list[tuple[str, str]] = []
+
+    def add_word(word: str) -> None:
+        symbols = "".join(byte_symbol[b] for b in word.encode())
+        piece = symbols[0]
+        for symbol in symbols[1:]:
+            if piece + symbol not in vocab:
+                merges.append((piece, symbol))
+                vocab[piece + symbol] = len(vocab)
+            piece += symbol
+
+    # Words after a space first: their merges all start with `Ġ`, so one never breaks another.
+    for word in _word_list():
+        add_word(f" {word}")
+    # Words at the start of a piece (no space before): after them, so they cannot split a `Ġ` word.
+    for word in ("system", "user", "assistant", "Describe"):
+        add_word(word)
+    for token in _QWEN_SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    return Qwen2Tokenizer(
+        vocab=vocab,
+        merges=cast(Any, merges),  # `tokenizers` takes (left, right) pairs, whatever the hint says
+        model_max_length=32768,
+        additional_special_tokens=list(_QWEN_SPECIAL_TOKENS[1:]),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared components
+# --------------------------------------------------------------------------------------------------
+
+
+def _clip(tokenizer: CLIPTokenizer, seed: int, *, projection: bool, hidden: int = 32) -> Any:
+    """A two-layer CLIP text encoder (with a projection for SDXL's second and SD3's encoders)."""
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_size=hidden,
+        intermediate_size=37,
+        projection_dim=hidden,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=TINY_MAX_LENGTH,
+        hidden_act="gelu",
+    )
+    return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
+
+
+def _t5(tokenizer: T5Tokenizer, seed: int, *, d_model: int = 32, umt5: bool = False) -> Any:
+    """A two-layer T5 v1.1-style encoder (gated GELU), or UMT5 for AuraFlow."""
+    torch.manual_seed(seed)
+    settings: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "d_model": d_model,
+        "d_kv": 8,
+        "d_ff": 37,
+        "num_layers": 2,
+        "num_heads": 4,
+        "relative_attention_num_buckets": 8,
+        "relative_attention_max_distance": 32,
+        "dropout_rate": 0.0,
+        "feed_forward_proj": "gated-gelu",
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "is_encoder_decoder": False,
+        "use_cache": False,
+    }
+    if umt5:
+        return UMT5EncoderModel(UMT5Config(**settings))
+    return T5EncoderModel(T5Config(**settings))
+
+
+def _vae(seed: int, *, latent_channels: int, levels: int, **settings: Any) -> AutoencoderKL:
+    """A tiny `AutoencoderKL`: 4 levels give the usual factor 8, 1 level factor 1 (Flux's 128 px)."""
+    torch.manual_seed(seed)
+    channels = (8, 16, 16, 16)[:levels] if levels > 1 else (16,)
+    return AutoencoderKL(
+        block_out_channels=channels,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        latent_channels=latent_channels,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+        **settings,
+    )
+
+
+def _flow_match(**settings: Any) -> FlowMatchEulerDiscreteScheduler:
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, **settings)
+
+
+def _save(pipeline: Any, folder: Path) -> None:
+    """`save_pretrained` in diffusers' format (safetensors weights, configs, tokenizer files)."""
+    pipeline.save_pretrained(folder)
+
+
+# --------------------------------------------------------------------------------------------------
+# Families
+# --------------------------------------------------------------------------------------------------
+
+
+def build_tiny_sdxl(folder: Path, seed: int = 0) -> None:
+    """`StableDiffusionXLPipeline`, 64 px: a two-level UNet with SDXL's text-time conditioning on 8×8
+    latents (cross-attention over both encoders' 32 + 32 features), SDXL's VAE scale and scheduler."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 size/crop numbers × 8 + pooled text
+        cross_attention_dim=64,
+        norm_num_groups=32,
+    )
+    vae = _vae(seed + 1, latent_channels=4, levels=4, scaling_factor=0.13025)
+    tokenizer, tokenizer_2 = byte_tokenizer(), byte_tokenizer()
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    _save(
+        StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=_clip(tokenizer, seed + 2, projection=False),
+            text_encoder_2=_clip(tokenizer_2, seed + 3, projection=True),
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer_2,
+            unet=unet,
+            scheduler=scheduler,
+            add_watermarker=False,
+        ),
+        folder,
+    )
+
+
+def build_tiny_sd3(folder: Path, seed: int = 0) -> None:
+    """`StableDiffusion3Pipeline`, 64 px: an MMDiT on 8×8×16 latents (2×2 patches), two CLIPs with
+    projection (pooled 32 + 32) and a T5 whose 64 features the CLIPs' are padded to, as in SD3."""
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=16,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=64,
+        caption_projection_dim=32,
+        pooled_projection_dim=64,
+        out_channels=16,
+        pos_embed_max_size=32,  # up to 32 patches a side: 512 px
+    )
+    vae = _vae(
+        seed + 1,
+        latent_channels=16,
+        levels=4,
+        scaling_factor=1.5305,
+        shift_factor=0.0609,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    tokenizer, tokenizer_2, tokenizer_3 = byte_tokenizer(), byte_tokenizer(), t5_tokenizer()
+    _save(
+        StableDiffusion3Pipeline(
+            transformer=transformer,
+            scheduler=_flow_match(shift=3.0),
+            vae=vae,
+            text_encoder=_clip(tokenizer, seed + 2, projection=True),
+            tokenizer=tokenizer,
+            text_encoder_2=_clip(tokenizer_2, seed + 3, projection=True),
+            tokenizer_2=tokenizer_2,
+            text_encoder_3=_t5(tokenizer_3, seed + 4, d_model=64),
+            tokenizer_3=tokenizer_3,
+        ),
+        folder,
+    )
+
+
+def _flux_components(seed: int, *, guidance: bool, schnell: bool) -> dict[str, Any]:
+    """Flux's components: a one-double, one-single block transformer on 16-channel latents packed
+    2×2 (64 inputs), a factor-1 VAE (Flux's pipelines fix 128 latent pixels: 128 px), CLIP + T5."""
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=guidance,
+        axes_dims_rope=(4, 6, 6),
+    )
+    vae = _vae(
+        seed + 1,
+        latent_channels=16,
+        levels=1,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        mid_block_add_attention=False,  # 128×128 latents: attention there would cost more than the rest
+    )
+    tokenizer, tokenizer_2 = byte_tokenizer(), t5_tokenizer()
+    if schnell:  # Flux.1-schnell's scheduler_config.json
+        scheduler = _flow_match(shift=1.0, use_dynamic_shifting=False)
+    else:  # Flux.1-dev's (and Kontext's)
+        scheduler = _flow_match(
+            shift=3.0,
+            use_dynamic_shifting=True,
+            base_shift=0.5,
+            max_shift=1.15,
+            base_image_seq_len=256,
+            max_image_seq_len=4096,
+        )
+    return {
+        "scheduler": scheduler,
+        "vae": vae,
+        "text_encoder": _clip(tokenizer, seed + 2, projection=False),
+        "tokenizer": tokenizer,
+        "text_encoder_2": _t5(tokenizer_2, seed + 3),
+        "tokenizer_2": tokenizer_2,
+        "transformer": transformer,
+    }
+
+
+def build_tiny_flux(folder: Path, seed: int = 0) -> None:
+    """`FluxPipeline` like Flux.1-dev (guidance embedding, dynamically shifted schedule), 128 px."""
+    _save(FluxPipeline(**_flux_components(seed, guidance=True, schnell=False)), folder)
+
+
+def build_tiny_flux_schnell(folder: Path, seed: int = 0) -> None:
+    """`FluxPipeline` like Flux.1-schnell (no guidance embedding, shift 1.0, no dynamic shifting), 128 px."""
+    _save(FluxPipeline(**_flux_components(seed, guidance=False, schnell=True)), folder)
+
+
+def build_tiny_kontext(folder: Path, seed: int = 0) -> None:
+    """`FluxKontextPipeline` (the components of `tiny-flux`), 128 px."""
+    _save(FluxKontextPipeline(**_flux_components(seed, guidance=True, schnell=False)), folder)
+
+
+def build_tiny_qwen(folder: Path, seed: int = 0) -> None:
+    """`QwenImagePipeline`, 128 px: an MMDiT on 16-channel latents packed 2×2, a factor-1 Qwen VAE
+    (the pipeline fixes 128 latent pixels), a two-layer Qwen2.5-VL text encoder and a local tokenizer."""
+    tokenizer = qwen_tokenizer()
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=64,
+        out_channels=16,
+        num_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        guidance_embeds=False,
+        axes_dims_rope=(4, 6, 6),
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKLQwenImage(
+        base_dim=16,
+        z_dim=16,
+        dim_mult=[1],
+        num_res_blocks=1,
+        temperal_downsample=[],
+        latents_mean=[0.0] * 16,
+        latents_std=[1.0] * 16,
+    )
+
+    def ids(token: str) -> int:
+        return int(cast(int, tokenizer.convert_tokens_to_ids(token)))
+
+    torch.manual_seed(seed + 2)
+    text_encoder = Qwen2_5_VLForConditionalGeneration(
+        Qwen2_5_VLConfig(
+            text_config={
+                "vocab_size": len(tokenizer),
+                "hidden_size": 32,
+                "intermediate_size": 37,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 2048,
+                "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3], "rope_theta": 1000000.0},
+                "bos_token_id": ids("<|endoftext|>"),
+                "eos_token_id": ids("<|im_end|>"),
+                "pad_token_id": ids("<|endoftext|>"),
+            },
+            vision_config={
+                "depth": 1,
+                "hidden_size": 16,
+                "intermediate_size": 16,
+                "num_heads": 2,
+                "out_hidden_size": 32,
+                "fullatt_block_indexes": [0],
+            },
+            image_token_id=ids("<|image_pad|>"),
+            video_token_id=ids("<|video_pad|>"),
+            vision_start_token_id=ids("<|vision_start|>"),
+            vision_end_token_id=ids("<|vision_end|>"),
+        )
+    )
+    scheduler = _flow_match(  # Qwen-Image's scheduler_config.json
+        shift=1.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=0.9,
+        base_image_seq_len=256,
+        max_image_seq_len=8192,
+        shift_terminal=0.02,
+        time_shift_type="exponential",
+    )
+    _save(
+        QwenImagePipeline(
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            transformer=transformer,
+        ),
+        folder,
+    )
+
+
+def build_tiny_pixart(folder: Path, seed: int = 0) -> None:
+    """`PixArtSigmaPipeline`, 256 px: a two-layer PixArt transformer on 32×32 latents (2×2 patches;
+    `sample_size` 32 is the smallest that resolution binning knows), the usual factor-8 VAE, a T5."""
+    torch.manual_seed(seed)
+    transformer = PixArtTransformer2DModel(
+        sample_size=32,
+        num_layers=2,
+        patch_size=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_channels=32,
+        in_channels=4,
+        cross_attention_dim=32,
+        out_channels=8,  # learned sigma, as PixArt's
+        attention_bias=True,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+        use_additional_conditions=False,
+        interpolation_scale=None,
+    )
+    vae = _vae(seed + 1, latent_channels=4, levels=4, scaling_factor=0.13025)
+    tokenizer = t5_tokenizer()
+    _save(
+        PixArtSigmaPipeline(
+            tokenizer=tokenizer,
+            text_encoder=_t5(tokenizer, seed + 2),
+            vae=vae,
+            transformer=transformer,
+            scheduler=DPMSolverMultistepScheduler(
+                beta_start=0.0001, beta_end=0.02, beta_schedule="linear", num_train_timesteps=1000
+            ),
+        ),
+        folder,
+    )
+
+
+def build_tiny_aura(folder: Path, seed: int = 0) -> None:
+    """`AuraFlowPipeline`, 64 px: one MMDiT and one single DiT layer on 8×8 latents, a factor-8 VAE, UMT5.
+    diffusers has no image-to-image AuraFlow pipeline: the generic family."""
+    torch.manual_seed(seed)
+    transformer = AuraFlowTransformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        num_mmdit_layers=1,
+        num_single_dit_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=32,
+        caption_projection_dim=32,
+        out_channels=4,
+        pos_embed_max_size=256,  # a 16×16 patch grid: up to 256 px
+    )
+    vae = _vae(seed + 1, latent_channels=4, levels=4, scaling_factor=0.13025)
+    tokenizer = t5_tokenizer()
+    _save(
+        AuraFlowPipeline(
+            tokenizer=tokenizer,
+            text_encoder=_t5(tokenizer, seed + 2, umt5=True),
+            vae=vae,
+            transformer=transformer,
+            scheduler=_flow_match(shift=1.73),
+        ),
+        folder,
+    )
+
+
+TINY_FAMILY_MODELS: dict[str, Builder] = {
+    "tiny-sdxl": build_tiny_sdxl,
+    "tiny-sd3": build_tiny_sd3,
+    "tiny-flux": build_tiny_flux,
+    "tiny-flux-schnell": build_tiny_flux_schnell,
+    "tiny-kontext": build_tiny_kontext,
+    "tiny-qwen": build_tiny_qwen,
+    "tiny-pixart": build_tiny_pixart,
+    "tiny-aura": build_tiny_aura,
+}
+"""Model id → the builder writing its pipeline to a folder. The ids are `source.TINY_FAMILY_IDS`."""
+
+TINY_FAMILY_NATIVE_SIZES: dict[str, int] = {
+    "tiny-sdxl": 64,
+    "tiny-sd3": 64,
+    "tiny-flux": 128,
+    "tiny-flux-schnell": 128,
+    "tiny-kontext": 128,
+    "tiny-qwen": 128,
+    "tiny-pixart": 256,
+    "tiny-aura": 64,
+}
+"""Model id → its native side in pixels: the pipeline's `default_sample_size` (Flux, Qwen-Image), else
+the denoiser's `sample_size`, times the VAE's factor. Pass it as `height`/`width`: AuraFlow's pipeline
+defaults to 1024 whatever its config says, and Kontext rescales to `max_area` (pass `height * width`)."""
+
+assert tuple(TINY_FAMILY_MODELS) == TINY_FAMILY_IDS, "source.TINY_FAMILY_IDS lists the same ids"
+
+
+def build_tiny_family(model_id: str, folder: Path, seed: int = 0) -> None:
+    """Write the tiny `model_id` pipeline (seeded random weights) to `folder` in diffusers format."""
+    try:
+        builder = TINY_FAMILY_MODELS[model_id]
+    except KeyError:
+        raise ValueError(
+            f"{model_id!r} is not a tiny family model: one of {', '.join(TINY_FAMILY_IDS)}"
+        ) from None
+    builder(folder, seed)
+
+
+def ensure_tiny_family(cache_dir: Path, model_id: str, seed: int = 0) -> Path:
+    """The folder of the tiny `model_id` under `cache_dir` (versioned: `TINY_FAMILY_FOLDERS`), built on
+    first use; concurrent processes are safe (`tiny.ensure_built`)."""
+    if model_id not in TINY_FAMILY_MODELS:
+        raise ValueError(f"{model_id!r} is not a tiny family model: one of {', '.join(TINY_FAMILY_IDS)}")
+    return ensure_built(
+        cache_dir / TINY_FAMILY_FOLDERS[model_id],
+        "model_index.json",
+        lambda tmp: build_tiny_family(model_id, tmp, seed),
+    )
