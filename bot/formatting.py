@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from generation.prompts.parser import MAX_PROMPT_WINDOWS, WINDOW_TOKENS
+from generation.prompts.request import ModelProfile
 from generation.prompts.samplers import SAMPLER_NAMES
 from storage.interface import LimitName, Limits, LimitsPatch, LimitsView, Refusal, Usage
 
@@ -191,3 +192,20 @@ HELP_TEXT += (
     "\n**/settings** your defaults and Remix · **/prefer option set|list|delete** your `--name` macros"
     " · Admins: **/server-defaults** (also the server's default model and the models it offers)."
 )
+
+
+def model_text(name: str, profile: ModelProfile | None, *, default: bool) -> str:
+    """One model for `/models`: its family, native size, default steps and guidance, and a compact
+    ✓/– line of what it takes (read from its family, `Features.supported`)."""
+    marker = " (default)" if default else ""
+    if profile is None:
+        return f"**{name}**{marker}: could not be loaded; its jobs fail until its admin fixes it."
+    features = profile.features
+    guidance = "no guidance" if profile.default_guidance == 0 else f"`--cfg {profile.default_guidance:g}`"
+    abilities = {**features.supported(), "weights": profile.supports_weights}
+    line = " ".join(f"{'✓' if able else '–'} {what}" for what, able in abilities.items())
+    size = f"{profile.native_size}×{profile.native_size}"
+    return (
+        f"**{name}**{marker}: {features.label}, {size}, {profile.default_steps} steps, {guidance}, "
+        f"up to {profile.token_limit} tokens\n{line}"
+    )

@@ -14,6 +14,7 @@ from generation.backends.protocol import GenerationBackend
 from generation.media.image_store import ImageStore
 from generation.pipelines.lora_files import LoraCatalog
 from generation.pipelines.source import default_cache_dir, local_folder
+from generation.prompts.request import ModelProfile
 from jobs.runner import JobRunner
 from storage.interface import Store
 
@@ -29,6 +30,14 @@ class Services:
     runner: JobRunner
     clock: Callable[[], float]
     loras: LoraCatalog
+
+    def profiles(self) -> dict[str, ModelProfile]:
+        """Each model's profile by name (a job is parsed against the model it names)."""
+        return {name: entry.profile for name, entry in self.backend.catalog.items()}
+
+    def counters(self) -> dict[str, Callable[[str], int]]:
+        """Each model's token counter by name (the tokenizer of its longest-reading encoder)."""
+        return {name: entry.counter.count_tokens for name, entry in self.backend.catalog.items()}
 
 
 def lora_catalog(settings: Settings) -> LoraCatalog:

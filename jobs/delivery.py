@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from generation.families.features import Features
 from storage.interface import JobRecord
 
 DEFAULT_UPLOAD_LIMIT = 8 * 1024 * 1024  # Discord's smallest per-file limit; interactions say the real one
@@ -27,6 +28,7 @@ class ResultPost:
     content: str
     files: tuple[OutFile, ...]
     image_count: int
+    features: Features = field(default_factory=Features)  # what its model can do next (the buttons)
 
 
 class OutFile(NamedTuple):

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from generation.families.features import Features
 from generation.media.compose import fit_to_size, grid_2x2
 from generation.prompts.request import GenerationRequest
 from jobs import delivery
@@ -48,6 +49,7 @@ class ResultPoster:
     retry_delay: Callable[[int], float] = field(default_factory=backoff_delays)
     delivery_timeout_s: float = DELIVERY_TIMEOUT_S
     upload_limits: dict[str, int] = field(default_factory=dict)  # job id → the interaction's, while it runs
+    features_of: Callable[[str], Features] = field(default=lambda _model: Features())  # a model's (buttons)
 
     def via_token(self, job: JobRecord) -> bool:
         """True while the job's interaction token may still be used."""
@@ -110,7 +112,8 @@ class ResultPoster:
         name = f"{'SPOILER_' if spoiler else ''}imagine_{job.job_id}.{ext}"
         note = " (re-encoded to fit the upload limit)" if ext != "png" else ""
         content = result_text(request, seeds, job.owner_id, mention=mention, note=note)
-        return delivery.ResultPost(job.job_id, content, (delivery.OutFile(name, data),), len(pngs))
+        files = (delivery.OutFile(name, data),)
+        return delivery.ResultPost(job.job_id, content, files, len(pngs), self.features_of(request.model))
 
     async def deliver_saved(self, job: JobRecord) -> None:
         """Deliver a job whose images are on disk (after a restart)."""

@@ -34,6 +34,7 @@ from generation.backends.protocol import (
     Queued,
     Started,
 )
+from generation.families.features import Features
 from generation.prompts.request import GenerationRequest
 from jobs.delivery import Outbox, ResultImages
 from jobs.log_fields import job_fields
@@ -87,6 +88,13 @@ class JobRunner:
         self._started: dict[str, float] = {}  # jobs whose batch is on the engine: since (monotonic)
         self.metrics: JobMetrics = metrics or NoMetrics()
         self.poster = ResultPoster(store, outbox, self.metrics, clock, sleep, retry_delay or backoff_delays())
+        self.poster.features_of = self.features_of
+
+    def features_of(self, model: str) -> Features:
+        """What model `model` can do: its family's features (a model the backend doesn't run, such as
+        one taken out of MODELS since: an SD model's, so its buttons stay and a click says why)."""
+        entry = self.backend.catalog.get(model)
+        return entry.profile.features if entry is not None else Features()
 
     # -- entry points -------------------------------------------------------------------------------
 

@@ -184,10 +184,16 @@ class BotWorld:
         model = self.tiny_model
         wrapper = self.engine_wrapper
 
-        def one_engine(_choice: Any = None) -> Any:
+        def one_engine(choice: Any = None) -> Any:
             from generation.pipelines.engine import DiffusersEngine
 
-            engine = DiffusersEngine(model, lora_dir=settings.lora_dir)
+            if choice is not None and choice.source != "tiny":  # another family's tiny model, built locally
+                cache = self.root / "model-cache"
+                engine = DiffusersEngine.load(
+                    choice.source, "cpu", cache_dir=cache, lora_dir=settings.lora_dir
+                )
+            else:
+                engine = DiffusersEngine(model, lora_dir=settings.lora_dir)
             return wrapper(engine) if wrapper is not None else engine
 
         def engine_factory() -> Any:
@@ -195,7 +201,8 @@ class BotWorld:
                 return one_engine()
             from generation.pipelines.engine_pool import EnginePool
 
-            # MODELS: every name gets an engine of its own over the session's tiny model.
+            # MODELS: every name gets an engine of its own over the session's tiny model (a name whose
+            # source is another family's tiny model, `tiny-flux` say, loads that).
             return EnginePool(settings.model_set, one_engine)
 
         service = GenerationService(

@@ -114,10 +114,21 @@ async def test_login_and_command_sync(world: BotWorld) -> None:
     assert limits["default_member_permissions"] == str(discord.Permissions(manage_guild=True).value)
     assert {o["name"] for o in limits["options"]} == {"show", "set", "reset"}
     assert server.command("blocklist")["default_member_permissions"] == "32"
-    for name in ("usage", "queue", "cancel", "help"):
+    for name in ("usage", "queue", "cancel", "help", "models"):
         assert server.command(name).get("default_member_permissions") is None
     names = sorted((c["name"], c.get("type", 1)) for c in server.commands[None])
-    slash = ["blocklist", "cancel", "describe", "help", "imagine", "limits", "loras", "prefer", "queue"]
+    slash = [
+        "blocklist",
+        "cancel",
+        "describe",
+        "help",
+        "imagine",
+        "limits",
+        "loras",
+        "models",
+        "prefer",
+        "queue",
+    ]
     slash += ["server-defaults", "settings", "show", "usage"]
     assert names == sorted([*((n, 1) for n in slash), ("Describe", 3)])
     for command in server.commands[None]:  # guild install, guild channels: nothing offered in DMs
@@ -386,7 +397,7 @@ async def test_blocked_word_refused(world: BotWorld) -> None:
 
 @pytest.mark.parametrize(
     ("command", "fragment"),
-    [("usage", "last hour"), ("queue", "job(s)"), ("help", "/imagine")],
+    [("usage", "last hour"), ("queue", "job(s)"), ("help", "/imagine"), ("models", "**tiny** (default)")],
 )
 async def test_member_commands_answer(world: BotWorld, command: str, fragment: str) -> None:
     rec = world.server.invoke(command, {}, guild=world.guild, channel=world.channel, member=world.alice)

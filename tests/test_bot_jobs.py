@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from generation.backends import protocol as gen
-from generation.backends.protocol import GenerationResult, JobEvent
+from generation.backends.protocol import GenerationResult, JobEvent, ModelEntry
 from generation.media.image_store import ImageStore
 from generation.prompts.request import GenerationRequest, ModelProfile
 from jobs.delivery import ResultPost, TokenGone, TransientDeliveryError, token_expiry
@@ -76,6 +76,7 @@ class ScriptedBackend:
     )
 
     def __init__(self) -> None:
+        self.catalog: dict[str, ModelEntry] = {}
         self.handles: dict[str, ScriptedHandle] = {}
         self.submitted = asyncio.Queue[str]()
 

@@ -192,6 +192,8 @@ class RefusingOutbox(CountingOutbox):
 class NoBackend:
     """The delivery path never generates."""
 
+    catalog: dict[str, Any] = {}  # noqa: RUF012 (read only)
+
     def submit(self, *args: object) -> Any:
         raise AssertionError("nothing should be generated")
 

@@ -166,7 +166,7 @@ def test_preview_keeps_the_aspect_and_stays_small() -> None:
     latents = np.random.default_rng(0).standard_normal((4, 64, 96)).astype(np.float32)
     with Image.open(io.BytesIO(preview_png(latents))) as opened:
         assert opened.size == (128, 85)
-    with Image.open(io.BytesIO(preview_png(latents[:, :8, :8], family="sdxl"))) as opened:
+    with Image.open(io.BytesIO(preview_png(latents[:, :8, :8], kind="sdxl"))) as opened:
         assert opened.size == (64, 64)
 
 

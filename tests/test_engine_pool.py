@@ -66,12 +66,16 @@ def _run(pool: EnginePool, model: str, seed: int = 3) -> bytes:
     return image.png
 
 
-def test_a_batch_runs_on_its_models_engine_loaded_on_first_use(tiny_cache_dir: Path) -> None:
+def test_every_model_is_probed_at_start_and_a_batch_runs_on_its_models_engine(tiny_cache_dir: Path) -> None:
     loads: list[str] = []
     pool = EnginePool(ModelSet.parse("first=tiny,second=tiny"), _loader(tiny_cache_dir, loads))
-    assert loads == ["first"] and pool.profile.name == "first"  # requests name the model this way
+    assert loads == ["first", "second"] and pool.profile.name == "first"  # requests name the model this way
+    assert {name: entry.profile.name for name, entry in pool.catalog().items()} == {
+        "first": "first",
+        "second": "second",
+    }
+    assert pool.catalog()["second"].counter.count_tokens("a fox") == pool.count_tokens("a fox")
     first = _run(pool, "first")
-    assert loads == ["first"]
     second = _run(pool, "second")
     assert loads == ["first", "second"] and pool.loaded == ("first", "second")
     assert pixels(first) == pixels(second)  # the same weights and seed: the picture, from another engine
@@ -100,14 +104,16 @@ def test_least_recently_used_models_are_evicted_to_stay_within_the_budget(tiny_c
     pool = EnginePool(
         ModelSet.parse("a=tiny,b=tiny,c=tiny"), _loader(tiny_cache_dir, loads), budget_bytes=int(2.5 * size)
     )
+    # probed in order (c's load evicts a), then the default loaded again (evicting b)
+    assert (
+        pool.evictions == ["a", "b"] and pool.loaded == ("c", "a") and set(pool.catalog()) == {"a", "b", "c"}
+    )
     _run(pool, "b")
-    assert pool.loaded == ("a", "b") and pool.evictions == []
+    assert pool.evictions == ["a", "b", "c"] and pool.loaded == ("a", "b")
     _run(pool, "a")  # a is now the most recently used
     _run(pool, "c")
-    assert pool.evictions == ["b"] and pool.loaded == ("a", "c")
-    _run(pool, "b")
-    assert pool.evictions == ["b", "a"] and pool.loaded == ("c", "b")
-    assert loads == ["a", "b", "c", "b"]
+    assert pool.evictions == ["a", "b", "c", "b"] and pool.loaded == ("a", "c")
+    assert loads == ["a", "b", "c", "a", "b", "c"]
 
 
 def test_free_device_memory_decides_when_there_is_no_budget(tiny_cache_dir: Path) -> None:

@@ -97,6 +97,41 @@ def test_header_checks_tell_which_base_model_a_lora_was_made_for(
         read_shapes(tmp_path / "torn.safetensors")
 
 
+def test_loras_are_checked_against_the_familys_denoiser(tiny_cache_dir: Path, tmp_path: Path) -> None:
+    from generation.pipelines.tiny_families import ensure_tiny_family
+
+    flux = ModelLayers.of_folder(ensure_tiny_family(tiny_cache_dir, "tiny-flux"))
+    sd = ModelLayers.of_folder(tiny_cache_dir / TINY_FOLDER_NAME)
+    assert "transformer" in flux.layers and "unet" not in flux.layers
+
+    def why(shapes: Mapping[str, tuple[int, ...]], model: ModelLayers) -> str | None:
+        return incompatibility(read_shapes(_header_file(tmp_path / "x.safetensors", shapes)), model)
+
+    # kohya's Flux naming: diffusers loads it onto the transformer, so it is not refused there
+    kohya_flux = {"lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": (4, 32)}
+    assert why(kohya_flux, flux) is None
+    assert why(kohya_flux, sd) == (
+        "it was made for a transformer model (Flux-style layer names); this model is a U-Net"
+    )
+    kohya_sd = {"lora_unet_down_blocks_1_attentions_0_proj_in.lora_down.weight": (4, 64)}
+    assert why(kohya_sd, flux) == (
+        "it was made for a U-Net model (SD or SDXL layer names); this model is a transformer"
+    )
+    assert (
+        why({f"unet.{SELF}.lora_A.weight": (4, 64)}, flux)
+        == "it adapts `unet`, which this model doesn't have"
+    )
+    layer, shape = next((n, s) for n, s in (flux.layers["transformer"] or {}).items() if len(s) == 2)
+    peft = {
+        f"transformer.{layer}.lora_A.weight": (4, shape[1]),
+        f"transformer.{layer}.lora_B.weight": (shape[0], 4),
+    }
+    assert why(peft, flux) is None
+    assert why({f"transformer.{layer}.lora_A.weight": (4, shape[1] + 1)}, flux) == (
+        f"its layer `transformer.{layer}` takes {shape[1] + 1} inputs; this model's takes {shape[1]}"
+    )
+
+
 def test_the_folder_is_listed_once_per_change(tmp_path: Path) -> None:
     folder = tmp_path / "loras"
     folder.mkdir()

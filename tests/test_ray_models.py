@@ -1,6 +1,6 @@
 """MODELS on Ray: each replica keeps an `EnginePool`, and a model's batches go to a replica that
 already runs it (Serve's model multiplexing, named per call by the driver). A local Ray cluster
-(tests.ray_fixtures) with two replicas of the real `tiny` pipeline under two names."""
+(tests.ray_fixtures) with two replicas, each running `tiny` and the tiny Flux: replicas of two families."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ async def backend(ray_cluster: None, tiny_cache_dir: Path) -> AsyncIterator[RayB
         # Room for a second call on a replica: the next batch is routed while the last one's call is
         # still closing on its replica; with one slot Serve would fall back to the other replica.
         max_ongoing=2,
-        models=ReplicaModels(ModelSet.parse("first=tiny,second=tiny")),
+        models=ReplicaModels(ModelSet.parse("first=tiny,second=tiny-flux")),
     )
     await b.start()
     yield b
@@ -62,3 +62,10 @@ async def test_each_models_batches_stay_on_the_replica_that_runs_it(backend: Ray
     text = read_parameters(result.images[0].png)
     assert text is not None and "Model: second" in text
     assert first_home  # the first model ran too, on some replica
+
+
+async def test_the_driver_knows_each_models_family_and_tokenizer_from_a_replica(backend: RayBackend) -> None:
+    first, second = backend.catalog["first"], backend.catalog["second"]
+    assert (first.profile.features.family, second.profile.features.family) == ("sd", "flux")
+    assert (first.profile.token_limit, second.profile.token_limit) == (77, 512)  # Flux counts with T5
+    assert second.counter.count_tokens("a red fox") != first.counter.count_tokens("a red fox")

@@ -41,6 +41,17 @@ def test_require_loads_the_standalone_checker_for_a_model_without_one(required_m
     assert [image.nsfw for image in images] == [True, True]  # the tiny checker flags everything
 
 
+@pytest.mark.parametrize("model_id", ["tiny-flux", "tiny-sd3", "tiny-pixart"])
+def test_require_screens_every_familys_pictures(tiny_cache_dir: Path, model_id: str) -> None:
+    model = load_pipeline(model_id, "cpu", cache_dir=tiny_cache_dir, safety=SafetyOptions("require", "tiny"))
+    engine = DiffusersEngine(model)
+    assert engine.profile.has_safety_checker
+    native = engine.profile.native_size
+    request = tiny_request(model=model_id, width=native, height=native, steps=2, seeds=(1, 2))
+    [images] = engine.run_batch([request], [None], StepLog())
+    assert [image.nsfw for image in images] == [True, True]  # the tiny checker flags everything
+
+
 def test_model_and_off_leave_tiny_unscreened(tiny_cache_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         for mode in ("model", "off"):

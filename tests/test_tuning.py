@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from generation.families.sd import SD, SDXL
 from generation.pipelines import tuning
 from generation.pipelines.tuning import (
     VaePlan,
@@ -24,16 +25,22 @@ from generation.pipelines.tuning import (
 )
 
 GIB = 2**30
+XL_OVERFLOWS, SD_OVERFLOWS = SDXL.fp16_vae_overflows, SD.fp16_vae_overflows
+XL_SCALE, SD_SCALE = SDXL.activation_scale, SD.activation_scale
 
 
 def test_only_an_fp16_sdxl_vae_that_asks_for_upcasting_leaves_fp16() -> None:
     half, bf16, fp32 = torch.float16, torch.bfloat16, torch.float32
-    assert vae_dtype(half, "sdxl", force_upcast=True, bf16_supported=True) == bf16
-    assert vae_dtype(half, "sdxl", force_upcast=True, bf16_supported=False) == fp32
-    assert vae_dtype(half, "sdxl", force_upcast=False, bf16_supported=True) == half  # the fp16-fixed VAE
-    assert vae_dtype(half, "sd", force_upcast=True, bf16_supported=True) == half  # as diffusers' SD pipelines
-    assert vae_dtype(fp32, "sdxl", force_upcast=True, bf16_supported=True) == fp32
-    assert vae_dtype(bf16, "sdxl", force_upcast=True, bf16_supported=True) == bf16
+    assert vae_dtype(half, XL_OVERFLOWS, force_upcast=True, bf16_supported=True) == bf16
+    assert vae_dtype(half, XL_OVERFLOWS, force_upcast=True, bf16_supported=False) == fp32
+    assert (
+        vae_dtype(half, XL_OVERFLOWS, force_upcast=False, bf16_supported=True) == half
+    )  # the fp16-fixed VAE
+    assert (
+        vae_dtype(half, SD_OVERFLOWS, force_upcast=True, bf16_supported=True) == half
+    )  # as diffusers' SD pipelines
+    assert vae_dtype(fp32, XL_OVERFLOWS, force_upcast=True, bf16_supported=True) == fp32
+    assert vae_dtype(bf16, XL_OVERFLOWS, force_upcast=True, bf16_supported=True) == bf16
 
 
 def test_vae_plan_slices_batches_and_tiles_only_when_one_image_does_not_fit() -> None:
@@ -55,21 +62,21 @@ def test_a_vae_plan_switches_the_vaes_own_flags(tiny_model: Any) -> None:
 
 
 def test_batch_memory_estimate_counts_guidance_rows_family_and_tiling() -> None:
-    sd = batch_memory_bytes(4, 512, 512, 7.5, "sd")
-    assert batch_memory_bytes(4, 512, 512, 0.0, "sd") < sd  # one UNet row per image instead of two
-    assert batch_memory_bytes(4, 512, 512, 7.5, "sdxl") > sd
-    assert batch_memory_bytes(8, 512, 512, 7.5, "sd") > sd
-    untiled = batch_memory_bytes(1, 2048, 2048, 5.0, "sdxl")
-    assert batch_memory_bytes(1, 2048, 2048, 5.0, "sdxl", tiled=True) < untiled
+    sd = batch_memory_bytes(4, 512, 512, 7.5, SD_SCALE)
+    assert batch_memory_bytes(4, 512, 512, 0.0, SD_SCALE) < sd  # one UNet row per image instead of two
+    assert batch_memory_bytes(4, 512, 512, 7.5, XL_SCALE) > sd
+    assert batch_memory_bytes(8, 512, 512, 7.5, SD_SCALE) > sd
+    untiled = batch_memory_bytes(1, 2048, 2048, 5.0, XL_SCALE)
+    assert batch_memory_bytes(1, 2048, 2048, 5.0, XL_SCALE, tiled=True) < untiled
 
 
 def test_images_that_fit_is_bounded_and_grows_with_free_memory() -> None:
-    small = images_that_fit(512, 512, 7.5, "sd", 4 * GIB, cap=16)
-    large = images_that_fit(512, 512, 7.5, "sd", 40 * GIB, cap=16)
+    small = images_that_fit(512, 512, 7.5, SD_SCALE, 4 * GIB, cap=16)
+    large = images_that_fit(512, 512, 7.5, SD_SCALE, 40 * GIB, cap=16)
     assert 1 <= small < large == 16
-    assert images_that_fit(1024, 1024, 5.0, "sdxl", 1 * GIB, cap=16) == 1  # never below one
+    assert images_that_fit(1024, 1024, 5.0, XL_SCALE, 1 * GIB, cap=16) == 1  # never below one
     # what the estimate promises fits within the headroom
-    assert batch_memory_bytes(small, 512, 512, 7.5, "sd") <= 4 * GIB * tuning.MEMORY_HEADROOM
+    assert batch_memory_bytes(small, 512, 512, 7.5, SD_SCALE) <= 4 * GIB * tuning.MEMORY_HEADROOM
 
 
 def _draw(pipe: Any, img2img: Any, size: int) -> tuple[np.ndarray, np.ndarray]:

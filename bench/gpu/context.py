@@ -15,6 +15,7 @@ from bench.gpu.build import build_pipeline, save_arch
 from bench.gpu.plan import PROMPT, Plan
 from bench.gpu.records import Budget, ResultsFile
 from bench.gpu.timing import allocated_gib, free, peak_memory_gib, reset_peak, timed
+from generation.families.sd import SD, SDXL
 from generation.pipelines.tuning import batch_memory_bytes
 
 
@@ -85,8 +86,8 @@ def measure_call(run: Run, pipe: Any, arch: Arch, images: int, **call: Any) -> d
     weights = allocated_gib(run.device)
     reset_peak(run.device)
     timing = timed(one, run.device, warmup=run.plan.warmup, runs=run.plan.runs)
-    family = "sdxl" if arch.is_xl else "sd"
-    estimate = batch_memory_bytes(images, arch.size, arch.size, arch.guidance, family) / 2**30
+    scale = (SDXL if arch.is_xl else SD).activation_scale
+    estimate = batch_memory_bytes(images, arch.size, arch.size, arch.guidance, scale) / 2**30
     return {
         "images": images,
         "size": arch.size,

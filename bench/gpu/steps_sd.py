@@ -25,6 +25,7 @@ from bench.gpu.timing import (
     timed,
 )
 from bench.report import machine, source_commit
+from generation.families.sd import SDXL
 from generation.pipelines.tuning import apply_vae_precision
 
 
@@ -125,7 +126,7 @@ def sdxl(run: Run) -> None:
     for batch in run.plan.sdxl_batches:
         figures = measure_call(run, pipe, arch, batch)
         run.results.write("sdxl_batch", arch=arch.name, vae="diffusers' fp32 upcast per call", **figures)
-    chosen = apply_vae_precision(pipe, run.dtype, "sdxl")
+    chosen = apply_vae_precision(pipe, run.dtype, SDXL.fp16_vae_overflows)
     batch = run.plan.sdxl_batches[-1]
     figures = measure_call(run, pipe, arch, batch)
     run.results.write("sdxl_batch", arch=arch.name, vae=str(chosen).removeprefix("torch."), **figures)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bot.commands.errors import UserError
 from bot.views.custom_ids import Action, ButtonRef, EditButton
+from generation.families.features import Features
 from generation.prompts.edits import Direction, EditError, EditKind, EditSpec, edit_spec
 from generation.prompts.request import (
     MAX_IMAGES,
@@ -47,6 +48,17 @@ def check_parent(parent: JobRecord | None, guild_id: int | None, ref: ButtonRef)
     if ref.action is not Action.REROLL and not 0 <= ref.index < len(parent.image_paths):
         raise UserError(f"That result has no image {ref.index + 1}.")
     return parent
+
+
+def check_model_runs(features: Features, action: Action) -> None:
+    """A UserError when the picture's model can no longer run `action` (settings changed since the
+    result was posted): U/V need image-to-image, the edit buttons the edit loop."""
+    if action in (Action.UPSCALE, Action.VARIATION) and not features.image:
+        raise UserError(
+            f"That picture's model ({features.label}) can't start from a picture, so it can't do that."
+        )
+    if action is Action.EDIT and not (features.image and features.edits):
+        raise UserError(f"That picture's model ({features.label}) can't run the edit buttons.")
 
 
 def source_bytes(parent: JobRecord, index: int) -> bytes:

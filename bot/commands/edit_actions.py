@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import discord
@@ -18,6 +19,7 @@ from PIL import Image
 
 from bot.commands.derive import (
     button_spec,
+    check_model_runs,
     check_parent,
     derive_edit,
     original_count,
@@ -104,13 +106,14 @@ class EditActions:
             factor = parse_zoom(sent.zoom)
         await interaction.response.defer(thinking=True)
         interaction.extras["public_defer"] = True
-        submitted = await self.parse_remix(interaction, text) if sent is not None else None
+        parent = await self._parent(interaction, ref)
+        model = parent_request(parent).model
+        submitted = await self.parse_remix(interaction, text, model) if sent is not None else None
         if gives_shape(text):
             raise UserError(
                 "`--ar` reshapes a variation or a reroll; an edit keeps its picture's shape "
                 "(use Make Square, a pan or Zoom Out to change it)."
             )
-        parent = await self._parent(interaction, ref)
         data = await asyncio.to_thread(source_bytes, parent, 0)
         picture = await asyncio.to_thread(load_source, data)
         mask_digest = None
@@ -128,21 +131,26 @@ class EditActions:
         if isinstance(outcome, Refusal):
             await send_private(interaction, refusal_text(outcome, request.count))
 
-    async def parse_remix(self, interaction: discord.Interaction[Any], text: str) -> GenerationRequest:
-        """The submitted Remix text as `/imagine` parses it (macros apply; the member's defaults were
-        already written into it), refused as `/imagine` refuses: bad input, or a blocked word."""
+    async def parse_remix(
+        self, interaction: discord.Interaction[Any], text: str, model: str
+    ) -> GenerationRequest:
+        """The submitted Remix text as `/imagine` parses it for the picture's `model` (macros apply;
+        the member's defaults were already written into it), refused as `/imagine` refuses: bad
+        input, or a blocked word."""
         bot = self.services
         assert interaction.guild_id is not None
         view = await bot.store.prompt_settings(interaction.guild_id, interaction.user.id)
         requests = parse_command(
             text,
             PromptOptions(),
-            bot.backend.profile,
+            replace(bot.backend.profile, name=model),
             count_tokens=bot.backend.count_tokens,
             random_seed=random_seed,
             macros=view.macros,
             models=bot.settings.model_set.names,
             loras=bot.loras.names(),
+            profiles=bot.profiles(),
+            counters=bot.counters(),
         )
         if len(requests) != 1:
             raise UserError(f"Remix runs one prompt; that text makes {len(requests)} jobs.")
@@ -151,6 +159,7 @@ class EditActions:
 
     async def _parent(self, interaction: discord.Interaction[Any], ref: ButtonRef) -> JobRecord:
         parent = check_parent(await self.services.store.get_job(ref.job_id), interaction.guild_id, ref)
+        check_model_runs(self.services.runner.features_of(parent_request(parent).model), ref.action)
         if len(parent.image_paths) != 1:
             raise UserError("Those buttons work on a result with one picture.")
         return parent

@@ -168,6 +168,8 @@ class ImagineCommand:
             source_image=PENDING_SOURCE if image is not None else None,
             models=bot.settings.model_set.names,
             loras=bot.loras.names(),
+            profiles=bot.profiles(),
+            counters=bot.counters(),
         )
         refused = next((r.model for r in requests if r.model not in offer.offered), None)
         if refused is not None:

@@ -1,5 +1,5 @@
-"""Member commands: `/usage`, `/queue`, `/cancel [job]`, `/help`, `/loras`. All answered ephemerally
-(`/queue` and `/loras` paged, `bot.views.pager`)."""
+"""Member commands: `/usage`, `/queue`, `/cancel [job]`, `/help`, `/loras`, `/models`. All answered
+ephemerally (`/queue`, `/loras` and `/models` paged, `bot.views.pager`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from discord import app_commands
 
 from bot.commands.errors import UserError, has_manage_guild, member_role_ids, report_error
 from bot.commands.job_controls import cancel_active, job_on_this_server
-from bot.formatting import HELP_TEXT, usage_text
+from bot.commands.settings import prompt_context
+from bot.formatting import HELP_TEXT, model_text, usage_text
 from bot.services import Services
 from bot.views.pager import Listing, PagedList
 from storage.interface import JobState
@@ -51,7 +52,20 @@ async def _read_loras(services: Services, interaction: discord.Interaction[Any])
     return Listing([head], [f"• `{name}`" for name in names])
 
 
+async def _read_models(services: Services, interaction: discord.Interaction[Any]) -> Listing:
+    """The models this server offers, each with what its family takes."""
+    guild_id = interaction.guild_id
+    if guild_id is None:
+        raise UserError("This command only works in a server.")
+    context = await prompt_context(services.store, guild_id, interaction.user.id, services.settings.model_set)
+    offer, profiles = context.models, services.profiles()
+    items = [model_text(name, profiles.get(name), default=name == offer.default) for name in offer.offered]
+    head = "Pick one with `--model NAME` (✓ works, – is refused on that model):"
+    return Listing([head], items, sep="\n\n")
+
+
 QUEUE = PagedList("queue", _read_queue, report_error)
+MODELS = PagedList("models", _read_models, report_error)
 LORAS = PagedList("loras", _read_loras, report_error)
 
 
@@ -101,4 +115,10 @@ def member_commands(services: Services) -> list[app_commands.Command[Any, Any, N
     async def loras(interaction: discord.Interaction[Any]) -> None:
         await LORAS.send(services, interaction)
 
-    return [usage, queue, cancel, help, loras]
+    @app_commands.command(name="models", description="The models you can pick, and what each takes")
+    @app_commands.guild_only()
+    async def models(interaction: discord.Interaction[Any]) -> None:
+        await _defer(interaction)
+        await MODELS.send(services, interaction)
+
+    return [usage, queue, cancel, help, loras, models]

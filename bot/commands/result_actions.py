@@ -15,7 +15,7 @@ from typing import Any
 
 import discord
 
-from bot.commands.derive import check_parent, derive, parent_request, source_bytes
+from bot.commands.derive import check_model_runs, check_parent, derive, parent_request, source_bytes
 from bot.commands.describe import prompt_of
 from bot.commands.edit_actions import EditActions
 from bot.commands.errors import (
@@ -103,13 +103,14 @@ class ResultActions:
         the Remix modal), reserve and run it; also returns its image count."""
         bot = self.services
         parent = check_parent(await bot.store.get_job(ref.job_id), clicker.guild_id, ref)
+        check_model_runs(bot.runner.features_of(parent_request(parent).model), ref.action)
         digest = None
         if ref.action is not Action.REROLL:
             data = await asyncio.to_thread(source_bytes, parent, ref.index)
             digest = await asyncio.to_thread(bot.image_store.put, data)
         request = derive(parent, ref, bot.backend.profile, digest)
         if remix is not None and clicker.interaction is not None:
-            submitted = await self.edits.parse_remix(clicker.interaction, remix)
+            submitted = await self.edits.parse_remix(clicker.interaction, remix, request.model)
             request = remixed(request, submitted)
         index = ref.index if ref.action is not Action.REROLL else None
         return await self._reserve(parent, request, index, clicker), request.count

@@ -20,6 +20,7 @@ from bot.views.custom_ids import (
     make_custom_id,
 )
 from bot.views.edit_buttons import EDIT_ROWS, edit_items
+from generation.families.features import Features
 from jobs.delivery import ResultPost
 
 REROLL_EMOJI = "🔄"
@@ -93,18 +94,24 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_TEM
         await _actions(interaction).on_result_button(interaction, self.ref)
 
 
-def result_view(job_id: str, image_count: int, *, square: bool = True) -> discord.ui.View:
+def result_view(
+    job_id: str, image_count: int, *, square: bool = True, features: Features | None = None
+) -> discord.ui.View:
     """U1..Un and 🔄 on the first row, V1..Vn on the second, 📋 🗑️ on the third (n = images shown).
     A one-image result has the edit buttons (`bot.views.edit_buttons`) on top, U1 🔄 V1 📋 🗑️ below
-    them; `square` says whether its picture is square (no `Make Square` then)."""
+    them; `square` says whether its picture is square (no `Make Square` then). Only what the
+    picture's model can run is shown (`features`): no U/V without image-to-image, no edit buttons
+    without the edit loop."""
+    able = features or Features()
     view = discord.ui.View(timeout=None)
     if image_count == 1:
-        for edit in edit_items(job_id, square=square):
-            view.add_item(edit)
+        if able.image and able.edits:
+            for edit in edit_items(job_id, square=square):
+                view.add_item(edit)
         below: list[discord.ui.Item[Any]] = [
-            ImageButton(ButtonRef(Action.UPSCALE, job_id, 0)),
+            *([ImageButton(ButtonRef(Action.UPSCALE, job_id, 0))] if able.image else []),
             JobButton(ButtonRef(Action.REROLL, job_id)),
-            ImageButton(ButtonRef(Action.VARIATION, job_id, 0)),
+            *([ImageButton(ButtonRef(Action.VARIATION, job_id, 0))] if able.image else []),
             JobButton(ButtonRef(Action.INFO, job_id)),
             JobButton(ButtonRef(Action.DELETE, job_id)),
         ]
@@ -112,10 +119,10 @@ def result_view(job_id: str, image_count: int, *, square: bool = True) -> discor
             item.row = EDIT_ROWS
             view.add_item(item)
         return view
-    for i in range(image_count):
+    for i in range(image_count if able.image else 0):
         view.add_item(ImageButton(ButtonRef(Action.UPSCALE, job_id, i)))
     view.add_item(JobButton(ButtonRef(Action.REROLL, job_id)))
-    for i in range(image_count):
+    for i in range(image_count if able.image else 0):
         view.add_item(ImageButton(ButtonRef(Action.VARIATION, job_id, i)))
     view.add_item(JobButton(ButtonRef(Action.INFO, job_id)))
     view.add_item(JobButton(ButtonRef(Action.DELETE, job_id)))
@@ -129,7 +136,7 @@ def post_view(post: ResultPost) -> discord.ui.View:
         # a header Pillow can't read: no Make Square
         with contextlib.suppress(Exception), Image.open(io.BytesIO(post.files[0].data)) as picture:
             square = picture.width == picture.height
-    return result_view(post.job_id, post.image_count, square=square)
+    return result_view(post.job_id, post.image_count, square=square, features=post.features)
 
 
 def progress_view(job_id: str) -> discord.ui.View:

@@ -50,7 +50,7 @@ from generation.backends.protocol import (
     Progress,
     Started,
 )
-from generation.pipelines.contract import Engine
+from generation.pipelines.contract import Engine, catalog_of
 from generation.scheduling.batch_run import BatchRun, Outcome, StepDone, outcome_for, timeout_message
 from generation.scheduling.job_state import Job, SourceImages
 from generation.scheduling.scheduler import SHUTDOWN_MESSAGE, Batching, JobScheduler
@@ -123,6 +123,7 @@ class GenerationService(JobScheduler):
             raise
         self._engine = engine
         self._profile = engine.profile
+        self.catalog = catalog_of(engine)
         self._schedule_dispatch()
 
     async def close(self) -> None:

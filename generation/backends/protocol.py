@@ -6,9 +6,9 @@ runs a worker thread in this process; a cluster backend can replace it without t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 from generation.prompts.request import GenerationRequest, ModelProfile
 
@@ -82,10 +82,41 @@ class JobHandle(Protocol):
         ...
 
 
+class TokenCounter(Protocol):
+    """Counts a prompt's tokens for one model (picklable: it crosses to Ray's driver)."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text`, begin/end included."""
+        ...
+
+
+@dataclass(frozen=True)
+class TokenizerCounter:
+    """A `TokenCounter` over a Hugging Face tokenizer (a copy: the engine's own keeps call state)."""
+
+    tokenizer: Any
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as the tokenizer counts them, begin/end included."""
+        return len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+
+
+class ModelEntry(NamedTuple):
+    """One model an engine runs: its profile (named as requests name it) and its token counter."""
+
+    profile: ModelProfile
+    counter: TokenCounter
+
+
 class GenerationBackend(Protocol):
     """What the bot needs from a generation engine."""
 
     profile: ModelProfile
+
+    @property
+    def catalog(self) -> Mapping[str, ModelEntry]:
+        """Every model it runs by name, with its profile and token counter (set by `start`)."""
+        ...
 
     async def start(self) -> None:
         """Load the model (off the event loop) and start working."""

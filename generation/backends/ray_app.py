@@ -24,6 +24,7 @@ from typing import Any
 
 from ray import serve
 
+from generation.backends.protocol import ModelEntry, TokenCounter
 from generation.backends.ray_cluster import (
     DeploySpec,
     connect,
@@ -33,7 +34,7 @@ from generation.backends.ray_cluster import (
     running_replicas,
     shutdown_ray,
 )
-from generation.backends.ray_replica import DiffusersFactory, EngineFactory, TokenCounter
+from generation.backends.ray_replica import DiffusersFactory, EngineFactory
 from generation.model_set import ModelSet
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.safety_options import SafetyOptions
@@ -98,6 +99,7 @@ class ServeApp:
         self.handle: Any = None
         self.profile: ModelProfile | None = None
         self.counter: TokenCounter | None = None
+        self.catalog: dict[str, ModelEntry] = {}  # every model the replicas run (`catalog_of`)
         self.native_cap = 1
         self.capacity = 0  # free slots when nothing runs: live replicas × max_ongoing
         self.owns_app = False  # this driver deployed the app (else it joined one already running)
@@ -126,6 +128,7 @@ class ServeApp:
             self.profile = await self.handle.profile.remote()
         assert self.profile is not None
         self.counter = await self.handle.token_counter.remote()
+        self.catalog = await self.handle.catalog.remote()
         native = self.profile.native_size
         probe = GenerationRequest(
             "probe", native, native, self.profile.default_steps, 7.5, (0,), self.model_id

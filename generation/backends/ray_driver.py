@@ -152,6 +152,7 @@ class RayBackend(JobScheduler):
         self._loop = asyncio.get_running_loop()
         await self._serve.open()
         self._profile = self._serve.profile
+        self.catalog = self._serve.catalog
         if self._serve.autoscale is not None:
             self._poller = self._loop.create_task(self._poll_replicas())
         self._schedule_dispatch()

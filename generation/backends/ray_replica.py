@@ -26,14 +26,13 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import ray
 from ray import serve
 
-from generation.backends.protocol import JobFailed
+from generation.backends.protocol import JobFailed, ModelEntry, TokenCounter
 from generation.model_set import ModelSet
-from generation.pipelines.contract import Engine
+from generation.pipelines.contract import Engine, catalog_of, token_counter_of
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.safety_options import SafetyOptions
 from generation.prompts.request import GenerationRequest, ModelProfile
@@ -45,14 +44,6 @@ EngineFactory = Callable[[], Engine]
 """Builds the replica's engine; must pickle (a module-level function or a small dataclass)."""
 
 ROUTED_MODELS = 16  # model names a replica reports to Serve's router (the pool decides what stays loaded)
-
-
-class TokenCounter(Protocol):
-    """What the driver needs for `count_tokens`: a picklable object with this one method."""
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens of `text`, begin/end included."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -81,17 +72,6 @@ class DiffusersFactory:
             memory_budget_gb=self.memory_budget_gb,
             lora_dir=self.lora_dir,
         )
-
-
-@dataclass(frozen=True)
-class TokenizerCounter:
-    """A `TokenCounter` over a Hugging Face tokenizer (pickled from a replica to the driver)."""
-
-    tokenizer: Any
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens of `text` as the tokenizer counts them, begin/end included."""
-        return len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
 
 
 # -- messages -------------------------------------------------------------------------------------
@@ -171,15 +151,6 @@ class _CallMembers:
         self.outcomes[i] = outcome
 
 
-def token_counter_of(engine: Engine) -> TokenCounter:
-    """A picklable counter for the driver: the model's tokenizer, or the engine itself (stand-ins)."""
-    model = getattr(engine, "model", None)
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None:
-        return TokenizerCounter(tokenizer)
-    return engine
-
-
 # -- the deployment -------------------------------------------------------------------------------
 
 _END = object()
@@ -202,6 +173,10 @@ class ImagineReplica:
     def token_counter(self) -> TokenCounter:
         """Something the driver can count tokens with, without loading the model."""
         return token_counter_of(self._engine)
+
+    def catalog(self) -> dict[str, ModelEntry]:
+        """Every model this replica runs, with its profile and token counter (`catalog_of`)."""
+        return catalog_of(self._engine)
 
     def max_batch_images(self, request: GenerationRequest) -> int:
         """The engine's batch cap for this shape (free device memory on GPUs)."""

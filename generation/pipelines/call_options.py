@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from generation.families.base import Family
 from generation.pipelines.prompt_encoding import PromptEncoder
 from generation.pipelines.samplers import Samplers
 from generation.prompts.request import GenerationRequest, Mode
@@ -58,15 +59,16 @@ def stopping_callback(callback: Callable[..., Any], percent: int) -> Callable[..
 
 
 def chaos_latents(
-    pipe: Any, requests: Sequence[GenerationRequest], generators: Sequence[torch.Generator]
+    pipe: Any, family: Family, requests: Sequence[GenerationRequest], generators: Sequence[torch.Generator]
 ) -> torch.Tensor:
     """Initial noise for every image: with chaos c, image i of a request is
     √(1 − c/100)·(its first image's noise) + √(c/100)·(its own noise), so 0 makes the grid one
-    picture, 100 independent pictures; the first image is always its seed's own."""
+    picture, 100 independent pictures; the first image is always its seed's own. Drawn in the
+    family's shape (`Family.noise_shape`) and packed as its pipeline takes it."""
     first = requests[0]
-    scale = pipe.vae_scale_factor
-    shape = (1, pipe.unet.config.in_channels, first.height // scale, first.width // scale)
-    device, dtype = pipe.unet.device, pipe.unet.dtype
+    shape = family.noise_shape(pipe, first.width, first.height)
+    denoiser = family.denoiser_of(pipe)
+    device, dtype = denoiser.device, denoiser.dtype
     out: list[torch.Tensor] = []
     position = 0
     for request in requests:
@@ -78,7 +80,8 @@ def chaos_latents(
             continue
         share = request.chaos / 100
         out += [math.sqrt(1 - share) * own[0] + math.sqrt(share) * noise for noise in own]
-    return torch.cat(out)
+    packed: torch.Tensor = family.pack(pipe, torch.cat(out))
+    return packed
 
 
 def batch_call(
@@ -87,6 +90,7 @@ def batch_call(
     kwargs: dict[str, Any],
     samplers: Samplers,
     encoder: PromptEncoder | None,
+    family: Family,
 ) -> ExitStack:
     """Adjust `kwargs` (the pipeline call's arguments) for `requests` (one batch key) and return the
     block that applies the rest to `pipe` for the call: `with batch_call(...): pipe(**kwargs)`."""
@@ -95,11 +99,11 @@ def batch_call(
     if first.sampler is not None:
         stack.enter_context(scheduler_swapped(pipe, samplers.get(first.sampler)))
     if first.tile:
-        stack.enter_context(circular_padding(pipe.unet, pipe.vae))
+        stack.enter_context(circular_padding(family.denoiser_of(pipe), pipe.vae))
     if first.stop < 100:
         kwargs["callback_on_step_end"] = stopping_callback(kwargs["callback_on_step_end"], first.stop)
     if first.mode is Mode.TXT2IMG and any(r.chaos is not None for r in requests):
-        kwargs["latents"] = chaos_latents(pipe, requests, kwargs["generator"])
+        kwargs["latents"] = chaos_latents(pipe, family, requests, kwargs["generator"])
     if first.weighted:
         if encoder is None:
             raise ValueError("this model does not encode weighted prompts")

@@ -6,10 +6,10 @@ this Protocol.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from generation.backends.protocol import GeneratedImage
+from generation.backends.protocol import GeneratedImage, ModelEntry, TokenCounter, TokenizerCounter
 from generation.prompts.request import GenerationRequest, ModelProfile
 
 PreviewFn = Callable[[int], bytes]
@@ -63,3 +63,21 @@ class Engine(Protocol):
     def max_batch_images(self, request: GenerationRequest) -> int:
         """The most images of this shape that fit in one batch (from free device memory)."""
         ...
+
+
+def token_counter_of(engine: Engine) -> TokenCounter:
+    """A picklable counter for an engine's (default) model: its own (`token_counter()`), its
+    tokenizer, or the engine itself."""
+    own: Callable[[], TokenCounter] | None = getattr(engine, "token_counter", None)
+    if own is not None:
+        return own()
+    tokenizer = getattr(getattr(engine, "model", None), "tokenizer", None)
+    return TokenizerCounter(tokenizer) if tokenizer is not None else engine
+
+
+def catalog_of(engine: Engine) -> dict[str, ModelEntry]:
+    """Every model `engine` runs by name: an `EnginePool`'s `catalog()`, else its one model."""
+    catalog: Callable[[], Mapping[str, ModelEntry]] | None = getattr(engine, "catalog", None)
+    if catalog is not None:
+        return dict(catalog())
+    return {engine.profile.name: ModelEntry(engine.profile, token_counter_of(engine))}

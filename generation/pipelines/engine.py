@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from generation.backends.protocol import GeneratedImage
+from generation.backends.protocol import GeneratedImage, TokenizerCounter
 from generation.media.canvas import Canvas, SizeCap, paste_back, prepare_canvas
 from generation.media.compose import encode_png
 from generation.media.image_store import decode_image, fit_source, load_source
 from generation.pipelines.call_options import batch_call
 from generation.pipelines.contract import (
+    BatchFailed,
     BatchInterrupted,
     NonFiniteOutput,
     OutOfMemory,
@@ -42,7 +43,7 @@ from generation.pipelines.loading import LoadedModel, SafetyCheck, load_pipeline
 from generation.pipelines.lora import LoraAdapters
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.preview import preview_png
-from generation.pipelines.prompt_encoding import PromptEncoder, supports_weights
+from generation.pipelines.prompt_encoding import PromptEncoder
 from generation.pipelines.safety_options import SafetyOptions
 from generation.pipelines.samplers import Samplers
 from generation.pipelines.tuning import apply_vae_plan, images_that_fit, vae_plan
@@ -77,6 +78,8 @@ SAMPLER_NAMES = {
     "HeunDiscreteScheduler": "Heun",
     "LCMScheduler": "LCM",
     "UniPCMultistepScheduler": "UniPC",
+    "FlowMatchEulerDiscreteScheduler": "Euler",  # SD 3, Flux, Qwen-Image, AuraFlow
+    "FlowMatchHeunDiscreteScheduler": "Heun",
 }
 
 
@@ -95,10 +98,11 @@ class DiffusersEngine:
         if safety_checker is not None and not model.profile.has_safety_checker:
             self.profile = replace(model.profile, has_safety_checker=True)
         gen_device = "cpu" if model.device == "mps" else model.device
+        self.family = model.family
         scheduler = type(model.text2img.scheduler).__name__
         self.sampler = SAMPLER_NAMES.get(scheduler, scheduler.removesuffix("Scheduler"))
-        self._samplers = Samplers(model.text2img.scheduler)
-        self._encoder = PromptEncoder(model.text2img) if supports_weights(model.text2img) else None
+        self._samplers = Samplers(model.text2img.scheduler, self.family.schedule)
+        self._encoder = PromptEncoder(model.text2img) if model.profile.features.weights else None
         if self._encoder is not None:
             self.profile = replace(self.profile, prompt_windows=MAX_PROMPT_WINDOWS, supports_weights=True)
         self._generator_device = torch.device(gen_device)
@@ -108,6 +112,7 @@ class DiffusersEngine:
         self._inpainting_model = in_channels == INPAINTING_UNET_CHANNELS
         # count_tokens runs on the event loop beside a running batch; a tokenizer keeps its padding and
         # truncation settings as state, so sharing the pipeline's races (its prompts lose their padding).
+        # It counts with the tokenizer of the encoder that reads the longest prompts (Flux's T5).
         self._count_tokenizer = copy.deepcopy(model.tokenizer)
 
     @classmethod
@@ -139,13 +144,22 @@ class DiffusersEngine:
         ids = self._count_tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
         return len(ids)
 
+    def token_counter(self) -> TokenizerCounter:
+        """A counter over this engine's own copy of the tokenizer (safe beside a running batch)."""
+        return TokenizerCounter(self._count_tokenizer)
+
     def max_batch_images(self, request: GenerationRequest) -> int:
         """The most images of this shape for one batch: a free-memory estimate on CUDA, a cap elsewhere."""
         if not self.model.device.startswith("cuda"):
             return CPU_MAX_BATCH_IMAGES
         free, _total = torch.cuda.mem_get_info(torch.device(self.model.device))
         return images_that_fit(
-            request.width, request.height, request.guidance, self.model.family, free, GPU_MAX_BATCH_IMAGES
+            request.width,
+            request.height,
+            request.guidance,
+            self.family.activation_scale,
+            free,
+            GPU_MAX_BATCH_IMAGES,
         )
 
     def warm_up(self, shapes: Sequence[tuple[int, int, int]] | None = None) -> float:
@@ -191,7 +205,7 @@ class DiffusersEngine:
             "guidance_scale": first.guidance,
             "generator": generators,
             "output_type": "np",  # floats, so a NaN or infinite pixel is seen (as PIL it is black)
-            "callback_on_step_end": self._step_callback(on_step, first_index),
+            "callback_on_step_end": self._step_callback(on_step, first_index, (first.width, first.height)),
         }
         if self.model.device.startswith("cuda"):  # slicing for batches, tiling only where one won't fit
             free, _total = torch.cuda.mem_get_info(torch.device(self.model.device))
@@ -208,17 +222,21 @@ class DiffusersEngine:
             kwargs.update(width=first.width, height=first.height)
         else:
             pipe = self.model.img2img
+            if pipe is None:
+                raise BatchFailed(self.profile.features.refusal("Starting from a picture", self.profile.name))
             strength = _strength(first)
             per_request = [_source_for(source, r) for r, source in zip(requests, sources, strict=True)]
             kwargs["image"] = [image for r, image in zip(requests, per_request, strict=True) for _ in r.seeds]
             kwargs["strength"] = strength
+            self.family.sized(pipe, first, kwargs)
             # diffusers runs int(steps * strength) steps; always run at least one
             kwargs["num_inference_steps"] = max(first.steps, math.ceil(1 / strength))
 
+        self.family.call_arguments(pipe, first, kwargs)
         try:
             with (
                 self.loras.applied(pipe, first.loras),
-                batch_call(pipe, requests, kwargs, self._samplers, self._encoder),
+                batch_call(pipe, requests, kwargs, self._samplers, self._encoder, self.family),
             ):
                 pixels = pipe(**kwargs).images
         except RuntimeError as exc:
@@ -295,19 +313,20 @@ class DiffusersEngine:
         return canvases
 
     def _step_callback(
-        self, on_step: StepCallback, first_index: list[int]
+        self, on_step: StepCallback, first_index: list[int], size: tuple[int, int]
     ) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
-        family = self.model.family
+        family = self.family
 
         def callback(pipe: Any, step_index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             latents = tensors["latents"]
 
             def preview(i: int) -> bytes:
-                one = latents[first_index[i]].detach().float().cpu().numpy()
-                return preview_png(one, family)
+                width, height = size
+                one = family.unpack(pipe, latents[first_index[i] : first_index[i] + 1], width, height)[0]
+                return preview_png(one.detach().float().cpu().numpy(), family.preview)
 
             fn: PreviewFn = preview
-            if not on_step(step_index + 1, int(pipe.num_timesteps), fn):
+            if not on_step(step_index + 1, total_steps(pipe), fn):
                 raise BatchInterrupted(f"stopped after step {step_index + 1}")
             return tensors
 
@@ -379,6 +398,12 @@ def encode_images(
         return encode_png(images[i], request, seed, sampler=sampler, model_hash=model_hash)
 
     return list(_encoder_pool().map(encode, range(len(images))))
+
+
+def total_steps(pipe: Any) -> int:
+    """The steps of the call in progress (`num_timesteps`; older pipelines: the scheduler's)."""
+    total = getattr(pipe, "_num_timesteps", None)
+    return int(total) if total else len(pipe.scheduler.timesteps)
 
 
 def finite_images(pixels: Any) -> list[bool]:

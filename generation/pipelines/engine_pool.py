@@ -1,12 +1,15 @@
 """`EnginePool`: the `Engine` contract over several models (`MODELS`), for one worker thread.
 
 A batch runs on the engine of its requests' model (`GenerationRequest.model` is the model's name in
-the `ModelSet`); an engine is loaded the first time a batch needs it, on the worker thread, and kept.
+the `ModelSet`). At start every model is loaded once, in order, to learn its profile and token
+counter (`catalog`: the parser checks a job against its own model's family, size and token limit);
+after that an engine is loaded again when a batch needs it, on the worker thread, and kept.
 Before a load, and after it, the least recently used engines are evicted while memory is short:
 on CUDA "short" is measured (the device's free memory against the model's measured size, or the
 largest one seen when it has never been loaded), elsewhere it is a byte budget (`MODEL_MEMORY_GB`;
 none: keep everything). The default model is loaded at start and evicted like any other. A model
-that fails to load fails its batch with `ModelUnavailable` (its jobs' message) and the pool goes on.
+that fails to load (at start: it stays out of the catalog) fails its batch with `ModelUnavailable`
+(its jobs' message) and the pool goes on.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from generation.backends.protocol import GeneratedImage
+from generation.backends.protocol import GeneratedImage, ModelEntry
 from generation.model_set import ModelChoice, ModelSet
-from generation.pipelines.contract import BatchFailed, Engine, StepCallback
+from generation.pipelines.contract import BatchFailed, Engine, StepCallback, token_counter_of
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.safety_options import SafetyOptions
 from generation.prompts.request import GenerationRequest, ModelProfile
@@ -89,8 +92,16 @@ class EnginePool:
         self.sizes: dict[str, int] = {}  # measured bytes of each model loaded so far
         self.loads: list[str] = []  # names in the order they were loaded (tests, benchmarks)
         self.evictions: list[str] = []
+        self._catalog: dict[str, ModelEntry] = {}
         default = self._load(models.default)
         self.profile: ModelProfile = default.profile
+        for choice in models.choices:
+            if choice.name not in self._catalog:
+                try:
+                    self._load(choice)
+                except ModelUnavailable as exc:  # logged; its jobs fail with the reason
+                    log.warning("%s", exc)
+        self.engine_for(models.default.name)  # the default warm again (reloaded if a probe evicted it)
 
     # -- the Engine contract ------------------------------------------------------------------------
 
@@ -129,6 +140,10 @@ class EnginePool:
         engine = self._engines.get(name)
         return None if engine is None else engine.profile
 
+    def catalog(self) -> dict[str, ModelEntry]:
+        """Every model that loaded at start, by name, with its profile and token counter."""
+        return dict(self._catalog)
+
     def engine_for(self, name: str) -> Engine:
         """The engine of model `name`, loaded (and room made for it) if need be."""
         engine = self._engines.get(name)
@@ -152,6 +167,7 @@ class EnginePool:
             why = f"{type(exc).__name__}: {exc}"
             raise ModelUnavailable(f"the model {choice.name!r} could not be loaded ({why})") from exc
         engine.profile = replace(engine.profile, name=choice.name)  # requests name the model this way
+        self._catalog[choice.name] = ModelEntry(engine.profile, token_counter_of(engine))
         self._engines[choice.name] = engine
         self.sizes[choice.name] = self._size_of(engine)
         self.loads.append(choice.name)

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import try_to_load_from_cache
 
+from generation.families.base import Family
+from generation.families.registry import recognise
 from generation.pipelines.download import download_model
 from generation.pipelines.model_hash import model_hash
 from generation.pipelines.options import OptimiseOptions
@@ -32,7 +34,7 @@ from generation.pipelines.safety import (
     model_check,
 )
 from generation.pipelines.safety_options import SafetyOptions
-from generation.pipelines.source import default_cache_dir, hub_cache_dir
+from generation.pipelines.source import BUILTIN_MODEL_IDS, TINY_FAMILY_IDS, default_cache_dir, hub_cache_dir
 from generation.pipelines.tiny import TINY_MODEL_ID, ensure_tiny_model
 from generation.pipelines.tuning import apply_vae_precision
 from generation.prompts.request import ModelProfile
@@ -142,16 +144,16 @@ class LoadedModel:
     device: str
     dtype: torch.dtype
     text2img: Pipeline
-    img2img: Pipeline
+    img2img: Pipeline | None  # None: the family has no image-to-image pipeline
     profile: ModelProfile
-    family: str  # "sd" or "sdxl" (or "other"): picks the latent → RGB preview factors
+    family: Family  # how the model is called (`generation.families`)
     safety_check: SafetyCheck | None  # the model's own checker, run apart from the pipeline
     model_hash: str | None = None  # PNG parameters' `Model hash:` (generation.pipelines.model_hash)
 
     @property
     def tokenizer(self) -> Any:
-        """The (first) tokenizer of the model."""
-        return self.text2img.tokenizer
+        """The tokenizer prompts are counted with: the longest-reading encoder's (`Family.tokenizer`)."""
+        return self.family.tokenizer(self.text2img)
 
 
 def _dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
@@ -191,6 +193,20 @@ def _from_pretrained(source: str, dtype: torch.dtype, cache_dir: Path | None = N
     return pipe
 
 
+def _image_to_image(text2img: Pipeline, family: Family) -> Pipeline | None:
+    """The family's image-to-image pipeline on the loaded weights (`from_pipe`), or None where diffusers
+    has none for it (PixArt, SANA, AuraFlow, …: such a model refuses `image` and has no edit buttons)."""
+    if not family.features.image:
+        return None
+    try:
+        img2img = AutoPipelineForImage2Image.from_pipe(text2img)
+    except ValueError as exc:
+        log.info("no image-to-image pipeline for %s: %s", type(text2img).__name__, exc)
+        return None
+    img2img.set_progress_bar_config(disable=True)
+    return img2img
+
+
 def load_pipeline(
     model_id: str,
     device: str,
@@ -205,6 +221,10 @@ def load_pipeline(
     source = model_id
     if model_id == TINY_MODEL_ID:
         source = str(ensure_tiny_model(cache_dir or default_cache_dir()))
+    elif model_id in TINY_FAMILY_IDS:
+        from generation.pipelines.tiny_families import ensure_tiny_family
+
+        source = str(ensure_tiny_family(cache_dir or default_cache_dir(), model_id))
     dtype = choose_dtype(device, _pipeline_class_of(source))
     log.info("loading model %s on %s (%s)", model_id, device, str(dtype).removeprefix("torch."))
     text2img = _from_pretrained(source, dtype, cache_dir)
@@ -216,9 +236,9 @@ def load_pipeline(
     text2img.to(device)
     text2img.set_progress_bar_config(disable=True)
     optimise(text2img, device, options)
-    apply_vae_precision(text2img, dtype, _family(text2img))  # SDXL's VAE overflows in fp16
-    img2img = AutoPipelineForImage2Image.from_pipe(text2img)
-    img2img.set_progress_bar_config(disable=True)
+    family = recognise(text2img)
+    apply_vae_precision(text2img, dtype, family.fp16_vae_overflows)  # SDXL's VAE overflows in fp16
+    img2img = _image_to_image(text2img, family)
     own: SafetyCheck | None = None
     if checker_module is not None and feature_extractor is not None:
         checker_module.to(device)
@@ -232,10 +252,9 @@ def load_pipeline(
             options_.checker_id, device, dtype, cache_dir, cache_dir or default_cache_dir()
         ),
     )
-    family = _family(text2img)
     # `require` without a loadable checker flags every picture: nothing screens them.
     screened = safety_check is not None and safety_check is not flag_everything
-    profile = make_profile(model_id, text2img, family, has_safety_checker=screened)
+    profile = make_profile(model_id, text2img, family, has_safety_checker=screened, image=img2img is not None)
     weights = model_hash(source, hub_cache_dir(cache_dir))
     log.info("model %s loaded (hash %s): %s", model_id, weights or "unknown", profile)
     return LoadedModel(model_id, device, dtype, text2img, img2img, profile, family, safety_check, weights)
@@ -246,18 +265,10 @@ def load_pipeline(
 # --------------------------------------------------------------------------------------------------
 
 
-def _family(pipe: Pipeline) -> str:
-    name = type(pipe).__name__
-    if "XL" in name or getattr(pipe, "text_encoder_2", None) is not None:
-        return "sdxl"
-    if name.startswith("StableDiffusion"):
-        return "sd"
-    return "other"
-
-
 def is_turbo(model_id: str, scheduler_config: Mapping[str, Any]) -> bool:
-    """Distilled few-step models: "turbo"/"lightning"/"lcm" in the id, or a trailing-spacing schedule
-    with such a hint in the scheduler's name."""
+    """Distilled few-step U-Net models (SD-Turbo, SDXL-Lightning, LCM, Hyper-SD), which carry no config
+    marker: "turbo"/"lightning"/"lcm"/"hyper" in the id, or a trailing-spacing schedule with such a
+    hint in the scheduler's name. (Flow-matching families say it in their configs: `generation.families`.)"""
     lowered = model_id.lower()
     hints = ("turbo", "lightning", "lcm", "hyper")
     if any(hint in lowered for hint in hints):
@@ -267,44 +278,28 @@ def is_turbo(model_id: str, scheduler_config: Mapping[str, Any]) -> bool:
     return spacing == "trailing" and any(hint in class_name for hint in hints)
 
 
-def make_profile(model_id: str, pipe: Pipeline, family: str, *, has_safety_checker: bool) -> ModelProfile:
-    """What the parser and scheduler need to know about a loaded pipeline."""
-    vae_scale = int(getattr(pipe, "vae_scale_factor", 8))
-    unet = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-    sample_size = int(unet.config.sample_size) if unet is not None else 64
-    native = sample_size * vae_scale
-    tokenizer = getattr(pipe, "tokenizer", None)
-    token_limit = int(getattr(tokenizer, "model_max_length", 77) or 77)
-    if token_limit > 4096:  # unset in some tokenizer configs (a huge sentinel): CLIP's own limit
-        token_limit = 77
-    if model_id == TINY_MODEL_ID:
-        return ModelProfile(
-            name=model_id,
-            native_size=native,
-            default_steps=4,
-            default_guidance=7.5,
-            max_steps=50,
-            token_limit=token_limit,
-            has_safety_checker=has_safety_checker,
-        )
-    if is_turbo(model_id, pipe.scheduler.config):
-        return ModelProfile(
-            name=model_id,
-            native_size=native,
-            default_steps=4 if family == "sdxl" else 1,
-            default_guidance=0.0,
-            max_steps=8,
-            token_limit=token_limit,
-            is_turbo=True,
-            has_safety_checker=has_safety_checker,
-        )
-    guidance = 6.0 if family == "sdxl" else 7.5
-    return ModelProfile(
+def make_profile(
+    model_id: str, pipe: Pipeline, family: Family, *, has_safety_checker: bool, image: bool = True
+) -> ModelProfile:
+    """What the parser and scheduler need to know about a loaded pipeline, from its family
+    (`image`: whether an image-to-image pipeline could be made for it)."""
+    features = replace(family.features, image=family.features.image and image)
+    native = family.native_size(pipe)
+    steps, guidance = family.defaults(pipe)
+    profile = ModelProfile(
         name=model_id,
         native_size=native,
-        default_steps=30,
+        default_steps=steps,
         default_guidance=guidance,
-        max_steps=100,
-        token_limit=token_limit,
+        max_steps=family.max_steps,
+        token_limit=family.token_limit(pipe),
         has_safety_checker=has_safety_checker,
+        features=features,
     )
+    if model_id in BUILTIN_MODEL_IDS:  # the test models: few steps, whatever their family
+        return replace(profile, default_steps=4, max_steps=50)
+    if family.distilled or is_turbo(model_id, pipe.scheduler.config):
+        fast = family.default_steps if family.distilled and family.default_steps else family.turbo_steps
+        limit = family.max_steps if family.distilled else 8
+        return replace(profile, default_steps=fast, default_guidance=0.0, max_steps=limit, is_turbo=True)
+    return profile

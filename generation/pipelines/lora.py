@@ -43,7 +43,13 @@ class LoraAdapters:
             self._load(pipe, name)
         names = [name for name, _ in loras]
         pipe.enable_lora()
-        pipe.set_adapters(names, adapter_weights=[weight for _, weight in loras])
+        try:
+            pipe.set_adapters(names, adapter_weights=[weight for _, weight in loras])
+        except Exception as exc:  # adapters that don't fit together or this model: this job fails, with why
+            pipe.disable_lora()
+            raise BatchFailed(
+                f"the LoRA adapters could not be applied ({type(exc).__name__}: {exc})"
+            ) from exc
         try:
             yield
         finally:

@@ -1,11 +1,14 @@
 """Does a LoRA file fit a model? Read from the safetensors headers alone (names and shapes; no weight
 is loaded, no torch), so a bad adapter is refused before a job is queued.
 
-The model side is its components' weight headers (`unet/`, `text_encoder/`, `text_encoder_2/` of a
-diffusers folder). The adapter side is every LoRA key in the names diffusers reads: PEFT's
-(`unet.<layer>.lora_A.weight`), diffusers' older `.lora.down.weight`, and kohya's
-(`lora_unet_<layer_with_underscores>.lora_down.weight`, `lora_te_`, `lora_te1_`, `lora_te2_`).
-Three checks, each one that diffusers would otherwise fail on at load:
+The model side is its components' weight headers (`unet/` or `transformer/`, `text_encoder/`,
+`text_encoder_2/` of a diffusers folder). The adapter side is every LoRA key in the names diffusers
+reads: PEFT's (`unet.<layer>.lora_A.weight`, `transformer.<layer>…`), diffusers' older
+`.lora.down.weight`, and kohya's (`lora_unet_<layer_with_underscores>.lora_down.weight`, `lora_te_`,
+`lora_te1_`, `lora_te2_`; kohya calls a Flux transformer `unet` too, `lora_unet_double_blocks_…`).
+Four checks, each one that diffusers would otherwise fail on at load:
+0. the denoiser's kind: kohya names of a transformer (`double_blocks`, `single_blocks`, …) on a U-Net
+   model, or of a U-Net (`down_blocks`, `input_blocks`, …) on a transformer model;
 1. the cross-attention width: an adapter of `attn2.to_k`/`to_v` takes the text embeddings, 768 wide
    on SD 1.x, 1024 on SD 2.x, 2048 on SDXL (whatever its naming, so SDXL's kohya files are caught);
 2. the components: an adapter of `text_encoder_2` needs a model that has one (SDXL);
@@ -24,9 +27,11 @@ from pathlib import Path
 from safetensors import safe_open
 
 Shape = tuple[int, ...]
-COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2")
+DENOISER = "denoiser"  # kohya's `lora_unet_`: the UNet, or the transformer of a Flux-like model
 _KOHYA = {
-    "lora_unet_": "unet",
+    "lora_unet_": DENOISER,
+    "lora_transformer_": "transformer",
     "lora_te1_": "text_encoder",
     "lora_te2_": "text_encoder_2",
     "lora_te_": "text_encoder",
@@ -35,6 +40,8 @@ _DOWN = (".lora_A.weight", ".lora.down.weight", ".lora_down.weight")
 _UP = (".lora_B.weight", ".lora.up.weight", ".lora_up.weight")
 _CROSS = re.compile(r"attn2[._]to_[kv]$")
 _WIDTHS = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+_TRANSFORMER_NAMES = ("double_blocks", "single_blocks", "transformer_blocks", "single_transformer_blocks")
+_UNET_NAMES = ("down_blocks", "up_blocks", "mid_block", "input_blocks", "output_blocks", "middle_block")
 
 
 class UnreadableLora(ValueError):
@@ -106,6 +113,13 @@ def _parse(key: str) -> _Key | None:
     return None
 
 
+def _on(key: _Key, denoiser: str | None) -> _Key:
+    """`key` with kohya's `lora_unet_` taken as the model's own denoiser."""
+    if key.component != DENOISER:
+        return key
+    return _Key(denoiser or "unet", key.layer, key.down, key.dotted)
+
+
 def _width_name(width: int) -> str:
     family = _WIDTHS.get(width)
     return f"{width} wide ({family})" if family else f"{width} wide"
@@ -118,7 +132,7 @@ def incompatibility(lora: Mapping[str, Shape], model: ModelLayers) -> str | None
         return "it holds no LoRA weights (no tensor named like lora_A, lora_down, …)"
     widths = model.cross_widths
     for key, shape in keys:
-        cross = key.component == "unet" and key.down and _CROSS.search(key.layer) is not None
+        cross = key.component in ("unet", DENOISER) and key.down and _CROSS.search(key.layer) is not None
         if cross and widths and len(shape) > 1 and shape[1] not in widths:
             ours = ", ".join(_width_name(w) for w in sorted(widths))
             return f"it was made for text embeddings {_width_name(shape[1])}; this model's are {ours}"
@@ -127,6 +141,15 @@ def incompatibility(lora: Mapping[str, Shape], model: ModelLayers) -> str | None
         for component, layers in model.layers.items()
         if layers is not None
     }
+    denoiser = "unet" if "unet" in model.layers else "transformer" if "transformer" in model.layers else None
+    for key, _shape in keys:
+        if key.component != DENOISER or denoiser is None:
+            continue
+        if denoiser == "unet" and key.layer.startswith(_TRANSFORMER_NAMES):
+            return "it was made for a transformer model (Flux-style layer names); this model is a U-Net"
+        if denoiser == "transformer" and key.layer.startswith(_UNET_NAMES):
+            return "it was made for a U-Net model (SD or SDXL layer names); this model is a transformer"
+    keys = [(_on(key, denoiser), shape) for key, shape in keys]
     for key, shape in keys:
         if key.component not in model.layers:
             return f"it adapts `{key.component}`, which this model doesn't have"

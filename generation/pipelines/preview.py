@@ -37,13 +37,19 @@ PREVIEW_MAX_SIDE = 128
 _MAX_UPSCALE = 8  # a latent pixel is 8 image pixels: never show a preview larger than the image
 
 
-def latents_to_rgb(latents: np.ndarray, family: str = "sd") -> np.ndarray:
-    """(C, h, w) latents of one image → (h, w, 3) uint8 RGB by the family's linear map."""
+_MAPS = {"sd": (_SD_FACTORS, _SD_BIAS), "sdxl": (_SDXL_FACTORS, _SDXL_BIAS)}
+"""The linear latent → RGB maps by name (`Family.preview`); any other latent space is stretched."""
+
+
+def latents_to_rgb(latents: np.ndarray, kind: str = "sd") -> np.ndarray:
+    """(C, h, w) latents of one image → (h, w, 3) uint8 RGB by the `kind` of map (`Family.preview`);
+    a latent space without one (16 channels, …) shows its first three channels, stretched."""
     if latents.ndim != 3:
         raise ValueError(f"expected (channels, height, width) latents, got shape {latents.shape}")
     lat = latents.astype(np.float32, copy=False)
-    if lat.shape[0] == 4:
-        factors, bias = (_SDXL_FACTORS, _SDXL_BIAS) if family == "sdxl" else (_SD_FACTORS, _SD_BIAS)
+    known = _MAPS.get(kind)
+    if known is not None and lat.shape[0] == known[0].shape[0]:
+        factors, bias = known
         rgb = np.tensordot(lat, factors, axes=([0], [0])) + bias  # (h, w, 3), about [-1, 1]
     else:  # an unknown latent space: its first three channels, stretched to the visible range
         first = np.moveaxis(lat[:3] if lat.shape[0] >= 3 else np.repeat(lat[:1], 3, axis=0), 0, -1)
@@ -53,9 +59,9 @@ def latents_to_rgb(latents: np.ndarray, family: str = "sd") -> np.ndarray:
     return out
 
 
-def preview_png(latents: np.ndarray, family: str = "sd", max_side: int = PREVIEW_MAX_SIDE) -> bytes:
+def preview_png(latents: np.ndarray, kind: str = "sd", max_side: int = PREVIEW_MAX_SIDE) -> bytes:
     """A small PNG (longer side ≤ `max_side`) of one image's latents."""
-    image = Image.fromarray(latents_to_rgb(latents, family), "RGB")
+    image = Image.fromarray(latents_to_rgb(latents, kind), "RGB")
     long_side = max(image.size)
     target = min(max_side, long_side * _MAX_UPSCALE)
     if target != long_side:

@@ -23,12 +23,6 @@ from generation.prompts.weights import Fragment, parse_weights
 WINDOW = 75
 
 
-def supports_weights(pipe: Any) -> bool:
-    """True for pipelines with one CLIP tokenizer and text encoder (SD 1.x/2.x)."""
-    has_one = getattr(pipe, "tokenizer", None) is not None and getattr(pipe, "text_encoder", None) is not None
-    return has_one and getattr(pipe, "text_encoder_2", None) is None
-
-
 MAX_RESCALE = 4.0  # a window's mean is restored only by a factor within 1/4..4
 
 

@@ -21,12 +21,14 @@ VAE_TILE_PIXELS = 512 * 512
 MEMORY_HEADROOM = 0.85  # share of free memory a batch may plan to use
 
 
-def vae_dtype(model_dtype: torch.dtype, family: str, force_upcast: bool, bf16_supported: bool) -> torch.dtype:
+def vae_dtype(
+    model_dtype: torch.dtype, overflows_in_fp16: bool, force_upcast: bool, bf16_supported: bool
+) -> torch.dtype:
     """The dtype to run the VAE in. SDXL's VAE overflows in fp16 (NaN, then black images; its config
     says `force_upcast`): run it in bf16, which has fp32's range at fp16's cost, or fp32 on cards
     without bf16. Once at load, not diffusers' fp32 round trip of the weights on every call. SD 1.x/2.x
     VAEs decode in fp16 as diffusers' own SD pipelines do (they ignore `force_upcast`)."""
-    if model_dtype == torch.float16 and force_upcast and family == "sdxl":
+    if model_dtype == torch.float16 and force_upcast and overflows_in_fp16:
         return torch.bfloat16 if bf16_supported else torch.float32
     return model_dtype
 
@@ -61,13 +63,13 @@ def set_vae_dtype(vae: Any, dtype: torch.dtype, compute_dtype: torch.dtype) -> N
     vae.register_to_config(force_upcast=False)
 
 
-def apply_vae_precision(pipe: Any, model_dtype: torch.dtype, family: str) -> torch.dtype:
+def apply_vae_precision(pipe: Any, model_dtype: torch.dtype, overflows_in_fp16: bool) -> torch.dtype:
     """Choose (`vae_dtype`) and apply (`set_vae_dtype`) the VAE's dtype for a loaded pipeline; returns it."""
     vae = getattr(pipe, "vae", None)
     if vae is None:
         return model_dtype
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    chosen = vae_dtype(model_dtype, family, bool(getattr(vae.config, "force_upcast", False)), bf16)
+    chosen = vae_dtype(model_dtype, overflows_in_fp16, bool(getattr(vae.config, "force_upcast", False)), bf16)
     set_vae_dtype(vae, chosen, model_dtype)
     return chosen
 
@@ -96,8 +98,8 @@ def apply_vae_plan(vae: Any, plan: VaePlan) -> None:
     vae.enable_tiling() if plan.tiling else vae.disable_tiling()
 
 
-def _unet_bytes_per_image(width: int, height: int, guidance: float, family: str) -> float:
-    scale = 1.5 if family == "sdxl" else 1.0
+def _unet_bytes_per_image(width: int, height: int, guidance: float, scale: float) -> float:
+    """`scale`: the family's activation memory per pixel against SD 1.x's (`Family.activation_scale`)."""
     cfg = 2 if guidance > 1.0 else 1
     return UNET_BYTES_PER_PIXEL * width * height * scale * cfg / 2
 
@@ -108,18 +110,18 @@ def _decode_bytes(width: int, height: int, tiled: bool) -> int:
 
 
 def batch_memory_bytes(
-    images: int, width: int, height: int, guidance: float, family: str, *, tiled: bool = False
+    images: int, width: int, height: int, guidance: float, scale: float, *, tiled: bool = False
 ) -> int:
     """Estimated activation memory of one batch (weights excluded): the UNet's rows (two per image with
     guidance) plus one image's VAE decode (slicing on), or one tile's when decoding `tiled`."""
-    unet = _unet_bytes_per_image(width, height, guidance, family) * images
+    unet = _unet_bytes_per_image(width, height, guidance, scale) * images
     return int(unet + _decode_bytes(width, height, tiled))
 
 
-def images_that_fit(width: int, height: int, guidance: float, family: str, free_bytes: int, cap: int) -> int:
+def images_that_fit(width: int, height: int, guidance: float, scale: float, free_bytes: int, cap: int) -> int:
     """The most images (1 to `cap`) whose `batch_memory_bytes` fits in `MEMORY_HEADROOM` of free memory,
     decoding tiled where `vae_plan` would tile."""
     tiled = vae_plan(1, width, height, free_bytes).tiling
     room = free_bytes * MEMORY_HEADROOM - _decode_bytes(width, height, tiled)
-    fits = int(room // _unet_bytes_per_image(width, height, guidance, family))
+    fits = int(room // _unet_bytes_per_image(width, height, guidance, scale))
     return max(1, min(cap, fits))

@@ -28,12 +28,26 @@ def parse_command(
     source_image: str | None = None,
     models: Sequence[str] = (),
     loras: Sequence[str] = (),
+    profiles: Mapping[str, ModelProfile] | None = None,
+    counters: Mapping[str, Callable[[str], int]] | None = None,
 ) -> list[GenerationRequest]:
     """The jobs of one command, in order: for each permutation of the text (after `macros`), its
-    request and then its `--repeat` copies (`ParsedPrompt.jobs`)."""
+    request and then its `--repeat` copies (`ParsedPrompt.jobs`). `profiles` and `counters` hold each
+    model's own (a job is checked against the model it names); `profile` is the default model's."""
     expanded = expand_macros(text if isinstance(text, str) else "", macros or {}, FLAG_NAMES)
     variants = expand_permutations(expanded, MAX_JOBS)
-    context = ParseContext(profile, count_tokens, random_seed, defaults, mode, source_image, models, loras)
+    context = ParseContext(
+        profile,
+        count_tokens,
+        random_seed,
+        defaults,
+        mode,
+        source_image,
+        models,
+        loras,
+        profiles or {},
+        counters or {},
+    )
     parsed = [parse_one(variant, options, context) for variant in variants]
     total = sum(p.repeat for p in parsed)
     if total > MAX_JOBS:

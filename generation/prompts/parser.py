@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
+from generation.families.features import Guidance
 from generation.prompts.errors import PromptError as PromptError
 
 # Re-exported: the commands' settings panels read them here (`bot.commands.settings`, `imagine`).
@@ -42,10 +43,11 @@ from generation.prompts.request import (
     PromptDefaults,
     PromptOptions,
     consecutive_seeds,
+    model_unit,
     size_unit,
     snap_size,
 )
-from generation.prompts.samplers import SAMPLER_LABELS, SAMPLER_NAMES
+from generation.prompts.samplers import SAMPLER_LABELS
 from generation.prompts.weights import parse_weights, plain_text, uses_weights
 
 MAX_GUIDANCE = 30.0
@@ -119,6 +121,13 @@ class ParseContext:
     source_image: str | None = None
     models: Sequence[str] = ()  # the model names on offer (none: only the profile's)
     loras: Sequence[str] = ()  # the LoRA adapters installed
+    profiles: Mapping[str, ModelProfile] = field(default_factory=dict)  # each model's, where known
+    counters: Mapping[str, Callable[[str], int]] = field(default_factory=dict)  # each model's tokens
+
+    def for_model(self, name: str) -> tuple[ModelProfile, Callable[[str], int]]:
+        """The profile and token counter of model `name` (the default's where it is not known)."""
+        profile = self.profiles.get(name, self.profile)
+        return replace(profile, name=name), self.counters.get(name, self.count_tokens)
 
 
 def parse_prompt(text: str, options: PromptOptions, context: ParseContext) -> GenerationRequest:
@@ -139,7 +148,7 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
     txt2img into img2img (strength 0.6 unless given). A prompt longer than the model's token windows
     is refused (never silently cut), saying by how much. Raises PromptError, and only PromptError.
     """
-    profile, mode, source_image = context.profile, context.mode, context.source_image
+    mode, source_image = context.mode, context.source_image
     given = context.defaults or PromptDefaults()
     prompt_part, flags = split_flags(clean_text(text if isinstance(text, str) else ""))
     prompt, adapters = extract_loras(prompt_part.strip(), context.loras)
@@ -149,6 +158,26 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
             return f"The `{key}` option"
         spelled = flags[key][0] if key in flags else f"--{key}"
         return f"`{spelled}`"
+
+    def given_here(key: str) -> bool:
+        return getattr(options, key, None) is not None or key in flags
+
+    # 0. The model, whose family decides what the rest may be.
+    model_raw = options.model or flags.get("model", ("", None))[1]
+    model = _pick_model(label("model"), model_raw, context.profile, context.models)
+    profile, count_tokens = context.for_model(model)
+    features = profile.features
+    for key, able, what in (
+        ("tile", features.tile, "`--tile`"),
+        ("stop", features.stop, "`--stop`"),
+        ("chaos", features.chaos, "`--chaos`"),
+        ("guidance", features.guidance is not Guidance.NONE, "`--cfg` (it is distilled: no guidance)"),
+        ("negative", features.negative, "A negative prompt (`--no`)"),
+    ):
+        if given_here(key) and not able:
+            raise PromptError(features.refusal(what, model))
+    if source_image is not None and not features.image:
+        raise PromptError(features.refusal("Starting from a picture (`image`)", model))
 
     def pick_int(key: str) -> int | None:
         value = getattr(options, key, None)
@@ -168,7 +197,7 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
     if not isinstance(aspect_raw, str):
         raise PromptError("The `aspect` option must be a ratio like 16:9.")
     aw, ah = parse_aspect(label("aspect"), aspect_raw)
-    width, height = snap_size(aw / ah, float(profile.native_size**2), size_unit(profile.native_size))
+    width, height = snap_size(aw / ah, float(profile.native_size**2), model_unit(profile))
 
     # 2. Numbers.
     steps = pick_int("steps")
@@ -206,9 +235,11 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
     chaos = pick_int("chaos")
     if chaos is not None:
         check_range(label("chaos"), chaos, 0, 100)
-    sampler = _pick_sampler(label("sampler"), flags.get("sampler", ("", given.sampler))[1])
-    model_raw = options.model or flags.get("model", ("", None))[1]
-    model = _pick_model(label("model"), model_raw, profile, context.models)
+    sampler: str | None
+    if "sampler" in flags:
+        sampler = _pick_sampler(label("sampler"), flags["sampler"][1], features.samplers)
+    else:  # a member's or server's default sampler applies where this model takes it
+        sampler = given.sampler if given.sampler in features.samplers else None
 
     # 3. What it starts from.
     if source_image is not None and mode is Mode.TXT2IMG:
@@ -244,9 +275,9 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
         negative = clean_text(options.negative)
     else:
         negative = flags["negative"][1] if "negative" in flags else clean_text(given.negative or "")
-    if is_blank(negative):
+    if is_blank(negative) or not features.negative:  # a default negative where the model takes none
         negative = ""
-    windows = _check_text(prompt, negative, profile, context.count_tokens)
+    windows = _check_text(prompt, negative, profile, count_tokens)
 
     first = context.random_seed() if seed is None else seed
     request = GenerationRequest(
@@ -268,6 +299,7 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
         chaos=chaos,
         prompt_windows=windows,
         loras=adapters,
+        true_cfg=features.true_cfg_for(negative),
     )
     return ParsedPrompt(request, repeat, seeded=seed is not None)
 
@@ -284,13 +316,18 @@ def _pick_model(label: str, raw: str | None, profile: ModelProfile, models: Sequ
     raise PromptError(f"{label} must be one of {', '.join(offered)}, not {show_value(raw)}.")
 
 
-def _pick_sampler(label: str, raw: str | None) -> str | None:
-    if raw is None:
-        return None
+def _pick_sampler(label: str, raw: str, offered: Sequence[str]) -> str:
+    """A `--sampler` name the model takes (`offered`: its family's)."""
     name = raw.strip().lower().replace("-", "_").replace("+", "p")
-    if name not in SAMPLER_LABELS:
-        raise PromptError(f"{label} must be one of {', '.join(SAMPLER_NAMES)}, not {show_value(raw)}.")
-    return name
+    if name in offered:
+        return name
+    if not offered:
+        raise PromptError(f"{label} doesn't work on this model: it runs its own sampler only.")
+    if name in SAMPLER_LABELS:
+        raise PromptError(
+            f"{label} {show_value(raw)} doesn't work on this model; it takes {', '.join(offered)}."
+        )
+    raise PromptError(f"{label} must be one of {', '.join(offered)}, not {show_value(raw)}.")
 
 
 def _check_text(prompt: str, negative: str, profile: ModelProfile, count_tokens: Callable[[str], int]) -> int:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from generation.families.features import Features
 from generation.prompts.edits import EditSpec
 
 
@@ -48,6 +49,7 @@ class ModelProfile:
     has_safety_checker: bool = False
     prompt_windows: int = 1  # token windows a prompt may fill (more than 1: long prompts are joined)
     supports_weights: bool = False  # weights and long prompts are encoded (SD 1.x/2.x text encoders)
+    features: Features = field(default_factory=Features)  # what its family carries (`generation.families`)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class GenerationRequest:
     prompt_windows: int = 0
     loras: tuple[tuple[str, float], ...] = ()  # (name, weight) of each LoRA adapter, sorted by name
     edit: EditSpec | None = None  # EDIT only: what to do to the source picture
+    true_cfg: float = 0.0  # >0: `--no` through true CFG (a second pass) on a model with embedded guidance
     warnings: tuple[str, ...] = field(default=(), compare=False)  # e.g. "12 tokens dropped"
 
     @property
@@ -120,7 +123,16 @@ class GenerationRequest:
         """Requests with equal keys may run in one batch (same shapes and schedule)."""
         shape = (self.model, self.mode, self.width, self.height, self.steps, self.guidance, self.strength)
         edit = self.edit.batch_key() if self.edit is not None else None
-        return (*shape, self.sampler, self.tile, self.stop, self.chaos, self.prompt_windows, self.loras, edit)
+        extras = (
+            self.sampler,
+            self.tile,
+            self.stop,
+            self.chaos,
+            self.prompt_windows,
+            self.loras,
+            self.true_cfg,
+        )
+        return (*shape, *extras, edit)
 
     def with_seeds(self, seeds: tuple[int, ...]) -> GenerationRequest:
         """The same settings with other seeds (a reroll)."""
@@ -151,6 +163,12 @@ class GenerationRequest:
 def consecutive_seeds(first: int, count: int) -> tuple[int, ...]:
     """`count` seeds from `first` upwards, wrapping at 2**32: the seeds of an n-image request."""
     return tuple((first + i) % SEED_MODULUS for i in range(count))
+
+
+def model_unit(profile: ModelProfile) -> int:
+    """The size step of `profile`'s model: `size_unit` of its native size, and never finer than its
+    family's (`Features.size_step`: the VAE's factor × the transformer's patch)."""
+    return max(size_unit(profile.native_size), profile.features.size_step)
 
 
 def size_unit(native: int) -> int:
@@ -213,7 +231,7 @@ def upscale_of(
     """The parent's image `index` alone at UPSCALE_FACTOR× its size (at most 4× the model's native
     pixel count), redrawn from itself at UPSCALE_STRENGTH with the seed it was made with."""
     _check_index(parent, index)
-    unit = size_unit(profile.native_size)
+    unit = model_unit(profile)
     cap = 4 * profile.native_size**2
     area = parent.width * parent.height
     target = min(area * UPSCALE_FACTOR**2, cap)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from generation.backends.protocol import GenerationResult, JobCancelled, Queued
+from generation.backends.protocol import GenerationResult, JobCancelled, ModelEntry, Queued
 from generation.prompts.request import GenerationRequest, ModelProfile
 from generation.scheduling.fairqueue import FairQueue
 from generation.scheduling.job_state import Handle, Job, SourceImages, mark_retrieved
@@ -55,6 +55,7 @@ class JobScheduler:
         self._dispatch_scheduled = False
         self._positions_scheduled = False  # a _flush_positions is pending on the loop
         self._profile: ModelProfile | None = None  # the subclass's start() sets it
+        self.catalog: dict[str, ModelEntry] = {}  # every model by name (the subclass's start() sets it)
 
     @property
     def profile(self) -> ModelProfile:

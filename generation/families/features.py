@@ -1,0 +1,66 @@
+"""What a model family carries, as plain data: the parser, the buttons and `/models` read it from the
+loaded model's `ModelProfile` without torch. `generation.families` fills it in per family."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from generation.prompts.samplers import SAMPLER_NAMES
+
+TRUE_CFG_WITH_NEGATIVE = 2.0
+"""The true-CFG scale `--no` runs at on a model whose `--cfg` is embedded guidance (Flux.1 dev) or that
+has none (Flux.1 schnell): the negative prompt takes a second pass per step, so about twice the time."""
+
+
+class Guidance(Enum):
+    """How `--cfg` reaches the model."""
+
+    CLASSIC = "cfg"  # classifier-free guidance: a second, negative pass each step (`guidance_scale`)
+    EMBEDDED = "embedded"  # guidance distilled into the model, one pass (Flux.1 dev's `guidance_scale`)
+    TRUE_CFG = "true cfg"  # classic CFG on a model without it built in (`true_cfg_scale`: two passes)
+    NONE = "none"  # distilled to few steps without guidance (Flux.1 schnell): `--cfg` does nothing
+
+
+@dataclass(frozen=True)
+class Features:
+    """One family's abilities (PRODUCT.md "Every model family"); the defaults are SD 1.x/2.x's."""
+
+    family: str = "sd"  # the family's id: sd, sdxl, sd3, flux, flux-kontext, qwen-image, pixart, generic
+    label: str = "Stable Diffusion 1.x/2.x"
+    guidance: Guidance = Guidance.CLASSIC
+    negative: bool = True  # `--no` acts (a negative prompt, or true CFG's negative pass)
+    weights: bool = True  # prompt weights and long prompts (`generation.pipelines.prompt_encoding`)
+    samplers: tuple[str, ...] = SAMPLER_NAMES  # the `--sampler` names this model takes
+    tile: bool = True  # `--tile`: circular padding on the denoiser's and the VAE's convolutions
+    stop: bool = True  # `--stop`: the call can end early (`callback_on_step_end`)
+    chaos: bool = True  # `--chaos`: mixed initial noise
+    image: bool = True  # image-to-image (`image`, V1–V4, U1–U4)
+    edits: bool = True  # the edit loop's inpainting buttons (Vary, Zoom, Pan, Region, …)
+    lora: str | None = "unet"  # the component a LoRA adapts (None: no LoRA)
+    size_step: int = 8  # width and height are multiples of this (the VAE's factor × the patch size)
+
+    def true_cfg_for(self, negative: str) -> float:
+        """The true-CFG scale a request runs at: `--no` on a model whose guidance is embedded or
+        distilled away needs true CFG's second pass (`TRUE_CFG_WITH_NEGATIVE`); else 0 (none)."""
+        takes = self.guidance in (Guidance.EMBEDDED, Guidance.NONE)
+        return TRUE_CFG_WITH_NEGATIVE if takes and self.negative and negative else 0.0
+
+    def refusal(self, what: str, model: str) -> str:
+        """A clear refusal of `what` on `model`, one of this family's models."""
+        return f"{what} doesn't work on `{model}` ({self.label})."
+
+    def supported(self) -> dict[str, bool]:
+        """What `/models` and the README's table show, in their order."""
+        return {
+            "--no": self.negative,
+            "weights": self.weights,
+            "--cfg": self.guidance is not Guidance.NONE,
+            "--sampler": len(self.samplers) > 1,
+            "--tile": self.tile,
+            "--stop": self.stop,
+            "--chaos": self.chaos,
+            "image": self.image,
+            "edits": self.edits,
+            "LoRA": self.lora is not None,
+        }
