@@ -12,7 +12,8 @@ In one process, for `--rounds` rounds:
 
 `--prompts` measures something else: the weighted and long-prompt path against the plain one
 (`bench.prompt_cost`); `--switching` the cost of switching models and LoRA adapter sets
-(`bench.switching`); `--edits` batched edit jobs against one per call (`bench.service_edits`).
+(`bench.switching`); `--edits` batched edit jobs against one per call (`bench.service_edits`);
+`--families` every family's tiny model through the service against bare calls (`bench.families`).
 
 The timed rounds carry no instrumentation. After them, one more `service` and one more `batched`
 pass (of at least 40 jobs) run with a ticker coroutine that wakes every 5 ms and records how late it
@@ -208,7 +209,7 @@ def measure_fixed_costs(model: Any, request: GenerationRequest) -> dict[str, flo
     latents = np.random.default_rng(0).standard_normal((4, request.height // 8, request.width // 8))
     start = time.perf_counter()
     for _ in range(10):
-        preview_png(latents.astype(np.float32), model.family)
+        preview_png(latents.astype(np.float32), model.family.preview)
     preview_s = (time.perf_counter() - start) / 10
     start = time.perf_counter()
     for _ in range(10):
@@ -239,13 +240,26 @@ def main(argv: list[str], settings: BenchSettings) -> int:
         action="store_true",
         help="instead: batched against one-by-one edit jobs (zoom, vary, pan) (bench/service_edits.py)",
     )
+    parser.add_argument(
+        "--families",
+        action="store_true",
+        help="instead: every family's tiny model through the service against bare calls (bench/families.py)",
+    )
+    parser.add_argument("--only", default="", help="with --families: these tiny model ids (comma-separated)")
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.rounds < 1:
         parser.error("--jobs and --rounds must be at least 1")
     cache = settings.cache_dir()  # the tiny model, built there once
-    variant = next((name for name in ("edits", "prompts", "switching") if getattr(args, name)), None)
+    variant = next(
+        (name for name in ("edits", "prompts", "switching", "families") if getattr(args, name)), None
+    )
     if variant is None:
         figures = asyncio.run(run(args.jobs, args.rounds, args.size, args.steps, cache))
+    elif variant == "families":
+        from bench import families
+
+        only = [name.strip() for name in args.only.split(",") if name.strip()]
+        figures = asyncio.run(families.run(args.jobs, args.rounds, cache, only))
     elif variant == "edits":
         from bench import service_edits
 

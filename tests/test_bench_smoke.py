@@ -86,6 +86,20 @@ def test_service_switching_benchmark_measures_model_and_adapter_switches(
     assert "## service-switching" in results.read_text()
 
 
+def test_service_families_benchmark_measures_each_familys_overhead_and_setup(
+    tmp_path: Path, tiny_cache_dir: Path
+) -> None:
+    results = tmp_path / "RESULTS.md"
+    args = ["service", "--families", "--only", "tiny,tiny-flux", "--jobs", "1", "--rounds", "2"]
+    figures = _run_bench(args, results, tiny_cache_dir)
+    assert set(figures["families"]) == {"tiny", "tiny-flux"}
+    flux = figures["families"]["tiny-flux"]
+    assert (flux["family"], flux["size"]) == ("flux", 128)
+    assert flux["setup_ms"] > 0 and flux["bare_ms_per_job"] > 0 and flux["service_ms_per_job"] > 0
+    assert figures["worst_overhead_pct"] == max(f["overhead_pct"] for f in figures["families"].values())
+    assert "## service-families" in results.read_text()
+
+
 def test_flops_per_image_counts_guidance_passes_and_parts() -> None:
     from bench.archs import get_arch
     from bench.gpu.flops import Flops
