@@ -55,19 +55,7 @@ def build_tiny_model(folder: Path, seed: int = 0) -> None:
     Like diffusers' own `get_dummy_components()`: a two-level UNet on 8×8 latents, a four-level VAE
     (scale factor 8, so the native size is 64 px), a small CLIP text encoder and a local tokenizer.
     """
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=(2, 4),
-        norm_num_groups=32,
-    )
+    unet = tiny_unet(seed, cross_attention_dim=32)
     torch.manual_seed(seed + 1)
     vae = AutoencoderKL(
         block_out_channels=(8, 16, 16, 16),
@@ -96,7 +84,30 @@ def build_tiny_model(folder: Path, seed: int = 0) -> None:
             max_position_embeddings=TINY_MAX_LENGTH,
         )
     )
-    scheduler = EulerDiscreteScheduler(
+    sd_pipeline(vae, text_encoder, tokenizer, unet, sd_scheduler()).save_pretrained(folder)
+
+
+def tiny_unet(seed: int, **settings: Any) -> UNet2DConditionModel:
+    """A two-level UNet on 8×8 latents (4 channels), seeded: the `tiny` model's, and `tiny-sdxl`'s with
+    SDXL's text-time conditioning in `settings`, which also give the cross-attention width."""
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        norm_num_groups=32,
+        **settings,
+    )
+
+
+def sd_scheduler() -> EulerDiscreteScheduler:
+    """Stable Diffusion's Euler scheduler (1.x's and SDXL's): scaled-linear betas, leading spacing."""
+    return EulerDiscreteScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
@@ -104,7 +115,6 @@ def build_tiny_model(folder: Path, seed: int = 0) -> None:
         steps_offset=1,
         timestep_spacing="leading",
     )
-    sd_pipeline(vae, text_encoder, tokenizer, unet, scheduler).save_pretrained(folder)
 
 
 def sd_pipeline(vae: Any, text_encoder: Any, tokenizer: CLIPTokenizer, unet: Any, scheduler: Any) -> Any:

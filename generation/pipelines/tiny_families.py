@@ -1,5 +1,5 @@
 # mypy: disable-error-code="no-untyped-call"
-"""Built-in tiny models of every model family: seeded random weights, small configs, tokenizers made here.
+"""Built-in tiny models of every model family: seeded random weights, small configs, local tokenizers.
 
 Like diffusers' own tests' `get_dummy_components()`, one per family, each saved with `save_pretrained`
 into a folder that diffusers' real `from_pretrained` loads back (no download, no hub). One place for
@@ -22,14 +22,11 @@ tests, benchmarks and the loopback. Native sizes (what the pipeline generates wh
   pipeline's own `height`/`width` default to 1024 whatever the config says, so pass them): a family with
   no image-to-image pipeline in diffusers.
 
-T5 tokenizers are Unigram vocabularies made from a word list (log-frequency scores, `<pad>` 0, `</s>` 1,
-`<unk>` 2 as T5 has them); CLIP tokenizers are `tiny.byte_tokenizer()`.
+Tokenizers are made locally: T5's and Qwen's by `tiny_tokenizers`, CLIP's by `tiny.byte_tokenizer()`.
 """
 
 from __future__ import annotations
 
-import math
-import string
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -41,7 +38,6 @@ from diffusers import (
     AutoencoderKL,
     AutoencoderKLQwenImage,
     DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
     FluxKontextPipeline,
     FluxPipeline,
@@ -53,7 +49,6 @@ from diffusers import (
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
     StableDiffusionXLPipeline,
-    UNet2DConditionModel,
 )
 from transformers import (
     CLIPTextConfig,
@@ -62,7 +57,6 @@ from transformers import (
     CLIPTokenizer,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
-    Qwen2Tokenizer,
     T5Config,
     T5EncoderModel,
     T5Tokenizer,
@@ -71,7 +65,8 @@ from transformers import (
 )
 
 from generation.pipelines.source import TINY_FAMILY_FOLDERS, TINY_FAMILY_IDS
-from generation.pipelines.tiny import TINY_MAX_LENGTH, _bytes_to_unicode, byte_tokenizer, ensure_built
+from generation.pipelines.tiny import TINY_MAX_LENGTH, byte_tokenizer, ensure_built, sd_scheduler, tiny_unet
+from generation.pipelines.tiny_tokenizers import qwen_tokenizer, t5_tokenizer
 
 __all__ = [
     "TINY_FAMILY_FOLDERS",
@@ -86,119 +81,6 @@ __all__ = [
 
 Builder = Callable[[Path, int], None]
 """Writes one tiny pipeline, built with seeded random weights, to a folder (`save_pretrained`)."""
-
-# Words every tiny tokenizer knows whole: Qwen's prompt template (so its system prefix is 34 tokens, as
-# with the real tokenizer) and common prompt words. Anything else still tokenizes, by pieces.
-_QWEN_TEMPLATE_WORDS = (
-    "describe the image by detailing color shape size texture quantity text spatial relationships "
-    "of objects and background"
-)
-_PROMPT_WORDS = (
-    "a an in on at with of and the to from over under by for is photo picture painting drawing "
-    "sketch render portrait landscape cat cats dog dogs horse bird fish dragon robot man woman girl "
-    "boy child people face eyes hair hat dress city street house castle tower bridge road car train "
-    "boat ship spaceship planet moon sun star stars sky cloud clouds rain snow storm sea ocean beach "
-    "river lake mountain mountains hill forest tree trees flower flowers garden field grass desert "
-    "island night day morning evening sunset sunrise light lights neon shadow fire water ice stone "
-    "wood glass metal gold silver red orange yellow green blue purple pink black white grey brown "
-    "dark bright colorful golden old new small big tiny huge tall little beautiful cute happy sad "
-    "epic fantasy magic ancient futuristic cyberpunk steampunk realistic detailed highly intricate "
-    "cinematic dramatic soft sharp focus lighting style art digital oil watercolor pencil anime "
-    "cartoon photograph studio close up wide angle view scene background foreground sitting standing "
-    "running flying walking reading wearing holding looking table chair window door room book cup "
-    "vase lamp astronaut knight wizard cottage village lighthouse waterfall volcano jungle winter "
-    "summer autumn spring masterpiece quality resolution"
-)
-
-
-def _word_list() -> list[str]:
-    """The known words, each once, in a fixed order."""
-    words: list[str] = []
-    for word in f"{_QWEN_TEMPLATE_WORDS} {_PROMPT_WORDS}".split():
-        if word not in words:
-            words.append(word)
-    return words
-
-
-# --------------------------------------------------------------------------------------------------
-# Tokenizers
-# --------------------------------------------------------------------------------------------------
-
-
-def t5_tokenizer() -> T5Tokenizer:
-    """A T5 tokenizer over a tiny Unigram vocabulary, made locally (no SentencePiece file).
-
-    `<pad>` 0, `</s>` 1, `<unk>` 2 as in T5; then `▁`, printable ASCII characters (alone and after `▁`)
-    and whole known words after `▁`, scored by log-frequency so Viterbi prefers whole words. Every
-    ASCII text tokenizes; other characters become `<unk>`, as with T5's own vocabulary.
-    """
-    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
-    seen = {piece for piece, _ in pieces}
-    characters = [c for c in string.printable if not c.isspace()]
-    words = _word_list()
-    candidates = [(f"▁{w}", -6.0 - math.log1p(i) / 10) for i, w in enumerate(words)]
-    candidates += [(c, -10.0) for c in characters] + [(f"▁{c}", -9.0) for c in characters]
-    for piece, score in candidates:
-        if piece not in seen:
-            seen.add(piece)
-            pieces.append((piece, score))
-    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
-
-
-_QWEN_SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)  # Qwen2.5-VL's, in its order (ids 151643… there; here they follow the tiny vocabulary)
-
-
-def qwen_tokenizer() -> Qwen2Tokenizer:
-    """A Qwen2 tokenizer over a tiny byte-level BPE vocabulary, made locally.
-
-    The 256 byte symbols, then merges that build each known word (after a space, `Ġword`, as Qwen's
-    pre-tokenizer splits them) left to right, then Qwen2.5-VL's special tokens (`<|im_start|>`,
-    `<|im_end|>`, `<|vision_start|>` …). The pipeline's prompt template tokenizes like the real one:
-    its system prefix is exactly the 34 tokens `QwenImagePipeline` drops.
-    """
-    byte_symbol = _bytes_to_unicode()
-    vocab: dict[str, int] = {symbol: i for i, symbol in enumerate(byte_symbol.values())}
-    merges: list[tuple[str, str]] = []
-
-    def add_word(word: str) -> None:
-        symbols = "".join(byte_symbol[b] for b in word.encode())
-        piece = symbols[0]
-        for symbol in symbols[1:]:
-            if piece + symbol not in vocab:
-                merges.append((piece, symbol))
-                vocab[piece + symbol] = len(vocab)
-            piece += symbol
-
-    # Words after a space first: their merges all start with `Ġ`, so one never breaks another.
-    for word in _word_list():
-        add_word(f" {word}")
-    # Words at the start of a piece (no space before): after them, so they cannot split a `Ġ` word.
-    for word in ("system", "user", "assistant", "Describe"):
-        add_word(word)
-    for token in _QWEN_SPECIAL_TOKENS:
-        vocab[token] = len(vocab)
-    return Qwen2Tokenizer(
-        vocab=vocab,
-        merges=cast(Any, merges),  # `tokenizers` takes (left, right) pairs, whatever the hint says
-        model_max_length=32768,
-        additional_special_tokens=list(_QWEN_SPECIAL_TOKENS[1:]),
-    )
-
 
 # --------------------------------------------------------------------------------------------------
 # Shared components
@@ -267,6 +149,12 @@ def _vae(seed: int, *, latent_channels: int, levels: int, **settings: Any) -> Au
     )
 
 
+def _vae16(seed: int, *, levels: int, **settings: Any) -> AutoencoderKL:
+    """SD3's and Flux's kind of VAE: 16 latent channels, no quant convs (`settings`: scale and shift)."""
+    quant_convs = {"use_quant_conv": False, "use_post_quant_conv": False}
+    return _vae(seed, latent_channels=16, levels=levels, **quant_convs, **settings)
+
+
 def _flow_match(**settings: Any) -> FlowMatchEulerDiscreteScheduler:
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, **settings)
 
@@ -284,34 +172,17 @@ def _save(pipeline: Any, folder: Path) -> None:
 def build_tiny_sdxl(folder: Path, seed: int = 0) -> None:
     """`StableDiffusionXLPipeline`, 64 px: a two-level UNet with SDXL's text-time conditioning on 8×8
     latents (cross-attention over both encoders' 32 + 32 features), SDXL's VAE scale and scheduler."""
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
+    unet = tiny_unet(
+        seed,
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 1),
         projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 size/crop numbers × 8 + pooled text
         cross_attention_dim=64,
-        norm_num_groups=32,
     )
     vae = _vae(seed + 1, latent_channels=4, levels=4, scaling_factor=0.13025)
     tokenizer, tokenizer_2 = byte_tokenizer(), byte_tokenizer()
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        steps_offset=1,
-        timestep_spacing="leading",
-    )
     _save(
         StableDiffusionXLPipeline(
             vae=vae,
@@ -320,7 +191,7 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> None:
             tokenizer=tokenizer,
             tokenizer_2=tokenizer_2,
             unet=unet,
-            scheduler=scheduler,
+            scheduler=sd_scheduler(),
             add_watermarker=False,
         ),
         folder,
@@ -344,15 +215,7 @@ def build_tiny_sd3(folder: Path, seed: int = 0) -> None:
         out_channels=16,
         pos_embed_max_size=32,  # up to 32 patches a side: 512 px
     )
-    vae = _vae(
-        seed + 1,
-        latent_channels=16,
-        levels=4,
-        scaling_factor=1.5305,
-        shift_factor=0.0609,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    vae = _vae16(seed + 1, levels=4, scaling_factor=1.5305, shift_factor=0.0609)
     tokenizer, tokenizer_2, tokenizer_3 = byte_tokenizer(), byte_tokenizer(), t5_tokenizer()
     _save(
         StableDiffusion3Pipeline(
@@ -370,30 +233,30 @@ def build_tiny_sd3(folder: Path, seed: int = 0) -> None:
     )
 
 
+_PACKED_MMDIT: dict[str, Any] = {
+    "in_channels": 64,  # 16 latent channels packed 2×2
+    "num_layers": 1,
+    "attention_head_dim": 16,
+    "num_attention_heads": 2,
+    "joint_attention_dim": 32,
+    "axes_dims_rope": (4, 6, 6),
+}
+"""The settings Flux's and Qwen-Image's tiny transformers share: one double-stream block of 2 heads of
+16 (rotary axes 4 + 6 + 6) over packed latents and 32 text features."""
+
+
 def _flux_components(seed: int, *, guidance: bool, schnell: bool) -> dict[str, Any]:
     """Flux's components: a one-double, one-single block transformer on 16-channel latents packed
     2×2 (64 inputs), a factor-1 VAE (Flux's pipelines fix 128 latent pixels: 128 px), CLIP + T5."""
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=64,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=32,
-        guidance_embeds=guidance,
-        axes_dims_rope=(4, 6, 6),
+        patch_size=1, num_single_layers=1, pooled_projection_dim=32, guidance_embeds=guidance, **_PACKED_MMDIT
     )
-    vae = _vae(
+    vae = _vae16(
         seed + 1,
-        latent_channels=16,
         levels=1,
         scaling_factor=0.3611,
         shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
         mid_block_add_attention=False,  # 128×128 latents: attention there would cost more than the rest
     )
     tokenizer, tokenizer_2 = byte_tokenizer(), t5_tokenizer()
@@ -440,15 +303,7 @@ def build_tiny_qwen(folder: Path, seed: int = 0) -> None:
     tokenizer = qwen_tokenizer()
     torch.manual_seed(seed)
     transformer = QwenImageTransformer2DModel(
-        patch_size=2,
-        in_channels=64,
-        out_channels=16,
-        num_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        guidance_embeds=False,
-        axes_dims_rope=(4, 6, 6),
+        patch_size=2, out_channels=16, guidance_embeds=False, **_PACKED_MMDIT
     )
     torch.manual_seed(seed + 1)
     vae = AutoencoderKLQwenImage(
