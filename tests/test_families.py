@@ -22,7 +22,7 @@ from generation.pipelines.engine import DiffusersEngine
 from generation.prompts.command import parse_command
 from generation.prompts.errors import PromptError
 from generation.prompts.request import GenerationRequest, PromptOptions
-from tests.fixtures_generation import png_pixels, tiny_source_png
+from tests.fixtures_generation import png_pixels, same_within_rounding, tiny_source_png
 
 pytest_plugins = ["tests.fixtures_generation"]
 
@@ -126,7 +126,7 @@ def test_cfg_and_negative_act_or_are_refused(
         assert differs(base, draw(engine, parse(engine, f"{BASE} --cfg 9")))
     if features.negative:
         negative = parse(engine, f"{BASE} --no blurry, text")
-        assert negative.true_cfg == features.true_cfg_for("blurry, text")
+        assert negative.true_cfg == features.true_cfg_for(pushed_away=True)
         assert differs(base, draw(engine, negative))
     else:
         with pytest.raises(PromptError, match=f"doesn't work on `{model_id}`"):
@@ -257,3 +257,22 @@ def test_the_readmes_model_table_is_the_families_declarations(
         assert [c == "✓" for c in cells[2:]] == list(supported.values()), model_id
         checked += 1
     assert checked == 8
+
+
+@pytest.mark.parametrize("model_id", ["tiny-sdxl", "tiny-flux"])
+def test_compels_encoders_take_long_prompts_and_negative_parts(
+    engines: Callable[[str], DiffusersEngine], model_id: str
+) -> None:
+    engine = engines(model_id)
+    long = parse(engine, " ".join(["a red fox"] * 20) + " --steps 2 --n 1 --seed 5")  # past CLIP's 77
+    assert engine.count_tokens(long.prompt) > 77
+    # SDXL's CLIPs read it in windows; Flux's T5 reads it whole (512 tokens), so diffusers encodes it
+    assert (long.prompt_windows >= 2) if model_id == "tiny-sdxl" else long.prompt_windows == 0
+    draw(engine, long)
+    plain = draw(engine, parse(engine, "cat::2 --steps 2 --n 1 --seed 5"))
+    pushed = parse(engine, "cat::2 dog::-1 --steps 2 --n 1 --seed 5")
+    assert differs(plain, draw(engine, pushed))  # the negative part pushes away
+    batch = [parse(engine, f"a (fox:{w}) --steps 2 --n 1 --seed 5") for w in (0.5, 1.5)]
+    together = [i.png for r in engine.run_batch(batch, [None, None], lambda *_: True) for i in r]
+    alone = [draw(engine, r) for r in batch]
+    assert all(same_within_rounding(a, b) for a, b in zip(together, alone, strict=True))

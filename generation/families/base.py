@@ -60,6 +60,8 @@ class Family:
     packed: bool = False  # latents come packed in 2×2 patches (Flux, Qwen-Image): unpacked for previews
     activation_scale: float = 1.0  # activation memory per pixel against SD 1.x's (batch sizing)
     fp16_vae_overflows: bool = False  # its VAE overflows in fp16 (SDXL's): decode in bf16 or fp32
+    prompt_encoder: str | None = None  # weights: "windows" (ours, one CLIP) or compel's "sdxl"/"flux"
+    prompt_windows: int = 1  # 75-token windows a weighted prompt may fill (CLIP-only families: more)
     extra: Mapping[str, Any] = field(default_factory=dict)  # fixed call arguments
 
     # -- what the model is ---------------------------------------------------------------------------

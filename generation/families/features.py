@@ -40,11 +40,12 @@ class Features:
     lora: str | None = "unet"  # the component a LoRA adapts (None: no LoRA)
     size_step: int = 8  # width and height are multiples of this (the VAE's factor × the patch size)
 
-    def true_cfg_for(self, negative: str) -> float:
-        """The true-CFG scale a request runs at: `--no` on a model whose guidance is embedded or
-        distilled away needs true CFG's second pass (`TRUE_CFG_WITH_NEGATIVE`); else 0 (none)."""
+    def true_cfg_for(self, pushed_away: bool) -> float:
+        """The true-CFG scale a request runs at: a negative prompt (`--no`, or a `::` part with a
+        negative weight) on a model whose guidance is embedded or distilled away needs true CFG's
+        second pass (`TRUE_CFG_WITH_NEGATIVE`); else 0 (none)."""
         takes = self.guidance in (Guidance.EMBEDDED, Guidance.NONE)
-        return TRUE_CFG_WITH_NEGATIVE if takes and self.negative and negative else 0.0
+        return TRUE_CFG_WITH_NEGATIVE if takes and self.negative and pushed_away else 0.0
 
     def refusal(self, what: str, model: str) -> str:
         """A clear refusal of `what` on `model`, one of this family's models."""

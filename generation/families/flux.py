@@ -44,7 +44,6 @@ def _features(family: str, label: str, guidance: Guidance, samplers: tuple[str, 
         label=label,
         guidance=guidance,
         samplers=samplers,
-        weights=False,
         tile=False,
         edits=False,
         image=family == "flux",
@@ -63,6 +62,7 @@ def _family(features: Features, distilled: bool, kind: type[FluxFamily] = FluxFa
         max_steps=8 if distilled else 100,
         schedule="flow",
         packed=True,
+        prompt_encoder="flux",  # T5 reads the whole prompt (its limit): one window
     )
 
 

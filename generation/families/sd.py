@@ -6,13 +6,17 @@ from __future__ import annotations
 from generation.families.base import Configs, Family
 from generation.families.features import Features
 
-SD = Family(Features(), denoiser="unet", default_steps=30, preview="sd")
+SD = Family(
+    Features(), denoiser="unet", default_steps=30, preview="sd", prompt_encoder="windows", prompt_windows=4
+)
 SDXL = Family(
-    Features(family="sdxl", label="Stable Diffusion XL", weights=False),
+    Features(family="sdxl", label="Stable Diffusion XL"),
     denoiser="unet",
     default_steps=30,
     default_guidance=6.0,
     turbo_steps=4,
+    prompt_encoder="sdxl",
+    prompt_windows=4,
     preview="sdxl",
     activation_scale=1.5,
     fp16_vae_overflows=True,

@@ -13,7 +13,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from generation.families.base import Family
-from generation.pipelines.prompt_encoding import PromptEncoder
+from generation.pipelines.prompt_encoding import WeightedEncoder
 from generation.pipelines.samplers import Samplers
 from generation.prompts.request import GenerationRequest, Mode
 
@@ -89,7 +89,7 @@ def batch_call(
     requests: Sequence[GenerationRequest],
     kwargs: dict[str, Any],
     samplers: Samplers,
-    encoder: PromptEncoder | None,
+    encoder: WeightedEncoder | None,
     family: Family,
 ) -> ExitStack:
     """Adjust `kwargs` (the pipeline call's arguments) for `requests` (one batch key) and return the
@@ -107,7 +107,8 @@ def batch_call(
     if first.weighted:
         if encoder is None:
             raise ValueError("this model does not encode weighted prompts")
-        prompt_embeds, negative_embeds = encoder.batch(requests)
-        del kwargs["prompt"], kwargs["negative_prompt"]
-        kwargs["prompt_embeds"], kwargs["negative_prompt_embeds"] = prompt_embeds, negative_embeds
+        del kwargs["prompt"]
+        takes_negative = kwargs.pop("negative_prompt", None) is not None  # the family's call may not
+        embeddings = encoder.batch(requests)
+        kwargs.update({k: v for k, v in embeddings.items() if takes_negative or not k.startswith("negative")})
     return stack

@@ -43,11 +43,10 @@ from generation.pipelines.loading import LoadedModel, SafetyCheck, load_pipeline
 from generation.pipelines.lora import LoraAdapters
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.preview import preview_png
-from generation.pipelines.prompt_encoding import PromptEncoder
+from generation.pipelines.prompt_encoding import prompt_encoder
 from generation.pipelines.safety_options import SafetyOptions
 from generation.pipelines.samplers import Samplers
 from generation.pipelines.tuning import apply_vae_plan, images_that_fit, vae_plan
-from generation.prompts.parser import MAX_PROMPT_WINDOWS
 from generation.prompts.request import (
     UPSCALE_STRENGTH,
     VARIATION_STRENGTH,
@@ -102,9 +101,11 @@ class DiffusersEngine:
         scheduler = type(model.text2img.scheduler).__name__
         self.sampler = SAMPLER_NAMES.get(scheduler, scheduler.removesuffix("Scheduler"))
         self._samplers = Samplers(model.text2img.scheduler, self.family.schedule)
-        self._encoder = PromptEncoder(model.text2img) if model.profile.features.weights else None
+        self._encoder = prompt_encoder(self.family, model.text2img)
         if self._encoder is not None:
-            self.profile = replace(self.profile, prompt_windows=MAX_PROMPT_WINDOWS, supports_weights=True)
+            self.profile = replace(
+                self.profile, prompt_windows=self.family.prompt_windows, supports_weights=True
+            )
         self._generator_device = torch.device(gen_device)
         self._edits: EditPipelines | None = None
         unet = getattr(model.text2img, "unet", None)

@@ -7,18 +7,19 @@ each encoded as begin + 75 + end (77 tokens); each token's embedding is multipli
 then the window is rescaled to its unweighted mean (`rescale_ratio`: never by a near-zero mean).
 Windows are concatenated. Multi-prompt parts are encoded apart and averaged by their positive
 weights; a part with a negative weight joins the negative prompt at |weight| / (mean positive weight).
-SD 1.x/2.x text encoders (one CLIP) only.
+SD 1.x/2.x text encoders (one CLIP); SDXL and Flux go through compel (`prompt_compel`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
+from generation.families.base import Family
 from generation.prompts.request import GenerationRequest
-from generation.prompts.weights import Fragment, parse_weights
+from generation.prompts.weights import Fragment, weighted_sides
 
 WINDOW = 75
 
@@ -79,27 +80,16 @@ class PromptEncoder:
 
     def request_embeddings(self, request: GenerationRequest) -> tuple[torch.Tensor, torch.Tensor]:
         """The prompt's and negative prompt's embeddings (multi-prompt parts padded to one length)."""
-        parts = parse_weights(request.prompt)
-        positive = [p for p in parts if p.weight > 0]
+        positive, negative = weighted_sides(request.prompt, request.negative_prompt)
         total = sum(p.weight for p in positive)
-        mean_weight = total / len(positive)
         windows = request.prompt_windows
         encoded = [self.encode(p.fragments, windows) for p in positive]
         width = max(e.shape[1] for e in encoded)
         prompt = sum((p.weight / total) * self._pad(e, width) for p, e in zip(positive, encoded, strict=True))
-        negative: list[Fragment] = []
-        for part in parse_weights(request.negative_prompt):
-            negative += [Fragment(f.text, f.weight * abs(part.weight)) for f in part.fragments]
-        for part in parts:
-            if part.weight < 0:
-                scale = abs(part.weight) / mean_weight
-                if negative:
-                    negative.append(Fragment(", ", 1.0))
-                negative += [Fragment(f.text, f.weight * scale) for f in part.fragments]
         assert isinstance(prompt, torch.Tensor)
         return prompt, self.encode(negative, windows)
 
-    def batch(self, requests: Sequence[GenerationRequest]) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, requests: Sequence[GenerationRequest]) -> dict[str, torch.Tensor]:
         """`prompt_embeds` and `negative_prompt_embeds` for every image of `requests` (one batch key:
         one window count, so an image is the same alone or in a batch)."""
         prompts, negatives = [], []
@@ -108,10 +98,10 @@ class PromptEncoder:
             prompts += [prompt] * request.count
             negatives += [negative] * request.count
         width = max(p.shape[1] for p in prompts + negatives)
-        return (
-            torch.cat([self._pad(p, width) for p in prompts]),
-            torch.cat([self._pad(n, width) for n in negatives]),
-        )
+        return {
+            "prompt_embeds": torch.cat([self._pad(p, width) for p in prompts]),
+            "negative_prompt_embeds": torch.cat([self._pad(n, width) for n in negatives]),
+        }
 
     def _pad(self, embeds: torch.Tensor, width: int) -> torch.Tensor:
         """`embeds` grown to `width` tokens with empty windows (as A1111 pads the shorter prompt)."""
@@ -119,3 +109,22 @@ class PromptEncoder:
         if missing <= 0:
             return embeds
         return torch.cat([embeds, self.encode((), missing).to(embeds.dtype)], dim=1)
+
+
+class WeightedEncoder(Protocol):
+    """Encodes a batch's weighted prompts into the pipeline call's embedding arguments."""
+
+    def batch(self, requests: Sequence[GenerationRequest]) -> dict[str, torch.Tensor]:
+        """The call's `prompt_embeds` (and negative, pooled, …) for every image of `requests`."""
+        ...
+
+
+def prompt_encoder(family: Family, pipe: Any) -> WeightedEncoder | None:
+    """The weighted-prompt encoder the family declares (`Family.prompt_encoder`), or None."""
+    if family.prompt_encoder is None:
+        return None
+    if family.prompt_encoder == "windows":
+        return PromptEncoder(pipe)
+    from generation.pipelines.prompt_compel import CompelEncoder
+
+    return CompelEncoder(pipe, family.prompt_encoder)

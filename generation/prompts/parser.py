@@ -278,6 +278,9 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
     if is_blank(negative) or not features.negative:  # a default negative where the model takes none
         negative = ""
     windows = _check_text(prompt, negative, profile, count_tokens)
+    pushed_away = bool(negative) or any(p.weight < 0 for p in parse_weights(prompt))
+    if pushed_away and not features.negative:
+        raise PromptError(features.refusal("A negative weight (`::-1`)", model))
 
     first = context.random_seed() if seed is None else seed
     request = GenerationRequest(
@@ -299,7 +302,7 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
         chaos=chaos,
         prompt_windows=windows,
         loras=adapters,
-        true_cfg=features.true_cfg_for(negative),
+        true_cfg=features.true_cfg_for(pushed_away),
     )
     return ParsedPrompt(request, repeat, seeded=seed is not None)
 

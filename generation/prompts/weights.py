@@ -114,3 +114,22 @@ def parse_weights(text: str) -> tuple[Part, ...]:
 def plain_text(text: str) -> str:
     """`text` as the tokenizer sees it: every part's words, syntax removed, joined by spaces."""
     return " ".join(" ".join(p.text for p in parse_weights(text)).split())
+
+
+def weighted_sides(prompt: str, negative: str) -> tuple[tuple[Part, ...], list[Fragment]]:
+    """The prompt's positive parts, and the negative side's fragments: the negative prompt's, then
+    each part of the prompt with a negative weight at |weight| / (mean positive weight), as
+    Midjourney's `dog::-1` pushes away (what every weighted encoder encodes)."""
+    parts = parse_weights(prompt)
+    positive = tuple(p for p in parts if p.weight > 0)
+    mean_weight = sum(p.weight for p in positive) / len(positive)
+    fragments: list[Fragment] = []
+    for part in parse_weights(negative):
+        fragments += [Fragment(f.text, f.weight * abs(part.weight)) for f in part.fragments]
+    for part in parts:
+        if part.weight < 0:
+            scale = abs(part.weight) / mean_weight
+            if fragments:
+                fragments.append(Fragment(", ", 1.0))
+            fragments += [Fragment(f.text, f.weight * scale) for f in part.fragments]
+    return positive, fragments
