@@ -1,5 +1,6 @@
 """Architectures for `python -m bench gpu`: full-size SD 1.5, SD-Turbo (SD 2.1-base) and SDXL base, and
-tiny stand-ins of the same shape (`--tiny-arch`) that run on a CPU in seconds.
+tiny stand-ins of the same shape (`--tiny-arch`) that run on a CPU in seconds. The transformer (MMDiT)
+architectures, Flux.1-schnell and SD 3.5 medium, are in `bench.archs_dit`.
 
 Plain data (constructor keyword arguments), no torch: `bench.gpu` builds the models with random
 weights. Full-size values are those of the public configs (`runwayml/stable-diffusion-v1-5`,
@@ -45,7 +46,10 @@ class Arch:
         return 2 if self.guidance > 1.0 else 1
 
 
-def _clip(hidden: int, layers: int, heads: int, inter: int, act: str, projection: int) -> dict[str, Any]:
+def clip_config(
+    hidden: int, layers: int, heads: int, inter: int, act: str, projection: int
+) -> dict[str, Any]:
+    """CLIPTextConfig kwargs: CLIP's vocabulary and 77 positions, these widths and depth."""
     return {
         "vocab_size": _CLIP_VOCAB,
         "hidden_size": hidden,
@@ -59,7 +63,7 @@ def _clip(hidden: int, layers: int, heads: int, inter: int, act: str, projection
     }
 
 
-_SD_VAE: dict[str, Any] = {
+SD_VAE: dict[str, Any] = {
     "in_channels": 3,
     "out_channels": 3,
     "down_block_types": ("DownEncoderBlock2D",) * 4,
@@ -108,8 +112,8 @@ SD15 = Arch(
     name="sd15",
     pipeline_class="StableDiffusionPipeline",
     unet={**_SD_UNET, "attention_head_dim": 8, "cross_attention_dim": 768},
-    vae=_SD_VAE,
-    text_encoder=_clip(768, 12, 12, 3072, "quick_gelu", 768),
+    vae=SD_VAE,
+    text_encoder=clip_config(768, 12, 12, 3072, "quick_gelu", 768),
     scheduler=_EULER,
     size=512,
     steps=20,
@@ -125,8 +129,8 @@ SD_TURBO = Arch(  # SD 2.1-base architecture (OpenCLIP ViT-H text encoder, penul
         "cross_attention_dim": 1024,
         "use_linear_projection": True,
     },
-    vae=_SD_VAE,
-    text_encoder=_clip(1024, 23, 16, 4096, "gelu", 512),
+    vae=SD_VAE,
+    text_encoder=clip_config(1024, 23, 16, 4096, "gelu", 512),
     scheduler={**_EULER, "timestep_spacing": "trailing"},
     size=512,
     steps=1,
@@ -157,9 +161,9 @@ SDXL = Arch(
         "flip_sin_to_cos": True,
         "freq_shift": 0,
     },
-    vae={**_SD_VAE, "sample_size": 1024, "scaling_factor": 0.13025, "force_upcast": True},
-    text_encoder=_clip(768, 12, 12, 3072, "quick_gelu", 768),
-    text_encoder_2=_clip(1280, 32, 20, 5120, "gelu", 1280),
+    vae={**SD_VAE, "sample_size": 1024, "scaling_factor": 0.13025, "force_upcast": True},
+    text_encoder=clip_config(768, 12, 12, 3072, "quick_gelu", 768),
+    text_encoder_2=clip_config(1280, 32, 20, 5120, "gelu", 1280),
     scheduler=_EULER,
     size=1024,
     steps=20,
@@ -168,8 +172,8 @@ SDXL = Arch(
 )
 
 # Tiny stand-ins: the shapes of diffusers' own `get_dummy_components()` (8×8 latents, 64 px images).
-_TINY_VAE: dict[str, Any] = {
-    **_SD_VAE,
+TINY_VAE: dict[str, Any] = {
+    **SD_VAE,
     "block_out_channels": (8, 16, 16, 16),
     "layers_per_block": 1,
     "norm_num_groups": 8,
@@ -189,14 +193,15 @@ _TINY_UNET: dict[str, Any] = {
 }
 
 
-def _tiny_clip(projection: int = 32) -> dict[str, Any]:
-    return {**_clip(32, 2, 4, 37, "quick_gelu", projection), "vocab_size": 1000}
+def tiny_clip_config(projection: int = 32) -> dict[str, Any]:
+    """A two-layer, 32-wide CLIP text encoder's CLIPTextConfig kwargs."""
+    return {**clip_config(32, 2, 4, 37, "quick_gelu", projection), "vocab_size": 1000}
 
 
 def _tiny(full: Arch, **components: Any) -> Arch:
     """`full`'s tiny stand-in: its pipeline, scheduler, steps and guidance at 64 px, with tiny components
     (the VAE and text encoder below unless given)."""
-    components = {"vae": _TINY_VAE, "text_encoder": _tiny_clip(), **components}
+    components = {"vae": TINY_VAE, "text_encoder": tiny_clip_config(), **components}
     return replace(full, name=f"{full.name}-tiny", size=64, **components)
 
 
@@ -216,8 +221,8 @@ TINY = {
             "cross_attention_dim": 64,  # two 32-wide text encoders, concatenated
             "norm_num_groups": 1,
         },
-        vae={**_TINY_VAE, "force_upcast": True, "scaling_factor": 0.13025},
-        text_encoder_2=_tiny_clip(32),
+        vae={**TINY_VAE, "force_upcast": True, "scaling_factor": 0.13025},
+        text_encoder_2=tiny_clip_config(32),
     ),
 }
 

@@ -67,6 +67,9 @@ def test_the_dry_run_walks_every_step_and_records_each_figure(tmp_path: Path, ti
         "service": 1,
         "turbo_batch": len(DRY.turbo_batches),
         "sdxl_batch": len(DRY.sdxl_batches) + 1,  # diffusers' upcast at each size, the project's VAE once
+        "dit_build": 2,  # Flux.1-schnell, SD 3.5 medium
+        "flux_schnell_batch": len(DRY.flux_batches),
+        "sd35_batch": len(DRY.sd35_batches),
         "inpaint_batch": 1,
         "sd15_flops": 1,
         "safety_checker": 1,
@@ -85,9 +88,40 @@ def test_the_dry_run_walks_every_step_and_records_each_figure(tmp_path: Path, ti
     assert by_step["service"]["service_vs_plain"] > 0
     assert set(by_step["profile"]["unet_time_by_kind"]) >= {"convolution", "matmul"}
     assert [r["images"] for r in records if r["step"] == "sd15_batch"] == list(DRY.sd15_batches)
+    sdxl = [r for r in records if r["step"] == "sdxl_batch"]
+    assert [r["images"] for r in sdxl[: len(DRY.sdxl_batches)]] == list(DRY.sdxl_batches)
+    for step, arch, batches, denoising_steps in (
+        ("flux_schnell_batch", "flux-schnell-tiny", DRY.flux_batches, 4),
+        ("sd35_batch", "sd35-medium-tiny", DRY.sd35_batches, 20),
+    ):
+        dit = [r for r in records if r["step"] == step]
+        assert [r["images"] for r in dit] == list(batches)
+        for record in dit:
+            assert record["arch"] == arch and record["size"] == 64 and record["steps"] == denoising_steps, (
+                record
+            )
+            assert record["dtype"] == "float32" and record["t5_tokens"] in (256, 512), record
+            assert record["images_per_s"] > 0 and record["peak_memory_gib"] > 0, record
+            assert record["activation_estimate_gib"] > 0 and record["black_images"] == 0, record
+            assert "weights_gib" in record and record["nan_images"] == 0, record
+    builds = {r["arch"]: r for r in records if r["step"] == "dit_build"}
+    assert set(builds) == {"flux-schnell-tiny", "sd35-medium-tiny"}
+    assert builds["flux-schnell-tiny"]["pipeline"] == "FluxPipeline"
+    assert set(builds["sd35-medium-tiny"]["parameters"]) == {
+        "transformer",
+        "vae",
+        "text_encoder",
+        "text_encoder_2",
+        "text_encoder_3",
+    }
+    assert all(b["weights_gib"] > 0 and b["t5_layers"] == 2 for b in builds.values())
+    assert any("20 steps" in note for note in builds["sd35-medium-tiny"]["shortcuts"])
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["not_done"] == [] and "not a GPU figure" in summary["note"]
     assert set(summary["sd15_images_per_s"]) == {str(b) for b in DRY.sd15_batches}
+    for name, batches in (("flux_schnell", DRY.flux_batches), ("sd35_medium", DRY.sd35_batches)):
+        assert set(summary[f"{name}_images_per_s"]) == {str(b) for b in batches}
+        assert set(summary[f"{name}_peak_memory_gib"]) == {str(b) for b in batches}
     assert "## gpu" in (tmp_path / "RESULTS.md").read_text()
     # a results file fetched from another machine: the same summary, reported afresh
     again = run_bench(["gpu", "--report", str(results)], tmp_path / "AGAIN.md", timeout=120)
@@ -128,6 +162,86 @@ def test_a_failing_step_is_recorded_and_the_next_one_runs(tmp_path: Path) -> Non
     steps = {r["name"]: r for r in read_records(tmp_path / "gpu.jsonl") if r["step"] == "step"}
     assert steps["sd15_batches"]["status"] == "error" and steps["sd15_batches"]["error"]
     assert steps["flops"]["status"] == "ok"  # built its own SD 1.5 in memory
+
+
+def test_a_transformer_batch_that_would_overrun_the_budget_is_skipped_and_the_model_dropped(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    from bench.gpu.context import Run
+    from bench.gpu.steps_dit import flux_schnell
+
+    budget = Budget(0)  # the step itself was started: its first batch runs, the next one cannot fit
+    results = ResultsFile(tmp_path / "gpu.jsonl", budget)
+    run = Run(DRY, "cpu", torch.float32, results, budget, tmp_path)
+    flux_schnell(run)
+    results.close()
+    records = read_records(tmp_path / "gpu.jsonl")
+    assert [(r["step"], r.get("images"), r["status"]) for r in records] == [
+        ("dit_build", None, "ok"),
+        ("flux_schnell_batch", 1, "ok"),
+        ("flux_schnell_batch", 2, "skipped"),
+    ]
+    assert "s needed" in records[-1]["reason"]
+    assert run.pipes == {}  # dropped, for the next step's memory
+
+
+def test_the_transformer_architectures_have_the_public_models_sizes() -> None:
+    import torch
+
+    from bench.archs_dit import DIT_ARCH_NAMES, get_dit_arch
+    from bench.gpu.build_dit import build_dit_pipeline, parameter_counts
+
+    # Built on the meta device: shapes without memory. The public models' parameter counts:
+    # FLUX.1-schnell's transformer 11.89B (Flux.1-dev's 11.90B less its guidance embedder), T5 v1.1
+    # XXL's encoder 4.76B, CLIP-L's text tower 123M (with projection 124M), bigG's with projection
+    # 695M, the 16-channel VAE 83.8M; SD 3.5 medium's transformer 2.47B with its positional table,
+    # which diffusers keeps as a buffer (384² × 1536).
+    flux = build_dit_pipeline(get_dit_arch("flux-schnell"), "meta", torch.bfloat16)
+    assert parameter_counts(flux) == {
+        "transformer": 11_891_178_560,
+        "text_encoder": 123_060_480,
+        "text_encoder_2": 4_762_310_656,
+        "vae": 83_819_683,
+    }
+    assert len(flux.transformer.transformer_blocks) == 19
+    assert len(flux.transformer.single_transformer_blocks) == 38
+    sd35 = build_dit_pipeline(get_dit_arch("sd35-medium"), "meta", torch.bfloat16)
+    counts = parameter_counts(sd35)
+    assert counts["transformer"] + 384 * 384 * 1536 == 2_469_663_936
+    assert (counts["text_encoder"], counts["text_encoder_2"]) == (123_650_304, 694_659_840)
+    assert counts["text_encoder_3"] == 4_762_310_656 and counts["vae"] == 83_819_683
+    assert sum(b.attn2 is not None for b in sd35.transformer.transformer_blocks) == 13  # MMDiT-X
+    assert {get_dit_arch(name).size for name in DIT_ARCH_NAMES} == {1024}
+    assert torch.get_default_dtype() == torch.float32  # the build's bf16 default does not leak
+
+
+def test_the_transformer_pipelines_are_built_wholly_in_bf16() -> None:
+    import numpy as np
+    import torch
+
+    from bench.archs_dit import DIT_ARCH_NAMES, get_dit_arch
+    from bench.gpu.build_dit import build_dit_pipeline
+
+    for name in DIT_ARCH_NAMES:  # as on the GPU, where the run builds them in bf16
+        arch = get_dit_arch(name, tiny=True)
+        pipe = build_dit_pipeline(arch, "cpu", torch.bfloat16)
+        modules = [c for c in pipe.components.values() if isinstance(c, torch.nn.Module)]
+        dtypes = {t.dtype for m in modules for t in [*m.parameters(), *m.buffers()] if t.is_floating_point()}
+        assert dtypes == {torch.bfloat16}, name
+        assert not any(m.training for m in modules), name
+        out = pipe(
+            prompt="a red fox",
+            width=arch.size,
+            height=arch.size,
+            num_inference_steps=1,
+            guidance_scale=arch.guidance,
+            max_sequence_length=arch.max_sequence_length,
+            output_type="np",
+        )
+        assert out.images.shape == (1, 64, 64, 3) and np.isfinite(out.images).all(), name
+    assert torch.get_default_dtype() == torch.float32
 
 
 def test_an_unknown_step_is_refused_with_the_names_that_exist() -> None:
@@ -192,11 +306,17 @@ def test_the_summary_reports_each_target_as_met_or_not() -> None:
         _record("sd15_batch", images=16, images_per_s=14.0, peak_memory_gib=9.0),
         _record("sd15_single", denoise_steps_per_s=60.0),
         _record("service", images_per_s=7.0, service_vs_plain=1.75),
+        _record("flux_schnell_batch", images=1, images_per_s=1.0, peak_memory_gib=10.0),
+        _record("flux_schnell_batch", images=4, images_per_s=2.0, peak_memory_gib=20.0),
+        _record("sd35_batch", images=1, images_per_s=3.0, peak_memory_gib=30.0),
         {"step": "step", "status": "skipped", "name": "sdxl", "reason": "10 s left, 60 s needed"},
     ]
     summary = summarise(records)
     assert summary["gpu"] == "NVIDIA H200" and "note" not in summary
     assert summary["sd15_images_per_s"] == {"1": 4.0, "16": 14.0}
+    assert summary["flux_schnell_images_per_s"] == {"1": 1.0, "4": 2.0}
+    assert summary["flux_schnell_peak_memory_gib"] == {"1": 10.0, "4": 20.0}
+    assert summary["sd35_medium_images_per_s"] == {"1": 3.0}
     assert summary["targets"]["sd15_batched_images_per_s"].startswith("met (14")
     assert summary["targets"]["service_vs_plain"].startswith("not met (1.75")
     assert summary["targets"]["single_steps_per_s"].startswith("not met (60")

@@ -19,6 +19,7 @@ from bench.gpu.context import Run
 from bench.gpu.plan import DRY, FULL
 from bench.gpu.profile import profile
 from bench.gpu.records import Budget, ResultsFile, last_run, latest, read_records
+from bench.gpu.steps_dit import flux_schnell, sd35_medium
 from bench.gpu.steps_sd import env, flops, inpaint, safety, sd15_batches, sd15_single, sdxl, turbo, vae_decode
 from bench.gpu.steps_service import service, variants
 from bench.gpu.summary import summarise
@@ -36,6 +37,8 @@ STEPS: tuple[tuple[str, Callable[[Run], None], float], ...] = (
     ("service", service, 30.0),
     ("turbo", turbo, 15.0),
     ("sdxl", sdxl, 60.0),
+    ("flux_schnell", flux_schnell, 45.0),  # guessed: build 15 s, batch 1 4 × 1.5 s; batch 4 if it fits
+    ("sd35_medium", sd35_medium, 45.0),  # guessed: build 10 s, batch 1 4 × 3 s; batch 4 if it fits
     ("inpaint", inpaint, 20.0),
     ("flops", flops, 10.0),
     ("safety", safety, 10.0),

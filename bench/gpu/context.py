@@ -11,11 +11,12 @@ import numpy as np
 import torch
 
 from bench.archs import Arch
+from bench.archs_dit import DiTArch
 from bench.gpu.build import build_pipeline, save_arch
 from bench.gpu.plan import PROMPT, Plan
 from bench.gpu.records import Budget, ResultsFile
-from bench.gpu.timing import allocated_gib, free, peak_memory_gib, reset_peak, timed
-from generation.families.sd import SD, SDXL
+from bench.gpu.timing import allocated_gib, free, is_cuda, peak_memory_gib, reset_peak, timed
+from generation.families.registry import recognise
 from generation.pipelines.tuning import batch_memory_bytes
 
 
@@ -37,6 +38,12 @@ class Run:
         if name not in self.pipes:
             self.pipes[name] = build_pipeline(self.plan.arch(name), self.device, self.dtype)
         return self.pipes[name]
+
+    @property
+    def dit_dtype(self) -> torch.dtype:
+        """The transformer architectures' dtype: bf16 on CUDA (as they ship and are run; Flux overflows
+        in fp16), the run's own (fp32) on the CPU."""
+        return torch.bfloat16 if is_cuda(self.device) else self.dtype
 
     def drop(self, name: str) -> None:
         """Free architecture `name`'s pipeline."""
@@ -64,7 +71,7 @@ def bad_images(images: Any) -> dict[str, int]:
     }
 
 
-def measure_call(run: Run, pipe: Any, arch: Arch, images: int, **call: Any) -> dict[str, Any]:
+def measure_call(run: Run, pipe: Any, arch: Arch | DiTArch, images: int, **call: Any) -> dict[str, Any]:
     """Time `pipe(...)` making `images` images of `arch` (median of the plan's runs after its warm-up):
     images/s, seconds, peak memory, the weights' memory, `batch_memory_bytes`' estimate, bad images."""
     outputs: list[Any] = []
@@ -86,7 +93,7 @@ def measure_call(run: Run, pipe: Any, arch: Arch, images: int, **call: Any) -> d
     weights = allocated_gib(run.device)
     reset_peak(run.device)
     timing = timed(one, run.device, warmup=run.plan.warmup, runs=run.plan.runs)
-    scale = (SDXL if arch.is_xl else SD).activation_scale
+    scale = recognise(pipe).activation_scale  # the family's, as the engine sizes batches with it
     estimate = batch_memory_bytes(images, arch.size, arch.size, arch.guidance, scale) / 2**30
     return {
         "images": images,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.archs import Arch, get_arch
+from bench.archs_dit import DiTArch, get_dit_arch
 
 PROMPT = "a red fox in the snow, golden hour, highly detailed photograph"
 
@@ -20,6 +21,8 @@ class Plan:
     service_rounds: int  # timed images per client
     turbo_batches: tuple[int, ...]
     sdxl_batches: tuple[int, ...]
+    flux_batches: tuple[int, ...]  # Flux.1-schnell
+    sd35_batches: tuple[int, ...]  # SD 3.5 medium
     edit_batch: int  # inpainting, the VAE decode, the safety checker, the profile and the variants
     vae_batch: int  # the VAE decode with slicing on and off
     warmup: int  # untimed runs before each timing
@@ -31,6 +34,10 @@ class Plan:
         """The full-size architecture, or its tiny stand-in in a dry run."""
         return get_arch(name, tiny=self.tiny)
 
+    def dit_arch(self, name: str) -> DiTArch:
+        """The full-size transformer architecture, or its tiny stand-in in a dry run."""
+        return get_dit_arch(name, tiny=self.tiny)
+
 
 FULL = Plan(
     tiny=False,
@@ -39,6 +46,8 @@ FULL = Plan(
     service_rounds=3,
     turbo_batches=(1, 16),
     sdxl_batches=(1, 4),
+    flux_batches=(1, 4),
+    sd35_batches=(1, 4),
     edit_batch=8,
     vae_batch=16,
     warmup=1,
@@ -54,6 +63,8 @@ DRY = Plan(
     service_rounds=1,
     turbo_batches=(1, 2),
     sdxl_batches=(1, 2),
+    flux_batches=(1, 2),
+    sd35_batches=(1, 2),
     edit_batch=2,
     vae_batch=2,
     warmup=1,

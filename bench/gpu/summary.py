@@ -22,6 +22,15 @@ def _met(value: float | None, target: float) -> str:
     return f"{'met' if value >= target else 'not met'} ({value:.3g} vs {target:g})"
 
 
+def _dit(records: list[dict[str, Any]], name: str, step: str) -> dict[str, dict[str, Any]]:
+    """A transformer step's images/s and peak memory by batch size."""
+    batches = _by(records, step, "images")
+    return {
+        f"{name}_images_per_s": {b: r["images_per_s"] for b, r in batches.items()},
+        f"{name}_peak_memory_gib": {b: r["peak_memory_gib"] for b, r in batches.items()},
+    }
+
+
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Images/s, steps/s, ratios and peaks by step; what was skipped or failed; the targets."""
     env = next(latest(records, "env"), {})
@@ -43,6 +52,8 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         "turbo_images_per_s": {str(r["images"]): r["images_per_s"] for r in latest(records, "turbo_batch")},
         "sdxl_images_per_s": {f"{r['images']} ({r['vae']})": r["images_per_s"] for r in sdxl},
         "sdxl_peak_memory_gib": {f"{r['images']} ({r['vae']})": r["peak_memory_gib"] for r in sdxl},
+        **_dit(records, "flux_schnell", "flux_schnell_batch"),
+        **_dit(records, "sd35_medium", "sd35_batch"),
         "inpaint_images_per_s": {
             str(r["images"]): r["images_per_s"] for r in latest(records, "inpaint_batch")
         },
