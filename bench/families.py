@@ -144,4 +144,11 @@ async def run(jobs: int, rounds: int, cache_dir: Path, only: Sequence[str] = ())
     chosen = [m for m in BUILTIN_MODEL_IDS if not only or m in only]
     figures = {model_id: await one_family(model_id, jobs, rounds, cache_dir) for model_id in chosen}
     worst = max(f["overhead_pct"] for f in figures.values())
-    return {"jobs": jobs, "rounds": rounds, "worst_overhead_pct": worst, "families": figures}
+    slowest = max(f["setup_ms"] for f in figures.values())
+    return {
+        "jobs": jobs,
+        "rounds": rounds,
+        "worst_overhead_pct": worst,
+        "slowest_setup_ms": slowest,
+        "families": figures,
+    }

@@ -161,6 +161,7 @@ HEADLINES = {
     "encode": ("n8_pool_speedup", "single_encode_ms"),
     "service-switching": ("two_vs_one_pct", "two_one_fits_vs_one_pct", "adapter_switch_ms"),
     "service-edits": ("zoom_out_2x_batched_speedup", "vary_subtle_batched_speedup", "from_pipe_added_bytes"),
+    "service-families": ("worst_overhead_pct", "slowest_setup_ms"),
 }
 TABLE_BEGIN, TABLE_END = "<!-- latest figures: begin -->", "<!-- latest figures: end -->"
 _TABLE_NOTE = (
