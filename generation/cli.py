@@ -33,6 +33,7 @@ from generation.backends.protocol import (
     Started,
 )
 from generation.cli_settings import CliSettings, cli_settings
+from generation.media.image_store import InvalidImage, load_source
 from generation.pipelines.contract import Engine
 from generation.prompts.command import parse_command
 from generation.prompts.errors import PromptError
@@ -122,11 +123,17 @@ async def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     """Load, parse, generate, write; returns the exit code."""
     sources = MemoryImages()
     source: str | None = None
+    source_size: tuple[int, int] | None = None
     if args.image is not None:
         try:
-            source = sources.add(args.image.read_bytes())
+            data = args.image.read_bytes()
+            source = sources.add(data)
+            source_size = load_source(data).size
         except OSError as exc:
             print(f"error: cannot read {args.image}: {exc.strerror}", file=stderr)
+            return EXIT_USAGE
+        except InvalidImage as exc:
+            print(f"error: {args.image}: {exc}", file=stderr)
             return EXIT_USAGE
     service = GenerationService(
         lambda: _engine_factory(args.model, args.device, args.cache_dir, not args.verbose),
@@ -148,6 +155,7 @@ async def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                 random_seed=lambda: secrets.randbelow(2**32),
                 mode=Mode.IMG2IMG if source else Mode.TXT2IMG,
                 source_image=source,
+                source_size=source_size,
             )
         except PromptError as exc:
             print(f"error: {exc}", file=stderr)

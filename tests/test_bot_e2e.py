@@ -379,6 +379,22 @@ async def test_image_attachment_starts_img2img(world: BotWorld) -> None:
     assert "Denoising strength: 0.5" in params(result)
 
 
+async def test_an_image_prompt_without_ar_keeps_its_pictures_shape(world: BotWorld) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (160, 90), (10, 200, 30)).save(buf, "PNG")  # 16:9
+    rec = world.server.invoke(
+        "imagine",
+        {"prompt": "a green field --n 1"},
+        attachments={"image": Upload("wide.png", buf.getvalue(), "image/png")},
+        guild=world.guild,
+        channel=world.channel,
+        member=world.alice,
+    )
+    result = await world.wait_result(rec)
+    width, height = size_of(png_of(result))
+    assert width > height and abs(width / height - 16 / 9) < 0.2, (width, height)  # not 1:1
+
+
 async def test_blocked_word_refused(world: BotWorld) -> None:
     add = world.server.invoke(
         "blocklist",

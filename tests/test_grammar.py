@@ -292,3 +292,23 @@ def test_precedence_slash_then_inline_then_member_then_guild_then_model() -> Non
 def test_parse_prompt_refuses_repeat() -> None:
     with pytest.raises(PromptError, match="several jobs"):
         parse_prompt("fox --repeat 2", PromptOptions(), ParseContext(PROFILE, chars, lambda: 1))
+
+
+@pytest.mark.parametrize(
+    ("size", "aspect"),
+    [((1920, 1080), "16:9"), ((100, 100), "1:1"), ((1000, 50), "4:1"), ((768, 1024), "3:4")],
+)
+def test_an_image_prompt_without_ar_takes_its_pictures_aspect(size: tuple[int, int], aspect: str) -> None:
+    counter = itertools.count(1)
+    (request,) = parse_command(
+        "a field",
+        PromptOptions(),
+        PROFILE,
+        count_tokens=chars,
+        random_seed=lambda: next(counter),
+        source_image="ab" * 32,
+        source_size=size,
+    )
+    assert request.aspect == aspect
+    (plain,) = command("a field")
+    assert plain.aspect == "1:1"  # without a picture: the usual default

@@ -131,6 +131,13 @@ def build_imagine_command(cog: "ImagineCommand") -> app_commands.Command[Any, An
     return imagine
 
 
+def picture_size(image: Optional[discord.Attachment]) -> tuple[int, int] | None:
+    """An attached picture's width and height as Discord reports them (None: not given)."""
+    if image is None or not image.width or not image.height:
+        return None
+    return image.width, image.height
+
+
 class ImagineCommand:
     """The `/imagine` command's work, over the bot's services."""
 
@@ -170,6 +177,7 @@ class ImagineCommand:
             loras=bot.loras.names(),
             profiles=bot.profiles(),
             counters=bot.counters(),
+            source_size=picture_size(image),
         )
         refused = next((r.model for r in requests if r.model not in offer.offered), None)
         if refused is not None:

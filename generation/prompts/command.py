@@ -30,10 +30,12 @@ def parse_command(
     loras: Sequence[str] = (),
     profiles: Mapping[str, ModelProfile] | None = None,
     counters: Mapping[str, Callable[[str], int]] | None = None,
+    source_size: tuple[int, int] | None = None,
 ) -> list[GenerationRequest]:
     """The jobs of one command, in order: for each permutation of the text (after `macros`), its
     request and then its `--repeat` copies (`ParsedPrompt.jobs`). `profiles` and `counters` hold each
-    model's own (a job is checked against the model it names); `profile` is the default model's."""
+    model's own (a job is checked against the model it names); `profile` is the default model's.
+    `source_size`: the source picture's size, whose aspect a job without `--ar` takes."""
     expanded = expand_macros(text if isinstance(text, str) else "", macros or {}, FLAG_NAMES)
     variants = expand_permutations(expanded, MAX_JOBS)
     context = ParseContext(
@@ -45,6 +47,7 @@ def parse_command(
         source_image,
         models,
         loras,
+        source_size,
         profiles or {},
         counters or {},
     )

@@ -12,6 +12,7 @@ import math
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 
 from generation.families.features import Guidance
 from generation.prompts.errors import PromptError as PromptError
@@ -19,6 +20,7 @@ from generation.prompts.errors import PromptError as PromptError
 # Re-exported: the commands' settings panels read them here (`bot.commands.settings`, `imagine`).
 from generation.prompts.flags import ASPECT_CHOICES as ASPECT_CHOICES
 from generation.prompts.flags import (
+    MAX_RATIO,
     check_range,
     option_float,
     option_int,
@@ -90,6 +92,13 @@ def aspect_size(aspect: str, native: int) -> tuple[int, int]:
     return snap_size(w / h, float(native * native), unit)
 
 
+def picture_aspect(width: int, height: int) -> str:
+    """A picture's aspect as `W:H` in small whole numbers (1920×1080 → 16:9), within 1:4..4:1."""
+    ratio = Fraction(width, max(height, 1)).limit_denominator(32)
+    ratio = min(max(ratio, Fraction(1, int(MAX_RATIO))), Fraction(int(MAX_RATIO), 1))
+    return f"{ratio.numerator}:{ratio.denominator}"
+
+
 @dataclass(frozen=True)
 class ParsedPrompt:
     """One parsed text: its request, how many jobs `--repeat` asks for, and whether a seed was given."""
@@ -121,6 +130,7 @@ class ParseContext:
     source_image: str | None = None
     models: Sequence[str] = ()  # the model names on offer (none: only the profile's)
     loras: Sequence[str] = ()  # the LoRA adapters installed
+    source_size: tuple[int, int] | None = None  # the source picture's width and height, where known
     profiles: Mapping[str, ModelProfile] = field(default_factory=dict)  # each model's, where known
     counters: Mapping[str, Callable[[str], int]] = field(default_factory=dict)  # each model's tokens
 
@@ -193,6 +203,8 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
 
     # 1. The image's shape.
     aspect_raw = options.aspect if options.aspect is not None else flags.get("aspect", ("", None))[1]
+    if aspect_raw is None and source_image is not None and context.source_size is not None:
+        aspect_raw = picture_aspect(*context.source_size)  # an image prompt keeps its picture's shape
     aspect_raw = aspect_raw if aspect_raw is not None else (given.aspect or "1:1")
     if not isinstance(aspect_raw, str):
         raise PromptError("The `aspect` option must be a ratio like 16:9.")
