@@ -276,3 +276,48 @@ def test_compels_encoders_take_long_prompts_and_negative_parts(
     together = [i.png for r in engine.run_batch(batch, [None, None], lambda *_: True) for i in r]
     alone = [draw(engine, r) for r in batch]
     assert all(same_within_rounding(a, b) for a, b in zip(together, alone, strict=True))
+
+
+EDIT_FAMILIES = ["tiny-sd3", "tiny-flux", "tiny-flux-schnell", "tiny-qwen"]
+
+
+@pytest.mark.parametrize("model_id", EDIT_FAMILIES)
+def test_every_edit_runs_on_transformer_families_at_its_canvas_size_keeping_pixels(
+    engines: Callable[[str], DiffusersEngine], model_id: str
+) -> None:
+    from generation.media.canvas import SizeCap, canvas_size, prepare_canvas
+    from generation.prompts.edits import Direction, EditKind, edit_spec
+    from generation.prompts.request import edit_of
+
+    engine = engines(model_id)
+    assert engine.profile.features.edits
+    cap = SizeCap.for_profile(engine.profile)
+    native = engine.profile.native_size
+    source = Image.open(io.BytesIO(tiny_source_png(size=(native, native * 3 // 4)))).convert("RGB")
+    parent = parse(engine, BASE)
+    specs = [
+        edit_spec(EditKind.VARY_SUBTLE),
+        edit_spec(EditKind.VARY_STRONG),
+        edit_spec(EditKind.VARY_REGION, regions=("top",)),
+        edit_spec(EditKind.ZOOM_OUT, factor=1.5),
+        edit_spec(EditKind.PAN, direction=Direction.LEFT),
+        edit_spec(EditKind.MAKE_SQUARE),
+        edit_spec(EditKind.UPSCALE_SUBTLE),
+    ]
+    buffer = io.BytesIO()
+    source.save(buffer, "PNG")
+    for spec in specs:
+        size = canvas_size(spec, source.size, cap)
+        assert (
+            size[0] % engine.profile.features.size_step == 0
+            and size[1] % engine.profile.features.size_step == 0
+        )
+        request = edit_of(parent, spec, "ab" * 32, size, (7,))
+        ((image,),) = engine.run_batch([request], [buffer.getvalue()], lambda *_: True)
+        assert (image.width, image.height) == size, spec.describe()
+        canvas = prepare_canvas(spec, source, cap, seed=7)
+        if canvas.keep is not None:  # the kept pixels come back exactly
+            keep = np.asarray(canvas.keep) == 255
+            assert np.array_equal(png_pixels(image.png)[keep], np.asarray(canvas.image)[keep]), (
+                spec.describe()
+            )

@@ -77,4 +77,27 @@ async def test_a_model_without_image_to_image_has_no_u_or_v_buttons(world: BotWo
     assert "🔄" in labels(pixart.components)
     flux = await world.wait_result(world.imagine("a lighthouse --model flux --n 1"))
     assert "U1" in labels(flux.components) and "V1" in labels(flux.components)
-    assert "Vary (Subtle)" not in labels(flux.components)  # its edit loop is part 2's
+    assert "Vary (Subtle)" in labels(flux.components)  # Flux runs the edit loop too
+
+
+def button(message: Any, label: str) -> str:
+    return next(
+        str(c["custom_id"])
+        for row in message.components
+        for c in row["components"]
+        if (c.get("label") or c.get("emoji", {}).get("name")) == label
+    )
+
+
+@pytest.mark.parametrize("label", ["Vary (Subtle)", "Zoom Out 2x", "➡️"])
+async def test_the_edit_loop_runs_on_a_flux_picture_through_the_client(world: BotWorld, label: str) -> None:
+    flux = await world.wait_result(world.imagine("a harbour --model flux --n 1 --ar 3:2 --seed 4"))
+    (width, height), _ = size_and_parameters(flux.attachments[0].data)
+    edited = await world.wait_result(world.server.click(flux, button(flux, label), world.alice))
+    (got, text) = size_and_parameters(edited.attachments[0].data)
+    assert "Model: flux" in text and "Action: " in text
+    assert got[0] % 16 == 0 and got[1] % 16 == 0  # Flux's size step
+    if label != "➡️":
+        assert got == (width, height)
+    else:
+        assert got[0] > width  # the canvas grew to the right

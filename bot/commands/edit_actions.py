@@ -121,7 +121,9 @@ class EditActions:
             data, mask_digest = await self._carry_mask(interaction, picture, sent.mask)
         regions = sent.regions if sent is not None else ()
         spec = button_spec(ref.edit, parent.job_id, factor=factor, regions=regions, mask_image=mask_digest)
-        size = canvas_size(spec, picture.size, SizeCap.for_native(bot.backend.profile.native_size))
+        # the picture's own model decides the canvas: its native size, cap and size step
+        profile = bot.profiles().get(model, bot.backend.profile)
+        size = canvas_size(spec, picture.size, SizeCap.for_profile(profile))
         count = await original_count(bot.store, parent)
         digest = await asyncio.to_thread(bot.image_store.put, data)
         request = derive_edit(parent, spec, digest, size, count)

@@ -16,7 +16,6 @@ QWEN_IMAGE = Family(
         weights=False,
         tile=False,
         chaos=False,
-        edits=False,
         lora="transformer",
         size_step=16,
     ),

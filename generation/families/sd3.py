@@ -18,7 +18,6 @@ SD3 = Family(
         samplers=FLOW_SAMPLERS,
         weights=False,
         tile=False,
-        edits=False,
         lora="transformer",
         size_step=16,
     ),

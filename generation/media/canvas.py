@@ -16,7 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter, ImageOps
 
 from generation.prompts.edits import REGION_NAMES, Direction, EditError, EditKind, EditSpec, canonical_regions
-from generation.prompts.request import size_unit, snap_size
+from generation.prompts.request import ModelProfile, model_unit, size_unit, snap_size
 
 UPSCALE_FACTOR = 2
 FILL_NOISE = 12.0  # standard deviation (8-bit levels) of the noise over the filled area
@@ -34,6 +34,12 @@ class SizeCap:
     def for_native(cls, native_size: int) -> SizeCap:
         """The cap the upscale of a grid image uses (`upscale_of`): 4× the model's native pixel count."""
         return cls(4 * native_size * native_size, size_unit(native_size))
+
+    @classmethod
+    def for_profile(cls, profile: ModelProfile) -> SizeCap:
+        """`for_native` of the model's native size, on its family's size step (`model_unit`: Flux's
+        and SD 3's sides are multiples of 16)."""
+        return cls(4 * profile.native_size**2, model_unit(profile))
 
 
 @dataclass(frozen=True)

@@ -218,6 +218,7 @@ class DiffusersEngine:
             pipes = self.edit_pipelines()
             pipe, image_args = edit_arguments(pipes, canvases, strength=strength, steps=steps)
             kwargs.update(image_args)
+            self.family.sized(pipe, first, kwargs)  # the canvas's size, where the family's call takes one
         elif first.mode is Mode.TXT2IMG:
             pipe = self.model.text2img
             kwargs.update(width=first.width, height=first.height)
@@ -297,7 +298,7 @@ class DiffusersEngine:
         first = requests[0]
         if first.mode is not Mode.EDIT and not self._inpainting_model:
             return None
-        cap = SizeCap.for_native(self.profile.native_size)
+        cap = SizeCap.for_profile(self.profile)
         canvases = []
         for request, source in zip(requests, sources, strict=True):
             size = (request.width, request.height)

@@ -59,7 +59,8 @@ class EditPipelines:
     @property
     def inpainting_unet(self) -> bool:
         """Whether the loaded UNet is an inpainting one (it takes the mask as input channels)."""
-        return int(self.inpaint.unet.config.in_channels) == INPAINTING_UNET_CHANNELS
+        unet = getattr(self.inpaint, "unet", None)  # transformer families have none
+        return unet is not None and int(unet.config.in_channels) == INPAINTING_UNET_CHANNELS
 
 
 def added_weight_bytes(base: Pipeline, derived: Pipeline) -> int:
