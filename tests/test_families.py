@@ -321,3 +321,16 @@ def test_every_edit_runs_on_transformer_families_at_its_canvas_size_keeping_pixe
             assert np.array_equal(png_pixels(image.png)[keep], np.asarray(canvas.image)[keep]), (
                 spec.describe()
             )
+
+
+@pytest.mark.parametrize("model_id", EDIT_FAMILIES)
+def test_the_edit_pipelines_share_the_loaded_weights(
+    engines: Callable[[str], DiffusersEngine], model_id: str
+) -> None:
+    from generation.pipelines.inpaint import added_weight_bytes
+
+    engine = engines(model_id)
+    pipes = engine.edit_pipelines()
+    base = engine.model.text2img
+    assert type(pipes.inpaint).__name__.endswith("InpaintPipeline")
+    assert added_weight_bytes(base, pipes.img2img) == 0 and added_weight_bytes(base, pipes.inpaint) == 0
