@@ -33,7 +33,7 @@ FAMILIES: dict[str, tuple[str, int, Guidance, bool, tuple[str, ...]]] = {
     "tiny-sd3": ("sd3", 64, Guidance.CLASSIC, True, ("euler", "euler_a", "dpmpp_2m", "unipc")),
     "tiny-flux": ("flux", 128, Guidance.EMBEDDED, True, ("euler", "dpmpp_2m", "unipc")),
     "tiny-flux-schnell": ("flux", 128, Guidance.NONE, True, ("euler", "unipc")),
-    "tiny-kontext": ("flux-kontext", 128, Guidance.EMBEDDED, False, ("euler", "unipc")),
+    "tiny-kontext": ("flux-kontext", 128, Guidance.EMBEDDED, True, ("euler", "unipc")),
     "tiny-qwen": ("qwen-image", 128, Guidance.TRUE_CFG, True, ("euler", "unipc")),
     "tiny-pixart": ("pixart", 256, Guidance.CLASSIC, False, ("euler", "dpmpp_2m")),
     "tiny-aura": ("generic", 64, Guidance.CLASSIC, False, ()),
@@ -334,3 +334,20 @@ def test_the_edit_pipelines_share_the_loaded_weights(
     base = engine.model.text2img
     assert type(pipes.inpaint).__name__.endswith("InpaintPipeline")
     assert added_weight_bytes(base, pipes.img2img) == 0 and added_weight_bytes(base, pipes.inpaint) == 0
+
+
+def test_kontext_takes_a_picture_through_its_own_input_without_strength(
+    engines: Callable[[str], DiffusersEngine],
+) -> None:
+    engine = engines("tiny-kontext")
+    with pytest.raises(PromptError, match="`--strength` doesn't work on `tiny-kontext`"):
+        parse(engine, f"{BASE} --strength 0.5", source="ab" * 32)
+    request = parse(engine, f"{BASE} --ar 3:2", source="ab" * 32)
+    assert request.strength is None  # its PNG claims no denoising strength it never used
+    source = tiny_source_png(size=(96, 64))
+    png = draw(engine, request, source)
+    text = read_parameters(png) or ""
+    assert "Denoising strength" not in text and f"Size: {request.width}x{request.height}" in text
+    with Image.open(io.BytesIO(png)) as picture:
+        assert picture.size == (request.width, request.height)
+    assert differs(png, draw(engine, parse(engine, f"{BASE} --ar 3:2")))  # the picture conditions it

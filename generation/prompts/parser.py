@@ -257,6 +257,8 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
     if source_image is not None and mode is Mode.TXT2IMG:
         mode = Mode.IMG2IMG
     strength = pick_float("strength")
+    if strength is not None and not features.strength:
+        raise PromptError(features.refusal("`--strength`", model))
     if mode is Mode.TXT2IMG:
         if strength is not None:
             raise PromptError(
@@ -268,11 +270,11 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
             raise PromptError(f"{label('chaos')} only works on new pictures, not from a picture.")
         if source_image is None:
             raise PromptError("This needs a picture to start from: attach one with the `image` option.")
-        if strength is None:
+        if strength is None and features.strength:  # none where the model's image input takes none
             strength = {Mode.VARIATION: VARIATION_STRENGTH, Mode.UPSCALE: UPSCALE_STRENGTH}.get(
                 mode, IMG2IMG_STRENGTH
             )
-        elif not (math.isfinite(strength) and 0.0 < strength <= 1.0):
+        elif strength is not None and not (math.isfinite(strength) and 0.0 < strength <= 1.0):
             shown = show_number(strength) if abs(strength) < 1e15 else "that"
             raise PromptError(f"{label('strength')} must be more than 0 and at most 1, not {shown}.")
 
