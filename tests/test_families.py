@@ -21,7 +21,7 @@ from generation.media.compose import read_parameters
 from generation.pipelines.engine import DiffusersEngine
 from generation.prompts.command import parse_command
 from generation.prompts.errors import PromptError
-from generation.prompts.request import GenerationRequest, PromptOptions
+from generation.prompts.request import GenerationRequest, Mode, PromptOptions
 from tests.fixtures_generation import png_pixels, same_within_rounding, tiny_source_png
 
 pytest_plugins = ["tests.fixtures_generation"]
@@ -351,3 +351,5 @@ def test_kontext_takes_a_picture_through_its_own_input_without_strength(
     with Image.open(io.BytesIO(png)) as picture:
         assert picture.size == (request.width, request.height)
     assert differs(png, draw(engine, parse(engine, f"{BASE} --ar 3:2")))  # the picture conditions it
+    variation = replace(request, mode=Mode.VARIATION, strength=0.6)  # as V1 derives it
+    assert "Denoising strength" not in (read_parameters(draw(engine, variation, source)) or "")

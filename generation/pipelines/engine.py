@@ -258,7 +258,9 @@ class DiffusersEngine:
         flags = self._check(images) if self._check is not None else [False] * len(images)
         if len(flags) != len(images):
             raise RuntimeError(f"safety checker returned {len(flags)} flags for {len(images)} images")
-        owners = [(request, seed) for request in requests for seed in request.seeds]
+        # a model whose image input takes no strength (Kontext) claims none in its PNGs
+        said = requests if self.profile.features.strength else [replace(r, strength=None) for r in requests]
+        owners = [(request, seed) for request in said for seed in request.seeds]
         sampler = SAMPLER_LABELS[first.sampler] if first.sampler else self.sampler
         pngs = encode_images(images, owners, sampler=sampler, model_hash=self.model.model_hash)
         results: list[list[GeneratedImage]] = []
