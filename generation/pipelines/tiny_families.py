@@ -22,7 +22,8 @@ tests, benchmarks and the loopback. Native sizes (what the pipeline generates wh
   pipeline's own `height`/`width` default to 1024 whatever the config says, so pass them): a family with
   no image-to-image pipeline in diffusers.
 
-Tokenizers are made locally: T5's and Qwen's by `tiny_tokenizers`, CLIP's by `tiny.byte_tokenizer()`.
+Tokenizers are made locally: T5's and Qwen's by `tiny_tokenizers`, CLIP's by `tiny.byte_tokenizer()`;
+the shared components (text encoders, VAEs, schedulers) come from `tiny_parts`.
 """
 
 from __future__ import annotations
@@ -35,10 +36,8 @@ import torch
 from diffusers import (
     AuraFlowPipeline,
     AuraFlowTransformer2DModel,
-    AutoencoderKL,
     AutoencoderKLQwenImage,
     DPMSolverMultistepScheduler,
-    FlowMatchEulerDiscreteScheduler,
     FluxKontextPipeline,
     FluxPipeline,
     FluxTransformer2DModel,
@@ -50,22 +49,11 @@ from diffusers import (
     StableDiffusion3Pipeline,
     StableDiffusionXLPipeline,
 )
-from transformers import (
-    CLIPTextConfig,
-    CLIPTextModel,
-    CLIPTextModelWithProjection,
-    CLIPTokenizer,
-    Qwen2_5_VLConfig,
-    Qwen2_5_VLForConditionalGeneration,
-    T5Config,
-    T5EncoderModel,
-    T5Tokenizer,
-    UMT5Config,
-    UMT5EncoderModel,
-)
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from generation.pipelines.source import TINY_FAMILY_FOLDERS, TINY_FAMILY_IDS
-from generation.pipelines.tiny import TINY_MAX_LENGTH, byte_tokenizer, ensure_built, sd_scheduler, tiny_unet
+from generation.pipelines.tiny import byte_tokenizer, ensure_built, sd_scheduler, tiny_unet
+from generation.pipelines.tiny_parts import PACKED_MMDIT, clip, flow_match, save, t5, vae, vae16
 from generation.pipelines.tiny_tokenizers import qwen_tokenizer, t5_tokenizer
 
 __all__ = [
@@ -82,92 +70,6 @@ __all__ = [
 Builder = Callable[[Path, int], None]
 """Writes one tiny pipeline, built with seeded random weights, to a folder (`save_pretrained`)."""
 
-# --------------------------------------------------------------------------------------------------
-# Shared components
-# --------------------------------------------------------------------------------------------------
-
-
-def _clip(tokenizer: CLIPTokenizer, seed: int, *, projection: bool, hidden: int = 32) -> Any:
-    """A two-layer CLIP text encoder (with a projection for SDXL's second and SD3's encoders)."""
-    torch.manual_seed(seed)
-    config = CLIPTextConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        hidden_size=hidden,
-        intermediate_size=37,
-        projection_dim=hidden,
-        layer_norm_eps=1e-05,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=TINY_MAX_LENGTH,
-        hidden_act="gelu",
-    )
-    return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
-
-
-def _t5(tokenizer: T5Tokenizer, seed: int, *, d_model: int = 32, umt5: bool = False) -> Any:
-    """A two-layer T5 v1.1-style encoder (gated GELU), or UMT5 for AuraFlow."""
-    torch.manual_seed(seed)
-    settings: dict[str, Any] = {
-        "vocab_size": len(tokenizer),
-        "d_model": d_model,
-        "d_kv": 8,
-        "d_ff": 37,
-        "num_layers": 2,
-        "num_heads": 4,
-        "relative_attention_num_buckets": 8,
-        "relative_attention_max_distance": 32,
-        "dropout_rate": 0.0,
-        "feed_forward_proj": "gated-gelu",
-        "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "is_encoder_decoder": False,
-        "use_cache": False,
-    }
-    if umt5:
-        return UMT5EncoderModel(UMT5Config(**settings))
-    return T5EncoderModel(T5Config(**settings))
-
-
-def _vae(seed: int, *, latent_channels: int, levels: int, **settings: Any) -> AutoencoderKL:
-    """A tiny `AutoencoderKL`: 4 levels give the usual factor 8, 1 level factor 1 (Flux's 128 px)."""
-    torch.manual_seed(seed)
-    channels = (8, 16, 16, 16)[:levels] if levels > 1 else (16,)
-    return AutoencoderKL(
-        block_out_channels=channels,
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * levels,
-        up_block_types=("UpDecoderBlock2D",) * levels,
-        latent_channels=latent_channels,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=64,
-        **settings,
-    )
-
-
-def _vae16(seed: int, *, levels: int, **settings: Any) -> AutoencoderKL:
-    """SD3's and Flux's kind of VAE: 16 latent channels, no quant convs (`settings`: scale and shift)."""
-    quant_convs = {"use_quant_conv": False, "use_post_quant_conv": False}
-    return _vae(seed, latent_channels=16, levels=levels, **quant_convs, **settings)
-
-
-def _flow_match(**settings: Any) -> FlowMatchEulerDiscreteScheduler:
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, **settings)
-
-
-def _save(pipeline: Any, folder: Path) -> None:
-    """`save_pretrained` in diffusers' format (safetensors weights, configs, tokenizer files)."""
-    pipeline.save_pretrained(folder)
-
-
-# --------------------------------------------------------------------------------------------------
-# Families
-# --------------------------------------------------------------------------------------------------
-
 
 def build_tiny_sdxl(folder: Path, seed: int = 0) -> None:
     """`StableDiffusionXLPipeline`, 64 px: a two-level UNet with SDXL's text-time conditioning on 8×8
@@ -181,13 +83,13 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> None:
         projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 size/crop numbers × 8 + pooled text
         cross_attention_dim=64,
     )
-    vae = _vae(seed + 1, latent_channels=4, levels=4, scaling_factor=0.13025)
+    autoencoder = vae(seed + 1, latent_channels=4, levels=4, scaling_factor=0.13025)
     tokenizer, tokenizer_2 = byte_tokenizer(), byte_tokenizer()
-    _save(
+    save(
         StableDiffusionXLPipeline(
-            vae=vae,
-            text_encoder=_clip(tokenizer, seed + 2, projection=False),
-            text_encoder_2=_clip(tokenizer_2, seed + 3, projection=True),
+            vae=autoencoder,
+            text_encoder=clip(tokenizer, seed + 2, projection=False),
+            text_encoder_2=clip(tokenizer_2, seed + 3, projection=True),
             tokenizer=tokenizer,
             tokenizer_2=tokenizer_2,
             unet=unet,
@@ -215,34 +117,22 @@ def build_tiny_sd3(folder: Path, seed: int = 0) -> None:
         out_channels=16,
         pos_embed_max_size=32,  # up to 32 patches a side: 512 px
     )
-    vae = _vae16(seed + 1, levels=4, scaling_factor=1.5305, shift_factor=0.0609)
+    vae = vae16(seed + 1, levels=4, scaling_factor=1.5305, shift_factor=0.0609)
     tokenizer, tokenizer_2, tokenizer_3 = byte_tokenizer(), byte_tokenizer(), t5_tokenizer()
-    _save(
+    save(
         StableDiffusion3Pipeline(
             transformer=transformer,
-            scheduler=_flow_match(shift=3.0),
+            scheduler=flow_match(shift=3.0),
             vae=vae,
-            text_encoder=_clip(tokenizer, seed + 2, projection=True),
+            text_encoder=clip(tokenizer, seed + 2, projection=True),
             tokenizer=tokenizer,
-            text_encoder_2=_clip(tokenizer_2, seed + 3, projection=True),
+            text_encoder_2=clip(tokenizer_2, seed + 3, projection=True),
             tokenizer_2=tokenizer_2,
-            text_encoder_3=_t5(tokenizer_3, seed + 4, d_model=64),
+            text_encoder_3=t5(tokenizer_3, seed + 4, d_model=64),
             tokenizer_3=tokenizer_3,
         ),
         folder,
     )
-
-
-_PACKED_MMDIT: dict[str, Any] = {
-    "in_channels": 64,  # 16 latent channels packed 2×2
-    "num_layers": 1,
-    "attention_head_dim": 16,
-    "num_attention_heads": 2,
-    "joint_attention_dim": 32,
-    "axes_dims_rope": (4, 6, 6),
-}
-"""The settings Flux's and Qwen-Image's tiny transformers share: one double-stream block of 2 heads of
-16 (rotary axes 4 + 6 + 6) over packed latents and 32 text features."""
 
 
 def _flux_components(seed: int, *, guidance: bool, schnell: bool) -> dict[str, Any]:
@@ -250,9 +140,9 @@ def _flux_components(seed: int, *, guidance: bool, schnell: bool) -> dict[str, A
     2×2 (64 inputs), a factor-1 VAE (Flux's pipelines fix 128 latent pixels: 128 px), CLIP + T5."""
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
-        patch_size=1, num_single_layers=1, pooled_projection_dim=32, guidance_embeds=guidance, **_PACKED_MMDIT
+        patch_size=1, num_single_layers=1, pooled_projection_dim=32, guidance_embeds=guidance, **PACKED_MMDIT
     )
-    vae = _vae16(
+    vae = vae16(
         seed + 1,
         levels=1,
         scaling_factor=0.3611,
@@ -261,9 +151,9 @@ def _flux_components(seed: int, *, guidance: bool, schnell: bool) -> dict[str, A
     )
     tokenizer, tokenizer_2 = byte_tokenizer(), t5_tokenizer()
     if schnell:  # Flux.1-schnell's scheduler_config.json
-        scheduler = _flow_match(shift=1.0, use_dynamic_shifting=False)
+        scheduler = flow_match(shift=1.0, use_dynamic_shifting=False)
     else:  # Flux.1-dev's (and Kontext's)
-        scheduler = _flow_match(
+        scheduler = flow_match(
             shift=3.0,
             use_dynamic_shifting=True,
             base_shift=0.5,
@@ -274,9 +164,9 @@ def _flux_components(seed: int, *, guidance: bool, schnell: bool) -> dict[str, A
     return {
         "scheduler": scheduler,
         "vae": vae,
-        "text_encoder": _clip(tokenizer, seed + 2, projection=False),
+        "text_encoder": clip(tokenizer, seed + 2, projection=False),
         "tokenizer": tokenizer,
-        "text_encoder_2": _t5(tokenizer_2, seed + 3),
+        "text_encoder_2": t5(tokenizer_2, seed + 3),
         "tokenizer_2": tokenizer_2,
         "transformer": transformer,
     }
@@ -284,17 +174,17 @@ def _flux_components(seed: int, *, guidance: bool, schnell: bool) -> dict[str, A
 
 def build_tiny_flux(folder: Path, seed: int = 0) -> None:
     """`FluxPipeline` like Flux.1-dev (guidance embedding, dynamically shifted schedule), 128 px."""
-    _save(FluxPipeline(**_flux_components(seed, guidance=True, schnell=False)), folder)
+    save(FluxPipeline(**_flux_components(seed, guidance=True, schnell=False)), folder)
 
 
 def build_tiny_flux_schnell(folder: Path, seed: int = 0) -> None:
     """`FluxPipeline` like Flux.1-schnell (no guidance embedding, shift 1.0, no dynamic shifting), 128 px."""
-    _save(FluxPipeline(**_flux_components(seed, guidance=False, schnell=True)), folder)
+    save(FluxPipeline(**_flux_components(seed, guidance=False, schnell=True)), folder)
 
 
 def build_tiny_kontext(folder: Path, seed: int = 0) -> None:
     """`FluxKontextPipeline` (the components of `tiny-flux`), 128 px."""
-    _save(FluxKontextPipeline(**_flux_components(seed, guidance=True, schnell=False)), folder)
+    save(FluxKontextPipeline(**_flux_components(seed, guidance=True, schnell=False)), folder)
 
 
 def build_tiny_qwen(folder: Path, seed: int = 0) -> None:
@@ -303,7 +193,7 @@ def build_tiny_qwen(folder: Path, seed: int = 0) -> None:
     tokenizer = qwen_tokenizer()
     torch.manual_seed(seed)
     transformer = QwenImageTransformer2DModel(
-        patch_size=2, out_channels=16, guidance_embeds=False, **_PACKED_MMDIT
+        patch_size=2, out_channels=16, guidance_embeds=False, **PACKED_MMDIT
     )
     torch.manual_seed(seed + 1)
     vae = AutoencoderKLQwenImage(
@@ -349,7 +239,7 @@ def build_tiny_qwen(folder: Path, seed: int = 0) -> None:
             vision_end_token_id=ids("<|vision_end|>"),
         )
     )
-    scheduler = _flow_match(  # Qwen-Image's scheduler_config.json
+    scheduler = flow_match(  # Qwen-Image's scheduler_config.json
         shift=1.0,
         use_dynamic_shifting=True,
         base_shift=0.5,
@@ -359,7 +249,7 @@ def build_tiny_qwen(folder: Path, seed: int = 0) -> None:
         shift_terminal=0.02,
         time_shift_type="exponential",
     )
-    _save(
+    save(
         QwenImagePipeline(
             scheduler=scheduler,
             vae=vae,
@@ -394,13 +284,13 @@ def build_tiny_pixart(folder: Path, seed: int = 0) -> None:
         use_additional_conditions=False,
         interpolation_scale=None,
     )
-    vae = _vae(seed + 1, latent_channels=4, levels=4, scaling_factor=0.13025)
+    autoencoder = vae(seed + 1, latent_channels=4, levels=4, scaling_factor=0.13025)
     tokenizer = t5_tokenizer()
-    _save(
+    save(
         PixArtSigmaPipeline(
             tokenizer=tokenizer,
-            text_encoder=_t5(tokenizer, seed + 2),
-            vae=vae,
+            text_encoder=t5(tokenizer, seed + 2),
+            vae=autoencoder,
             transformer=transformer,
             scheduler=DPMSolverMultistepScheduler(
                 beta_start=0.0001, beta_end=0.02, beta_schedule="linear", num_train_timesteps=1000
@@ -427,15 +317,15 @@ def build_tiny_aura(folder: Path, seed: int = 0) -> None:
         out_channels=4,
         pos_embed_max_size=256,  # a 16×16 patch grid: up to 256 px
     )
-    vae = _vae(seed + 1, latent_channels=4, levels=4, scaling_factor=0.13025)
+    autoencoder = vae(seed + 1, latent_channels=4, levels=4, scaling_factor=0.13025)
     tokenizer = t5_tokenizer()
-    _save(
+    save(
         AuraFlowPipeline(
             tokenizer=tokenizer,
-            text_encoder=_t5(tokenizer, seed + 2, umt5=True),
-            vae=vae,
+            text_encoder=t5(tokenizer, seed + 2, umt5=True),
+            vae=autoencoder,
             transformer=transformer,
-            scheduler=_flow_match(shift=1.73),
+            scheduler=flow_match(shift=1.73),
         ),
         folder,
     )
