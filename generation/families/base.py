@@ -33,12 +33,22 @@ def configs_of(pipe: Any) -> dict[str, Mapping[str, Any]]:
     return out
 
 
+_PARAMETERS: dict[type, Mapping[str, inspect.Parameter]] = {}
+
+
+def call_parameters(pipe: Any) -> Mapping[str, inspect.Parameter]:
+    """The parameters of the pipeline's `__call__`: what its call takes (read once per class)."""
+    kind = type(pipe)
+    if kind not in _PARAMETERS:
+        _PARAMETERS[kind] = inspect.signature(kind.__call__).parameters
+    return _PARAMETERS[kind]
+
+
 def call_defaults(pipe: Any) -> dict[str, Any]:
     """The defaults of the pipeline's `__call__` parameters (steps, guidance, sequence length, …)."""
-    signature = inspect.signature(type(pipe).__call__)
     return {
         name: p.default
-        for name, p in signature.parameters.items()
+        for name, p in call_parameters(pipe).items()
         if p.default is not inspect.Parameter.empty
     }
 
@@ -131,13 +141,13 @@ class Family:
     def sized(self, pipe: Any, first: GenerationRequest, kwargs: dict[str, Any]) -> None:
         """The request's size for an image-to-image call, where the pipeline takes one (SD 3, Flux and
         Qwen-Image draw their default square otherwise; SD's size follows its source picture)."""
-        parameters = inspect.signature(type(pipe).__call__).parameters
+        parameters = call_parameters(pipe)
         if "width" in parameters and "height" in parameters:
             kwargs.update(width=first.width, height=first.height)
 
     def _callback(self, pipe: Any, kwargs: dict[str, Any]) -> None:
         """Pipelines without `callback_on_step_end` (PixArt) get the legacy per-step `callback`."""
-        parameters = inspect.signature(type(pipe).__call__).parameters
+        parameters = call_parameters(pipe)
         if "callback_on_step_end" in parameters:
             kwargs["callback_on_step_end_tensor_inputs"] = list(CALLBACK_TENSORS)
             return

@@ -32,15 +32,13 @@ class FluxFamily(Family):
 class KontextFamily(FluxFamily):
     """Kontext rescales its output to `max_area` (a megapixel by default): the requested size's area,
     so it draws what was asked and the PNG says the truth. From a picture it is conditioned on the
-    picture (fit to the request's size, not resized to its own preferred resolutions) and runs all
-    its steps: its call takes no strength."""
+    picture (fit to the request's size, not resized to its own preferred resolutions); its call takes
+    no strength (`Features.strength` is off: the engine passes none)."""
 
     def call_arguments(self, pipe: Any, first: GenerationRequest, kwargs: dict[str, Any]) -> None:
         super().call_arguments(pipe, first, kwargs)
         kwargs["max_area"] = first.width * first.height
         if "image" in kwargs:
-            kwargs.pop("strength", None)
-            kwargs["num_inference_steps"] = first.steps
             kwargs["_auto_resize"] = False
 
 

@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from generation.families.base import Family
+from generation.families.base import Family, call_parameters
 from generation.families.features import Features, Guidance
 
 
 def generic_family(pipe: Any) -> Family:
     """The generic family of `pipe`, from what its `__call__` takes."""
-    parameters = inspect.signature(type(pipe).__call__).parameters
+    parameters = call_parameters(pipe)
     features = Features(
         family="generic",
         label=type(pipe).__name__.removesuffix("Pipeline") or "other",

@@ -226,13 +226,14 @@ class DiffusersEngine:
             pipe = self.model.img2img
             if pipe is None:
                 raise BatchFailed(self.profile.features.refusal("Starting from a picture", self.profile.name))
-            strength = _strength(first)
             per_request = [_source_for(source, r) for r, source in zip(requests, sources, strict=True)]
             kwargs["image"] = [image for r, image in zip(requests, per_request, strict=True) for _ in r.seeds]
-            kwargs["strength"] = strength
             self.family.sized(pipe, first, kwargs)
-            # diffusers runs int(steps * strength) steps; always run at least one
-            kwargs["num_inference_steps"] = max(first.steps, math.ceil(1 / strength))
+            if self.profile.features.strength:  # Kontext's image input takes none: all its steps run
+                strength = _strength(first)
+                kwargs["strength"] = strength
+                # diffusers runs int(steps * strength) steps; always run at least one
+                kwargs["num_inference_steps"] = max(first.steps, math.ceil(1 / strength))
 
         self.family.call_arguments(pipe, first, kwargs)
         try:
