@@ -87,8 +87,15 @@ class JobRunner:
         self._closing = False
         self._started: dict[str, float] = {}  # jobs whose batch is on the engine: since (monotonic)
         self.metrics: JobMetrics = metrics or NoMetrics()
-        self.poster = ResultPoster(store, outbox, self.metrics, clock, sleep, retry_delay or backoff_delays())
-        self.poster.features_of = self.features_of
+        self.poster = ResultPoster(
+            store,
+            outbox,
+            self.metrics,
+            clock,
+            sleep,
+            retry_delay or backoff_delays(),
+            features_of=self.features_of,
+        )
 
     def features_of(self, model: str) -> Features:
         """What model `model` can do: its family's features (a model the backend doesn't run, such as

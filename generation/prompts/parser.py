@@ -291,10 +291,7 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
         negative = flags["negative"][1] if "negative" in flags else clean_text(given.negative or "")
     if is_blank(negative) or not features.negative:  # a default negative where the model takes none
         negative = ""
-    windows = _check_text(prompt, negative, profile, count_tokens)
-    pushed_away = bool(negative) or any(p.weight < 0 for p in parse_weights(prompt))
-    if pushed_away and not features.negative:
-        raise PromptError(features.refusal("A negative weight (`::-1`)", model))
+    windows, pushed_away = _check_text(prompt, negative, profile, count_tokens)
 
     first = context.random_seed() if seed is None else seed
     request = GenerationRequest(
@@ -347,9 +344,12 @@ def _pick_sampler(label: str, raw: str, offered: Sequence[str]) -> str:
     raise PromptError(f"{label} must be one of {', '.join(offered)}, not {show_value(raw)}.")
 
 
-def _check_text(prompt: str, negative: str, profile: ModelProfile, count_tokens: Callable[[str], int]) -> int:
-    """Check both prompts' syntax and length; the token windows of the weighted encoding they need
-    (weights, or longer than the model's window), else 0."""
+def _check_text(
+    prompt: str, negative: str, profile: ModelProfile, count_tokens: Callable[[str], int]
+) -> tuple[int, bool]:
+    """Check both prompts' syntax and length. Returns the token windows of the weighted encoding
+    they need (weights, or longer than the model's window; else 0), and whether anything pushes
+    away (a negative prompt, or a `::` part with a negative weight)."""
     syntax = uses_weights(prompt) or uses_weights(negative)
     if syntax and not profile.supports_weights:
         raise PromptError("This model doesn't take prompt weights (`::`, `( )`, `[ ]`, `\\`); remove them.")
@@ -364,9 +364,10 @@ def _check_text(prompt: str, negative: str, profile: ModelProfile, count_tokens:
     negative_text = " ".join([plain_text(negative), *(p.text for p in parts if p.weight < 0)]).strip()
     if negative_text:
         longest = max(longest, _check_tokens("Your negative prompt", negative_text, limit, count_tokens))
+    pushed_away = bool(negative_text)
     if not syntax and longest <= profile.token_limit:
-        return 0
-    return max(1, -(-(longest - 2) // WINDOW_TOKENS))
+        return 0, pushed_away
+    return max(1, -(-(longest - 2) // WINDOW_TOKENS)), pushed_away
 
 
 def _check_tokens(what: str, text: str, limit: int, count_tokens: Callable[[str], int]) -> int:
