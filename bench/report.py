@@ -162,6 +162,7 @@ HEADLINES = {
     "service-switching": ("two_vs_one_pct", "two_one_fits_vs_one_pct", "adapter_switch_ms"),
     "service-edits": ("zoom_out_2x_batched_speedup", "vary_subtle_batched_speedup", "from_pipe_added_bytes"),
     "service-families": ("worst_overhead_pct", "slowest_setup_ms"),
+    "service-edits-families": ("from_pipe_added_bytes", "lowest_batched_speedup"),
 }
 TABLE_BEGIN, TABLE_END = "<!-- latest figures: begin -->", "<!-- latest figures: end -->"
 _TABLE_NOTE = (

@@ -13,7 +13,8 @@ In one process, for `--rounds` rounds:
 `--prompts` measures something else: the weighted and long-prompt path against the plain one
 (`bench.prompt_cost`); `--switching` the cost of switching models and LoRA adapter sets
 (`bench.switching`); `--edits` batched edit jobs against one per call (`bench.service_edits`);
-`--families` every family's tiny model through the service against bare calls (`bench.families`).
+`--families` every family's tiny model through the service against bare calls (`bench.families`);
+`--edits --families` the edit comparison on each family's tiny model (`bench.service_edits`).
 
 The timed rounds carry no instrumentation. After them, one more `service` and one more `batched`
 pass (of at least 40 jobs) run with a ticker coroutine that wakes every 5 ms and records how late it
@@ -238,14 +239,19 @@ def main(argv: list[str], settings: BenchSettings) -> int:
     parser.add_argument(
         "--edits",
         action="store_true",
-        help="instead: batched against one-by-one edit jobs (zoom, vary, pan) (bench/service_edits.py)",
+        help="instead: batched against one-by-one edit jobs (zoom, vary, pan) on tiny, or with --families "
+        "on each family's tiny model (bench/service_edits.py)",
     )
     parser.add_argument(
         "--families",
         action="store_true",
         help="instead: every family's tiny model through the service against bare calls (bench/families.py)",
     )
-    parser.add_argument("--only", default="", help="with --families: these tiny model ids (comma-separated)")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="with --families (or --edits --families): these tiny model ids (comma-separated)",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.rounds < 1:
         parser.error("--jobs and --rounds must be at least 1")
@@ -253,17 +259,25 @@ def main(argv: list[str], settings: BenchSettings) -> int:
     variant = next(
         (name for name in ("edits", "prompts", "switching", "families") if getattr(args, name)), None
     )
+    if args.edits and args.families:
+        variant = "edits-families"
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    if only and variant not in ("families", "edits-families"):
+        parser.error("--only goes with --families")
     if variant is None:
         figures = asyncio.run(run(args.jobs, args.rounds, args.size, args.steps, cache))
     elif variant == "families":
         from bench import families
 
-        only = [name.strip() for name in args.only.split(",") if name.strip()]
         figures = asyncio.run(families.run(args.jobs, args.rounds, cache, only))
     elif variant == "edits":
         from bench import service_edits
 
         figures = asyncio.run(service_edits.run(args.jobs, args.rounds, args.size, args.steps, cache))
+    elif variant == "edits-families":
+        from bench import service_edits
+
+        figures = asyncio.run(service_edits.run_families(args.jobs, args.rounds, cache, only))
     else:
         from bench import prompt_cost, switching
 

@@ -34,6 +34,7 @@ FAMILIES: dict[str, tuple[str, int, Guidance, bool, tuple[str, ...]]] = {
     "tiny-flux": ("flux", 128, Guidance.EMBEDDED, True, ("euler", "dpmpp_2m", "unipc")),
     "tiny-flux-schnell": ("flux", 128, Guidance.NONE, True, ("euler", "unipc")),
     "tiny-kontext": ("flux-kontext", 128, Guidance.EMBEDDED, True, ("euler", "unipc")),
+    "tiny-flux-fill": ("flux-fill", 128, Guidance.EMBEDDED, True, ("euler", "euler_a")),
     "tiny-qwen": ("qwen-image", 128, Guidance.TRUE_CFG, True, ("euler", "unipc")),
     "tiny-pixart": ("pixart", 256, Guidance.CLASSIC, False, ("euler", "dpmpp_2m")),
     "tiny-aura": ("generic", 64, Guidance.CLASSIC, False, ()),
@@ -88,7 +89,8 @@ def test_the_family_is_recognised_from_the_pipeline_and_its_defaults_come_from_t
     engine = engines(model_id)
     features = engine.profile.features
     assert (features.family, engine.profile.native_size, features.guidance) == (family, native, guidance)
-    assert features.image is image and (engine.model.img2img is not None) is image
+    fills = engine.family.fills(engine.model.text2img)  # an inpainting model redraws pictures itself
+    assert features.image is image and (engine.model.img2img is not None or fills) is image
     request = parse(engine, BASE)
     assert (request.width, request.height) == (native, native)
     assert request.width % features.size_step == 0
@@ -105,7 +107,7 @@ def test_the_token_limit_is_the_longest_encoders(
 ) -> None:
     engine = engines(model_id)
     limit = engine.profile.token_limit
-    if model_id in ("tiny-sd3", "tiny-flux", "tiny-flux-schnell", "tiny-kontext", "tiny-pixart"):
+    if model_id not in ("tiny", "tiny-sdxl", "tiny-qwen", "tiny-aura"):
         assert limit > 77  # T5 reads far more than CLIP's 77
     assert engine.count_tokens("a red fox") <= limit
     with pytest.raises(PromptError, match="over this model's limit"):
@@ -149,6 +151,24 @@ def test_samplers_run_as_named_or_are_refused_with_the_list(
             parse(engine, f"{BASE} --sampler {refused}")
 
 
+@pytest.mark.parametrize("model_id", ["tiny-sd3", "tiny-flux", "tiny-qwen"])
+def test_a_flow_models_samplers_from_a_picture_are_the_ones_its_picture_calls_take(
+    engines: Callable[[str], DiffusersEngine], model_id: str
+) -> None:
+    engine = engines(model_id)
+    source = tiny_source_png(size=(engine.profile.native_size,) * 2)
+    with pytest.raises(PromptError, match=r"`--sampler` unipc doesn't work from a picture.*euler, euler_a"):
+        parse(engine, f"{BASE} --sampler unipc", source="ab" * 32)
+    euler_a = draw(engine, parse(engine, f"{BASE} --sampler euler_a", source="ab" * 32), source)
+    assert "Sampler: Euler a" in (read_parameters(euler_a) or "")
+    # a variation keeps its parent's sampler: one the call can't run from a picture gives way to the
+    # model's own, and the PNG says which ran
+    parent = parse(engine, f"{BASE} --sampler unipc")
+    variation = replace(parent, mode=Mode.VARIATION, strength=0.6, source_image="ab" * 32)
+    text = read_parameters(draw(engine, variation, source)) or ""
+    assert f"Sampler: {engine.sampler}," in text and "UniPC" not in text
+
+
 @pytest.mark.parametrize("model_id", list(FAMILIES))
 def test_tile_chaos_stop_and_image_act_or_are_refused(
     engines: Callable[[str], DiffusersEngine], model_id: str
@@ -173,8 +193,11 @@ def test_tile_chaos_stop_and_image_act_or_are_refused(
             parse(engine, f"{grid} --chaos 50")
     if features.image:
         source = tiny_source_png(size=(engine.profile.native_size,) * 2)
-        request = parse(engine, BASE, source="ab" * 32)
-        assert differs(base, draw(engine, request, source))
+        # 5 steps: at 2, diffusers' int(2 - 2 × 0.6) = 0 skips none and starts from pure noise, where
+        # an inpainting model (Flux Fill, its whole picture masked) sees nothing of the source
+        five = BASE.replace("--steps 2", "--steps 5")
+        request = parse(engine, five, source="ab" * 32)
+        assert differs(draw(engine, parse(engine, five)), draw(engine, request, source))
         wide = parse(engine, f"{BASE} --ar 16:9", source="ab" * 32)
         with Image.open(io.BytesIO(draw(engine, wide, source))) as picture:
             assert picture.size == (wide.width, wide.height)  # not the family's default square
@@ -256,7 +279,7 @@ def test_the_readmes_model_table_is_the_families_declarations(
         assert columns == list(supported), columns
         assert [c == "✓" for c in cells[2:]] == list(supported.values()), model_id
         checked += 1
-    assert checked == 8
+    assert checked == 9
 
 
 @pytest.mark.parametrize("model_id", ["tiny-sdxl", "tiny-flux"])
@@ -278,7 +301,7 @@ def test_compels_encoders_take_long_prompts_and_negative_parts(
     assert all(same_within_rounding(a, b) for a, b in zip(together, alone, strict=True))
 
 
-EDIT_FAMILIES = ["tiny-sd3", "tiny-flux", "tiny-flux-schnell", "tiny-qwen"]
+EDIT_FAMILIES = ["tiny-sd3", "tiny-flux", "tiny-flux-schnell", "tiny-flux-fill", "tiny-qwen"]
 
 
 @pytest.mark.parametrize("model_id", EDIT_FAMILIES)
@@ -332,7 +355,8 @@ def test_the_edit_pipelines_share_the_loaded_weights(
     engine = engines(model_id)
     pipes = engine.edit_pipelines()
     base = engine.model.text2img
-    assert type(pipes.inpaint).__name__.endswith("InpaintPipeline")
+    assert type(pipes.inpaint).__name__.endswith(("InpaintPipeline", "FillPipeline"))
+    assert pipes.fills is engine.family.fills(base)  # Flux Fill is its own inpainting pipeline
     assert added_weight_bytes(base, pipes.img2img) == 0 and added_weight_bytes(base, pipes.inpaint) == 0
 
 

@@ -46,7 +46,9 @@ def inpaint_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="module")
 def inpaint_pipes(inpaint_model: Any) -> EditPipelines:
-    return EditPipelines.from_text2img(inpaint_model.text2img)
+    return EditPipelines.from_text2img(
+        inpaint_model.text2img, fills=inpaint_model.family.fills(inpaint_model.text2img)
+    )
 
 
 def picture(seed: int, size: tuple[int, int] = (64, 64)) -> Image.Image:
@@ -96,7 +98,7 @@ def test_from_pipe_shares_the_loaded_weights(tiny_model: Any, tiny_pipes: EditPi
     for pipe in (tiny_pipes.inpaint, tiny_pipes.img2img):
         for name in ("unet", "vae", "text_encoder"):
             assert storage(getattr(pipe, name)) == storage(getattr(t2i, name)), name
-    assert not tiny_pipes.inpainting_unet
+    assert not tiny_pipes.fills
     assert added_weight_bytes(t2i, tiny_pipes.inpaint) == added_weight_bytes(t2i, tiny_pipes.img2img) == 0
     assert added_weight_bytes(t2i, copy.deepcopy(tiny_pipes.inpaint)) > 1_000_000  # a second copy counts
     made = EditPipelines.from_text2img(t2i)  # img2img made here too
@@ -189,7 +191,7 @@ def test_a_batch_of_several_equals_each_alone(tiny_pipes: EditPipelines, spec: E
 
 
 def test_an_inpainting_unet_is_used_as_one(inpaint_model: Any, inpaint_pipes: EditPipelines) -> None:
-    assert inpaint_pipes.inpainting_unet
+    assert inpaint_pipes.fills
     assert inpaint_model.text2img.unet.config.in_channels == 9
     assert storage(inpaint_pipes.inpaint.unet) == storage(inpaint_model.text2img.unet)
     spec = edit_spec(EditKind.ZOOM_OUT, factor=2)

@@ -116,6 +116,18 @@ class Family:
         """The UNet or transformer."""
         return getattr(pipe, self.denoiser)
 
+    def fills(self, pipe: Any) -> bool:
+        """Whether the loaded model is itself an inpainting model: its denoiser reads more channels than
+        the latents have (SD's 9-channel U-Nets, Flux Fill: the mask and the masked picture come in as
+        extra channels). Every batch on such a model runs through its masked call."""
+        denoiser = getattr(pipe, self.denoiser, None)
+        vae = getattr(pipe, "vae", None)
+        inputs = getattr(getattr(denoiser, "config", None), "in_channels", None)
+        latent = getattr(getattr(vae, "config", None), "latent_channels", None)
+        if not isinstance(inputs, int) or not isinstance(latent, int):
+            return False
+        return inputs > latent * (4 if self.packed else 1)
+
     # -- one call -------------------------------------------------------------------------------------
 
     def call_arguments(self, pipe: Any, first: GenerationRequest, kwargs: dict[str, Any]) -> None:

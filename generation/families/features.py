@@ -32,6 +32,9 @@ class Features:
     negative: bool = True  # `--no` acts (a negative prompt, or true CFG's negative pass)
     weights: bool = True  # prompt weights and long prompts (`generation.pipelines.prompt_encoding`)
     samplers: tuple[str, ...] = SAMPLER_NAMES  # the `--sampler` names this model takes
+    # those its calls from a picture take (a flow model's image-to-image and inpainting calls noise
+    # the picture with `scale_noise`, which only the flow-matching Euler schedulers have); None: all
+    picture_samplers: tuple[str, ...] | None = None
     tile: bool = True  # `--tile`: circular padding on the denoiser's and the VAE's convolutions
     stop: bool = True  # `--stop`: the call can end early (`callback_on_step_end`)
     chaos: bool = True  # `--chaos`: mixed initial noise
@@ -40,6 +43,12 @@ class Features:
     edits: bool = True  # the edit loop's inpainting buttons (Vary, Zoom, Pan, Region, …)
     lora: str | None = "unet"  # the component a LoRA adapts (None: no LoRA)
     size_step: int = 8  # width and height are multiples of this (the VAE's factor × the patch size)
+
+    def samplers_from(self, picture: bool) -> tuple[str, ...]:
+        """The `--sampler` names a call takes, from a picture (`picture`) or from noise."""
+        if picture and self.picture_samplers is not None:
+            return tuple(name for name in self.samplers if name in self.picture_samplers)
+        return self.samplers
 
     def true_cfg_for(self, pushed_away: bool) -> float:
         """The true-CFG scale a request runs at: a negative prompt (`--no`, or a `::` part with a

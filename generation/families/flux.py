@@ -3,6 +3,8 @@
 `--cfg` is the embedded guidance where the transformer has `guidance_embeds` (dev, Kontext); without
 it the model is distilled to few steps (schnell) and `--cfg` is refused. `--no` runs true CFG
 (`true_cfg_scale`, a second pass per step). Kontext generates here; its editing use is the edit loop's.
+Flux Fill is an inpainting model (its transformer also reads the mask and the masked picture): every
+batch runs through its masked call, as on SD's 9-channel models; its call takes no negative prompt.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from generation.families.base import Configs, Family
 from generation.families.features import Features, Guidance
-from generation.families.sd3 import FLOW_SAMPLERS, FLOW_SAMPLERS_WITHOUT_DPM
+from generation.families.sd3 import FLOW_PICTURE_SAMPLERS, FLOW_SAMPLERS, FLOW_SAMPLERS_WITHOUT_DPM
 from generation.prompts.request import GenerationRequest
 
 
@@ -21,7 +23,7 @@ class FluxFamily(Family):
 
     def noise_shape(self, pipe: Any, width: int, height: int) -> tuple[int, ...]:
         scale = int(pipe.vae_scale_factor) * 2
-        channels = int(pipe.transformer.config.in_channels) // 4
+        channels = int(pipe.vae.config.latent_channels)  # Fill's transformer reads more than these
         return (1, channels, 2 * (height // scale), 2 * (width // scale))
 
     def pack(self, pipe: Any, noise: Any) -> Any:
@@ -43,14 +45,19 @@ class KontextFamily(FluxFamily):
 
 
 def _features(family: str, label: str, guidance: Guidance, samplers: tuple[str, ...]) -> Features:
+    redraws = family in ("flux", "flux-fill")  # Kontext's image input takes no strength and has no mask
     return Features(
         family=family,
         label=label,
         guidance=guidance,
+        negative=family != "flux-fill",  # FluxFillPipeline takes no negative prompt, no true CFG
         samplers=samplers,
+        picture_samplers=FLOW_PICTURE_SAMPLERS if redraws else None,  # Kontext conditions, no noising
         tile=False,
-        edits=family == "flux",
-        strength=family == "flux",
+        # Fill encodes each picture's canvas with its own seed: `--chaos 0` could not give one picture
+        chaos=family != "flux-fill",
+        edits=redraws,
+        strength=redraws,
         lora="transformer",
         size_step=16,
     )
@@ -77,14 +84,20 @@ KONTEXT = _family(
     False,
     KontextFamily,
 )
+# Every Fill call starts from a picture (a blank one for `/imagine`): the picture samplers only
+FLUX_FILL = _family(
+    _features("flux-fill", "Flux Fill", Guidance.EMBEDDED, FLOW_PICTURE_SAMPLERS), distilled=False
+)
 
 
 def recognise(pipeline_class: str, configs: Configs) -> Family | None:
-    """Flux.1 or Kontext; distilled when the transformer has no guidance embedding."""
-    if pipeline_class not in ("FluxPipeline", "FluxKontextPipeline"):
+    """Flux.1, Kontext or Fill; distilled when the transformer has no guidance embedding."""
+    if pipeline_class not in ("FluxPipeline", "FluxKontextPipeline", "FluxFillPipeline"):
         return None
     if pipeline_class == "FluxKontextPipeline":
         return KONTEXT
+    if pipeline_class == "FluxFillPipeline":
+        return FLUX_FILL
     family = FLUX_DEV if configs.get("transformer", {}).get("guidance_embeds") else FLUX_SCHNELL
     if configs.get("scheduler", {}).get("use_dynamic_shifting"):
         return family

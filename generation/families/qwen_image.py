@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from generation.families.base import Configs, Family
 from generation.families.features import Features, Guidance
-from generation.families.sd3 import FLOW_SAMPLERS_WITHOUT_DPM
+from generation.families.sd3 import FLOW_PICTURE_SAMPLERS, FLOW_SAMPLERS_WITHOUT_DPM
 
 QWEN_IMAGE = Family(
     Features(
@@ -13,6 +13,7 @@ QWEN_IMAGE = Family(
         label="Qwen-Image",
         guidance=Guidance.TRUE_CFG,
         samplers=FLOW_SAMPLERS_WITHOUT_DPM,
+        picture_samplers=FLOW_PICTURE_SAMPLERS,
         weights=False,
         tile=False,
         chaos=False,

@@ -10,12 +10,15 @@ FLOW_SAMPLERS = ("euler", "euler_a", "dpmpp_2m", "unipc")
 # DPM-Solver takes neither custom sigmas nor `mu` without dynamic shifting: a pipeline that always
 # passes its own sigmas (Kontext, Qwen-Image) or a fixed-shift schedule (Flux.1 schnell) goes without.
 FLOW_SAMPLERS_WITHOUT_DPM = ("euler", "euler_a", "unipc")
+# From a picture a flow model's call noises it with `scale_noise`: only the flow Euler schedulers have it.
+FLOW_PICTURE_SAMPLERS = ("euler", "euler_a")
 
 SD3 = Family(
     Features(
         family="sd3",
         label="Stable Diffusion 3/3.5",
         samplers=FLOW_SAMPLERS,
+        picture_samplers=FLOW_PICTURE_SAMPLERS,
         weights=False,
         tile=False,
         lora="transformer",

@@ -91,13 +91,15 @@ def batch_call(
     samplers: Samplers,
     encoder: WeightedEncoder | None,
     family: Family,
+    sampler: str | None,
 ) -> ExitStack:
     """Adjust `kwargs` (the pipeline call's arguments) for `requests` (one batch key) and return the
-    block that applies the rest to `pipe` for the call: `with batch_call(...): pipe(**kwargs)`."""
+    block that applies the rest to `pipe` for the call: `with batch_call(...): pipe(**kwargs)`.
+    `sampler`: the one this call runs (the requests', where the call can run it; None: the model's)."""
     first = requests[0]
     stack = ExitStack()
-    if first.sampler is not None:
-        stack.enter_context(scheduler_swapped(pipe, samplers.get(first.sampler)))
+    if sampler is not None:
+        stack.enter_context(scheduler_swapped(pipe, samplers.get(sampler)))
     if first.tile:
         stack.enter_context(circular_padding(family.denoiser_of(pipe), pipe.vae))
     if first.stop < 100:

@@ -38,7 +38,7 @@ from generation.pipelines.contract import (
     PreviewFn,
     StepCallback,
 )
-from generation.pipelines.inpaint import INPAINTING_UNET_CHANNELS, EditPipelines, edit_arguments
+from generation.pipelines.inpaint import EditPipelines, edit_arguments
 from generation.pipelines.loading import LoadedModel, SafetyCheck, load_pipeline
 from generation.pipelines.lora import LoraAdapters
 from generation.pipelines.options import OptimiseOptions
@@ -108,9 +108,7 @@ class DiffusersEngine:
             )
         self._generator_device = torch.device(gen_device)
         self._edits: EditPipelines | None = None
-        unet = getattr(model.text2img, "unet", None)
-        in_channels = getattr(getattr(unet, "config", None), "in_channels", 4)
-        self._inpainting_model = in_channels == INPAINTING_UNET_CHANNELS
+        self._inpainting_model = self.family.fills(model.text2img)  # SD's 9-channel UNets, Flux Fill
         # count_tokens runs on the event loop beside a running batch; a tokenizer keeps its padding and
         # truncation settings as state, so sharing the pipeline's races (its prompts lose their padding).
         # It counts with the tokenizer of the encoder that reads the longest prompts (Flux's T5).
@@ -212,7 +210,7 @@ class DiffusersEngine:
             free, _total = torch.cuda.mem_get_info(torch.device(self.model.device))
             apply_vae_plan(self.model.text2img.vae, vae_plan(len(seeds), first.width, first.height, free))
         canvases = self._canvases(requests, sources)
-        if canvases is not None:  # edits, and any request on a 9-channel inpainting model
+        if canvases is not None:  # edits, and any request on an inpainting model
             strength = 1.0 if first.mode is Mode.TXT2IMG else _strength(first)
             steps = first.edit.steps if first.edit is not None and first.edit.steps else first.steps
             pipes = self.edit_pipelines()
@@ -236,10 +234,15 @@ class DiffusersEngine:
                 kwargs["num_inference_steps"] = max(first.steps, math.ceil(1 / strength))
 
         self.family.call_arguments(pipe, first, kwargs)
+        # a derived request (V, U, an edit) keeps its parent's sampler, which a flow model may not
+        # run from a picture: then its own runs, and its PNGs say so
+        from_picture = canvases is not None or first.mode is not Mode.TXT2IMG
+        runs = self.profile.features.samplers_from(from_picture)
+        sampler_name = first.sampler if first.sampler in runs else None
         try:
             with (
                 self.loras.applied(pipe, first.loras),
-                batch_call(pipe, requests, kwargs, self._samplers, self._encoder, self.family),
+                batch_call(pipe, requests, kwargs, self._samplers, self._encoder, self.family, sampler_name),
             ):
                 pixels = pipe(**kwargs).images
         except RuntimeError as exc:
@@ -262,7 +265,7 @@ class DiffusersEngine:
         # a model whose image input takes no strength (Kontext) claims none in its PNGs
         said = requests if self.profile.features.strength else [replace(r, strength=None) for r in requests]
         owners = [(request, seed) for request in said for seed in request.seeds]
-        sampler = SAMPLER_LABELS[first.sampler] if first.sampler else self.sampler
+        sampler = SAMPLER_LABELS[sampler_name] if sampler_name else self.sampler
         pngs = encode_images(images, owners, sampler=sampler, model_hash=self.model.model_hash)
         results: list[list[GeneratedImage]] = []
         position = 0
@@ -289,13 +292,15 @@ class DiffusersEngine:
     def edit_pipelines(self) -> EditPipelines:
         """Image-to-image and inpainting over the loaded weights (`from_pipe`), made on first use."""
         if self._edits is None:
-            self._edits = EditPipelines.from_text2img(self.model.text2img, self.model.img2img)
+            self._edits = EditPipelines.from_text2img(
+                self.model.text2img, self.model.img2img, fills=self._inpainting_model
+            )
         return self._edits
 
     def _canvases(
         self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None]
     ) -> list[Canvas] | None:
-        """One canvas per image for an edit batch, or for any batch on a 9-channel inpainting model
+        """One canvas per image for an edit batch, or for any batch on an inpainting model
         (text-to-image: a blank canvas redrawn whole; from a picture: the picture, redrawn whole);
         None where the plain pipelines run."""
         first = requests[0]

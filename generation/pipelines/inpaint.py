@@ -2,15 +2,18 @@
 """Edits of one picture on the weights already loaded: image-to-image and inpainting pipelines made
 with diffusers' `from_pipe`, which share the text-to-image pipeline's modules (no second copy).
 
-A 4-channel UNet inpaints as diffusers does for it (the known latents are blended back each step);
-a 9-channel inpainting UNet (the mask and the masked picture as extra input channels) is used as
-one, and also runs the unmasked edits, with a mask that redraws everything. `run_edits` runs edits
+A plain model inpaints as diffusers does for it (the known latents are blended back each step); an
+inpainting model (a 9-channel UNet, Flux Fill: the mask and the masked picture as extra input
+channels; `Family.fills`) is used as one, and also runs the unmasked edits, with a mask that redraws
+everything. A loaded pipeline that is itself an inpainting pipeline (its call takes `mask_image`:
+`FluxFillPipeline`) serves as both. `run_edits` runs edits
 of one kind, size and strength as one pipeline call with one generator per image, then pastes each
 canvas's kept pixels back. Not thread-safe: the worker thread that owns the model owns these.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,8 +27,6 @@ from generation.media.canvas import Canvas, paste_back
 
 Pipeline = Any  # a diffusers pipeline (see generation.pipelines.loading.Pipeline)
 StepEnd = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]  # diffusers' callback_on_step_end
-
-INPAINTING_UNET_CHANNELS = 9  # 4 latent + 1 mask + 4 masked-picture latent channels
 
 
 @dataclass(frozen=True)
@@ -44,23 +45,22 @@ class EditPipelines:
 
     img2img: Pipeline
     inpaint: Pipeline
+    fills: bool = False  # the loaded model is an inpainting model: every edit runs on `inpaint`
 
     @classmethod
-    def from_text2img(cls, text2img: Pipeline, img2img: Pipeline | None = None) -> EditPipelines:
+    def from_text2img(
+        cls, text2img: Pipeline, img2img: Pipeline | None = None, *, fills: bool = False
+    ) -> EditPipelines:
         """Both pipelines over `text2img`'s modules through `from_pipe` (`img2img`: one already made
-        so, as `LoadedModel.img2img` is)."""
+        so, as `LoadedModel.img2img` is; `fills`: `Family.fills` of the loaded model)."""
+        if "mask_image" in inspect.signature(type(text2img).__call__).parameters:
+            return cls(img2img=text2img, inpaint=text2img, fills=True)  # Flux Fill: itself
         inpaint = AutoPipelineForInpainting.from_pipe(text2img)
         inpaint.set_progress_bar_config(disable=True)
         if img2img is None:
             img2img = AutoPipelineForImage2Image.from_pipe(text2img)
             img2img.set_progress_bar_config(disable=True)
-        return cls(img2img=img2img, inpaint=inpaint)
-
-    @property
-    def inpainting_unet(self) -> bool:
-        """Whether the loaded UNet is an inpainting one (it takes the mask as input channels)."""
-        unet = getattr(self.inpaint, "unet", None)  # transformer families have none
-        return unet is not None and int(unet.config.in_channels) == INPAINTING_UNET_CHANNELS
+        return cls(img2img=img2img, inpaint=inpaint, fills=fills)
 
 
 def added_weight_bytes(base: Pipeline, derived: Pipeline) -> int:
@@ -104,7 +104,7 @@ def edit_arguments(
         "strength": strength,
         "num_inference_steps": pipeline_steps(steps, strength),
     }
-    if masked or pipes.inpainting_unet:
+    if masked or pipes.fills:
         kwargs.update(mask_image=[_mask_of(canvas) for canvas in canvases], width=size[0], height=size[1])
         return pipes.inpaint, kwargs
     return pipes.img2img, kwargs

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image, DiffusionPipeline
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import try_to_load_from_cache
 
@@ -91,9 +91,13 @@ def choose_dtype(device: str, pipeline_class: str | None) -> torch.dtype:
     return torch.float16
 
 
-def _pipeline_class_of(model_id: str) -> str | None:
-    """The `_class_name` from a local folder's model_index.json (None for hub ids: not fetched here)."""
+def _pipeline_class_of(model_id: str, cache_dir: Path | None = None) -> str | None:
+    """The `_class_name` from a local folder's model_index.json, or a hub id's in the cache (None when
+    it is not there: nothing is fetched here)."""
     index = Path(model_id) / "model_index.json"
+    if not index.is_file() and not Path(model_id).exists():
+        cached = try_to_load_from_cache(model_id, "model_index.json", cache_dir=hub_cache_dir(cache_dir))
+        index = Path(cached) if isinstance(cached, str) else index
     if index.is_file():
         name = json.loads(index.read_text()).get("_class_name")
         return str(name) if name else None
@@ -181,16 +185,29 @@ def _from_pretrained(source: str, dtype: torch.dtype, cache_dir: Path | None = N
     cache = {"cache_dir": str(cache_dir)} if cache_dir is not None else {}
     if dtype == torch.float16 and not Path(source).exists():
         try:
-            fp16: Pipeline = AutoPipelineForText2Image.from_pretrained(
-                _fetch(source, cache_dir, "fp16"), variant="fp16", **cache, **_dtype_kwargs(dtype)
+            folder = _fetch(source, cache_dir, "fp16")
+            fp16: Pipeline = _loader_for(folder, cache_dir).from_pretrained(
+                folder, variant="fp16", **cache, **_dtype_kwargs(dtype)
             )
             return fp16
         except (OSError, ValueError):
             log.info("no fp16 weight variant for %s; loading the default weights", source)
-    pipe: Pipeline = AutoPipelineForText2Image.from_pretrained(
-        _fetch(source, cache_dir, None), **cache, **_dtype_kwargs(dtype)
-    )
+    folder = _fetch(source, cache_dir, None)
+    pipe: Pipeline = _loader_for(folder, cache_dir).from_pretrained(folder, **cache, **_dtype_kwargs(dtype))
     return pipe
+
+
+def _loader_for(folder: str, cache_dir: Path | None) -> Any:
+    """`AutoPipelineForText2Image`, which loads a checkpoint as its family's text-to-image pipeline (an
+    SD inpainting checkpoint as SD's, with its 9-channel UNet); a pipeline class it maps to no
+    text-to-image one (`FluxFillPipeline`: an inpainting model with no text-to-image twin) loads as
+    itself through `DiffusionPipeline`."""
+    from diffusers.pipelines.auto_pipeline import _get_model  # the class → its family in AutoPipeline's maps
+
+    name = _pipeline_class_of(folder, cache_dir)
+    if name is not None and _get_model(name) is None:
+        return DiffusionPipeline
+    return AutoPipelineForText2Image
 
 
 def _image_to_image(text2img: Pipeline, family: Family) -> Pipeline | None:
@@ -239,6 +256,7 @@ def load_pipeline(
     family = recognise(text2img)
     apply_vae_precision(text2img, dtype, family.fp16_vae_overflows)  # SDXL's VAE overflows in fp16
     img2img = _image_to_image(text2img, family)
+    image = img2img is not None or family.fills(text2img)  # an inpainting model redraws a whole picture
     own: SafetyCheck | None = None
     if checker_module is not None and feature_extractor is not None:
         checker_module.to(device)
@@ -254,7 +272,7 @@ def load_pipeline(
     )
     # `require` without a loadable checker flags every picture: nothing screens them.
     screened = safety_check is not None and safety_check is not flag_everything
-    profile = make_profile(model_id, text2img, family, has_safety_checker=screened, image=img2img is not None)
+    profile = make_profile(model_id, text2img, family, has_safety_checker=screened, image=image)
     weights = model_hash(source, hub_cache_dir(cache_dir))
     log.info("model %s loaded (hash %s): %s", model_id, weights or "unknown", profile)
     return LoadedModel(model_id, device, dtype, text2img, img2img, profile, family, safety_check, weights)

@@ -13,6 +13,8 @@ tests, benchmarks and the loopback. Native sizes (what the pipeline generates wh
 - `tiny-flux-schnell`: `FluxPipeline` like Flux.1-schnell (no guidance embedding, shift 1.0), 128 px.
 - `tiny-kontext`: `FluxKontextPipeline` (the same components as `tiny-flux`), 128 px; Kontext rescales
   every call to `max_area` (a megapixel unless given), so pass `max_area=height * width`.
+- `tiny-flux-fill`: `FluxFillPipeline` like FLUX.1-Fill-dev (the transformer also reads the mask and the
+  masked picture), 128 px: an inpainting model, run as SD's 9-channel ones are.
 - `tiny-qwen`: `QwenImagePipeline` (a tiny Qwen2.5-VL text encoder, a byte-level BPE tokenizer whose
   prompt template's system prefix is exactly the 34 tokens the pipeline drops), 128 px (the pipeline's
   `default_sample_size` is 128 latent pixels; the VAE has factor 1).
@@ -38,6 +40,7 @@ from diffusers import (
     AuraFlowTransformer2DModel,
     AutoencoderKLQwenImage,
     DPMSolverMultistepScheduler,
+    FluxFillPipeline,
     FluxKontextPipeline,
     FluxPipeline,
     FluxTransformer2DModel,
@@ -135,12 +138,19 @@ def build_tiny_sd3(folder: Path, seed: int = 0) -> None:
     )
 
 
-def _flux_components(seed: int, *, guidance: bool, schnell: bool) -> dict[str, Any]:
+def _flux_components(seed: int, *, guidance: bool, schnell: bool, fill: bool = False) -> dict[str, Any]:
     """Flux's components: a one-double, one-single block transformer on 16-channel latents packed
-    2×2 (64 inputs), a factor-1 VAE (Flux's pipelines fix 128 latent pixels: 128 px), CLIP + T5."""
+    2×2 (64 inputs), a factor-1 VAE (Flux's pipelines fix 128 latent pixels: 128 px), CLIP + T5.
+    `fill`: Flux Fill's transformer, which also reads the masked picture's packed latents (64) and the
+    packed mask (2×2 × the VAE's factor², 4 here), and still outputs 64."""
     torch.manual_seed(seed)
+    channels = {"in_channels": 64 + 64 + 4, "out_channels": 64} if fill else {}
     transformer = FluxTransformer2DModel(
-        patch_size=1, num_single_layers=1, pooled_projection_dim=32, guidance_embeds=guidance, **PACKED_MMDIT
+        patch_size=1,
+        num_single_layers=1,
+        pooled_projection_dim=32,
+        guidance_embeds=guidance,
+        **{**PACKED_MMDIT, **channels},
     )
     vae = vae16(
         seed + 1,
@@ -185,6 +195,12 @@ def build_tiny_flux_schnell(folder: Path, seed: int = 0) -> None:
 def build_tiny_kontext(folder: Path, seed: int = 0) -> None:
     """`FluxKontextPipeline` (the components of `tiny-flux`), 128 px."""
     save(FluxKontextPipeline(**_flux_components(seed, guidance=True, schnell=False)), folder)
+
+
+def build_tiny_flux_fill(folder: Path, seed: int = 0) -> None:
+    """`FluxFillPipeline` like FLUX.1-Fill-dev (an inpainting transformer: the mask and the masked
+    picture as extra inputs), 128 px: the loaded model is itself the inpainting model."""
+    save(FluxFillPipeline(**_flux_components(seed, guidance=True, schnell=False, fill=True)), folder)
 
 
 def build_tiny_qwen(folder: Path, seed: int = 0) -> None:
@@ -337,6 +353,7 @@ TINY_FAMILY_MODELS: dict[str, Builder] = {
     "tiny-flux": build_tiny_flux,
     "tiny-flux-schnell": build_tiny_flux_schnell,
     "tiny-kontext": build_tiny_kontext,
+    "tiny-flux-fill": build_tiny_flux_fill,
     "tiny-qwen": build_tiny_qwen,
     "tiny-pixart": build_tiny_pixart,
     "tiny-aura": build_tiny_aura,
@@ -349,6 +366,7 @@ TINY_FAMILY_NATIVE_SIZES: dict[str, int] = {
     "tiny-flux": 128,
     "tiny-flux-schnell": 128,
     "tiny-kontext": 128,
+    "tiny-flux-fill": 128,
     "tiny-qwen": 128,
     "tiny-pixart": 256,
     "tiny-aura": 64,

@@ -11,8 +11,9 @@ from typing import Any
 import torch
 from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
 
-from generation.pipelines.inpaint import INPAINTING_UNET_CHANNELS
 from generation.pipelines.tiny import ensure_built, ensure_tiny_model
+
+INPAINTING_UNET_CHANNELS = 9  # 4 latent + 1 mask + 4 masked-picture latent channels
 
 TINY_INPAINT_FOLDER = "tiny-inpaint-v1"  # bump when build_tiny_inpaint_model changes
 

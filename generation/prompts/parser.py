@@ -256,6 +256,14 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
     # 3. What it starts from.
     if source_image is not None and mode is Mode.TXT2IMG:
         mode = Mode.IMG2IMG
+    from_picture = features.samplers_from(picture=True)
+    if mode is not Mode.TXT2IMG and sampler is not None and sampler not in from_picture:
+        if "sampler" in flags:
+            raise PromptError(
+                f"{label('sampler')} {sampler} doesn't work from a picture on `{model}`"
+                f" ({features.label}); it takes {', '.join(from_picture)} there."
+            )
+        sampler = None  # a default sampler it can't run from a picture: the model's own
     strength = pick_float("strength")
     if strength is not None and not features.strength:
         raise PromptError(features.refusal("`--strength`", model))
