@@ -17,12 +17,16 @@ require_ray()
 from generation.backends.protocol import GenerationResult  # noqa: E402
 from generation.backends.ray_app import ReplicaModels  # noqa: E402
 from generation.backends.ray_driver import RayBackend  # noqa: E402
+from generation.media.canvas import SizeCap, canvas_size  # noqa: E402
 from generation.media.compose import read_parameters  # noqa: E402
 from generation.model_set import ModelSet  # noqa: E402
+from generation.prompts.edits import Direction, EditKind, edit_spec  # noqa: E402
+from generation.prompts.request import edit_of  # noqa: E402
 from generation.scheduling.job_state import MemoryImages  # noqa: E402
-from tests.fixtures_generation import tiny_request  # noqa: E402
+from tests.fixtures_generation import tiny_request, tiny_source_png  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+IMAGES = MemoryImages()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -31,7 +35,7 @@ async def backend(ray_cluster: None, tiny_cache_dir: Path) -> AsyncIterator[RayB
         "first",
         "cpu",
         replicas=2,
-        image_store=MemoryImages(),
+        image_store=IMAGES,
         job_timeout_s=120.0,
         cache_dir=tiny_cache_dir,
         app_name="imagine-models-test",
@@ -69,3 +73,19 @@ async def test_the_driver_knows_each_models_family_and_tokenizer_from_a_replica(
     assert (first.profile.features.family, second.profile.features.family) == ("sd", "flux")
     assert (first.profile.token_limit, second.profile.token_limit) == (77, 512)  # Flux counts with T5
     assert second.counter.count_tokens("a red fox") != first.counter.count_tokens("a red fox")
+
+
+async def test_an_edit_of_a_flux_picture_runs_on_a_flux_replica_at_its_own_size(backend: RayBackend) -> None:
+    second = backend.catalog["second"].profile
+    digest = IMAGES.add(tiny_source_png(size=(128, 96)))
+    spec = edit_spec(EditKind.PAN, direction=Direction.RIGHT)
+    size = canvas_size(spec, (128, 96), SizeCap.for_profile(second))
+    parent = tiny_request(model="second", width=128, height=96, steps=2, guidance=3.5)
+    handle = backend.submit("edit-flux", "alice", edit_of(parent, spec, digest, size, (7, 8)))
+    result = await handle.result()
+    assert isinstance(result, GenerationResult)
+    assert (
+        [(i.width, i.height) for i in result.images] == [size, size] and size[0] > 128 and size[0] % 16 == 0
+    )
+    text = read_parameters(result.images[0].png) or ""
+    assert "Model: second" in text and f"Action: {spec.describe()}" in text
