@@ -13,6 +13,7 @@ import torch
 from diffusers import (
     AuraFlowPipeline,
     DiffusionPipeline,
+    FluxFillPipeline,
     FluxKontextPipeline,
     FluxPipeline,
     PixArtSigmaPipeline,
@@ -43,6 +44,7 @@ PIPELINE_CLASSES: dict[str, Any] = {
     "tiny-sd3": StableDiffusion3Pipeline,
     "tiny-flux": FluxPipeline,
     "tiny-flux-schnell": FluxPipeline,
+    "tiny-flux-fill": FluxFillPipeline,
     "tiny-kontext": FluxKontextPipeline,
     "tiny-qwen": QwenImagePipeline,
     "tiny-pixart": PixArtSigmaPipeline,
@@ -68,6 +70,10 @@ def _generate(pipe: Any, model_id: str, seed: int) -> np.ndarray[Any, Any]:
         extra["max_area"] = side * side  # else Kontext rescales to a megapixel
     if model_id == "tiny-pixart":
         extra["clean_caption"] = False  # needs beautifulsoup4 and ftfy
+    if model_id == "tiny-flux-fill":  # a Fill model paints into a picture where a mask says
+        picture = np.random.default_rng(0).random((side, side, 3), dtype=np.float32)
+        extra["image"] = torch.from_numpy(picture).permute(2, 0, 1)[None]
+        extra["mask_image"] = torch.ones(1, 1, side, side)
     images: np.ndarray[Any, Any] = pipe(
         prompt="a red cat sitting on the moon",
         height=side,
