@@ -112,8 +112,11 @@ def parse_weights(text: str) -> tuple[Part, ...]:
 
 
 def plain_text(text: str) -> str:
-    """`text` as the tokenizer sees it: every part's words, syntax removed, joined by spaces."""
-    return " ".join(" ".join(p.text for p in parse_weights(text)).split())
+    """`text` as the tokenizer sees it: every part's words, syntax removed, joined by spaces. Colons
+    that came together when brackets between them went (`:[:`) are kept apart, so the plain text
+    never reads as a multi-prompt separator."""
+    words = " ".join(" ".join(p.text for p in parse_weights(text)).split())
+    return re.sub(r":(?=:)", ": ", words)
 
 
 def weighted_sides(prompt: str, negative: str) -> tuple[tuple[Part, ...], list[Fragment]]:
