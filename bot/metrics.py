@@ -69,7 +69,7 @@ class BotMetrics:
     def generated(self, seconds: float, steps: int, images: int) -> None:
         self.generation_seconds.observe(seconds)
         self.images.inc(images)
-        if seconds > 0:
+        if seconds > 0 and steps > 0:  # a clip's steps are its video model's own (not in its request)
             self.steps_per_second.set(steps / seconds)
 
     def refunded(self, images: int) -> None:

@@ -27,6 +27,7 @@ LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 LOG_FORMATS = ("plain", "json")
 DEFAULT_LIMITS = Limits(images_per_hour=40, images_per_day=200, max_queued=4, cooldown_seconds=0.0)
 UNLIMITED = ("", "none", "unlimited", "off")
+MAX_VIDEO_COST = 100  # VIDEO_COST and a guild's /server-defaults video_cost: 1 to this many images
 
 
 class SettingsError(ValueError):
@@ -62,6 +63,8 @@ class Settings:
     models: str | None = None  # MODELS: name=source,…; None: MODEL_ID alone
     model_memory_gb: float | None = None  # MODEL_MEMORY_GB: the models' budget off CUDA (None: no limit)
     lora_dir: Path | None = None  # LORA_DIR: a folder of NAME.safetensors LoRA adapters
+    video_model: str | None = None  # VIDEO_MODEL: the image-to-video pipeline of Animate (unset: none)
+    video_cost: int = 8  # VIDEO_COST: images of a member's quota one video spends (guilds may override)
 
     @property
     def model_set(self) -> ModelSet:
@@ -192,6 +195,9 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
         raise SettingsError(f"HEALTH_PORT must be a TCP port (1-65535), not {health_port}")
     retention = _str(env, "RETENTION_DAYS")
     base = Settings(discord_token=token)
+    video_cost = _int(env, "VIDEO_COST", base.video_cost, minimum=1) or base.video_cost
+    if video_cost > MAX_VIDEO_COST:
+        raise SettingsError(f"VIDEO_COST must be at most {MAX_VIDEO_COST} images, not {video_cost}")
     return Settings(
         discord_token=token,
         discord_api_base=(_str(env, "DISCORD_API_BASE") or "").rstrip("/") or None,
@@ -235,6 +241,8 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
         models=_models(env),
         model_memory_gb=_float(env, "MODEL_MEMORY_GB", 0.0, minimum=0.1) or None,
         lora_dir=Path(lora).expanduser() if (lora := _str(env, "LORA_DIR")) else None,
+        video_model=_str(env, "VIDEO_MODEL"),
+        video_cost=video_cost,
     )
 
 

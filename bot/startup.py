@@ -59,6 +59,7 @@ def load_engine(settings: Settings) -> Engine:
         safety=SafetyOptions(settings.safety, settings.safety_checker_id),
         memory_budget_gb=settings.model_memory_gb,
         lora_dir=settings.lora_dir,
+        video_model=settings.video_model,
     )
 
 

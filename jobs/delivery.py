@@ -29,6 +29,8 @@ class ResultPost:
     files: tuple[OutFile, ...]
     image_count: int
     features: Features = field(default_factory=Features)  # what its model can do next (the buttons)
+    animate: bool = False  # a one-image result may become a clip (VIDEO_MODEL is set)
+    video: bool = False  # the file is a clip (MP4): Extend, 📋 and 🗑️
 
 
 class OutFile(NamedTuple):
@@ -86,4 +88,4 @@ class Outbox(Protocol):
 class ResultImages(Protocol):
     """What the runner needs of `generation.media.image_store.ImageStore`."""
 
-    def save_result(self, job_id: str, index: int, png: bytes) -> Path: ...
+    def save_result(self, job_id: str, index: int, png: bytes, ext: str = "png") -> Path: ...

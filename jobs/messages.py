@@ -24,6 +24,14 @@ def describe_request(request: GenerationRequest, seeds: tuple[int, ...] | None =
     """One line of settings: seeds, size, steps, guidance, model (and strength when it applies)."""
     shown = request.seeds if seeds is None else seeds
     label = "seed" if len(shown) == 1 else "seeds"
+    if request.video is not None:  # a clip: its size and steps are the video model's own
+        return " · ".join(
+            (
+                f"{label} {', '.join(str(s) for s in shown)}",
+                f"{request.video.motion.value} motion",
+                f"model {request.model}",
+            )
+        )
     parts = [
         f"{label} {', '.join(str(s) for s in shown)}",
         f"{request.width}×{request.height} ({request.aspect})",
@@ -42,6 +50,7 @@ _MODE_TEXT = {
     Mode.VARIATION: " (variation)",
     Mode.UPSCALE: " (upscale)",
     Mode.EDIT: " (edit)",
+    Mode.ANIMATE: " (video)",
 }
 
 
@@ -49,7 +58,8 @@ def result_text(
     request: GenerationRequest, seeds: tuple[int, ...], owner_id: int, *, mention: bool, note: str = ""
 ) -> str:
     """The text above a result: prompt, negative prompt, settings; a mention when posted to the channel."""
-    what = f" ({request.edit.describe()})" if request.edit is not None else _MODE_TEXT[request.mode]
+    action = request.edit or request.video
+    what = f" ({action.describe()})" if action is not None else _MODE_TEXT[request.mode]
     lines = [f"**{quote(shorten(request.prompt, MAX_PROMPT_SHOWN))}**{what}"]
     if request.negative_prompt:
         lines.append(f"not: {quote(shorten(request.negative_prompt, 200))}")
@@ -75,6 +85,10 @@ def made_from(job: JobRecord, request: GenerationRequest) -> str:
     image = f"image {job.parent_index + 1} of {parent}" if job.parent_index is not None else parent
     if request.edit is not None:
         return f"{request.edit.describe()} of {image}"
+    if request.video is not None:
+        if request.video.extend:
+            return f"more of the clip of {parent}"
+        return f"a clip of {image}" if job.parent_job_id else "a clip of the member's own picture"
     if request.mode is Mode.VARIATION:
         return f"a variation of {image}"
     if request.mode is Mode.UPSCALE:
@@ -96,7 +110,9 @@ def details_text(job: JobRecord, request: GenerationRequest) -> str:
         f"**Seeds:** {', '.join(str(s) for s in seeds)}",
         f"**Model:** {quote(request.model)} · **Sampler:** {sampler}",
         f"**Size:** {request.width}×{request.height} ({request.aspect}) · **Steps:** {request.steps} · "
-        f"**CFG:** {request.guidance:g}",
+        f"**CFG:** {request.guidance:g}"
+        if request.video is None
+        else f"**Video:** {request.video.motion.value} motion; size, frames and steps the video model's own",
         f"**Made from:** {made_from(job, request)}",
     ]
     if request.strength is not None and request.mode is not Mode.TXT2IMG:

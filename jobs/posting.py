@@ -1,6 +1,7 @@
 """`ResultPoster`: the delivery half of a job's life, through the `jobs.delivery.Outbox`.
 
-It builds the result message (one PNG, a grid when there are several, fit to the upload limit),
+It builds the result message (one PNG, a grid when there are several, or an Animate clip's MP4, fit
+to the upload limit),
 delivers it (retried with backoff while Discord or the network fails; from the interaction token to
 the channel once the token is gone), records the delivery, and tells the owner what else happened.
 A post Discord refuses for good fails the job at once (failed jobs are never resumed or re-claimed),
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from generation.families.features import Features
 from generation.media.compose import fit_to_size, grid_2x2
-from generation.prompts.request import GenerationRequest
+from generation.media.video import VideoTooLarge, fit_mp4_bytes
+from generation.prompts.request import GenerationRequest, Mode
 from jobs import delivery
 from jobs.log_fields import job_fields
 from jobs.messages import refused_text, result_text
@@ -50,6 +52,7 @@ class ResultPoster:
     delivery_timeout_s: float = DELIVERY_TIMEOUT_S
     upload_limits: dict[str, int] = field(default_factory=dict)  # job id → the interaction's, while it runs
     features_of: Callable[[str], Features] = field(default=lambda _model: Features())  # a model's (buttons)
+    animates: bool = False  # VIDEO_MODEL is set: one-image results carry the Animate buttons
 
     def via_token(self, job: JobRecord) -> bool:
         """True while the job's interaction token may still be used."""
@@ -107,13 +110,30 @@ class ResultPoster:
         limit = upload_limit or (
             guild_limit if mention else self.upload_limits.get(job.job_id) or guild_limit
         )
-        image = grid_2x2(pngs) if len(pngs) > 1 else pngs[0]
-        data, ext = fit_to_size(image, limit)
+        video = request.mode is Mode.ANIMATE
+        if video:  # a clip: lower its bitrate, then its size, to fit (never a 413)
+            try:
+                data, ext = fit_mp4_bytes(pngs[0], limit), "mp4"
+            except VideoTooLarge as exc:
+                raise delivery.PermanentDeliveryError(f"the clip can't fit the upload limit ({exc})") from exc
+            refit = data is not pngs[0]
+        else:
+            image = grid_2x2(pngs) if len(pngs) > 1 else pngs[0]
+            data, ext = fit_to_size(image, limit)
+            refit = ext != "png"
         name = f"{'SPOILER_' if spoiler else ''}imagine_{job.job_id}.{ext}"
-        note = " (re-encoded to fit the upload limit)" if ext != "png" else ""
+        note = " (re-encoded to fit the upload limit)" if refit else ""
         content = result_text(request, seeds, job.owner_id, mention=mention, note=note)
         files = (delivery.OutFile(name, data),)
-        return delivery.ResultPost(job.job_id, content, files, len(pngs), self.features_of(request.model))
+        return delivery.ResultPost(
+            job.job_id,
+            content,
+            files,
+            len(pngs),
+            self.features_of(request.model),
+            animate=self.animates and not video and len(pngs) == 1,
+            video=video,
+        )
 
     async def deliver_saved(self, job: JobRecord) -> None:
         """Deliver a job whose images are on disk (after a restart)."""
@@ -144,9 +164,13 @@ class ResultPoster:
         while True:
             attempt += 1
             via = via and self.via_token(job)
-            post = await asyncio.to_thread(
-                self.build_post, job, request, seeds, pngs, spoiler=spoiler, mention=not via
-            )
+            try:
+                post = await asyncio.to_thread(
+                    self.build_post, job, request, seeds, pngs, spoiler=spoiler, mention=not via
+                )
+            except delivery.PermanentDeliveryError as exc:  # a clip no size of it fits
+                await self._refused_for_good(job, str(exc))
+                return
             try:
                 message_id, channel_id = await asyncio.wait_for(
                     self.outbox.post_result(job, post, via_token=via), self.delivery_timeout_s

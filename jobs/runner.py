@@ -75,7 +75,9 @@ class JobRunner:
         sleep: Sleep = asyncio.sleep,
         retry_delay: Callable[[int], float] | None = None,
         metrics: JobMetrics | None = None,
+        animates: bool = False,
     ) -> None:
+        """`animates`: VIDEO_MODEL is set (one-image results carry the Animate buttons)."""
         self.store = store
         self.backend = backend
         self.images = images
@@ -95,6 +97,7 @@ class JobRunner:
             sleep,
             retry_delay or backoff_delays(),
             features_of=self.features_of,
+            animates=animates,
         )
 
     def features_of(self, model: str) -> Features:
@@ -336,4 +339,7 @@ class JobRunner:
         )
 
     def _save(self, job_id: str, images: list[GeneratedImage]) -> list[Path]:
-        return [self.images.save_result(job_id, index, image.png) for index, image in enumerate(images)]
+        return [
+            self.images.save_result(job_id, index, image.png, image.media)
+            for index, image in enumerate(images)
+        ]

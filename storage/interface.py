@@ -186,9 +186,10 @@ class PromptSettings:
     suffix: str | None = None
     model: str | None = None  # the guild's default model (a name in MODELS)
     models: str | None = None  # the models the guild offers, comma-separated; None: every model
+    video_cost: int | None = None  # the guild's images of quota per video (Animate); None: the bot's
 
 
-SETTING_NAMES = ("remix", "count", "aspect", "negative", "sampler", "suffix", "model", "models")
+SETTING_NAMES = ("remix", "count", "aspect", "negative", "sampler", "suffix", "model", "models", "video_cost")
 
 
 @dataclass(frozen=True)

@@ -22,20 +22,23 @@ _COLUMNS = {
     "suffix": "suffix",
     "model": "model",
     "models": "offered_models",
+    "video_cost": "video_cost",
 }
 assert tuple(_COLUMNS) == api.SETTING_NAMES
 _SELECT = ", ".join(_COLUMNS.values())
-_TYPES = {"remix": bool, "count": int}
+_TYPES = {"remix": bool, "count": int, "video_cost": int}
 
 
 def _settings(row: Row | None) -> api.PromptSettings:
     if row is None:
         return api.PromptSettings()
     values = dict(zip(_COLUMNS, row, strict=True))
-    remix, count = values.pop("remix"), values.pop("count")
+    remix = values.pop("remix")
+    count, video_cost = values.pop("count"), values.pop("video_cost")
     return api.PromptSettings(
         remix=None if remix is None else bool(remix),
         count=None if count is None else int(count),
+        video_cost=None if video_cost is None else int(video_cost),
         **{k: None if v is None else str(v) for k, v in values.items()},
     )
 

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 from testkit.discord_loopback import InteractionRecord, Message
 
-JOB_RE = re.compile(r"imagine:[uvr]:([0-9a-f]{12})")
-"""A result button's custom id (whole, it is the 🔄 one's); group 1 is the job id."""
+JOB_RE = re.compile(r"imagine:[uvrx]:([0-9a-f]{12})")
+"""A result button's custom id (whole, it is the 🔄 one's, or a clip's `Extend`); group 1 is the job id."""
 
 
 def is_result(message: Message | None) -> bool:

@@ -183,6 +183,7 @@ class BotWorld:
         images = ImageStore(settings.output_dir)
         model = self.tiny_model
         wrapper = self.engine_wrapper
+        wrap_pool = settings.video_model is not None  # the wrapper sees clips too: it wraps the pool
 
         def one_engine(choice: Any = None) -> Any:
             from generation.pipelines.engine import DiffusersEngine
@@ -194,16 +195,25 @@ class BotWorld:
                 )
             else:
                 engine = DiffusersEngine(model, lora_dir=settings.lora_dir)
-            return wrapper(engine) if wrapper is not None else engine
+            return wrapper(engine) if wrapper is not None and not wrap_pool else engine
+
+        def video_engine(choice: Any) -> Any:
+            from generation.pipelines.video_engine import VideoEngine
+
+            return VideoEngine.load(choice.name, choice.source, "cpu", cache_dir=self.root / "model-cache")
 
         def engine_factory() -> Any:
-            if not settings.models:
+            if not settings.models and not settings.video_model:
                 return one_engine()
+            from generation.model_set import ModelChoice
             from generation.pipelines.engine_pool import EnginePool
 
             # MODELS: every name gets an engine of its own over the session's tiny model (a name whose
-            # source is another family's tiny model, `tiny-flux` say, loads that).
-            return EnginePool(settings.model_set, one_engine)
+            # source is another family's tiny model, `tiny-flux` say, loads that). VIDEO_MODEL: loaded
+            # on first use, as the real pool does.
+            video = ModelChoice(settings.video_model, settings.video_model) if settings.video_model else None
+            pool = EnginePool(settings.model_set, one_engine, video=video, video_loader=video_engine)
+            return wrapper(pool) if wrapper is not None and wrap_pool else pool
 
         service = GenerationService(
             engine_factory, images, job_timeout_s=settings.job_timeout_s, **self.service_options

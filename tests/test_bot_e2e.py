@@ -118,6 +118,7 @@ async def test_login_and_command_sync(world: BotWorld) -> None:
         assert server.command(name).get("default_member_permissions") is None
     names = sorted((c["name"], c.get("type", 1)) for c in server.commands[None])
     slash = [
+        "animate",
         "blocklist",
         "cancel",
         "describe",

@@ -12,7 +12,7 @@ from generation.prompts.grammar import MAX_MACROS
 from generation.prompts.request import GenerationRequest
 from storage.interface import PromptSettings
 from testkit.answers import JOB_RE
-from testkit.discord_loopback import CommandNotPermitted, InteractionRecord, Message
+from testkit.discord_loopback import CommandNotPermitted, InteractionRecord, LoopbackError, Message
 from tests.bot_harness import BotWorld, is_result
 from tests.world_fixtures import started_world
 
@@ -123,6 +123,44 @@ async def test_server_defaults_need_manage_server_and_lose_to_the_members(world:
     assert (request.count, request.aspect) == (3, "4:3")  # the guild's count, bob's own aspect
     await world.wait_ephemeral(invoke(world, "server-defaults", world.boss, reset=True))
     assert (await world.store.prompt_settings(world.guild.id, world.bob.id)).guild == PromptSettings()
+
+
+async def test_server_defaults_video_cost_is_set_shown_refused_out_of_range_and_cleared(
+    world: BotWorld,
+) -> None:
+    async def guild() -> PromptSettings:
+        return (await world.store.prompt_settings(world.guild.id, world.boss.id)).guild
+
+    assert world.bot.services.settings.video_cost == 8  # VIDEO_COST unset
+    panel = await world.wait_ephemeral(invoke(world, "server-defaults", world.boss, count=2))
+    assert "Video cost: 8 images (the bot's default)" in panel.content
+    panel = await world.wait_ephemeral(invoke(world, "server-defaults", world.boss, video_cost=12))
+    assert "Video cost: 12 images" in panel.content and "(the bot's default)" not in panel.content
+    assert await guild() == PromptSettings(count=2, video_cost=12)
+    with pytest.raises(CommandNotPermitted):
+        invoke(world, "server-defaults", world.alice, video_cost=1)
+
+    for bad in (101, -1):  # Discord's client refuses these; a forged request is refused by the bot
+        with pytest.raises(LoopbackError, match="video_cost"):
+            invoke(world, "server-defaults", world.boss, video_cost=bad)
+        forged = world.server.invoke(
+            "server-defaults", {"video_cost": bad, "count": 4}, guild=world.guild, channel=world.channel,
+            member=world.boss, validate=False,
+        )  # fmt: skip
+        refused = await world.wait_ephemeral(forged)
+        assert refused.content == (
+            "The `video_cost` option must be between 1 and 100 images "
+            f"(or 0 for the bot's default), not {bad}."
+        )
+        assert await guild() == PromptSettings(count=2, video_cost=12)  # nothing stored, count neither
+
+    panel = await world.wait_ephemeral(invoke(world, "server-defaults", world.boss, video_cost=0))
+    assert "Video cost: 8 images (the bot's default)" in panel.content
+    assert await guild() == PromptSettings(count=2)  # only the cost cleared
+    await world.wait_ephemeral(invoke(world, "server-defaults", world.boss, video_cost=5, reset=True))
+    assert await guild() == PromptSettings(video_cost=5)
+    await world.wait_ephemeral(invoke(world, "server-defaults", world.boss, reset=True))
+    assert await guild() == PromptSettings()  # Reset clears the cost with the rest
 
 
 async def test_prefer_macros(world: BotWorld) -> None:

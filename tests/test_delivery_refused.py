@@ -8,8 +8,13 @@ import asyncio
 import io
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
+from generation.backends import protocol as gen
+from generation.media.video import encode_mp4, probe_mp4
+from generation.prompts.request import animate_of
+from generation.prompts.video import Motion
 from jobs.delivery import TOKEN_LIFETIME_S, PermanentDeliveryError, ResultPost
 from storage.interface import JobRecord, JobState
 from storage.sqlite import SqliteStore
@@ -129,4 +134,44 @@ async def test_a_channel_post_fits_the_guild_limit_not_the_members(
         assert fitted.size[0] > 0
     backend.handles[job_id].finish([], result(job_id, [False]))
     await asyncio.wait_for(runner.wait(job_id), 5)
+    await runner.close()
+
+
+def noisy_clip(frames: int = 24, size: tuple[int, int] = (96, 64)) -> bytes:
+    """An MP4 of seeded noise: the hardest kind of clip to fit (it compresses worst)."""
+    rng = np.random.default_rng(5)
+    return encode_mp4(rng.integers(0, 256, (frames, size[1], size[0], 3), dtype=np.uint8), 16)
+
+
+async def test_a_clip_over_the_guild_limit_is_refit_and_one_that_cannot_fit_fails_refunded(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    clock = Clock()
+    outbox = RecordingOutbox()
+    runner, backend, _ = make_runner(store, outbox, tmp_path, clock)
+    picture = request(1)
+    clip_request = animate_of(
+        picture, source_hash="ab" * 32, size=(96, 64), motion=Motion.LOW, video_model="tiny-video", seed=3
+    )
+    clip = noisy_clip()
+    job_id = "eeeeeeeeeeee"
+    await runner.submit(new_job(job_id, clip_request, clock), clip_request, ())
+    await asyncio.wait_for(backend.submitted.get(), 5)
+    job = await store.get_job(job_id)
+    assert job is not None
+    limit = len(clip) // 3
+    outbox.upload_limit = lambda guild_id: limit  # type: ignore[method-assign]
+    post = runner.poster.build_post(job, clip_request, (3,), [clip], spoiler=False, mention=True)
+    [file] = post.files
+    assert file.filename.endswith(".mp4") and len(file.data) <= limit and post.video
+    assert probe_mp4(file.data).frames == 24 and "re-encoded to fit" in post.content
+    outbox.upload_limit = lambda guild_id: 600  # type: ignore[method-assign]  # no clip fits in 600 bytes
+    backend.handles[job_id].finish(
+        [], gen.GenerationResult(job_id, (gen.GeneratedImage(clip, 3, 96, 64, media="mp4"),))
+    )
+    await asyncio.wait_for(runner.wait(job_id), 5)
+    settled = await store.get_job(job_id)
+    assert settled is not None and settled.state is JobState.FAILED and settled.refunded
+    assert "can't fit the upload limit" in (settled.error or "")
+    assert outbox.posts == [] and await used(store, clock) == 0
     await runner.close()

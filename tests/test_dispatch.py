@@ -205,8 +205,8 @@ class Files:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def save_result(self, job_id: str, index: int, png: bytes) -> Path:
-        path = self.root / f"{job_id}_{index}.png"
+    def save_result(self, job_id: str, index: int, png: bytes, ext: str = "png") -> Path:
+        path = self.root / f"{job_id}_{index}.{ext}"
         path.write_bytes(png)
         return path
 

@@ -1,6 +1,7 @@
 """MODELS on Ray: each replica keeps an `EnginePool`, and a model's batches go to a replica that
 already runs it (Serve's model multiplexing, named per call by the driver). A local Ray cluster
-(tests.ray_fixtures) with two replicas, each running `tiny` and the tiny Flux: replicas of two families."""
+(tests.ray_fixtures) with two replicas, each running `tiny` and the tiny Flux: replicas of two families,
+and the tiny image-to-video model as VIDEO_MODEL (loaded on a replica on first use)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from generation.backends.ray_app import ReplicaModels  # noqa: E402
 from generation.backends.ray_driver import RayBackend  # noqa: E402
 from generation.media.canvas import SizeCap, canvas_size  # noqa: E402
 from generation.media.compose import read_parameters  # noqa: E402
+from generation.media.video import probe_mp4  # noqa: E402
 from generation.model_set import ModelSet  # noqa: E402
 from generation.prompts.edits import Direction, EditKind, edit_spec  # noqa: E402
-from generation.prompts.request import edit_of  # noqa: E402
+from generation.prompts.request import animate_of, edit_of  # noqa: E402
+from generation.prompts.video import Motion  # noqa: E402
 from generation.scheduling.job_state import MemoryImages  # noqa: E402
 from tests.fixtures_generation import tiny_request, tiny_source_png  # noqa: E402
 
@@ -42,7 +45,7 @@ async def backend(ray_cluster: None, tiny_cache_dir: Path) -> AsyncIterator[RayB
         # Room for a second call on a replica: the next batch is routed while the last one's call is
         # still closing on its replica; with one slot Serve would fall back to the other replica.
         max_ongoing=2,
-        models=ReplicaModels(ModelSet.parse("first=tiny,second=tiny-flux")),
+        models=ReplicaModels(ModelSet.parse("first=tiny,second=tiny-flux"), video_model="tiny-video"),
     )
     await b.start()
     yield b
@@ -89,3 +92,18 @@ async def test_an_edit_of_a_flux_picture_runs_on_a_flux_replica_at_its_own_size(
     )
     text = read_parameters(result.images[0].png) or ""
     assert "Model: second" in text and f"Action: {spec.describe()}" in text
+
+
+async def test_a_clip_runs_on_a_replica_that_loads_the_video_model_on_first_use(backend: RayBackend) -> None:
+    assert "tiny-video" not in backend.catalog  # asked for by Animate, never by `--model`
+    digest = IMAGES.add(tiny_source_png(size=(96, 64)))
+    parent = tiny_request(model="first", width=96, height=64)
+    request = animate_of(
+        parent, source_hash=digest, size=(96, 64), motion=Motion.LOW, video_model="tiny-video", seed=3
+    )
+    result = await backend.submit("clip", "alice", request).result()
+    assert isinstance(result, GenerationResult)
+    [clip] = result.images
+    info = probe_mp4(clip.png)
+    assert clip.media == "mp4" and (info.codec, info.frames) == ("h264", 9)
+    assert (info.width, info.height) == (clip.width, clip.height) and info.width > info.height

@@ -648,6 +648,24 @@ async def test_bad_settings_change_nothing(store: SqlStore) -> None:
     assert (await store.prompt_settings(G, U)).member.count is None
 
 
+async def test_a_guilds_video_cost_is_set_read_back_and_cleared(backend: Backend) -> None:
+    from storage.interface import PromptSettings
+
+    async with await backend.open() as s:
+        assert (await s.prompt_settings(G, U)).guild.video_cost is None  # the bot's default
+        await s.set_prompt_settings(G, None, {"video_cost": 12, "count": 2})
+        await s.set_prompt_settings(G2, None, {"video_cost": 3})
+    async with await backend.open() as s:
+        view = await s.prompt_settings(G, U)
+        assert view.guild == PromptSettings(count=2, video_cost=12) and view.member == PromptSettings()
+        assert (await s.prompt_settings(G2, U)).guild.video_cost == 3  # each guild its own
+        with pytest.raises(ValueError, match="takes int"):
+            await s.set_prompt_settings(G, None, {"video_cost": "9"})
+        await s.set_prompt_settings(G, None, {"video_cost": None})  # cleared: the bot's default again
+        assert (await s.prompt_settings(G, U)).guild == PromptSettings(count=2)
+        assert (await s.prompt_settings(G2, U)).guild.video_cost == 3
+
+
 async def test_macros_are_personal_limited_and_replaceable(store: SqlStore) -> None:
     assert await store.set_macro(G, U, "gold", "golden hour --ar 3:2", limit=2)
     assert await store.set_macro(G, U, "noir", "black and white", limit=2)

@@ -8,18 +8,27 @@ tests/test_postgres.py), and a SQLite file at the old version 2 is renumbered to
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from storage.db import MIGRATIONS, SCHEMA_VERSION, open_database, split_statements, user_version
-from storage.interface import Limits
+from storage.interface import Limits, PromptSettings
 from storage.schema import DIALECTS, load_migrations, shared_steps
 from storage.sqlite import open_store
+from storage.store import SqlStore
 
 G, U = 111, 501
 T0 = 1_700_000_000.0
 OPEN = Limits(images_per_hour=None, images_per_day=None, max_queued=None, cooldown_seconds=0.0)
+
+# Without asyncpg (outside CI) the PostgreSQL upgrade skips; tests.pg_fixtures would skip the whole module.
+_PG = importlib.util.find_spec("asyncpg") is not None or os.environ.get("CI", "").lower() == "true"
+pytest_plugins = ("tests.pg_fixtures",) if _PG else ()  # the pg_server_url and pg_url fixtures
 
 # The old storage/migrations/0002_batch_key_partial_refunds.sql, as released (the old 0001 is today's
 # SQLite step 1, storage/migrations/common/0001_initial.sql in SQLite's spellings, unchanged).
@@ -56,6 +65,8 @@ def test_every_step_exists_for_both_dialects_with_one_number_and_name() -> None:
         (3, "message_index_partial_refunds"),
         (4, "drop_unused_columns"),
     ]
+    assert steps["sqlite"][4:7] == [(5, "settings"), (6, "guild_models"), (7, "video_cost")]
+    assert (7, "video_cost") in shared_steps()  # one text serves both dialects
 
 
 def test_every_shared_step_is_some_dialects_and_fully_spelled() -> None:
@@ -158,3 +169,59 @@ async def test_upgrade_from_version_1_keeps_rows(tmp_path: Path) -> None:
         ]
         assert await s.refund_images("new", 1, T0 + 31) is True
         assert (await s.usage(G, U, (), T0 + 31)).used_last_hour == 3
+
+
+async def _settings_at_version_6(backend: str, target: str) -> None:
+    """A database that stopped after step 6 (guild models), with a guild's row and a member's."""
+    rows = [(G, 0, 4, "first"), (G, U, 2, None)]
+    insert = "INSERT INTO prompt_settings (guild_id, user_id, image_count, offered_models) VALUES "
+    if backend == "sqlite":
+        db = await open_database(Path(target), migrations=MIGRATIONS[:6])
+        try:
+
+            def fill(conn: sqlite3.Connection) -> None:
+                assert "video_cost" not in columns(conn, "prompt_settings")
+                conn.executemany(insert + "(?, ?, ?, ?)", rows)
+
+            await db.run(fill)
+        finally:
+            await db.close()
+        return
+    from tests.pg_fixtures import PG_MIGRATIONS, asyncpg, migrate
+
+    conn = await asyncpg.connect(target)
+    try:
+        assert await migrate(conn, PG_MIGRATIONS[:6]) == 6
+        await conn.executemany(insert + "($1, $2, $3, $4)", rows)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(backend, target): a SQLite file, or a PostgreSQL URL with a schema of its own."""
+    if request.param == "sqlite":
+        return "sqlite", str(tmp_path / "v6.db")
+    if not _PG:
+        pytest.skip('asyncpg is not installed (pip install -e ".[postgres]")')
+    return "postgres", str(request.getfixturevalue("pg_url"))
+
+
+async def test_step_7_adds_an_unset_video_cost_and_keeps_the_settings(database: tuple[str, str]) -> None:
+    backend, target = database
+    await _settings_at_version_6(backend, target)
+    store: SqlStore
+    if backend == "sqlite":
+        store = await open_store(target, OPEN)
+        assert await store._db.run(user_version) == SCHEMA_VERSION >= 7
+    else:
+        from tests.pg_fixtures import PG_SCHEMA_VERSION, open_pg_store
+
+        store = await open_pg_store(target, OPEN)
+        assert PG_SCHEMA_VERSION >= 7
+    async with store as s:
+        view = await s.prompt_settings(G, U)
+        assert view.guild == PromptSettings(count=4, models="first")  # video_cost NULL: the bot's default
+        assert view.member == PromptSettings(count=2)
+        await s.set_prompt_settings(G, None, {"video_cost": 12})
+        assert (await s.prompt_settings(G, U)).guild == PromptSettings(count=4, models="first", video_cost=12)

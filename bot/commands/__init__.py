@@ -11,6 +11,7 @@ from typing import Any
 from discord import app_commands
 
 from bot.commands.admin import admin_commands
+from bot.commands.animate import animate_commands
 from bot.commands.describe import DescribeCommand, describe_commands
 from bot.commands.imagine import imagine_commands
 from bot.commands.job_controls import job_control_commands
@@ -26,6 +27,7 @@ def all_commands(
     """Every application command the bot offers, built over its services."""
     return [
         *imagine_commands(services),
+        *animate_commands(services),
         *member_commands(services),
         *job_control_commands(services),
         *describe_commands(services, DescribeCommand(services)),

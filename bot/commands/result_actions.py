@@ -15,6 +15,7 @@ from typing import Any
 
 import discord
 
+from bot.commands.animate import AnimateActions
 from bot.commands.derive import check_model_runs, check_parent, derive, parent_request, source_bytes
 from bot.commands.describe import prompt_of
 from bot.commands.edit_actions import EditActions
@@ -31,6 +32,7 @@ from bot.commands.job_controls import JobControls
 from bot.formatting import refusal_text
 from bot.services import Services
 from bot.views.custom_ids import (
+    ANIMATE_BUTTONS,
     CUSTOM_ID_PREFIX,
     DERIVING_ACTIONS,
     Action,
@@ -95,6 +97,7 @@ class ResultActions:
         self.controls = JobControls(services)
         self.imagine = ImagineCommand(services)
         self.edits = EditActions(services, self.submit_derived)
+        self.animate = AnimateActions(services, self.submit_derived)
 
     async def start_derived(
         self, ref: ButtonRef, clicker: Clicker, *, remix: str | None = None
@@ -121,12 +124,19 @@ class ResultActions:
         parent: JobRecord,
         request: GenerationRequest,
         parent_index: int | None,
+        images: int | None = None,
     ) -> Reservation | Refusal:
-        """Reserve and queue `request`, made from `parent`, for the member who clicked."""
-        return await self._reserve(parent, request, parent_index, Clicker.of(interaction))
+        """Reserve and queue `request`, made from `parent`, for the member who clicked (spending
+        `images`: default, the request's image count)."""
+        return await self._reserve(parent, request, parent_index, Clicker.of(interaction), images)
 
     async def _reserve(
-        self, parent: JobRecord, request: GenerationRequest, parent_index: int | None, clicker: Clicker
+        self,
+        parent: JobRecord,
+        request: GenerationRequest,
+        parent_index: int | None,
+        clicker: Clicker,
+        images: int | None = None,
     ) -> Reservation | Refusal:
         bot, interaction = self.services, clicker.interaction
         job = NewJob(
@@ -135,7 +145,7 @@ class ResultActions:
             channel_id=clicker.channel_id,
             owner_id=clicker.user_id,
             request_json=request.to_json(),
-            images=request.count,
+            images=request.count if images is None else images,
             interaction_id=interaction.id if interaction else None,
             interaction_token=interaction.token if interaction else None,
             token_expires_at=token_expiry(bot.clock()) if interaction else None,
@@ -153,7 +163,11 @@ class ResultActions:
                 return
             if interaction.channel_id is None or interaction.guild_id is None:
                 raise UserError("This only works in a server channel.")
-            if ref.action is Action.EDIT:
+            if ref.action is Action.EDIT and ref.edit in ANIMATE_BUTTONS:
+                await self.animate.on_click(interaction, ref)
+            elif ref.action is Action.EXTEND:
+                await self.animate.on_extend(interaction, ref)
+            elif ref.action is Action.EDIT:
                 await self.edits.on_click(interaction, ref)
             elif ref.action is not Action.UPSCALE and await self.edits.remix_on(interaction):
                 await self._open_remix(interaction, ref)

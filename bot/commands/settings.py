@@ -3,7 +3,8 @@ guild's, for Manage Server members): options change values at once, and the priv
 the current values with selects and buttons to change them, and a reset.
 
 `prompt_context` is what `/imagine` reads once per command: the member's defaults over the guild's,
-the member's macros (`/prefer`) and the guild's models (its default and the ones it offers)."""
+the member's macros (`/prefer`) and the guild's models (its default and the ones it offers).
+`video_cost` is what one video (Animate) spends in a guild: its own cost, else the bot's VIDEO_COST."""
 
 # No `from __future__ import annotations`: discord.py reads the commands' annotations as objects.
 # ruff: noqa: UP045
@@ -19,6 +20,7 @@ from discord.app_commands import Range
 
 from bot.commands.errors import UserError, require_manage_guild
 from bot.services import Services
+from bot.settings import MAX_VIDEO_COST
 from generation.model_set import GuildModels, ModelSet
 from generation.prompts.parser import ASPECT_CHOICES, clean_text, parse_aspect
 from generation.prompts.request import MAX_IMAGES, PromptDefaults
@@ -29,6 +31,7 @@ from storage.interface import PromptSettings, Store
 MAX_TEXT = 300  # characters of a default negative prompt or style suffix
 CLEAR = "-"  # a text option of just this clears that setting
 OWN_SAMPLER = "model"  # the sampler select's value for "the model's own"
+CLEAR_COST = 0  # the `video_cost` option's value that clears the guild's cost (the bot's default)
 
 
 def defaults_of(settings: PromptSettings) -> PromptDefaults:
@@ -94,6 +97,27 @@ def model_changes(
     return changes
 
 
+def video_cost(guild: PromptSettings, default: int) -> int:
+    """Images of a member's quota one video (Animate) spends in the guild: the guild's own cost
+    (`/server-defaults video_cost:`), else `default` (the bot's VIDEO_COST)."""
+    return default if guild.video_cost is None else guild.video_cost
+
+
+def video_cost_changes(value: Optional[int]) -> dict[str, object | None]:
+    """The store change for the `video_cost` option: None (not given) changes nothing, `CLEAR_COST`
+    clears it (the bot's default), 1 to MAX_VIDEO_COST sets it; anything else is refused."""
+    if value is None:
+        return {}
+    if value == CLEAR_COST:
+        return {"video_cost": None}
+    if not 1 <= value <= MAX_VIDEO_COST:
+        raise UserError(
+            f"The `video_cost` option must be between 1 and {MAX_VIDEO_COST} images "
+            f"(or {CLEAR_COST} for the bot's default), not {value}."
+        )
+    return {"video_cost": value}
+
+
 def _value(choice: Optional[app_commands.Choice[str]]) -> Optional[str]:
     return None if choice is None else choice.value
 
@@ -139,8 +163,15 @@ def changes_of(
     return changes
 
 
-def settings_text(settings: PromptSettings, *, guild: bool, models: Optional[ModelSet] = None) -> str:
-    """The current values, one per line (a guild's models too, when the bot has several)."""
+def settings_text(
+    settings: PromptSettings,
+    *,
+    guild: bool,
+    models: Optional[ModelSet] = None,
+    video_default: Optional[int] = None,
+) -> str:
+    """The current values, one per line (a guild's models too, when the bot has several, and its
+    video cost when `video_default`, the bot's VIDEO_COST, is given)."""
 
     def shown(value: object | None, unset: str) -> str:
         return unset if value is None else f"`{quote(str(value))}`"
@@ -162,6 +193,10 @@ def settings_text(settings: PromptSettings, *, guild: bool, models: Optional[Mod
             f"Default model: `{ours.default}`",
             f"Models offered: {', '.join(f'`{n}`' for n in ours.offered)}",
         ]
+    if guild and video_default is not None:
+        cost = video_cost(settings, video_default)
+        whose = " (the bot's default)" if settings.video_cost is None else ""
+        lines.append(f"Video cost: {cost} image{'s' if cost != 1 else ''}{whose}")
     if not guild:
         lines.append(
             "-# What wins: a slash option, an inline flag, your settings, the server's, the model's."
@@ -270,8 +305,10 @@ class SettingsPanel(discord.ui.View):
         else:
             await self.services.store.reset_prompt_settings(self.guild_id, self.user_id)
         await self.load()
-        models = self.services.settings.model_set
-        text = settings_text(self.settings, guild=self.user_id is None, models=models)
+        bot = self.services.settings
+        text = settings_text(
+            self.settings, guild=self.user_id is None, models=bot.model_set, video_default=bot.video_cost
+        )
         await interaction.response.edit_message(content=text, view=self)
 
 
@@ -291,7 +328,10 @@ async def show_panel(
     if changes:
         await services.store.set_prompt_settings(guild_id, user_id, changes)
     panel = await SettingsPanel(services, guild_id, user_id, interaction.user.id).load()
-    text = settings_text(panel.settings, guild=user_id is None, models=services.settings.model_set)
+    bot = services.settings
+    text = settings_text(
+        panel.settings, guild=user_id is None, models=bot.model_set, video_default=bot.video_cost
+    )
     await interaction.response.send_message(text, view=panel, ephemeral=True)
 
 
@@ -343,6 +383,8 @@ def settings_commands(services: Services) -> list[app_commands.Command[Any, Any,
     @app_commands.describe(
         model="The model a prompt without --model runs on",
         models=f"The models members may choose, e.g. `{offered_example}` (`{CLEAR}`: all)"[:100],
+        video_cost=f"Images of a member's quota one video (Animate) spends "
+        f"(`{CLEAR_COST}`: the bot's default)",
         **_DESCRIBE,
     )
     @app_commands.choices(aspect=_ASPECTS, sampler=_SAMPLERS, model=model_choices)
@@ -355,10 +397,12 @@ def settings_commands(services: Services) -> list[app_commands.Command[Any, Any,
         suffix: Optional[Range[str, 1, MAX_TEXT]] = None,
         model: Optional[app_commands.Choice[str]] = None,
         models: Optional[Range[str, 1, MAX_TEXT]] = None,
+        video_cost: Optional[Range[int, CLEAR_COST, MAX_VIDEO_COST]] = None,
         reset: bool = False,
     ) -> None:
         require_manage_guild(interaction)
         changes = changes_of(count, _value(aspect), negative, _value(sampler), suffix)
+        changes |= video_cost_changes(video_cost)
         if model is not None or models is not None:
             assert interaction.guild_id is not None  # guild_only
             view = await services.store.prompt_settings(interaction.guild_id, interaction.user.id)

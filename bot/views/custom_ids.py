@@ -1,7 +1,8 @@
 """Job ids and the buttons' `custom_id`s: `imagine:v:<job>:<i>` and `imagine:u:…` (an image of a
 result), `imagine:r:<job>` (reroll), `imagine:c:<job>` (cancel, on a progress message),
-`imagine:i:<job>` (📋 the job's parameters), `imagine:d:<job>` (🗑️ delete the result) and
-`imagine:e:<job>:<edit>` (an edit of a one-image result: `Vary (Subtle)`, `Zoom Out 2x`, `⬅️`, …).
+`imagine:i:<job>` (📋 the job's parameters), `imagine:d:<job>` (🗑️ delete the result),
+`imagine:e:<job>:<edit>` (an edit of a one-image result: `Vary (Subtle)`, `Zoom Out 2x`, `⬅️`, …, and
+its `Animate (Low motion)`/`(High motion)`) and `imagine:x:<job>` (`Extend` a clip).
 
 Custom ids come back from Discord untrusted: `parse_custom_id` accepts only the exact shapes made
 here (a forged id is then checked against the store by the handler: job exists, same guild).
@@ -30,6 +31,7 @@ class Action(StrEnum):
     INFO = "i"
     DELETE = "d"
     EDIT = "e"
+    EXTEND = "x"  # a clip, about 4 s more from its last frame
 
 
 class EditButton(StrEnum):
@@ -48,19 +50,23 @@ class EditButton(StrEnum):
     MAKE_SQUARE = "sq"
     UPSCALE_SUBTLE = "us"
     UPSCALE_CREATIVE = "uc"
+    ANIMATE_LOW = "al"  # the picture becomes a clip (VIDEO_MODEL), low motion
+    ANIMATE_HIGH = "ah"
 
 
 INDEXED_ACTIONS = frozenset({Action.VARIATION, Action.UPSCALE})
 """Actions on one image of a result (their ids carry its index)."""
-DERIVING_ACTIONS = frozenset({Action.VARIATION, Action.UPSCALE, Action.REROLL, Action.EDIT})
+DERIVING_ACTIONS = frozenset({Action.VARIATION, Action.UPSCALE, Action.REROLL, Action.EDIT, Action.EXTEND})
 """Actions that make a new job from a result."""
+ANIMATE_BUTTONS = frozenset({EditButton.ANIMATE_LOW, EditButton.ANIMATE_HIGH})
+"""The one-image result's buttons that make a clip (on the video model, not the picture's)."""
 
 
 CUSTOM_ID_PREFIX = "imagine:"
 
 # The templates DynamicItem classes register; index is 1-based in custom ids, as on the labels.
 INDEXED_TEMPLATE = rf"imagine:(?P<action>[vu]):(?P<job>{JOB_ID_PATTERN}):(?P<index>[1-{MAX_IMAGES}])"
-JOB_TEMPLATE = rf"imagine:(?P<action>[rcid]):(?P<job>{JOB_ID_PATTERN})"
+JOB_TEMPLATE = rf"imagine:(?P<action>[rcidx]):(?P<job>{JOB_ID_PATTERN})"
 PROMPT_TEMPLATE = r"imagine:p:(?P<index>[1-4])"
 """`Imagine 1`–`Imagine 4` under a `/describe` answer: the prompt is that message's line N."""
 EDIT_TEMPLATE = rf"imagine:e:(?P<job>{JOB_ID_PATTERN}):(?P<edit>{'|'.join(e.value for e in EditButton)})"

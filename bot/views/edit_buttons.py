@@ -1,6 +1,7 @@
 """The buttons of a one-image result (PRODUCT.md "Working on one picture"): Vary, Zoom Out, pan,
-Make Square and Upscale, as `DynamicItem`s whose custom id carries the job, so they work after a
-restart. Clicks go to the bot's `ButtonActions.on_result_button` like every result button."""
+Make Square and Upscale (and, where VIDEO_MODEL is set, Animate), as `DynamicItem`s whose custom id
+carries the job, so they work after a restart. Clicks go to the bot's `ButtonActions.on_result_button`
+like every result button."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import discord
 
-from bot.views.custom_ids import EDIT_TEMPLATE, Action, ButtonRef, EditButton, make_custom_id
+from bot.views.custom_ids import ANIMATE_BUTTONS, EDIT_TEMPLATE, Action, ButtonRef, EditButton, make_custom_id
 
 # edit → (label, emoji, row) on the result; labels are PRODUCT.md's (outside tests click by them)
 EDIT_BUTTON_LOOKS: dict[EditButton, tuple[str | None, str | None, int]] = {
@@ -26,6 +27,8 @@ EDIT_BUTTON_LOOKS: dict[EditButton, tuple[str | None, str | None, int]] = {
     EditButton.PAN_RIGHT: (None, "➡️", 2),
     EditButton.PAN_UP: (None, "⬆️", 2),
     EditButton.PAN_DOWN: (None, "⬇️", 2),
+    EditButton.ANIMATE_LOW: ("Animate (Low motion)", None, 4),
+    EditButton.ANIMATE_HIGH: ("Animate (High motion)", None, 4),
 }
 EDIT_ROWS = 3  # the rows the edit buttons fill; a one-image result's other buttons go below them
 
@@ -58,5 +61,18 @@ class EditItem(discord.ui.DynamicItem[discord.ui.Button[Any]], template=EDIT_TEM
 
 def edit_items(job_id: str, *, square: bool) -> list[EditItem]:
     """The edit buttons for a one-image result, in their rows (`Make Square` only when not square)."""
-    edits = [e for e in EDIT_BUTTON_LOOKS if not (square and e is EditButton.MAKE_SQUARE)]
+    edits = [
+        e
+        for e in EDIT_BUTTON_LOOKS
+        if e not in ANIMATE_BUTTONS and not (square and e is EditButton.MAKE_SQUARE)
+    ]
     return [EditItem(ButtonRef(Action.EDIT, job_id, edit=edit)) for edit in edits]
+
+
+def animate_items(job_id: str) -> list[EditItem]:
+    """`Animate (Low motion)` and `Animate (High motion)`, on the last row of a one-image result."""
+    return [
+        EditItem(ButtonRef(Action.EDIT, job_id, edit=edit))
+        for edit in EDIT_BUTTON_LOOKS
+        if edit in ANIMATE_BUTTONS
+    ]

@@ -19,10 +19,11 @@ from bot.views.custom_ids import (
     ButtonRef,
     make_custom_id,
 )
-from bot.views.edit_buttons import EDIT_ROWS, edit_items
+from bot.views.edit_buttons import EDIT_ROWS, animate_items, edit_items
 from generation.families.features import Features
 from jobs.delivery import ResultPost
 
+EXTEND_LABEL = "Extend"
 REROLL_EMOJI = "🔄"
 INFO_EMOJI = "📋"
 DELETE_EMOJI = "🗑️"
@@ -70,12 +71,13 @@ _JOB_BUTTON_LOOKS: dict[Action, tuple[str | None, str | None, discord.ButtonStyl
     Action.INFO: (INFO_EMOJI, None, discord.ButtonStyle.secondary, 2),
     Action.DELETE: (DELETE_EMOJI, None, discord.ButtonStyle.secondary, 2),
     Action.CANCEL: (None, CANCEL_LABEL, discord.ButtonStyle.danger, 0),
+    Action.EXTEND: (None, EXTEND_LABEL, discord.ButtonStyle.primary, 0),
 }
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_TEMPLATE):
-    """🔄 (same settings, new seeds), 📋 (the job's parameters), 🗑️ (delete the result), and `Cancel`
-    on a progress message."""
+    """🔄 (same settings, new seeds), 📋 (the job's parameters), 🗑️ (delete the result), `Extend` (a
+    clip), and `Cancel` on a progress message."""
 
     def __init__(self, ref: ButtonRef) -> None:
         emoji, label, style, row = _JOB_BUTTON_LOOKS[ref.action]
@@ -95,15 +97,26 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_TEM
 
 
 def result_view(
-    job_id: str, image_count: int, *, square: bool = True, features: Features | None = None
+    job_id: str,
+    image_count: int,
+    *,
+    square: bool = True,
+    features: Features | None = None,
+    animate: bool = False,
+    video: bool = False,
 ) -> discord.ui.View:
     """U1..Un and 🔄 on the first row, V1..Vn on the second, 📋 🗑️ on the third (n = images shown).
     A one-image result has the edit buttons (`bot.views.edit_buttons`) on top, U1 🔄 V1 📋 🗑️ below
-    them; `square` says whether its picture is square (no `Make Square` then). Only what the
-    picture's model can run is shown (`features`): no U/V without image-to-image, no edit buttons
-    without the edit loop."""
+    them, and with `animate` (VIDEO_MODEL is set) `Animate (Low motion)`/`(High motion)` last;
+    `square` says whether its picture is square (no `Make Square` then). Only what the picture's
+    model can run is shown (`features`): no U/V without image-to-image, no edit buttons without the
+    edit loop. A clip (`video`) has `Extend`, 📋 and 🗑️."""
     able = features or Features()
     view = discord.ui.View(timeout=None)
+    if video:
+        for action in (Action.EXTEND, Action.INFO, Action.DELETE):
+            view.add_item(JobButton(ButtonRef(action, job_id)))
+        return view
     if image_count == 1:
         if able.image and able.edits:
             for edit in edit_items(job_id, square=square):
@@ -117,6 +130,8 @@ def result_view(
         ]
         for item in below:
             item.row = EDIT_ROWS
+            view.add_item(item)
+        for item in animate_items(job_id) if animate else ():
             view.add_item(item)
         return view
     for i in range(image_count if able.image else 0):
@@ -132,11 +147,18 @@ def result_view(
 def post_view(post: ResultPost) -> discord.ui.View:
     """The buttons of a result post: `result_view`, told from its one picture whether it is square."""
     square = True
-    if post.image_count == 1 and post.files:
+    if post.image_count == 1 and post.files and not post.video:
         # a header Pillow can't read: no Make Square
         with contextlib.suppress(Exception), Image.open(io.BytesIO(post.files[0].data)) as picture:
             square = picture.width == picture.height
-    return result_view(post.job_id, post.image_count, square=square, features=post.features)
+    return result_view(
+        post.job_id,
+        post.image_count,
+        square=square,
+        features=post.features,
+        animate=post.animate,
+        video=post.video,
+    )
 
 
 def progress_view(job_id: str) -> discord.ui.View:

@@ -51,13 +51,15 @@ JobEvent = Queued | Started | Progress
 
 @dataclass(frozen=True)
 class GeneratedImage:
-    """One finished image: PNG bytes with a `parameters` text chunk, its seed, its safety flag."""
+    """One finished image: PNG bytes with a `parameters` text chunk, its seed, its safety flag; or,
+    with `media` "mp4", a clip (Animate) whose `comment` carries the parameters."""
 
     png: bytes
     seed: int
     width: int
     height: int
     nsfw: bool = False
+    media: str = "png"  # the file's kind and extension: png, or mp4 for a clip
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class ReplicaModels:
     models: ModelSet | None = None
     memory_budget_gb: float | None = None
     lora_dir: Path | None = None
+    video_model: str | None = None  # VIDEO_MODEL: each replica loads it on first use
 
 
 class ServeApp:
@@ -160,6 +161,7 @@ class ServeApp:
             models=models.models,
             memory_budget_gb=models.memory_budget_gb,
             lora_dir=models.lora_dir,
+            video_model=models.video_model,
         )
         return DeploySpec(
             self.name,

@@ -139,7 +139,9 @@ class RayBackend(JobScheduler):
             cache_dir=settings.model_cache_dir,
             optimise=settings.optimise,
             safety=SafetyOptions(settings.safety, settings.safety_checker_id),
-            models=ReplicaModels(settings.model_set, settings.model_memory_gb, settings.lora_dir),
+            models=ReplicaModels(
+                settings.model_set, settings.model_memory_gb, settings.lora_dir, settings.video_model
+            ),
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------

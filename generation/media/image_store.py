@@ -26,6 +26,9 @@ _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+RESULT_EXTENSIONS = ("png", "mp4")  # a picture, or an Animate clip
+
+
 class ImageStoreError(Exception):
     """The image folder cannot be written or read; `str()` names the folder and what to fix."""
 
@@ -107,13 +110,16 @@ class ImageStore:
             and self.path(digest).is_file()
         )
 
-    def save_result(self, job_id: str, index: int, png: bytes) -> Path:
-        """Keep a finished image as `root/<date>/<job_id>_<index>.png` (atomic) and return its path."""
+    def save_result(self, job_id: str, index: int, png: bytes, ext: str = "png") -> Path:
+        """Keep a finished image as `root/<date>/<job_id>_<index>.png` (a clip: `.mp4`; atomic) and
+        return its path."""
         if not isinstance(job_id, str) or _JOB_ID_RE.fullmatch(job_id) is None:
             raise ValueError(f"job id must be 1-64 characters of A-Z a-z 0-9 _ -: {job_id!r:.80}")
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise ValueError(f"image index must be a non-negative integer: {index!r}")
-        path = self.root / self._today().isoformat() / f"{job_id}_{index}.png"
+        if ext not in RESULT_EXTENSIONS:
+            raise ValueError(f"a result is one of {', '.join(RESULT_EXTENSIONS)}, not {ext!r:.20}")
+        path = self.root / self._today().isoformat() / f"{job_id}_{index}.{ext}"
         self._write(path, png)
         return path
 

@@ -44,7 +44,7 @@ class ModelUnavailable(BatchFailed):
 def engine_bytes(engine: Engine) -> int:
     """Bytes of the tensors an engine holds (parameters and buffers of its pipeline's modules, each
     storage counted once: pipelines made with `from_pipe` share theirs)."""
-    pipe = getattr(getattr(engine, "model", None), "text2img", None)
+    pipe = getattr(engine, "pipeline", None) or getattr(getattr(engine, "model", None), "text2img", None)
     seen: set[tuple[str, int]] = set()
     total = 0
     for module in getattr(pipe, "components", {}).values():
@@ -81,10 +81,15 @@ class EnginePool:
         budget_bytes: int | None = None,
         free_bytes: Callable[[], int | None] = lambda: None,
         size_of: Callable[[Engine], int] = engine_bytes,
+        video: ModelChoice | None = None,
+        video_loader: EngineLoader | None = None,
     ) -> None:
-        """Loads the default model now (a failure raises: the bot cannot start without it)."""
+        """Loads the default model now (a failure raises: the bot cannot start without it). `video`
+        (VIDEO_MODEL, loaded by `video_loader`) is loaded on first use only, and evicted like the rest."""
         self.models = models
         self._loader = loader
+        self.video = video
+        self._video_loader = video_loader
         self._budget = budget_bytes
         self._free = free_bytes
         self._size_of = size_of
@@ -150,24 +155,27 @@ class EnginePool:
         if engine is not None:
             self._engines.move_to_end(name)
             return engine
+        if self.video is not None and self._video_loader is not None and name == self.video.name:
+            return self._load(self.video, self._video_loader)
         choice = self.models.get(name)
         if choice is None:
             offered = ", ".join(self.models.names)
             raise ModelUnavailable(f"this bot has no model called {name!r} (it has {offered})")
         return self._load(choice)
 
-    def _load(self, choice: ModelChoice) -> Engine:
+    def _load(self, choice: ModelChoice, loader: EngineLoader | None = None) -> Engine:
         wanted = self.sizes.get(choice.name) or max(self.sizes.values(), default=0)
         self._make_room(wanted, keep=None)
         log.info("loading model %s (%s)", choice.name, choice.source)
         try:
-            engine = self._loader(choice)
+            engine = (loader or self._loader)(choice)
         except Exception as exc:
             log.exception("loading model %s (%s) failed", choice.name, choice.source)
             why = f"{type(exc).__name__}: {exc}"
             raise ModelUnavailable(f"the model {choice.name!r} could not be loaded ({why})") from exc
         engine.profile = replace(engine.profile, name=choice.name)  # requests name the model this way
-        self._catalog[choice.name] = ModelEntry(engine.profile, token_counter_of(engine))
+        if loader is None:  # the video model is asked for by Animate, never by `--model`
+            self._catalog[choice.name] = ModelEntry(engine.profile, token_counter_of(engine))
         self._engines[choice.name] = engine
         self.sizes[choice.name] = self._size_of(engine)
         self.loads.append(choice.name)
@@ -219,9 +227,12 @@ def load_engines(
     safety: SafetyOptions | None = None,
     memory_budget_gb: float | None = None,
     lora_dir: Path | None = None,
+    video_model: str | None = None,
 ) -> Engine:
     """The worker's engine for `models` (call it on the worker thread): one model's `DiffusersEngine`
-    as before, or an `EnginePool` of several, kept within `memory_budget_gb` (else free CUDA memory)."""
+    as before, or an `EnginePool` of several, kept within `memory_budget_gb` (else free CUDA memory).
+    With `video_model` (VIDEO_MODEL) always a pool: the video model is loaded there on first use, by
+    the name `video_model` (what Animate's requests name)."""
     from generation.pipelines.engine import DiffusersEngine
 
     def load(choice: ModelChoice) -> Engine:
@@ -229,7 +240,23 @@ def load_engines(
             choice.source, device, cache_dir=cache_dir, options=options, safety=safety, lora_dir=lora_dir
         )
 
-    if len(models.choices) == 1 and models.default.name == models.default.source:
+    def load_video(choice: ModelChoice) -> Engine:
+        from generation.pipelines.video_engine import VideoEngine
+
+        require = safety is not None and safety.mode == "require"  # no checker screens a clip
+        return VideoEngine.load(
+            choice.name, choice.source, device, cache_dir=cache_dir, flag_unscreened=require
+        )
+
+    if video_model is None and len(models.choices) == 1 and models.default.name == models.default.source:
         return load(models.default)  # MODEL_ID alone: the model is named by its id, as always
     budget = None if memory_budget_gb is None else int(memory_budget_gb * 2**30)
-    return EnginePool(models, load, budget_bytes=budget, free_bytes=cuda_free_bytes(device))
+    video = ModelChoice(video_model, video_model) if video_model else None
+    return EnginePool(
+        models,
+        load,
+        budget_bytes=budget,
+        free_bytes=cuda_free_bytes(device),
+        video=video,
+        video_loader=load_video if video else None,
+    )

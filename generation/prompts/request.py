@@ -14,6 +14,7 @@ from typing import Any
 
 from generation.families.features import Features
 from generation.prompts.edits import EditSpec
+from generation.prompts.video import Motion, VideoSpec
 
 
 class Mode(StrEnum):
@@ -24,6 +25,7 @@ class Mode(StrEnum):
     VARIATION = "variation"  # image-to-image of one result image, new seeds
     UPSCALE = "upscale"  # one result image resized up, then image-to-image at moderate strength
     EDIT = "edit"  # one picture's edit (`edit`: vary, zoom, pan, make square, region, upscale)
+    ANIMATE = "animate"  # a clip from one picture, or more of a clip (`video`; generation.prompts.video)
 
 
 MAX_IMAGES = 4
@@ -107,6 +109,7 @@ class GenerationRequest:
     loras: tuple[tuple[str, float], ...] = ()  # (name, weight) of each LoRA adapter, sorted by name
     edit: EditSpec | None = None  # EDIT only: what to do to the source picture
     true_cfg: float = 0.0  # >0: `--no` through true CFG (a second pass) on a model with embedded guidance
+    video: VideoSpec | None = None  # ANIMATE only: the clip's motion, and whether it extends one
     warnings: tuple[str, ...] = field(default=(), compare=False)  # e.g. "12 tokens dropped"
 
     @property
@@ -123,6 +126,7 @@ class GenerationRequest:
         """Requests with equal keys may run in one batch (same shapes and schedule)."""
         shape = (self.model, self.mode, self.width, self.height, self.steps, self.guidance, self.strength)
         edit = self.edit.batch_key() if self.edit is not None else None
+        video = self.video.to_data()["motion"] if self.video is not None else None
         extras = (
             self.sampler,
             self.tile,
@@ -131,6 +135,7 @@ class GenerationRequest:
             self.prompt_windows,
             self.loras,
             self.true_cfg,
+            video,
         )
         return (*shape, *extras, edit)
 
@@ -145,6 +150,7 @@ class GenerationRequest:
         data["mode"] = self.mode.value
         data["loras"] = [list(pair) for pair in self.loras]
         data["edit"] = json.loads(self.edit.to_json()) if self.edit is not None else None
+        data["video"] = self.video.to_data() if self.video is not None else None
         data.pop("warnings")
         return json.dumps(data, sort_keys=True)
 
@@ -157,6 +163,8 @@ class GenerationRequest:
         data["loras"] = tuple((str(n), float(w)) for n, w in data.get("loras", ()))
         edit = data.get("edit")
         data["edit"] = EditSpec.from_json(json.dumps(edit)) if edit else None
+        video = data.get("video")
+        data["video"] = VideoSpec.from_data(video) if video else None
         return cls(**data)
 
 
@@ -278,3 +286,62 @@ def reroll_of(parent: GenerationRequest, seeds: tuple[int, ...]) -> GenerationRe
     """The same settings (source image included) with new seeds."""
     _check_seeds(seeds)
     return replace(parent, seeds=seeds, warnings=())
+
+
+def animate_of(
+    parent: GenerationRequest,
+    *,
+    source_hash: str,
+    size: tuple[int, int],
+    motion: Motion,
+    video_model: str,
+    seed: int,
+    of_job: str | None = None,
+    prompt: str | None = None,
+) -> GenerationRequest:
+    """A clip of one picture (`source_hash`, of `size`) on `video_model`, prompted by `prompt` (default:
+    the picture's own prompt). Size, steps and guidance are 0: the video model's own (the engine's)."""
+    width, height = size
+    return replace(
+        parent,
+        prompt=parent.prompt if prompt is None else prompt,
+        width=width,
+        height=height,
+        steps=0,
+        guidance=0.0,
+        seeds=(seed,),
+        model=video_model,
+        mode=Mode.ANIMATE,
+        strength=None,
+        source_image=source_hash,
+        sampler=None,
+        tile=False,
+        stop=100,
+        chaos=None,
+        prompt_windows=0,
+        loras=(),
+        edit=None,
+        true_cfg=0.0,
+        video=VideoSpec(motion, extend=False, of_job=of_job),
+        warnings=(),
+    )
+
+
+def picture_request(prompt: str, size: tuple[int, int], video_model: str) -> GenerationRequest:
+    """The stand-in parent of `/animate`'s own picture (no earlier job): its prompt and size."""
+    return GenerationRequest(
+        prompt=prompt, width=size[0], height=size[1], steps=0, guidance=0.0, seeds=(0,), model=video_model
+    )
+
+
+def extend_of(clip: GenerationRequest, *, source_hash: str, seed: int, of_job: str) -> GenerationRequest:
+    """About as long again from the clip's last frame (`source_hash`: the clip's MP4), the clips joined."""
+    if clip.video is None:
+        raise ValueError("only a clip can be extended")
+    return replace(
+        clip,
+        seeds=(seed,),
+        source_image=source_hash,
+        video=VideoSpec(clip.video.motion, extend=True, of_job=of_job),
+        warnings=(),
+    )
