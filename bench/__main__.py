@@ -18,6 +18,7 @@ _NOT_BENCHMARKS = {
     "settings",
     "service_edits",
     "switching",
+    "video",
 }  # helpers, not benchmarks
 
 

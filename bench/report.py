@@ -163,6 +163,7 @@ HEADLINES = {
     "service-edits": ("zoom_out_2x_batched_speedup", "vary_subtle_batched_speedup", "from_pipe_added_bytes"),
     "service-families": ("worst_overhead_pct", "slowest_setup_ms"),
     "service-edits-families": ("from_pipe_added_bytes", "lowest_batched_speedup"),
+    "service-video": ("frames_per_s", "encode_s_per_video_s", "mp4_bytes", "fits_every_limit"),
 }
 TABLE_BEGIN, TABLE_END = "<!-- latest figures: begin -->", "<!-- latest figures: end -->"
 _TABLE_NOTE = (

@@ -14,7 +14,9 @@ In one process, for `--rounds` rounds:
 (`bench.prompt_cost`); `--switching` the cost of switching models and LoRA adapter sets
 (`bench.switching`); `--edits` batched edit jobs against one per call (`bench.service_edits`);
 `--families` every family's tiny model through the service against bare calls (`bench.families`);
-`--edits --families` the edit comparison on each family's tiny model (`bench.service_edits`).
+`--edits --families` the edit comparison on each family's tiny model (`bench.service_edits`);
+`--video` Animate clips on `tiny-video`: frames/s, encode time per second of video, the MP4 against
+upload limits (`bench.video`).
 
 The timed rounds carry no instrumentation. After them, one more `service` and one more `batched`
 pass (of at least 40 jobs) run with a ticker coroutine that wakes every 5 ms and records how late it
@@ -222,8 +224,8 @@ def measure_fixed_costs(model: Any, request: GenerationRequest) -> dict[str, flo
 def main(argv: list[str], settings: BenchSettings) -> int:
     """CLI entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m bench service", description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=10, help="requests per run (default 10)")
-    parser.add_argument("--rounds", type=int, default=40, help="repetitions of every variant (default 40)")
+    parser.add_argument("--jobs", type=int, help="requests per run (default 10; --video: 2)")
+    parser.add_argument("--rounds", type=int, help="repetitions of every variant (default 40; --video: 5)")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--steps", type=int, default=4, help="denoising steps (default 4)")
     parser.add_argument(
@@ -248,16 +250,28 @@ def main(argv: list[str], settings: BenchSettings) -> int:
         help="instead: every family's tiny model through the service against bare calls (bench/families.py)",
     )
     parser.add_argument(
+        "--video",
+        action="store_true",
+        help="instead: Animate clips on tiny-video: frames/s, encode time, upload limits (bench/video.py)",
+    )
+    parser.add_argument(
         "--only",
         default="",
         help="with --families (or --edits --families): these tiny model ids (comma-separated)",
     )
     args = parser.parse_args(argv)
+    if args.video and (args.edits or args.prompts or args.switching or args.families):
+        parser.error("--video goes alone")
+    if args.jobs is None:
+        args.jobs = 2 if args.video else 10
+    if args.rounds is None:
+        args.rounds = 5 if args.video else 40
     if args.jobs < 1 or args.rounds < 1:
         parser.error("--jobs and --rounds must be at least 1")
     cache = settings.cache_dir()  # the tiny model, built there once
     variant = next(
-        (name for name in ("edits", "prompts", "switching", "families") if getattr(args, name)), None
+        (name for name in ("edits", "prompts", "switching", "families", "video") if getattr(args, name)),
+        None,
     )
     if args.edits and args.families:
         variant = "edits-families"
@@ -278,6 +292,10 @@ def main(argv: list[str], settings: BenchSettings) -> int:
         from bench import service_edits
 
         figures = asyncio.run(service_edits.run_families(args.jobs, args.rounds, cache, only))
+    elif variant == "video":
+        from bench import video
+
+        figures = asyncio.run(video.run(args.jobs, args.rounds, cache))
     else:
         from bench import prompt_cost, switching
 

@@ -70,6 +70,8 @@ def test_the_dry_run_walks_every_step_and_records_each_figure(tmp_path: Path, ti
         "dit_build": 2,  # Flux.1-schnell, SD 3.5 medium
         "flux_schnell_batch": len(DRY.flux_batches),
         "sd35_batch": len(DRY.sd35_batches),
+        "video_build": 1,
+        "video_clip": 1,
         "inpaint_batch": 1,
         "sd15_flops": 1,
         "safety_checker": 1,
@@ -116,7 +118,17 @@ def test_the_dry_run_walks_every_step_and_records_each_figure(tmp_path: Path, ti
     }
     assert all(b["weights_gib"] > 0 and b["t5_layers"] == 2 for b in builds.values())
     assert any("20 steps" in note for note in builds["sd35-medium-tiny"]["shortcuts"])
+    video_build, clip = by_step["video_build"], by_step["video_clip"]
+    assert video_build["pipeline"] == "WanImageToVideoPipeline" and video_build["weights_gib"] > 0
+    assert set(video_build["parameters"]) == {"transformer", "vae", "text_encoder", "image_encoder"}
+    assert (clip["width"], clip["height"], clip["frames"], clip["fps"]) == (64, 48, 9, 16)
+    assert (clip["timed_steps"], clip["model_steps"]) == (DRY.video_steps, 50)
+    assert clip["clip_s"] > clip["call_s"] > 0 and clip["step_s"] > 0  # 48 steps extrapolated
+    assert clip["frames_per_s"] * clip["clip_s"] == pytest.approx(9, rel=1e-3)  # records keep 4 places
+    assert clip["peak_memory_gib"] > 0
+    assert clip["nan_images"] == 0 and clip["black_images"] == 0
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["wan_i2v_frames_per_s"] == clip["frames_per_s"]
     assert summary["not_done"] == [] and "not a GPU figure" in summary["note"]
     assert set(summary["sd15_images_per_s"]) == {str(b) for b in DRY.sd15_batches}
     for name, batches in (("flux_schnell", DRY.flux_batches), ("sd35_medium", DRY.sd35_batches)):
@@ -215,6 +227,28 @@ def test_the_transformer_architectures_have_the_public_models_sizes() -> None:
     assert sum(b.attn2 is not None for b in sd35.transformer.transformer_blocks) == 13  # MMDiT-X
     assert {get_dit_arch(name).size for name in DIT_ARCH_NAMES} == {1024}
     assert torch.get_default_dtype() == torch.float32  # the build's bf16 default does not leak
+
+
+def test_the_video_architecture_has_the_public_models_sizes() -> None:
+    import torch
+
+    from bench.archs_video import get_video_arch
+    from bench.gpu.build_dit import parameter_counts, weights_bytes
+    from bench.gpu.build_video import build_video_pipeline
+
+    # On the meta device. Wan2.1-I2V-14B's transformer is 16.39B parameters: the 14B text-to-video one
+    # plus each of its 40 blocks' image key/value projections; UMT5-XXL's encoder 5.68B; CLIP ViT-H's
+    # vision tower with projection 632M; Wan 2.1's VAE 127M (kept in fp32).
+    pipe = build_video_pipeline(get_video_arch("wan21-i2v-14b-480p"), "meta", torch.bfloat16)
+    assert parameter_counts(pipe) == {
+        "transformer": 16_394_878_784,
+        "text_encoder": 5_680_910_336,
+        "image_encoder": 632_076_800,
+        "vae": 126_892_531,
+    }
+    assert pipe.vae.dtype == torch.float32 and pipe.transformer.dtype == torch.bfloat16
+    assert 42.7 < weights_bytes(pipe) / 2**30 < 42.8  # what a GPU holds before the first activation
+    assert torch.get_default_dtype() == torch.float32
 
 
 def test_the_transformer_pipelines_are_built_wholly_in_bf16() -> None:

@@ -22,6 +22,7 @@ from bench.gpu.records import Budget, ResultsFile, last_run, latest, read_record
 from bench.gpu.steps_dit import flux_schnell, sd35_medium
 from bench.gpu.steps_sd import env, flops, inpaint, safety, sd15_batches, sd15_single, sdxl, turbo, vae_decode
 from bench.gpu.steps_service import service, variants
+from bench.gpu.steps_video import wan_i2v
 from bench.gpu.summary import summarise
 from bench.gpu.timing import OverLimit, free
 from bench.report import report
@@ -39,6 +40,7 @@ STEPS: tuple[tuple[str, Callable[[Run], None], float], ...] = (
     ("sdxl", sdxl, 60.0),
     ("flux_schnell", flux_schnell, 45.0),  # guessed: build 15 s, batch 1 4 × 1.5 s; batch 4 if it fits
     ("sd35_medium", sd35_medium, 45.0),  # guessed: build 10 s, batch 1 4 × 3 s; batch 4 if it fits
+    ("wan_i2v", wan_i2v, 100.0),  # guessed: build 30 s, a 1-step warm call and a 3-step call, VAE ~15 s each
     ("inpaint", inpaint, 20.0),
     ("flops", flops, 10.0),
     ("safety", safety, 10.0),

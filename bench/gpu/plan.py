@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from bench.archs import Arch, get_arch
 from bench.archs_dit import DiTArch, get_dit_arch
+from bench.archs_video import VideoArch, get_video_arch
 
 PROMPT = "a red fox in the snow, golden hour, highly detailed photograph"
 
@@ -23,6 +24,7 @@ class Plan:
     sdxl_batches: tuple[int, ...]
     flux_batches: tuple[int, ...]  # Flux.1-schnell
     sd35_batches: tuple[int, ...]  # SD 3.5 medium
+    video_steps: int  # Wan 2.1 image-to-video: denoising steps of the timed call (at least 2: step gaps)
     edit_batch: int  # inpainting, the VAE decode, the safety checker, the profile and the variants
     vae_batch: int  # the VAE decode with slicing on and off
     warmup: int  # untimed runs before each timing
@@ -38,6 +40,10 @@ class Plan:
         """The full-size transformer architecture, or its tiny stand-in in a dry run."""
         return get_dit_arch(name, tiny=self.tiny)
 
+    def video_arch(self, name: str) -> VideoArch:
+        """The full-size image-to-video architecture, or its tiny stand-in in a dry run."""
+        return get_video_arch(name, tiny=self.tiny)
+
 
 FULL = Plan(
     tiny=False,
@@ -48,6 +54,7 @@ FULL = Plan(
     sdxl_batches=(1, 4),
     flux_batches=(1, 4),
     sd35_batches=(1, 4),
+    video_steps=3,
     edit_batch=8,
     vae_batch=16,
     warmup=1,
@@ -65,6 +72,7 @@ DRY = Plan(
     sdxl_batches=(1, 2),
     flux_batches=(1, 2),
     sd35_batches=(1, 2),
+    video_steps=2,
     edit_batch=2,
     vae_batch=2,
     warmup=1,

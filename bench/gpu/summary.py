@@ -38,6 +38,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     single = next(latest(records, "sd15_single"), {})
     service = next(latest(records, "service"), {})
     sdxl = [r for r in latest(records, "sdxl_batch")]
+    video = next(latest(records, "video_clip"), {})
     best_sd15 = max((r["images_per_s"] for r in sd15.values()), default=None)
     figures: dict[str, Any] = {
         "gpu": env.get("gpu") or "none (CPU run: not a GPU figure)",
@@ -54,6 +55,9 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         "sdxl_peak_memory_gib": {f"{r['images']} ({r['vae']})": r["peak_memory_gib"] for r in sdxl},
         **_dit(records, "flux_schnell", "flux_schnell_batch"),
         **_dit(records, "sd35_medium", "sd35_batch"),
+        "wan_i2v_frames_per_s": video.get("frames_per_s"),
+        "wan_i2v_clip_s": video.get("clip_s"),
+        "wan_i2v_peak_memory_gib": video.get("peak_memory_gib"),
         "inpaint_images_per_s": {
             str(r["images"]): r["images_per_s"] for r in latest(records, "inpaint_batch")
         },
