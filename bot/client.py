@@ -116,7 +116,7 @@ class ImagineBot(commands.Bot):
             clock=clock,
             edit_interval_s=edit_interval_s,
             metrics=metrics,
-            animates=settings.video_model is not None,
+            second_models=settings.second_models,
         )
         loras = lora_catalog(settings)
         self.services = Services(settings, store, backend, image_store, self.runner, clock, loras)

@@ -180,7 +180,9 @@ Reacting with 🔄 or 1️⃣–4️⃣ on a result does the same. **📋** show
 **/usage** your limits and what's left · **/queue** what's waiting · **/cancel** stop your job · \
 **/show** `job` post a result again · **/describe** `image` (or Apps → Describe on a message): four prompts \
 for a picture, with **Imagine 1–4** buttons · **Animate (Low|High motion)** on a one-image result, \
-or **/animate** `image`: a short video (where the bot has a video model), with **Extend** for more.
+or **/animate** `image`: a short video (where the bot has a video model), with **Extend** for more · \
+**Edit** on a one-image result, or **/edit** `image` `instruction`: change it in words (where the bot has an \
+edit model).
 Admins (Manage Server): **/limits show|set|reset**, **/blocklist add|remove|list**."""
 HELP_TEXT += (
     "\n**Grammar**: `a {red, blue} fox` one job per choice (16 at most) · `--repeat 3` (1–8, new seeds)"

@@ -19,6 +19,8 @@ from generation.cli_settings import DEFAULT_MODEL_ID
 from generation.model_set import ModelSet
 from generation.pipelines.options import OptimiseOptions, parse_optimise
 from generation.pipelines.safety_options import DEFAULT_SAFETY_CHECKER, SAFETY_MODES
+from generation.pipelines.source import TINY_EDIT_MODEL_ID, TINY_VIDEO_MODEL_ID, side_model
+from jobs.delivery import SecondModel
 from storage.interface import Limits
 
 BACKENDS = ("local", "ray")
@@ -64,7 +66,14 @@ class Settings:
     model_memory_gb: float | None = None  # MODEL_MEMORY_GB: the models' budget off CUDA (None: no limit)
     lora_dir: Path | None = None  # LORA_DIR: a folder of NAME.safetensors LoRA adapters
     video_model: str | None = None  # VIDEO_MODEL: the image-to-video pipeline of Animate (unset: none)
+    edit_model: str | None = None  # EDIT_MODEL: the instruction-editing model of Edit (unset: none)
     video_cost: int = 8  # VIDEO_COST: images of a member's quota one video spends (guilds may override)
+
+    @property
+    def second_models(self) -> frozenset[SecondModel]:
+        """The second models set (VIDEO_MODEL, EDIT_MODEL): one-image results carry their buttons."""
+        set_up = {SecondModel.ANIMATE: self.video_model, SecondModel.EDIT: self.edit_model}
+        return frozenset(kind for kind, model in set_up.items() if model is not None)
 
     @property
     def model_set(self) -> ModelSet:
@@ -241,7 +250,8 @@ def settings_from_mapping(env: Mapping[str, str]) -> Settings:
         models=_models(env),
         model_memory_gb=_float(env, "MODEL_MEMORY_GB", 0.0, minimum=0.1) or None,
         lora_dir=Path(lora).expanduser() if (lora := _str(env, "LORA_DIR")) else None,
-        video_model=_str(env, "VIDEO_MODEL"),
+        video_model=side_model(_str(env, "VIDEO_MODEL"), TINY_VIDEO_MODEL_ID),
+        edit_model=side_model(_str(env, "EDIT_MODEL"), TINY_EDIT_MODEL_ID),
         video_cost=video_cost,
     )
 

@@ -60,6 +60,7 @@ def load_engine(settings: Settings) -> Engine:
         memory_budget_gb=settings.model_memory_gb,
         lora_dir=settings.lora_dir,
         video_model=settings.video_model,
+        edit_model=settings.edit_model,
     )
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -20,6 +21,13 @@ def token_expiry(created_at: float) -> float:
     return created_at + TOKEN_LIFETIME_S - TOKEN_MARGIN_S
 
 
+class SecondModel(StrEnum):
+    """A model besides the image models whose buttons a one-image result carries, where it is set."""
+
+    ANIMATE = "animate"  # VIDEO_MODEL: Animate (Low motion), Animate (High motion)
+    EDIT = "edit"  # EDIT_MODEL: Edit (in words)
+
+
 @dataclass(frozen=True)
 class ResultPost:
     """A finished job's message: text, the image file(s), and buttons for `image_count` images."""
@@ -29,7 +37,7 @@ class ResultPost:
     files: tuple[OutFile, ...]
     image_count: int
     features: Features = field(default_factory=Features)  # what its model can do next (the buttons)
-    animate: bool = False  # a one-image result may become a clip (VIDEO_MODEL is set)
+    second_models: frozenset[SecondModel] = frozenset()  # whose buttons it carries (a one-image result)
     video: bool = False  # the file is a clip (MP4): Extend, 📋 and 🗑️
 
 

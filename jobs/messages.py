@@ -51,6 +51,7 @@ _MODE_TEXT = {
     Mode.UPSCALE: " (upscale)",
     Mode.EDIT: " (edit)",
     Mode.ANIMATE: " (video)",
+    Mode.INSTRUCT: " (edit in words)",
 }
 
 
@@ -89,6 +90,9 @@ def made_from(job: JobRecord, request: GenerationRequest) -> str:
         if request.video.extend:
             return f"more of the clip of {parent}"
         return f"a clip of {image}" if job.parent_job_id else "a clip of the member's own picture"
+    if request.mode is Mode.INSTRUCT:
+        own = "the member's own picture"
+        return f"an edit in words of {image if job.parent_job_id else own}"
     if request.mode is Mode.VARIATION:
         return f"a variation of {image}"
     if request.mode is Mode.UPSCALE:
@@ -109,8 +113,12 @@ def details_text(job: JobRecord, request: GenerationRequest) -> str:
         f"**Negative:** {negative}",
         f"**Seeds:** {', '.join(str(s) for s in seeds)}",
         f"**Model:** {quote(request.model)} · **Sampler:** {sampler}",
-        f"**Size:** {request.width}×{request.height} ({request.aspect}) · **Steps:** {request.steps} · "
-        f"**CFG:** {request.guidance:g}"
+        f"**Size:** {request.width}×{request.height} ({request.aspect}) · "
+        + (
+            f"**Steps:** {request.steps} · **CFG:** {request.guidance:g}"
+            if request.steps
+            else "**Steps** and **CFG:** the model's own"  # an Edit in words: its PNG says them
+        )
         if request.video is None
         else f"**Video:** {request.video.motion.value} motion; size, frames and steps the video model's own",
         f"**Made from:** {made_from(job, request)}",

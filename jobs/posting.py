@@ -52,7 +52,7 @@ class ResultPoster:
     delivery_timeout_s: float = DELIVERY_TIMEOUT_S
     upload_limits: dict[str, int] = field(default_factory=dict)  # job id → the interaction's, while it runs
     features_of: Callable[[str], Features] = field(default=lambda _model: Features())  # a model's (buttons)
-    animates: bool = False  # VIDEO_MODEL is set: one-image results carry the Animate buttons
+    second_models: frozenset[delivery.SecondModel] = frozenset()  # set: one-image results carry their buttons
 
     def via_token(self, job: JobRecord) -> bool:
         """True while the job's interaction token may still be used."""
@@ -131,7 +131,7 @@ class ResultPoster:
             files,
             len(pngs),
             self.features_of(request.model),
-            animate=self.animates and not video and len(pngs) == 1,
+            second_models=self.second_models if not video and len(pngs) == 1 else frozenset(),
             video=video,
         )
 

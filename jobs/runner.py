@@ -36,7 +36,7 @@ from generation.backends.protocol import (
 )
 from generation.families.features import Features
 from generation.prompts.request import GenerationRequest
-from jobs.delivery import Outbox, ResultImages
+from jobs.delivery import Outbox, ResultImages, SecondModel
 from jobs.log_fields import job_fields
 from jobs.messages import given_back_text, progress_text, queued_text
 from jobs.metrics import JobMetrics, NoMetrics
@@ -75,9 +75,9 @@ class JobRunner:
         sleep: Sleep = asyncio.sleep,
         retry_delay: Callable[[int], float] | None = None,
         metrics: JobMetrics | None = None,
-        animates: bool = False,
+        second_models: frozenset[SecondModel] = frozenset(),
     ) -> None:
-        """`animates`: VIDEO_MODEL is set (one-image results carry the Animate buttons)."""
+        """`second_models`: those set (VIDEO_MODEL, EDIT_MODEL): one-image results carry their buttons."""
         self.store = store
         self.backend = backend
         self.images = images
@@ -97,7 +97,7 @@ class JobRunner:
             sleep,
             retry_delay or backoff_delays(),
             features_of=self.features_of,
-            animates=animates,
+            second_models=second_models,
         )
 
     def features_of(self, model: str) -> Features:

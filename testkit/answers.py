@@ -56,3 +56,23 @@ def mid_generation(recs: list[InteractionRecord]) -> bool:
 def results_for(messages: Iterable[Message], job_id: str) -> list[Message]:
     """The finished results among `messages` that carry `job_id` on their buttons."""
     return [m for m in messages if is_result(m) and any(job_id in c for c in m.custom_ids)]
+
+
+def button_labels(message: Message) -> list[str]:
+    """The message's buttons as a member reads them: each one's label, else its emoji, in order."""
+    return [
+        str(c.get("label") or c.get("emoji", {}).get("name"))
+        for row in message.components
+        for c in row["components"]
+    ]
+
+
+def button_id(message: Message, label: str) -> str:
+    """The custom id of the message's one button read as `label` (its label, else its emoji)."""
+    [custom_id] = [
+        c["custom_id"]
+        for row in message.components
+        for c in row["components"]
+        if (c.get("label") or c.get("emoji", {}).get("name")) == label
+    ]
+    return str(custom_id)

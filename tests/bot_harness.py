@@ -183,7 +183,8 @@ class BotWorld:
         images = ImageStore(settings.output_dir)
         model = self.tiny_model
         wrapper = self.engine_wrapper
-        wrap_pool = settings.video_model is not None  # the wrapper sees clips too: it wraps the pool
+        side_models = (settings.video_model, settings.edit_model)
+        wrap_pool = any(side_models)  # the wrapper sees clips and edits too: it wraps the pool
 
         def one_engine(choice: Any = None) -> Any:
             from generation.pipelines.engine import DiffusersEngine
@@ -203,16 +204,23 @@ class BotWorld:
             return VideoEngine.load(choice.name, choice.source, "cpu", cache_dir=self.root / "model-cache")
 
         def engine_factory() -> Any:
-            if not settings.models and not settings.video_model:
+            if not settings.models and not any(side_models):
                 return one_engine()
             from generation.model_set import ModelChoice
-            from generation.pipelines.engine_pool import EnginePool
+            from generation.pipelines.engine_pool import EnginePool, instruction_editor
 
             # MODELS: every name gets an engine of its own over the session's tiny model (a name whose
-            # source is another family's tiny model, `tiny-flux` say, loads that). VIDEO_MODEL: loaded
-            # on first use, as the real pool does.
-            video = ModelChoice(settings.video_model, settings.video_model) if settings.video_model else None
-            pool = EnginePool(settings.model_set, one_engine, video=video, video_loader=video_engine)
+            # source is another family's tiny model, `tiny-flux` say, loads that). VIDEO_MODEL and
+            # EDIT_MODEL: loaded on first use, as the real pool does.
+            on_demand = [
+                (ModelChoice(name, name), loader)
+                for name, loader in (
+                    (settings.video_model, video_engine),
+                    (settings.edit_model, lambda choice: instruction_editor(one_engine(choice))),
+                )
+                if name is not None
+            ]
+            pool = EnginePool(settings.model_set, one_engine, on_demand=on_demand)
             return wrapper(pool) if wrapper is not None and wrap_pool else pool
 
         service = GenerationService(

@@ -20,6 +20,8 @@ from PIL import Image, ImageOps
 from generation.media.compose import read_parameters
 from generation.media.video import decode_frames, encode_mp4, probe_mp4
 from storage.interface import JobState
+from testkit.answers import button_id as button
+from testkit.answers import button_labels as labels
 from testkit.answers import job_of
 from testkit.discord_loopback import InteractionRecord, Member, Message, Upload
 from tests.bot_harness import BotWorld, FaultyEngine, T
@@ -45,24 +47,6 @@ async def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> As
 async def wide(world: BotWorld) -> Message:
     """A finished one-image 3:2 result of alice's."""
     return await world.wait_result(world.imagine("a windmill in a field --ar 3:2 --seed 3 --n 1"))
-
-
-def labels(message: Message) -> list[str]:
-    return [
-        c.get("label") or c.get("emoji", {}).get("name")
-        for row in message.components
-        for c in row["components"]
-    ]
-
-
-def button(message: Message, label: str) -> str:
-    [custom_id] = [
-        c["custom_id"]
-        for row in message.components
-        for c in row["components"]
-        if (c.get("label") or c.get("emoji", {}).get("name")) == label
-    ]
-    return str(custom_id)
 
 
 def attachment(message: Message) -> tuple[str, bytes]:

@@ -20,9 +20,10 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
+from bot.formatting import HELP_TEXT
 from generation.media.compose import read_parameters
 from storage.interface import JobState
-from testkit.answers import JOB_RE
+from testkit.answers import JOB_RE, live_ephemeral
 from testkit.discord_loopback import CommandNotPermitted, InteractionRecord, Message, Upload
 from tests.bot_harness import BotWorld, T, is_result
 from tests.world_fixtures import started_world
@@ -122,6 +123,7 @@ async def test_login_and_command_sync(world: BotWorld) -> None:
         "blocklist",
         "cancel",
         "describe",
+        "edit",
         "help",
         "imagine",
         "limits",
@@ -421,6 +423,16 @@ async def test_member_commands_answer(world: BotWorld, command: str, fragment: s
     message = await world.wait_ephemeral(rec)
     assert fragment.lower() in message.content.lower()
     assert all(m.ephemeral or m.deleted for m in rec.messages)
+
+
+async def test_help_comes_whole_in_private_messages_that_each_fit(world: BotWorld) -> None:
+    rec = world.server.invoke("help", {}, guild=world.guild, channel=world.channel, member=world.alice)
+    await rec.wait_final(lambda r: len(live_ephemeral(r)) >= 2, timeout=T)  # HELP_TEXT passed 2,000
+    texts = [m.content for m in live_ephemeral(rec)]
+    assert all(len(text) <= 2000 for text in texts) and "Page 1 of" in texts[0]
+    whole = "\n".join(texts)
+    for line in HELP_TEXT.splitlines():
+        assert line in whole  # every line on a page, none cut
 
 
 async def test_cancel_answers(world: BotWorld) -> None:

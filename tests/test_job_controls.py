@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from bot.views.custom_ids import ANIMATE_BUTTONS
+from bot.views.custom_ids import SECOND_MODEL_BUTTONS
 from bot.views.edit_buttons import EDIT_BUTTON_LOOKS
 from storage.interface import JobState
 from testkit.answers import job_of
@@ -112,7 +112,7 @@ async def test_result_buttons_include_info_and_delete(owl: Message) -> None:
     edits = [
         str(label or emoji)
         for button, (label, emoji, _row) in EDIT_BUTTON_LOOKS.items()
-        if label != "Make Square" and button not in ANIMATE_BUTTONS  # no video model is set here
+        if label != "Make Square" and button not in SECOND_MODEL_BUTTONS  # no VIDEO_MODEL, EDIT_MODEL here
     ]
     assert sorted(_labels(owl)) == sorted(["U1", "🔄", "V1", "📋", "🗑️", *edits])  # a square picture
 

@@ -23,7 +23,7 @@ from generation.media.compose import read_parameters  # noqa: E402
 from generation.media.video import probe_mp4  # noqa: E402
 from generation.model_set import ModelSet  # noqa: E402
 from generation.prompts.edits import Direction, EditKind, edit_spec  # noqa: E402
-from generation.prompts.request import animate_of, edit_of  # noqa: E402
+from generation.prompts.request import animate_of, edit_of, instruct_of  # noqa: E402
 from generation.prompts.video import Motion  # noqa: E402
 from generation.scheduling.job_state import MemoryImages  # noqa: E402
 from tests.fixtures_generation import tiny_request, tiny_source_png  # noqa: E402
@@ -45,7 +45,9 @@ async def backend(ray_cluster: None, tiny_cache_dir: Path) -> AsyncIterator[RayB
         # Room for a second call on a replica: the next batch is routed while the last one's call is
         # still closing on its replica; with one slot Serve would fall back to the other replica.
         max_ongoing=2,
-        models=ReplicaModels(ModelSet.parse("first=tiny,second=tiny-flux"), video_model="tiny-video"),
+        models=ReplicaModels(
+            ModelSet.parse("first=tiny,second=tiny-flux"), video_model="tiny-video", edit_model="tiny-kontext"
+        ),
     )
     await b.start()
     yield b
@@ -107,3 +109,19 @@ async def test_a_clip_runs_on_a_replica_that_loads_the_video_model_on_first_use(
     info = probe_mp4(clip.png)
     assert clip.media == "mp4" and (info.codec, info.frames) == ("h264", 9)
     assert (info.width, info.height) == (clip.width, clip.height) and info.width > info.height
+
+
+async def test_an_edit_in_words_runs_on_a_replica_that_loads_the_edit_model_on_first_use(
+    backend: RayBackend,
+) -> None:
+    assert "tiny-kontext" not in backend.catalog  # asked for by Edit, never by `--model`
+    digest = IMAGES.add(tiny_source_png(size=(72, 48)))
+    request = instruct_of(
+        source_hash=digest, size=(72, 48), instruction="make it winter", edit_model="tiny-kontext", seed=5
+    )
+    result = await backend.submit("edit-words", "alice", request).result()
+    assert isinstance(result, GenerationResult)
+    [image] = result.images
+    assert (image.width, image.height) == (72, 48)  # the picture's size, though Kontext draws at 16s
+    text = read_parameters(image.png) or ""
+    assert text.startswith("make it winter\n") and "Model: tiny-kontext" in text

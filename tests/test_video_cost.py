@@ -1,5 +1,6 @@
-"""The video cost of Animate, apart from Discord: the bot's VIDEO_COST and VIDEO_MODEL settings, a guild's
-own cost over the bot's, the `/server-defaults video_cost:` option checked, and the panel's line.
+"""The video cost of Animate, apart from Discord: the bot's VIDEO_COST, VIDEO_MODEL (and EDIT_MODEL)
+settings, a guild's own cost over the bot's, the `/server-defaults video_cost:` option checked, and the
+panel's line.
 (Through the real client: tests/test_bot_settings.py; the stored column: tests/test_storage.py.)"""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import pytest
 from bot.commands.errors import UserError
 from bot.commands.settings import CLEAR_COST, settings_text, video_cost, video_cost_changes
 from bot.settings import MAX_VIDEO_COST, SettingsError, settings_from_mapping
+from jobs.delivery import SecondModel
 from storage.interface import PromptSettings
 
 
@@ -21,6 +23,16 @@ def test_video_settings_default_to_eight_images_and_no_video_model() -> None:
     assert (s.video_cost, s.video_model) == (8, None)  # blank: unset
     for edge in ("1", str(MAX_VIDEO_COST)):
         assert settings_from_mapping({"DISCORD_TOKEN": "x", "VIDEO_COST": edge}).video_cost == int(edge)
+
+
+def test_tiny_names_the_tiny_second_models_and_each_set_one_brings_its_buttons() -> None:
+    s = settings_from_mapping({"DISCORD_TOKEN": "x", "VIDEO_MODEL": "tiny", "EDIT_MODEL": "tiny"})
+    assert (s.video_model, s.edit_model) == ("tiny-video", "tiny-kontext")  # `tiny` is the image model's
+    assert s.second_models == {SecondModel.ANIMATE, SecondModel.EDIT}
+    s = settings_from_mapping({"DISCORD_TOKEN": "x", "EDIT_MODEL": " black-forest-labs/FLUX.1-Kontext-dev "})
+    assert (s.video_model, s.edit_model) == (None, "black-forest-labs/FLUX.1-Kontext-dev")
+    assert s.second_models == {SecondModel.EDIT}
+    assert settings_from_mapping({"DISCORD_TOKEN": "x"}).second_models == frozenset()
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from discord import app_commands
 from bot.commands.admin import admin_commands
 from bot.commands.animate import animate_commands
 from bot.commands.describe import DescribeCommand, describe_commands
+from bot.commands.edit_words import edit_commands
 from bot.commands.imagine import imagine_commands
 from bot.commands.job_controls import job_control_commands
 from bot.commands.member import member_commands
@@ -28,6 +29,7 @@ def all_commands(
     return [
         *imagine_commands(services),
         *animate_commands(services),
+        *edit_commands(services),
         *member_commands(services),
         *job_control_commands(services),
         *describe_commands(services, DescribeCommand(services)),

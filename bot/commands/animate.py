@@ -8,27 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import io
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
 from discord import app_commands
-from PIL import Image
 
 from bot.commands.derive import check_parent, parent_request, source_bytes
-from bot.commands.errors import UserError, member_role_ids, require_post_permissions, send_private
-from bot.commands.imagine import check_attachment, refuse_unqueueable
+from bot.commands.errors import UserError, require_post_permissions, send_private
+from bot.commands.imagine import refuse_unqueueable
+from bot.commands.picture_jobs import own_picture, picture_size_of, result_picture, submit_own_picture_job
 from bot.commands.settings import video_cost
 from bot.formatting import refusal_text
 from bot.services import Services
-from bot.views.custom_ids import ButtonRef, EditButton, new_job_id
-from generation.media.image_store import decode_image
-from generation.prompts.request import GenerationRequest, animate_of, extend_of
+from bot.views.custom_ids import ButtonRef, EditButton
+from generation.prompts.request import GenerationRequest, animate_of, extend_of, picture_request
 from generation.prompts.video import Motion
-from jobs.delivery import token_expiry
-from storage.interface import JobRecord, NewJob, Refusal, Reservation
+from storage.interface import JobRecord, Refusal, Reservation
 
 NOT_SET_UP = "Animate isn't set up on this bot (its admin sets `VIDEO_MODEL`)."
 MOTION_OF_BUTTON = {EditButton.ANIMATE_LOW: Motion.LOW, EditButton.ANIMATE_HIGH: Motion.HIGH}
@@ -39,12 +36,6 @@ SubmitDerived = Callable[
     Awaitable[Reservation | Refusal],
 ]
 """`ResultActions.submit_derived`: reserve and queue a request made from a result, spending `images`."""
-
-
-def picture_size_of(data: bytes) -> tuple[int, int]:
-    """A stored picture's width and height, from its header."""
-    with Image.open(io.BytesIO(data)) as picture:
-        return picture.size
 
 
 class AnimateActions:
@@ -70,16 +61,8 @@ class AnimateActions:
     async def on_click(self, interaction: discord.Interaction[Any], ref: ButtonRef) -> None:
         """`Animate (Low motion)`/`(High motion)` on a one-image result: a clip of its picture."""
         model = self.video_model()
-        assert ref.edit is not None and interaction.guild_id is not None
-        require_post_permissions(interaction)
-        await interaction.response.defer(thinking=True)
-        interaction.extras["public_defer"] = True
-        bot = self.services
-        parent = check_parent(await bot.store.get_job(ref.job_id), interaction.guild_id, ref)
-        if len(parent.image_paths) != 1:
-            raise UserError("Animate works on a one-image result: upscale one picture first.")
-        data = await asyncio.to_thread(source_bytes, parent, 0)
-        digest = await asyncio.to_thread(bot.image_store.put, data)
+        assert ref.edit is not None
+        parent, data, digest = await result_picture(self.services, interaction, ref, "Animate")
         request = animate_of(
             parent_request(parent),
             source_hash=digest,
@@ -133,54 +116,21 @@ class AnimateActions:
     ) -> None:
         """`/animate`: a clip of a member's own picture."""
         model = self.video_model()
-        if interaction.guild_id is None or interaction.channel_id is None:
-            raise UserError("`/animate` only works in a server channel.")
-        require_post_permissions(interaction)
-        limit = interaction.filesize_limit
-        check_attachment(image, limit)
         if len(prompt) > MAX_ANIMATE_PROMPT:
             raise UserError(f"The prompt is {len(prompt)} characters; at most {MAX_ANIMATE_PROMPT}.")
-        await interaction.response.defer(thinking=True)
-        interaction.extras["public_defer"] = True
-        bot = self.services
-        data = await image.read()
-        if len(data) > limit:
-            raise UserError("That picture is larger than this server's upload limit.")
-        picture = await asyncio.to_thread(decode_image, data)
-        digest = await asyncio.to_thread(bot.image_store.put, data)
-        stand_in = GenerationRequest(
-            prompt=prompt,
-            width=picture.width,
-            height=picture.height,
-            steps=0,
-            guidance=0.0,
-            seeds=(0,),
-            model=model,
-        )
+        picture, digest = await own_picture(self.services, interaction, image)
         request = animate_of(
-            stand_in,
+            picture_request(prompt, picture.size, model),
             source_hash=digest,
             size=picture.size,
             motion=motion,
             video_model=model,
             seed=secrets.randbelow(2**32),
         )
-        await refuse_unqueueable(bot, interaction.guild_id, [request])  # the server's blocked words
+        assert interaction.guild_id is not None
+        await refuse_unqueueable(self.services, interaction.guild_id, [request])  # the server's blocked words
         cost = await self.cost(interaction.guild_id, interaction.user.id)
-        job = NewJob(
-            job_id=new_job_id(),
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            owner_id=interaction.user.id,
-            request_json=request.to_json(),
-            images=cost,
-            interaction_id=interaction.id,
-            interaction_token=interaction.token,
-            token_expires_at=token_expiry(bot.clock()),
-        )
-        outcome = await bot.runner.submit(job, request, member_role_ids(interaction.user), upload_limit=limit)
-        if isinstance(outcome, Refusal):
-            await send_private(interaction, refusal_text(outcome, cost))
+        await submit_own_picture_job(self.services, interaction, request, cost)
 
 
 def animate_commands(services: Services) -> list[app_commands.Command[Any, Any, None]]:

@@ -58,11 +58,18 @@ async def refuse_unqueueable(services: Services, guild_id: int, requests: list[G
         why = await asyncio.to_thread(services.loras.refusal, model, loras)
         if why is not None:
             raise UserError(f"{why} It wasn't queued.")
+    await refuse_blocked_words(services, guild_id, [r.prompt for r in requests])
+
+
+async def refuse_blocked_words(
+    services: Services, guild_id: int, texts: list[str], what: str = "prompt"
+) -> None:
+    """A `UserError` when any of `texts` (a member's `what`) holds a word the server blocks."""
     words = await services.store.blocked_words(guild_id)
-    blocked = next((b for b in (find_blocked(r.prompt, words) for r in requests) if b is not None), None)
+    blocked = next((b for b in (find_blocked(text, words) for text in texts) if b is not None), None)
     if blocked is not None:
         raise UserError(
-            f"Your prompt contains a word this server blocks (“{quote(blocked)}”), so it wasn't queued."
+            f"Your {what} contains a word this server blocks (“{quote(blocked)}”), so it wasn't queued."
         )
 
 

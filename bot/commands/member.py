@@ -11,7 +11,7 @@ from discord import app_commands
 from bot.commands.errors import UserError, has_manage_guild, member_role_ids, report_error
 from bot.commands.job_controls import cancel_active, job_on_this_server
 from bot.commands.settings import prompt_context
-from bot.formatting import HELP_TEXT, model_text, usage_text
+from bot.formatting import HELP_TEXT, model_text, pages, usage_text
 from bot.services import Services
 from bot.views.pager import Listing, PagedList
 from storage.interface import JobState
@@ -108,7 +108,10 @@ def member_commands(services: Services) -> list[app_commands.Command[Any, Any, N
     @app_commands.command(name="help", description="How to use the bot")
     @app_commands.guild_only()
     async def help(interaction: discord.Interaction[Any]) -> None:
-        await interaction.response.send_message(HELP_TEXT, ephemeral=True)
+        first, *rest = pages([], HELP_TEXT.splitlines())  # one private message per 2,000 characters
+        await interaction.response.send_message(first, ephemeral=True)
+        for page in rest:
+            await interaction.followup.send(page, ephemeral=True)
 
     @app_commands.command(name="loras", description="The LoRA styles you can add with <lora:name:weight>")
     @app_commands.guild_only()

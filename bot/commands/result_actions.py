@@ -19,6 +19,7 @@ from bot.commands.animate import AnimateActions
 from bot.commands.derive import check_model_runs, check_parent, derive, parent_request, source_bytes
 from bot.commands.describe import prompt_of
 from bot.commands.edit_actions import EditActions
+from bot.commands.edit_words import EditInWords
 from bot.commands.errors import (
     UserError,
     member_role_ids,
@@ -37,6 +38,7 @@ from bot.views.custom_ids import (
     DERIVING_ACTIONS,
     Action,
     ButtonRef,
+    EditButton,
     is_known_custom_id,
     new_job_id,
 )
@@ -98,6 +100,7 @@ class ResultActions:
         self.imagine = ImagineCommand(services)
         self.edits = EditActions(services, self.submit_derived)
         self.animate = AnimateActions(services, self.submit_derived)
+        self.edit_in_words = EditInWords(services, self.submit_derived)
 
     async def start_derived(
         self, ref: ButtonRef, clicker: Clicker, *, remix: str | None = None
@@ -165,6 +168,8 @@ class ResultActions:
                 raise UserError("This only works in a server channel.")
             if ref.action is Action.EDIT and ref.edit in ANIMATE_BUTTONS:
                 await self.animate.on_click(interaction, ref)
+            elif ref.action is Action.EDIT and ref.edit is EditButton.INSTRUCT:
+                await self.edit_in_words.on_click(interaction, ref)
             elif ref.action is Action.EXTEND:
                 await self.animate.on_extend(interaction, ref)
             elif ref.action is Action.EDIT:

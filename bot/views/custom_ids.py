@@ -52,6 +52,7 @@ class EditButton(StrEnum):
     UPSCALE_CREATIVE = "uc"
     ANIMATE_LOW = "al"  # the picture becomes a clip (VIDEO_MODEL), low motion
     ANIMATE_HIGH = "ah"
+    INSTRUCT = "ei"  # `Edit`: the picture changed as the member's words say (EDIT_MODEL)
 
 
 INDEXED_ACTIONS = frozenset({Action.VARIATION, Action.UPSCALE})
@@ -60,6 +61,8 @@ DERIVING_ACTIONS = frozenset({Action.VARIATION, Action.UPSCALE, Action.REROLL, A
 """Actions that make a new job from a result."""
 ANIMATE_BUTTONS = frozenset({EditButton.ANIMATE_LOW, EditButton.ANIMATE_HIGH})
 """The one-image result's buttons that make a clip (on the video model, not the picture's)."""
+SECOND_MODEL_BUTTONS = ANIMATE_BUTTONS | {EditButton.INSTRUCT}
+"""The one-image result's buttons that run on a second model (VIDEO_MODEL, EDIT_MODEL), not the picture's."""
 
 
 CUSTOM_ID_PREFIX = "imagine:"

@@ -1,7 +1,7 @@
 """The buttons of a one-image result (PRODUCT.md "Working on one picture"): Vary, Zoom Out, pan,
-Make Square and Upscale (and, where VIDEO_MODEL is set, Animate), as `DynamicItem`s whose custom id
-carries the job, so they work after a restart. Clicks go to the bot's `ButtonActions.on_result_button`
-like every result button."""
+Make Square and Upscale (and, where VIDEO_MODEL is set, Animate; where EDIT_MODEL is, Edit), as
+`DynamicItem`s whose custom id carries the job, so they work after a restart. Clicks go to the bot's
+`ButtonActions.on_result_button` like every result button."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ from typing import Any
 
 import discord
 
-from bot.views.custom_ids import ANIMATE_BUTTONS, EDIT_TEMPLATE, Action, ButtonRef, EditButton, make_custom_id
+from bot.views.custom_ids import (
+    ANIMATE_BUTTONS,
+    EDIT_TEMPLATE,
+    SECOND_MODEL_BUTTONS,
+    Action,
+    ButtonRef,
+    EditButton,
+    make_custom_id,
+)
+from jobs.delivery import SecondModel
 
 # edit → (label, emoji, row) on the result; labels are PRODUCT.md's (outside tests click by them)
 EDIT_BUTTON_LOOKS: dict[EditButton, tuple[str | None, str | None, int]] = {
@@ -29,6 +38,7 @@ EDIT_BUTTON_LOOKS: dict[EditButton, tuple[str | None, str | None, int]] = {
     EditButton.PAN_DOWN: (None, "⬇️", 2),
     EditButton.ANIMATE_LOW: ("Animate (Low motion)", None, 4),
     EditButton.ANIMATE_HIGH: ("Animate (High motion)", None, 4),
+    EditButton.INSTRUCT: ("Edit", None, 4),
 }
 EDIT_ROWS = 3  # the rows the edit buttons fill; a one-image result's other buttons go below them
 
@@ -64,15 +74,22 @@ def edit_items(job_id: str, *, square: bool) -> list[EditItem]:
     edits = [
         e
         for e in EDIT_BUTTON_LOOKS
-        if e not in ANIMATE_BUTTONS and not (square and e is EditButton.MAKE_SQUARE)
+        if e not in SECOND_MODEL_BUTTONS and not (square and e is EditButton.MAKE_SQUARE)
     ]
     return [EditItem(ButtonRef(Action.EDIT, job_id, edit=edit)) for edit in edits]
 
 
-def animate_items(job_id: str) -> list[EditItem]:
-    """`Animate (Low motion)` and `Animate (High motion)`, on the last row of a one-image result."""
+SECOND_MODEL_OF: dict[EditButton, SecondModel] = {
+    **dict.fromkeys(ANIMATE_BUTTONS, SecondModel.ANIMATE),
+    EditButton.INSTRUCT: SecondModel.EDIT,
+}
+
+
+def second_model_items(job_id: str, second_models: frozenset[SecondModel]) -> list[EditItem]:
+    """The buttons of the second models set (`Animate (Low motion)`/`(High motion)`: VIDEO_MODEL;
+    `Edit`: EDIT_MODEL), on the last row of a one-image result."""
     return [
         EditItem(ButtonRef(Action.EDIT, job_id, edit=edit))
         for edit in EDIT_BUTTON_LOOKS
-        if edit in ANIMATE_BUTTONS
+        if edit in SECOND_MODEL_OF and SECOND_MODEL_OF[edit] in second_models
     ]

@@ -1,7 +1,7 @@
 """The modals of the edit loop: `Vary (Region)` (which part, an optional mask, the prompt), `Custom
-Zoom` (a factor and the prompt) and Remix (the prompt and its flags). Each hands what was submitted
-to a callback of `bot.commands.edit_actions`; none holds state beyond the open modal (a modal ends
-with its interaction token, 15 minutes)."""
+Zoom` (a factor and the prompt), Remix (the prompt and its flags) and `Edit` (an instruction). Each
+hands what was submitted to a callback (`bot.commands.edit_actions`, `bot.commands.edit_words`); none
+holds state beyond the open modal (a modal ends with its interaction token, 15 minutes)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from generation.prompts.edits import REGION_NAMES
 
 MODAL_TIMEOUT_S = 15 * 60  # as long as the click's interaction token lives
 PROMPT_MAX = 4000  # Discord's most for a text input
+INSTRUCTION_MAX = 1000  # characters of an `Edit` instruction (`/edit` takes as many)
+DESCRIPTION_MAX = 100  # Discord's most for a label's description
 
 
 @dataclass(frozen=True)
@@ -106,3 +108,24 @@ class RegionModal(_EditModal):
     def submitted(self) -> Submitted:
         mask = self.mask.values[0] if self.mask.values else None
         return Submitted(self.prompt.value, regions=tuple(self.regions.values), mask=mask)
+
+
+class InstructModal(_EditModal):
+    """`Edit`: what to change, in words (empty at first); the picture's prompt shown above it."""
+
+    def __init__(self, prompt: str, on_submit: OnSubmit) -> None:
+        super().__init__("Edit", on_submit)
+        self.instruction = discord.ui.TextInput[Any](
+            custom_id="instruction",
+            style=discord.TextStyle.paragraph,
+            placeholder="make it winter",
+            max_length=INSTRUCTION_MAX,
+            required=True,
+        )
+        shown = f"Its prompt: {prompt}"
+        if len(shown) > DESCRIPTION_MAX:
+            shown = shown[: DESCRIPTION_MAX - 1] + "…"
+        self.add_item(discord.ui.Label(text="What to change", description=shown, component=self.instruction))
+
+    def submitted(self) -> Submitted:
+        return Submitted(self.instruction.value)

@@ -19,9 +19,9 @@ from bot.views.custom_ids import (
     ButtonRef,
     make_custom_id,
 )
-from bot.views.edit_buttons import EDIT_ROWS, animate_items, edit_items
+from bot.views.edit_buttons import EDIT_ROWS, edit_items, second_model_items
 from generation.families.features import Features
-from jobs.delivery import ResultPost
+from jobs.delivery import ResultPost, SecondModel
 
 EXTEND_LABEL = "Extend"
 REROLL_EMOJI = "🔄"
@@ -102,12 +102,12 @@ def result_view(
     *,
     square: bool = True,
     features: Features | None = None,
-    animate: bool = False,
+    second_models: frozenset[SecondModel] = frozenset(),
     video: bool = False,
 ) -> discord.ui.View:
     """U1..Un and 🔄 on the first row, V1..Vn on the second, 📋 🗑️ on the third (n = images shown).
     A one-image result has the edit buttons (`bot.views.edit_buttons`) on top, U1 🔄 V1 📋 🗑️ below
-    them, and with `animate` (VIDEO_MODEL is set) `Animate (Low motion)`/`(High motion)` last;
+    them, and last the buttons of the `second_models` set (Animate: VIDEO_MODEL; Edit: EDIT_MODEL);
     `square` says whether its picture is square (no `Make Square` then). Only what the picture's
     model can run is shown (`features`): no U/V without image-to-image, no edit buttons without the
     edit loop. A clip (`video`) has `Extend`, 📋 and 🗑️."""
@@ -131,7 +131,7 @@ def result_view(
         for item in below:
             item.row = EDIT_ROWS
             view.add_item(item)
-        for item in animate_items(job_id) if animate else ():
+        for item in second_model_items(job_id, second_models):
             view.add_item(item)
         return view
     for i in range(image_count if able.image else 0):
@@ -156,7 +156,7 @@ def post_view(post: ResultPost) -> discord.ui.View:
         post.image_count,
         square=square,
         features=post.features,
-        animate=post.animate,
+        second_models=post.second_models,
         video=post.video,
     )
 

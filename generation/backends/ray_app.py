@@ -52,6 +52,7 @@ class ReplicaModels:
     memory_budget_gb: float | None = None
     lora_dir: Path | None = None
     video_model: str | None = None  # VIDEO_MODEL: each replica loads it on first use
+    edit_model: str | None = None  # EDIT_MODEL: each replica loads it on first use
 
 
 class ServeApp:
@@ -162,6 +163,7 @@ class ServeApp:
             memory_budget_gb=models.memory_budget_gb,
             lora_dir=models.lora_dir,
             video_model=models.video_model,
+            edit_model=models.edit_model,
         )
         return DeploySpec(
             self.name,

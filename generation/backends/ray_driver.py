@@ -140,7 +140,11 @@ class RayBackend(JobScheduler):
             optimise=settings.optimise,
             safety=SafetyOptions(settings.safety, settings.safety_checker_id),
             models=ReplicaModels(
-                settings.model_set, settings.model_memory_gb, settings.lora_dir, settings.video_model
+                settings.model_set,
+                settings.model_memory_gb,
+                settings.lora_dir,
+                settings.video_model,
+                settings.edit_model,
             ),
         )
 

@@ -60,6 +60,7 @@ class DiffusersFactory:
     memory_budget_gb: float | None = None  # MODEL_MEMORY_GB, for the pool off CUDA
     lora_dir: Path | None = None  # LORA_DIR as the replica's machine sees it
     video_model: str | None = None  # VIDEO_MODEL: loaded on the replica on first use
+    edit_model: str | None = None  # EDIT_MODEL: loaded on the replica on first use
 
     def __call__(self) -> Engine:
         from generation.pipelines.engine_pool import load_engines
@@ -73,6 +74,7 @@ class DiffusersFactory:
             memory_budget_gb=self.memory_budget_gb,
             lora_dir=self.lora_dir,
             video_model=self.video_model,
+            edit_model=self.edit_model,
         )
 
 

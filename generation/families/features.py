@@ -40,6 +40,7 @@ class Features:
     chaos: bool = True  # `--chaos`: mixed initial noise
     image: bool = True  # image-to-image (`image`, V1–V4, U1–U4)
     strength: bool = True  # `--strength` acts on it (Kontext's image input takes none: it edits)
+    instruct: bool = False  # edits its image input as the prompt's words say (EDIT_MODEL can be it)
     edits: bool = True  # the edit loop's inpainting buttons (Vary, Zoom, Pan, Region, …)
     lora: str | None = "unet"  # the component a LoRA adapts (None: no LoRA)
     size_step: int = 8  # width and height are multiples of this (the VAE's factor × the patch size)

@@ -58,6 +58,7 @@ def _features(family: str, label: str, guidance: Guidance, samplers: tuple[str, 
         chaos=family != "flux-fill",
         edits=redraws,
         strength=redraws,
+        instruct=family == "flux-kontext",  # its image input is changed as the prompt's words say
         lora="transformer",
         size_step=16,
     )

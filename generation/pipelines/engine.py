@@ -55,6 +55,7 @@ from generation.prompts.request import (
     ModelProfile,
     size_unit,
     snap_size,
+    with_model_defaults,
 )
 from generation.prompts.samplers import SAMPLER_LABELS
 
@@ -190,6 +191,9 @@ class DiffusersEngine:
     ) -> list[list[GeneratedImage]]:
         """One pipeline call for every image of `requests` (equal `batch_key()`); see `Engine.run_batch`."""
         self._check_batch(requests, sources)
+        if requests[0].mode is Mode.INSTRUCT and not self.profile.features.instruct:
+            raise BatchFailed(self.profile.features.refusal("Editing in words", self.profile.name))
+        requests = [with_model_defaults(r, self.profile) for r in requests]  # an Edit's 0 steps: the model's
         first = requests[0]
         prompts = [r.prompt for r in requests for _ in r.seeds]
         negatives = [r.negative_prompt for r in requests for _ in r.seeds]
@@ -257,6 +261,9 @@ class DiffusersEngine:
         if not all(finite):  # the finite requests are still delivered; the others fail (`NonFiniteOutput`)
             pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
         images: list[Image.Image] = pipe.numpy_to_pil(pixels)
+        wanted = (first.width, first.height)
+        if any(image.size != wanted for image in images):  # an Edit's size, drawn at Kontext's multiple of 16
+            images = [image.resize(wanted, Image.Resampling.LANCZOS) for image in images]
         if canvases is not None:  # the kept pixels back exactly, blended only across the seam
             images = [paste_back(image, canvas) for image, canvas in zip(images, canvases, strict=True)]
         flags = self._check(images) if self._check is not None else [False] * len(images)

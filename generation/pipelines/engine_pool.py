@@ -81,15 +81,14 @@ class EnginePool:
         budget_bytes: int | None = None,
         free_bytes: Callable[[], int | None] = lambda: None,
         size_of: Callable[[Engine], int] = engine_bytes,
-        video: ModelChoice | None = None,
-        video_loader: EngineLoader | None = None,
+        on_demand: Sequence[tuple[ModelChoice, EngineLoader]] = (),
     ) -> None:
-        """Loads the default model now (a failure raises: the bot cannot start without it). `video`
-        (VIDEO_MODEL, loaded by `video_loader`) is loaded on first use only, and evicted like the rest."""
+        """Loads the default model now (a failure raises: the bot cannot start without it). `on_demand`:
+        the second models (VIDEO_MODEL, EDIT_MODEL), each with its own loader, loaded on first use only
+        (their jobs ask for them, never `--model`) and evicted like the rest."""
         self.models = models
         self._loader = loader
-        self.video = video
-        self._video_loader = video_loader
+        self.on_demand = {choice.name: (choice, own) for choice, own in on_demand}
         self._budget = budget_bytes
         self._free = free_bytes
         self._size_of = size_of
@@ -155,8 +154,8 @@ class EnginePool:
         if engine is not None:
             self._engines.move_to_end(name)
             return engine
-        if self.video is not None and self._video_loader is not None and name == self.video.name:
-            return self._load(self.video, self._video_loader)
+        if name in self.on_demand:
+            return self._load(*self.on_demand[name])
         choice = self.models.get(name)
         if choice is None:
             offered = ", ".join(self.models.names)
@@ -174,7 +173,7 @@ class EnginePool:
             why = f"{type(exc).__name__}: {exc}"
             raise ModelUnavailable(f"the model {choice.name!r} could not be loaded ({why})") from exc
         engine.profile = replace(engine.profile, name=choice.name)  # requests name the model this way
-        if loader is None:  # the video model is asked for by Animate, never by `--model`
+        if loader is None:  # an on-demand model is asked for by its jobs, never by `--model`
             self._catalog[choice.name] = ModelEntry(engine.profile, token_counter_of(engine))
         self._engines[choice.name] = engine
         self.sizes[choice.name] = self._size_of(engine)
@@ -228,11 +227,12 @@ def load_engines(
     memory_budget_gb: float | None = None,
     lora_dir: Path | None = None,
     video_model: str | None = None,
+    edit_model: str | None = None,
 ) -> Engine:
     """The worker's engine for `models` (call it on the worker thread): one model's `DiffusersEngine`
     as before, or an `EnginePool` of several, kept within `memory_budget_gb` (else free CUDA memory).
-    With `video_model` (VIDEO_MODEL) always a pool: the video model is loaded there on first use, by
-    the name `video_model` (what Animate's requests name)."""
+    With `video_model` (VIDEO_MODEL) or `edit_model` (EDIT_MODEL) always a pool: each is loaded there on
+    first use, by that name (what Animate's and Edit's requests name)."""
     from generation.pipelines.engine import DiffusersEngine
 
     def load(choice: ModelChoice) -> Engine:
@@ -248,15 +248,29 @@ def load_engines(
             choice.name, choice.source, device, cache_dir=cache_dir, flag_unscreened=require
         )
 
-    if video_model is None and len(models.choices) == 1 and models.default.name == models.default.source:
+    def load_edit(choice: ModelChoice) -> Engine:
+        return instruction_editor(load(choice))
+
+    on_demand = [
+        (ModelChoice(name, name), loader)
+        for name, loader in ((video_model, load_video), (edit_model, load_edit))
+        if name is not None
+    ]
+    if not on_demand and len(models.choices) == 1 and models.default.name == models.default.source:
         return load(models.default)  # MODEL_ID alone: the model is named by its id, as always
     budget = None if memory_budget_gb is None else int(memory_budget_gb * 2**30)
-    video = ModelChoice(video_model, video_model) if video_model else None
     return EnginePool(
-        models,
-        load,
-        budget_bytes=budget,
-        free_bytes=cuda_free_bytes(device),
-        video=video,
-        video_loader=load_video if video else None,
+        models, load, budget_bytes=budget, free_bytes=cuda_free_bytes(device), on_demand=on_demand
     )
+
+
+def instruction_editor(engine: Engine) -> Engine:
+    """`engine` if its model edits a picture from words (EDIT_MODEL's kind), else a ValueError that
+    says what EDIT_MODEL takes (its jobs fail with it: `ModelUnavailable`)."""
+    features = engine.profile.features
+    if not features.instruct:
+        raise ValueError(
+            f"{features.label} doesn't edit a picture from words; EDIT_MODEL takes an instruction-editing "
+            "model (Flux Kontext, e.g. black-forest-labs/FLUX.1-Kontext-dev)"
+        )
+    return engine

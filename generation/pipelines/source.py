@@ -33,6 +33,14 @@ TINY_FAMILY_FOLDERS: dict[str, str] = {
 bump a folder's version when its builder changes, so old caches are not reused."""
 TINY_FAMILY_IDS: tuple[str, ...] = tuple(TINY_FAMILY_FOLDERS)
 BUILTIN_MODEL_IDS: tuple[str, ...] = (TINY_MODEL_ID, *TINY_FAMILY_IDS)
+TINY_EDIT_MODEL_ID = "tiny-kontext"  # what EDIT_MODEL=tiny loads: a tiny Kontext, which edits from words
+TINY_VIDEO_MODEL_ID = "tiny-video"  # what VIDEO_MODEL=tiny loads: a tiny Wan image-to-video model
+
+
+def side_model(setting: str | None, tiny_id: str) -> str | None:
+    """A second model's setting (EDIT_MODEL, VIDEO_MODEL) as the name its jobs run on: `tiny` is the
+    tiny model of that kind (`tiny_id`: the image model is already called `tiny`), else as written."""
+    return tiny_id if setting == TINY_MODEL_ID else setting
 
 
 class ModelNotFound(ValueError):

@@ -26,6 +26,7 @@ class Mode(StrEnum):
     UPSCALE = "upscale"  # one result image resized up, then image-to-image at moderate strength
     EDIT = "edit"  # one picture's edit (`edit`: vary, zoom, pan, make square, region, upscale)
     ANIMATE = "animate"  # a clip from one picture, or more of a clip (`video`; generation.prompts.video)
+    INSTRUCT = "instruct"  # one picture changed as the prompt (an instruction) says, on EDIT_MODEL
 
 
 MAX_IMAGES = 4
@@ -325,6 +326,43 @@ def animate_of(
         video=VideoSpec(motion, extend=False, of_job=of_job),
         warnings=(),
     )
+
+
+def instruct_of(
+    *,
+    source_hash: str,
+    size: tuple[int, int],
+    instruction: str,
+    edit_model: str,
+    seed: int,
+    aspect: str | None = None,
+) -> GenerationRequest:
+    """`Edit` in words: one picture (`source_hash`, of `size`; `aspect` as its job said it, else its
+    sides' ratio) changed as `instruction` says, on `edit_model`, at the picture's size (a model that
+    draws at multiples of its own is resized back to it by the engine). Steps and guidance are 0: the
+    edit model's own (`with_model_defaults`, where it is loaded)."""
+    width, height = size
+    common = math.gcd(*size)
+    return GenerationRequest(
+        prompt=instruction,
+        width=width,
+        height=height,
+        steps=0,
+        guidance=0.0,
+        seeds=(seed,),
+        model=edit_model,
+        aspect=aspect or f"{size[0] // common}:{size[1] // common}",
+        mode=Mode.INSTRUCT,
+        source_image=source_hash,
+    )
+
+
+def with_model_defaults(request: GenerationRequest, profile: ModelProfile) -> GenerationRequest:
+    """A request that left its steps to its model (0: an Edit in words, made before the edit model was
+    loaded) with the model's own steps and guidance."""
+    if request.steps:
+        return request
+    return replace(request, steps=profile.default_steps, guidance=profile.default_guidance)
 
 
 def picture_request(prompt: str, size: tuple[int, int], video_model: str) -> GenerationRequest:
