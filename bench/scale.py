@@ -29,7 +29,7 @@ import asyncio
 import logging
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +61,11 @@ class SleepEngine:
         return self.cap
 
     def run_batch(
-        self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None], on_step: StepCallback
+        self,
+        requests: Sequence[GenerationRequest],
+        sources: Sequence[bytes | None],
+        on_step: StepCallback,
+        pictures: Mapping[str, bytes] | None = None,
     ) -> list[list[GeneratedImage]]:
         """Sleep `step_s` per step (the behaviour being stood in for), reporting each step."""
         total = requests[0].steps

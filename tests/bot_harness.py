@@ -386,7 +386,7 @@ class FaultyEngine:
     def max_batch_images(self, request: Any) -> int:
         return int(self.inner.max_batch_images(request))
 
-    def run_batch(self, requests: Any, sources: Any, on_step: Any) -> Any:
+    def run_batch(self, requests: Any, sources: Any, on_step: Any, pictures: Any = None) -> Any:
         prompts = " ".join(r.prompt for r in requests)
         if self.OOM in prompts:
             raise OutOfMemory("injected: out of memory")
@@ -407,8 +407,8 @@ class FaultyEngine:
 
         if self.NAN in prompts:
             with nan_decoding(self.inner.model.text2img.vae):
-                return self.inner.run_batch(requests, sources, on_step)
-        return self.inner.run_batch(requests, sources, on_step)
+                return self.inner.run_batch(requests, sources, on_step, pictures)
+        return self.inner.run_batch(requests, sources, on_step, pictures)
 
     def close(self) -> None:
         self.release.set()

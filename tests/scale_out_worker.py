@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,7 +66,11 @@ class StandInEngine:
         return BATCH_CAP
 
     def run_batch(
-        self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None], on_step: StepCallback
+        self,
+        requests: Sequence[GenerationRequest],
+        sources: Sequence[bytes | None],
+        on_step: StepCallback,
+        pictures: Mapping[str, bytes] | None = None,
     ) -> list[list[GeneratedImage]]:
         """`step_s` per step, then one small picture per seed."""
         from PIL import Image

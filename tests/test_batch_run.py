@@ -4,7 +4,7 @@ fake clock."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from generation.backends.protocol import GeneratedImage, GenerationResult, JobCancelled, JobFailed
@@ -43,7 +43,11 @@ class ScriptedEngine:
         return self.max_fit
 
     def run_batch(
-        self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None], on_step: StepCallback
+        self,
+        requests: Sequence[GenerationRequest],
+        sources: Sequence[bytes | None],
+        on_step: StepCallback,
+        pictures: Mapping[str, bytes] | None = None,
     ) -> list[list[GeneratedImage]]:
         self.calls.append([r.prompt for r in requests])
         if len(requests) > self.max_fit:

@@ -120,6 +120,7 @@ async def test_login_and_command_sync(world: BotWorld) -> None:
     names = sorted((c["name"], c.get("type", 1)) for c in server.commands[None])
     slash = [
         "animate",
+        "blend",
         "blocklist",
         "cancel",
         "describe",

@@ -4,7 +4,7 @@ prompts never make them: the window rescale never divides by a near-zero mean.""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -107,7 +107,11 @@ class NonFiniteEngine:
         return 8
 
     def run_batch(
-        self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None], on_step: StepCallback
+        self,
+        requests: Sequence[GenerationRequest],
+        sources: Sequence[bytes | None],
+        on_step: StepCallback,
+        pictures: Mapping[str, bytes] | None = None,
     ) -> list[list[GeneratedImage]]:
         image = GeneratedImage(png=b"png", seed=1, width=64, height=64)
         results = [[] if "nan" in r.prompt else [image] for r in requests]

@@ -7,7 +7,7 @@ import asyncio
 import io
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import pytest
 from PIL import Image
@@ -54,7 +54,11 @@ class FakeEngine:
         self.closed = True
 
     def run_batch(
-        self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None], on_step: StepCallback
+        self,
+        requests: Sequence[GenerationRequest],
+        sources: Sequence[bytes | None],
+        on_step: StepCallback,
+        pictures: Mapping[str, bytes] | None = None,
     ) -> list[list[protocol.GeneratedImage]]:
         self.batches.append([r.prompt for r in requests])
         self.sources.append(list(sources))

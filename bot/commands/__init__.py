@@ -12,6 +12,7 @@ from discord import app_commands
 
 from bot.commands.admin import admin_commands
 from bot.commands.animate import animate_commands
+from bot.commands.blend import blend_commands
 from bot.commands.describe import DescribeCommand, describe_commands
 from bot.commands.edit_words import edit_commands
 from bot.commands.imagine import imagine_commands
@@ -30,6 +31,7 @@ def all_commands(
         *imagine_commands(services),
         *animate_commands(services),
         *edit_commands(services),
+        *blend_commands(services),
         *member_commands(services),
         *job_control_commands(services),
         *describe_commands(services, DescribeCommand(services)),

@@ -15,6 +15,7 @@ from discord import app_commands
 from discord.app_commands import Range
 
 from bot.commands.errors import UserError, member_role_ids, require_post_permissions, send_private
+from bot.commands.reference_pictures import attached_references, check_reference_urls, store_references
 from bot.commands.settings import prompt_context
 from bot.formatting import refusal_text
 from bot.services import Services
@@ -93,6 +94,8 @@ def build_imagine_command(cog: "ImagineCommand") -> app_commands.Command[Any, An
         strength="How far to move from your picture (0–1)",
         model="Which model draws it (the first is the default)",
         lora="A LoRA style to apply (weight 1, or name:weight); /loras lists them",
+        style_image="A picture whose style to take (as --sref)",
+        subject_image="A picture of a character or object to carry in (as --oref)",
     )
     @app_commands.choices(
         aspect=[app_commands.Choice(name=a, value=a) for a in ASPECT_CHOICES],
@@ -111,6 +114,8 @@ def build_imagine_command(cog: "ImagineCommand") -> app_commands.Command[Any, An
         strength: Optional[Range[float, 0.0, 1.0]] = None,
         model: Optional[app_commands.Choice[str]] = None,
         lora: Optional[Range[str, 1, 100]] = None,
+        style_image: Optional[discord.Attachment] = None,
+        subject_image: Optional[discord.Attachment] = None,
     ) -> None:
         await cog.run(
             interaction,
@@ -126,6 +131,8 @@ def build_imagine_command(cog: "ImagineCommand") -> app_commands.Command[Any, An
                 model=model.value if model is not None else None,
             ),
             image,
+            style_image,
+            subject_image,
         )
 
     @imagine.autocomplete("lora")
@@ -157,8 +164,11 @@ class ImagineCommand:
         text: str,
         options: PromptOptions,
         image: Optional[discord.Attachment],
+        style_image: Optional[discord.Attachment] = None,
+        subject_image: Optional[discord.Attachment] = None,
     ) -> None:
-        """The whole command: everything before `defer` is synchronous and fast."""
+        """The whole command: everything before `defer` is synchronous and fast (reference URLs are
+        checked, not fetched, before it; fetched after it, before anything is spent)."""
         bot = self.services
         if interaction.guild_id is None or interaction.channel_id is None:
             raise UserError("`/imagine` only works in a server channel.")
@@ -166,6 +176,9 @@ class ImagineCommand:
         limit = interaction.filesize_limit
         if image is not None:
             check_attachment(image, limit)
+        references = attached_references(style_image, subject_image)
+        for attachment in references.values():
+            check_attachment(attachment, limit)
         context = await prompt_context(
             bot.store, interaction.guild_id, interaction.user.id, bot.settings.model_set
         )
@@ -185,12 +198,15 @@ class ImagineCommand:
             profiles=bot.profiles(),
             counters=bot.counters(),
             source_size=picture_size(image),
+            attached={kind: attachment.url for kind, attachment in references.items()},
         )
         refused = next((r.model for r in requests if r.model not in offer.offered), None)
         if refused is not None:
             raise UserError(
                 f"This server doesn't offer the model `{refused}`; it offers {', '.join(offer.offered)}."
             )
+        by_url = {attachment.url: attachment for attachment in references.values()}
+        check_reference_urls(bot, requests, by_url)
         # Acknowledge now: nothing above awaited anything but one read of the member's settings.
         await interaction.response.defer(thinking=True)
         interaction.extras["public_defer"] = True
@@ -203,6 +219,8 @@ class ImagineCommand:
             await asyncio.to_thread(decode_image, data)
             digest = await asyncio.to_thread(bot.image_store.put, data)
             requests = [dataclasses.replace(r, source_image=digest) for r in requests]
+        if any(r.references for r in requests):
+            requests = await store_references(bot, interaction, requests, by_url)
         for position, request in enumerate(requests):
             if not await self._submit(interaction, request, first=position == 0):
                 return

@@ -45,6 +45,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from generation.backends.protocol import (
+    REFERENCE_GONE,
+    SOURCE_GONE,
     JobCancelled,
     JobFailed,
     Progress,
@@ -237,14 +239,22 @@ class GenerationService(JobScheduler):
     def _run(self, engine: Engine, batch: _Batch) -> None:
         jobs: list[Job] = []
         sources: list[bytes | None] = []
+        pictures: dict[str, bytes] = {}
         for job in batch.jobs:
             digest = job.request.source_image
             try:
-                sources.append(None if digest is None else self._images.get(digest))
+                source = None if digest is None else self._images.get(digest)
             except Exception:
                 log.exception("source image %s of job %s is missing", digest, job.job_id)
-                self._post(self._settle, job, JobFailed("the source image is no longer available"))
+                self._post(self._settle, job, JobFailed(SOURCE_GONE))
                 continue
+            try:
+                pictures.update((d, self._images.get(d)) for d in job.request.reference_images)
+            except Exception:
+                log.exception("a reference picture of job %s is missing", job.job_id)
+                self._post(self._settle, job, JobFailed(REFERENCE_GONE))
+                continue
+            sources.append(source)
             jobs.append(job)
         if not jobs:
             return
@@ -260,6 +270,7 @@ class GenerationService(JobScheduler):
             preview_interval_s=self._preview_interval,
             progress_interval_s=self._progress_interval,
             label=f"batch {[job.job_id for job in jobs]}",
+            pictures=pictures,
         ).run()
 
 

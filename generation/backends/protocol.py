@@ -21,6 +21,10 @@ class JobFailed(GenerationError):
     """The pipeline raised, ran out of memory after retries, or passed the per-job time limit."""
 
 
+SOURCE_GONE = "the source image is no longer available"
+REFERENCE_GONE = "a reference picture is no longer available"
+
+
 class JobCancelled(GenerationError):
     """The job was cancelled before it produced its images."""
 

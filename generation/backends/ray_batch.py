@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from generation.backends.protocol import REFERENCE_GONE, SOURCE_GONE
 from generation.scheduling.job_state import Job, SourceImages
 
 log = logging.getLogger(__name__)
@@ -39,22 +40,24 @@ class Batch:
 
 async def read_sources(
     jobs: list[Job], images: SourceImages
-) -> tuple[list[Job], list[bytes | None], list[Job]]:
-    """(jobs that can run, their source images' bytes or None, jobs whose source image is gone), the
-    images read off the event loop."""
+) -> tuple[list[Job], list[bytes | None], list[tuple[Job, str]], dict[str, bytes]]:
+    """(jobs that can run, their source images' bytes or None, jobs whose source image or a reference
+    picture is gone with why, the reference pictures by hash), the images read off the event loop."""
     live: list[Job] = []
     sources: list[bytes | None] = []
-    missing: list[Job] = []
+    missing: list[tuple[Job, str]] = []
+    pictures: dict[str, bytes] = {}
     for job in jobs:
-        digest = job.request.source_image
-        if digest is None:
-            sources.append(None)
-            live.append(job)
-            continue
+        digest, why = job.request.source_image, SOURCE_GONE
         try:
-            sources.append(await asyncio.to_thread(images.get, digest))
-            live.append(job)
+            source = None if digest is None else await asyncio.to_thread(images.get, digest)
+            why = REFERENCE_GONE
+            for reference in job.request.reference_images:
+                pictures[reference] = await asyncio.to_thread(images.get, reference)
         except Exception:
-            log.exception("source image %s of job %s is missing", digest, job.job_id)
-            missing.append(job)
-    return live, sources, missing
+            log.exception("a picture of job %s is missing (%s)", job.job_id, why)
+            missing.append((job, why))
+            continue
+        sources.append(source)
+        live.append(job)
+    return live, sources, missing, pictures

@@ -309,9 +309,9 @@ class RayBackend(JobScheduler):
             self._schedule_dispatch()
 
     async def _make_call(self, batch: Batch) -> BatchCall | None:
-        live, sources, missing = await read_sources(batch.jobs, self._images)
-        for job in missing:
-            self._settle(job, JobFailed("the source image is no longer available"))
+        live, sources, missing, pictures = await read_sources(batch.jobs, self._images)
+        for job, why in missing:
+            self._settle(job, JobFailed(why))
         batch.jobs = live
         if not live:
             return None
@@ -319,6 +319,7 @@ class RayBackend(JobScheduler):
             batch_id=batch.batch_id,
             requests=tuple(j.request for j in live),
             sources=tuple(sources),
+            pictures=pictures,
             timeout_s=self._timeout,
             preview_interval_s=self._preview_interval,
             progress_interval_s=self._progress_interval,

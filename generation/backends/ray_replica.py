@@ -22,9 +22,9 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
@@ -89,6 +89,7 @@ class BatchCall:
     requests: tuple[GenerationRequest, ...]
     sources: tuple[bytes | None, ...]
     timeout_s: float
+    pictures: Mapping[str, bytes] = field(default_factory=dict)  # reference pictures by hash
     preview_interval_s: float = 0.5
     progress_interval_s: float = 0.25
 
@@ -128,6 +129,7 @@ def run_call(
         timeout_s=call.timeout_s,
         preview_interval_s=call.preview_interval_s,
         progress_interval_s=call.progress_interval_s,
+        pictures=call.pictures,
         label=f"batch {call.batch_id}",
     ).run()
     return members.outcomes

@@ -41,6 +41,7 @@ class Features:
     image: bool = True  # image-to-image (`image`, V1–V4, U1–U4)
     strength: bool = True  # `--strength` acts on it (Kontext's image input takes none: it edits)
     instruct: bool = False  # edits its image input as the prompt's words say (EDIT_MODEL can be it)
+    references: bool = False  # style/subject pictures (`--sref`, `--oref`, `/blend`): a reference adapter
     edits: bool = True  # the edit loop's inpainting buttons (Vary, Zoom, Pan, Region, …)
     lora: str | None = "unet"  # the component a LoRA adapts (None: no LoRA)
     size_step: int = 8  # width and height are multiples of this (the VAE's factor × the patch size)
@@ -75,4 +76,5 @@ class Features:
             "image": self.image,
             "edits": self.edits,
             "LoRA": self.lora is not None,
+            "--sref": self.references,
         }

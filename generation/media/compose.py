@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from PIL import Image, PngImagePlugin
 
+from generation.prompts.references import references_text
 from generation.prompts.request import GenerationRequest, Mode
 
 DEFAULT_SAMPLER = "Euler a"
@@ -38,7 +39,8 @@ def parameters_text(
     """`request`'s settings for the image made with `seed`, in AUTOMATIC1111's `parameters` format:
     prompt, an optional "Negative prompt:" line, then "Steps: …, Sampler: …, CFG scale: …, Seed: …,
     Size: WxH, Model hash: … (where known), Model: …" (plus "Denoising strength" when drawn from a
-    picture), and for an edit a last line "Action: zoom out 2x of job …". LoRAs follow the prompt as
+    picture), and for an edit a line "Action: zoom out 2x of job …", with references a last line
+    "References: style ×100: 1a2b3c4d5e (https://…), …". LoRAs follow the prompt as
     AUTOMATIC1111 writes them, `<lora:name:weight>`."""
     lines = [request.prompt + "".join(f" <lora:{name}:{weight:g}>" for name, weight in request.loras)]
     if request.negative_prompt:
@@ -59,6 +61,8 @@ def parameters_text(
     lines.append(", ".join(fields))
     if request.edit is not None:  # what was done, and to which job's picture
         lines.append(request.edit.action_text())
+    if request.references:  # each reference picture: its kind, weight, hash and where it came from
+        lines.append(f"References: {references_text(request.references)}")
     return _safe("\n".join(lines))
 
 

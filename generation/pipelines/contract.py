@@ -51,11 +51,16 @@ class Engine(Protocol):
         ...
 
     def run_batch(
-        self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None], on_step: StepCallback
+        self,
+        requests: Sequence[GenerationRequest],
+        sources: Sequence[bytes | None],
+        on_step: StepCallback,
+        pictures: Mapping[str, bytes] | None = None,
     ) -> list[list[GeneratedImage]]:
         """Run requests with equal `batch_key()` as one pipeline call, one generator per image, so
         every image equals what it would be alone. `sources[i]` is request i's source image bytes
-        (img2img / variation / upscale) or None. Returns, per request, its images in seed order.
+        (img2img / variation / upscale) or None; `pictures` the bytes of the batch's reference pictures
+        by hash (`GenerationRequest.references`). Returns, per request, its images in seed order.
         Raises OutOfMemory, BatchInterrupted, NonFiniteOutput (the finite requests' images kept), or
         any other exception for a failed batch."""
         ...

@@ -9,13 +9,14 @@ Not thread-safe: the worker thread that owns the model owns its engine.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 from PIL import Image
 
 from generation.backends.protocol import GeneratedImage, TokenizerCounter
+from generation.families.adapters import NO_REFERENCE_ADAPTER, IPAdapterSpec
 from generation.media.canvas import Canvas, SizeCap, paste_back, prepare_canvas
 from generation.media.compose import encode_png
 from generation.media.image_store import decode_image, fit_source, load_source
@@ -44,8 +46,10 @@ from generation.pipelines.lora import LoraAdapters
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.preview import preview_png
 from generation.pipelines.prompt_encoding import prompt_encoder
+from generation.pipelines.references import ReferenceAdapter, ReferenceAdapterError, tiny_adapter_spec
 from generation.pipelines.safety_options import SafetyOptions
 from generation.pipelines.samplers import Samplers
+from generation.pipelines.source import TINY_MODEL_ID
 from generation.pipelines.tuning import apply_vae_plan, images_that_fit, vae_plan
 from generation.prompts.request import (
     UPSCALE_STRENGTH,
@@ -87,10 +91,16 @@ class DiffusersEngine:
     """The `generation.pipelines.contract.Engine` over a loaded diffusers model."""
 
     def __init__(
-        self, model: LoadedModel, *, safety_checker: SafetyCheck | None = None, lora_dir: Path | None = None
+        self,
+        model: LoadedModel,
+        *,
+        safety_checker: SafetyCheck | None = None,
+        lora_dir: Path | None = None,
+        reference_adapter: IPAdapterSpec | None = None,
     ) -> None:
         """`safety_checker` replaces the model's own checker (tests inject one that flags chosen images);
-        `lora_dir` holds the LoRA adapters jobs may name."""
+        `lora_dir` holds the LoRA adapters jobs may name; `reference_adapter` the IP-Adapter of `--sref`
+        and `--oref` (None: the family's default; `NO_REFERENCE_ADAPTER`: none)."""
         self.model = model
         self.loras = LoraAdapters(lora_dir)
         self._check = safety_checker or model.safety_check
@@ -114,6 +124,23 @@ class DiffusersEngine:
         # truncation settings as state, so sharing the pipeline's races (its prompts lose their padding).
         # It counts with the tokenizer of the encoder that reads the longest prompts (Flux's T5).
         self._count_tokenizer = copy.deepcopy(model.tokenizer)
+        self.references = self._reference_adapter(reference_adapter)
+        features = replace(self.profile.features, references=self.references is not None)
+        self.profile = replace(self.profile, features=features)
+
+    def _reference_adapter(self, spec: IPAdapterSpec | None) -> ReferenceAdapter | None:
+        """The model's reference adapter: `spec` (MODELS' `ref=`), else its family's default (the
+        built-in `tiny` model's: a tiny one built locally); None where the family takes none."""
+        if not self.family.features.references or spec == NO_REFERENCE_ADAPTER:
+            return None
+        pipe = self.model.text2img
+        if spec is None:
+            spec = (
+                tiny_adapter_spec(pipe)
+                if self.model.model_id == TINY_MODEL_ID
+                else self.family.reference_adapter
+            )
+        return None if spec is None else ReferenceAdapter(pipe, spec, self.family.reference_layers)
 
     @classmethod
     def load(
@@ -125,6 +152,7 @@ class DiffusersEngine:
         options: OptimiseOptions | None = None,
         safety: SafetyOptions | None = None,
         lora_dir: Path | None = None,
+        reference_adapter: IPAdapterSpec | None = None,
     ) -> DiffusersEngine:
         """Load `model_id` onto `device` with `options`; if that compiled the UNet (`optimise` does on
         CUDA only), compile it now (see `warm_up`), so no member ever waits on a compile. Call it on
@@ -132,7 +160,7 @@ class DiffusersEngine:
         from diffusers.utils.torch_utils import is_compiled_module
 
         model = load_pipeline(model_id, device, cache_dir=cache_dir, options=options, safety=safety)
-        engine = cls(model, lora_dir=lora_dir)
+        engine = cls(model, lora_dir=lora_dir, reference_adapter=reference_adapter)
         if is_compiled_module(getattr(engine.model.text2img, "unet", None)):
             engine.warm_up()
         return engine
@@ -187,7 +215,11 @@ class DiffusersEngine:
     # -- the batch ----------------------------------------------------------------------------------
 
     def run_batch(
-        self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None], on_step: StepCallback
+        self,
+        requests: Sequence[GenerationRequest],
+        sources: Sequence[bytes | None],
+        on_step: StepCallback,
+        pictures: Mapping[str, bytes] | None = None,
     ) -> list[list[GeneratedImage]]:
         """One pipeline call for every image of `requests` (equal `batch_key()`); see `Engine.run_batch`."""
         self._check_batch(requests, sources)
@@ -238,6 +270,15 @@ class DiffusersEngine:
                 kwargs["num_inference_steps"] = max(first.steps, math.ceil(1 / strength))
 
         self.family.call_arguments(pipe, first, kwargs)
+        if self.references is None and first.references:
+            raise BatchFailed(
+                self.profile.features.refusal("Style and subject references", self.profile.name)
+            )
+        references = (
+            self.references.applied(pipe, requests, pictures or {}, kwargs)
+            if self.references is not None
+            else contextlib.nullcontext()
+        )
         # a derived request (V, U, an edit) keeps its parent's sampler, which a flow model may not
         # run from a picture: then its own runs, and its PNGs say so
         from_picture = canvases is not None or first.mode is not Mode.TXT2IMG
@@ -246,9 +287,12 @@ class DiffusersEngine:
         try:
             with (
                 self.loras.applied(pipe, first.loras),
+                references,
                 batch_call(pipe, requests, kwargs, self._samplers, self._encoder, self.family, sampler_name),
             ):
                 pixels = pipe(**kwargs).images
+        except ReferenceAdapterError as exc:
+            raise BatchFailed(str(exc)) from exc
         except RuntimeError as exc:
             if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
                 self._release_memory()

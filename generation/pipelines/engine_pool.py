@@ -17,7 +17,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -120,12 +120,16 @@ class EnginePool:
         return engine.max_batch_images(request)
 
     def run_batch(
-        self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None], on_step: StepCallback
+        self,
+        requests: Sequence[GenerationRequest],
+        sources: Sequence[bytes | None],
+        on_step: StepCallback,
+        pictures: Mapping[str, bytes] | None = None,
     ) -> list[list[GeneratedImage]]:
         """Run the batch on its model's engine (loading it first if need be)."""
         if not requests:
             raise ValueError("run_batch needs at least one request")
-        return self.engine_for(requests[0].model).run_batch(requests, sources, on_step)
+        return self.engine_for(requests[0].model).run_batch(requests, sources, on_step, pictures)
 
     def close(self) -> None:
         """Close every engine."""

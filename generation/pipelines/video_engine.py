@@ -15,7 +15,7 @@ thread-safe: the worker thread that owns the model owns its engine.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,11 @@ class VideoEngine:
         return 1
 
     def run_batch(
-        self, requests: Sequence[GenerationRequest], sources: Sequence[bytes | None], on_step: StepCallback
+        self,
+        requests: Sequence[GenerationRequest],
+        sources: Sequence[bytes | None],
+        on_step: StepCallback,
+        pictures: Mapping[str, bytes] | None = None,
     ) -> list[list[GeneratedImage]]:
         """One clip per request, in order; see `Engine.run_batch`."""
         results: list[list[GeneratedImage]] = []

@@ -12,6 +12,7 @@ from generation.prompts.errors import PromptError
 from generation.prompts.flags import FLAG_NAMES
 from generation.prompts.grammar import MAX_JOBS, expand_macros, expand_permutations
 from generation.prompts.parser import ParseContext, parse_one
+from generation.prompts.references import ReferenceKind
 from generation.prompts.request import GenerationRequest, Mode, ModelProfile, PromptDefaults, PromptOptions
 
 
@@ -31,11 +32,13 @@ def parse_command(
     profiles: Mapping[str, ModelProfile] | None = None,
     counters: Mapping[str, Callable[[str], int]] | None = None,
     source_size: tuple[int, int] | None = None,
+    attached: Mapping[ReferenceKind, str] | None = None,
 ) -> list[GenerationRequest]:
     """The jobs of one command, in order: for each permutation of the text (after `macros`), its
     request and then its `--repeat` copies (`ParsedPrompt.jobs`). `profiles` and `counters` hold each
     model's own (a job is checked against the model it names); `profile` is the default model's.
-    `source_size`: the source picture's size, whose aspect a job without `--ar` takes."""
+    `source_size`: the source picture's size, whose aspect a job without `--ar` takes; `attached`: the
+    URLs of the reference pictures attached as slash options (`style_image`, `subject_image`)."""
     expanded = expand_macros(text if isinstance(text, str) else "", macros or {}, FLAG_NAMES)
     variants = expand_permutations(expanded, MAX_JOBS)
     context = ParseContext(
@@ -50,6 +53,7 @@ def parse_command(
         source_size,
         profiles or {},
         counters or {},
+        attached or {},
     )
     parsed = [parse_one(variant, options, context) for variant in variants]
     total = sum(p.repeat for p in parsed)

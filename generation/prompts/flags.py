@@ -39,7 +39,12 @@ _FLAGS = (
     _Flag("quality", ("quality", "q"), "quality"),
     _Flag("sampler", ("sampler",), "sampler"),
     _Flag("model", ("model",), "model"),
+    _Flag("sref", ("sref",), "style_image"),  # up to 4 picture URLs, space-separated
+    _Flag("sw", ("sw",), "sw"),
+    _Flag("oref", ("oref",), "subject_image"),
+    _Flag("ow", ("ow",), "ow"),
 )
+MULTI_VALUE_FLAGS = frozenset({"negative", "sref"})  # flags whose value may hold spaces
 _BY_NAME = {name: flag for flag in _FLAGS for name in flag.names}
 KNOWN_FLAGS = tuple(f"--{name}" for flag in _FLAGS for name in flag.names)
 FLAG_NAMES = frozenset(_BY_NAME)
@@ -94,10 +99,10 @@ def split_flags(text: str) -> tuple[str, dict[str, tuple[str, str]]]:
             found[flag.key] = (spelled, "on")
             continue
         if not value:
-            example = {"negative": "text, watermark", "aspect": "16:9"}.get(flag.key, "…")
+            example = {"negative": "text, watermark", "aspect": "16:9", "sref": "URL"}.get(flag.key, "…")
             shown = show_value(f"{spelled} {example}")
             raise PromptError(f"{show_value(spelled)} needs a value, e.g. {shown}.")
-        if flag.key != "negative" and " " in value:
+        if flag.key not in MULTI_VALUE_FLAGS and " " in value:
             raise PromptError(
                 f"{show_value(spelled)} takes one value, but got {show_value(value)}. "
                 "Put the flags after the prompt text."

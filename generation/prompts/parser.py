@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
-from generation.families.features import Guidance
+from generation.families.features import Features, Guidance
 from generation.prompts.errors import PromptError as PromptError
 
 # Re-exported: the commands' settings panels read them here (`bot.commands.settings`, `imagine`).
@@ -33,6 +33,15 @@ from generation.prompts.flags import (
 from generation.prompts.flags import parse_aspect as parse_aspect
 from generation.prompts.grammar import MAX_REPEAT
 from generation.prompts.loras import extract_loras
+from generation.prompts.references import (
+    DEFAULT_WEIGHT,
+    MAX_STYLE_PICTURES,
+    NEEDS_ADAPTER,
+    STYLE_WEIGHTS,
+    SUBJECT_WEIGHTS,
+    Reference,
+    ReferenceKind,
+)
 from generation.prompts.request import (
     IMG2IMG_STRENGTH,
     MAX_IMAGES,
@@ -133,6 +142,7 @@ class ParseContext:
     source_size: tuple[int, int] | None = None  # the source picture's width and height, where known
     profiles: Mapping[str, ModelProfile] = field(default_factory=dict)  # each model's, where known
     counters: Mapping[str, Callable[[str], int]] = field(default_factory=dict)  # each model's tokens
+    attached: Mapping[ReferenceKind, str] = field(default_factory=dict)  # `style_image`/`subject_image` URLs
 
     def for_model(self, name: str) -> tuple[ModelProfile, Callable[[str], int]]:
         """The profile and token counter of model `name` (the default's where it is not known)."""
@@ -286,6 +296,8 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
             shown = show_number(strength) if abs(strength) < 1e15 else "that"
             raise PromptError(f"{label('strength')} must be more than 0 and at most 1, not {shown}.")
 
+    references = _references(flags, context.attached, label, features, model)
+
     # 4. Text.
     if is_blank(prompt):
         raise PromptError("Your prompt is empty: describe what to draw, then any flags like `--ar 16:9`.")
@@ -322,8 +334,56 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
         prompt_windows=windows,
         loras=adapters,
         true_cfg=features.true_cfg_for(pushed_away),
+        references=references,
     )
     return ParsedPrompt(request, repeat, seeded=seed is not None)
+
+
+def _references(
+    flags: Mapping[str, tuple[str, str]],
+    attached: Mapping[ReferenceKind, str],
+    label: Callable[[str], str],
+    features: Features,
+    model: str,
+) -> tuple[Reference, ...]:
+    """The style and subject references of `--sref`/`--sw`, `--oref`/`--ow` and the attachments (their
+    pictures not fetched yet: the bot fetches them before anything is spent)."""
+    style = flags["sref"][1].split() if "sref" in flags else []
+    style += [attached[ReferenceKind.STYLE]] if ReferenceKind.STYLE in attached else []
+    subject = flags["oref"][1].split() if "oref" in flags else []
+    subject += [attached[ReferenceKind.SUBJECT]] if ReferenceKind.SUBJECT in attached else []
+    if not style and not subject:
+        for key, needs in (
+            ("sw", "`--sref` or the `style_image` option"),
+            ("ow", "`--oref` or `subject_image`"),
+        ):
+            if key in flags:
+                raise PromptError(f"{label(key)} sets how strongly a reference counts: give {needs} too.")
+        return ()
+    if not features.references:
+        raise PromptError(
+            f"{features.refusal('Style and subject references (`--sref`, `--oref`)', model)} {NEEDS_ADAPTER}"
+        )
+    if len(style) > MAX_STYLE_PICTURES:
+        raise PromptError(
+            f"Give at most {MAX_STYLE_PICTURES} style pictures (`--sref`, `style_image`), not {len(style)}."
+        )
+    if len(subject) > 1:
+        raise PromptError("Give one subject picture (`--oref` or `subject_image`), not several.")
+    references = []
+    for kind, pictures, key, (low, high) in (
+        (ReferenceKind.STYLE, style, "sw", STYLE_WEIGHTS),
+        (ReferenceKind.SUBJECT, subject, "ow", SUBJECT_WEIGHTS),
+    ):
+        weight = parse_int(label(key), flags[key][1]) if key in flags else DEFAULT_WEIGHT
+        if not pictures:
+            if key in flags:
+                flag = "--sref" if kind is ReferenceKind.STYLE else "--oref"
+                raise PromptError(f"{label(key)} sets how strongly a reference counts: give `{flag}` too.")
+            continue
+        check_range(label(key), weight, low, high)
+        references.append(Reference(kind, weight, tuple(pictures)))
+    return tuple(references)
 
 
 def _pick_model(label: str, raw: str | None, profile: ModelProfile, models: Sequence[str]) -> str:

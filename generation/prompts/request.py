@@ -14,6 +14,7 @@ from typing import Any
 
 from generation.families.features import Features
 from generation.prompts.edits import EditSpec
+from generation.prompts.references import Reference
 from generation.prompts.video import Motion, VideoSpec
 
 
@@ -111,12 +112,18 @@ class GenerationRequest:
     edit: EditSpec | None = None  # EDIT only: what to do to the source picture
     true_cfg: float = 0.0  # >0: `--no` through true CFG (a second pass) on a model with embedded guidance
     video: VideoSpec | None = None  # ANIMATE only: the clip's motion, and whether it extends one
+    references: tuple[Reference, ...] = ()  # style/subject pictures (`--sref`, `--oref`, `/blend`)
     warnings: tuple[str, ...] = field(default=(), compare=False)  # e.g. "12 tokens dropped"
 
     @property
     def count(self) -> int:
         """How many images this request makes (and spends)."""
         return len(self.seeds)
+
+    @property
+    def reference_images(self) -> tuple[str, ...]:
+        """The hashes of its reference pictures (the engine is handed their bytes with the batch)."""
+        return tuple(image for reference in self.references for image in reference.images)
 
     @property
     def weighted(self) -> bool:
@@ -128,6 +135,7 @@ class GenerationRequest:
         shape = (self.model, self.mode, self.width, self.height, self.steps, self.guidance, self.strength)
         edit = self.edit.batch_key() if self.edit is not None else None
         video = self.video.to_data()["motion"] if self.video is not None else None
+        references = tuple((r.kind, r.weight) for r in self.references)  # pictures differ per sample
         extras = (
             self.sampler,
             self.tile,
@@ -137,6 +145,7 @@ class GenerationRequest:
             self.loras,
             self.true_cfg,
             video,
+            references,
         )
         return (*shape, *extras, edit)
 
@@ -152,6 +161,7 @@ class GenerationRequest:
         data["loras"] = [list(pair) for pair in self.loras]
         data["edit"] = json.loads(self.edit.to_json()) if self.edit is not None else None
         data["video"] = self.video.to_data() if self.video is not None else None
+        data["references"] = [r.to_data() for r in self.references]
         data.pop("warnings")
         return json.dumps(data, sort_keys=True)
 
@@ -166,6 +176,7 @@ class GenerationRequest:
         data["edit"] = EditSpec.from_json(json.dumps(edit)) if edit else None
         video = data.get("video")
         data["video"] = VideoSpec.from_data(video) if video else None
+        data["references"] = tuple(Reference.from_data(r) for r in data.get("references", ()))
         return cls(**data)
 
 
@@ -324,6 +335,7 @@ def animate_of(
         edit=None,
         true_cfg=0.0,
         video=VideoSpec(motion, extend=False, of_job=of_job),
+        references=(),
         warnings=(),
     )
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -105,6 +105,7 @@ class BatchRun:
     preview_interval_s: float = 0.5
     progress_interval_s: float = 0.25
     label: str = "batch"  # names the batch in logs
+    pictures: Mapping[str, bytes] = field(default_factory=dict)  # reference pictures by hash
 
     def run(self) -> None:
         """Run every request to its outcome."""
@@ -149,7 +150,7 @@ class BatchRun:
 
         try:
             out = self.engine.run_batch(
-                [self.requests[i] for i in wanted], [self.sources[i] for i in wanted], on_step
+                [self.requests[i] for i in wanted], [self.sources[i] for i in wanted], on_step, self.pictures
             )
         except OutOfMemory:
             if len(wanted) == 1:

@@ -1,0 +1,66 @@
+"""Reference adapters as plain data: where an IP-Adapter loads from, and how a family scales it for a
+style reference. The family modules declare their defaults (`generation.families.sd`); `MODELS` may
+name another per model (`name=source ref=SPEC`, `parse_adapter`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class IPAdapterSpec:
+    """An IP-Adapter: `diffusers`' `load_ip_adapter(source, subfolder, weight_name, image_encoder_folder)`."""
+
+    source: str  # hub id or folder
+    subfolder: str
+    weight_name: str
+    image_encoder_folder: str = "image_encoder"  # relative to `subfolder` unless it holds a "/"
+
+    def describe(self) -> str:
+        """As MODELS writes it: `source:subfolder/weight.safetensors`."""
+        inner = f"{self.subfolder}/{self.weight_name}" if self.subfolder else self.weight_name
+        return f"{self.source}:{inner}"
+
+
+NO_REFERENCE_ADAPTER = IPAdapterSpec("none", "", "")
+"""`ref=none` in MODELS: the model takes no references, whatever its family's default."""
+
+
+def parse_adapter(text: str) -> IPAdapterSpec:
+    """`source:subfolder/weight.safetensors` (the image encoder in `subfolder/image_encoder`), or
+    `source:weight.safetensors`, or `none` (`NO_REFERENCE_ADAPTER`); ValueError saying the form."""
+    if text.strip().lower() == NO_REFERENCE_ADAPTER.source:
+        return NO_REFERENCE_ADAPTER
+    source, sep, inner = text.strip().rpartition(":")
+    if not sep or not source or not inner.endswith((".safetensors", ".bin")):
+        raise ValueError(
+            f"ref={text!r} is not hub-id-or-folder:subfolder/weights.safetensors "
+            "(e.g. h94/IP-Adapter:models/ip-adapter_sd15.safetensors)"
+        )
+    subfolder, _, weight = inner.rpartition("/")
+    return IPAdapterSpec(source, subfolder, weight)
+
+
+@dataclass(frozen=True)
+class ReferenceLayers:
+    """A family's IP-Adapter scales by kind: `style` the layers that carry style (InstantStyle), as
+    `set_ip_adapter_scale` takes a per-block dict with 1.0 where the adapter acts; other kinds act on
+    every layer."""
+
+    style: dict[str, Any]
+
+    def scale(self, style: bool, value: float) -> float | dict[str, Any]:
+        """The scale to set: `value` everywhere, or (style) on the style layers only."""
+        if not style:
+            return value
+        layers: dict[str, Any] = _scaled(self.style, value)
+        return layers
+
+
+def _scaled(layout: Any, value: float) -> Any:
+    if isinstance(layout, dict):
+        return {key: _scaled(inner, value) for key, inner in layout.items()}
+    if isinstance(layout, list):
+        return [_scaled(inner, value) for inner in layout]
+    return float(layout) * value

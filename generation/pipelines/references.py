@@ -1,0 +1,203 @@
+"""`ReferenceAdapter`: style and subject references (`--sref`, `--oref`, `/blend`) on the loaded weights
+through an IP-Adapter (diffusers' `load_ip_adapter`), loaded on the first request that has references.
+
+The adapter is loaded twice, as two slots sharing one image encoder: slot 0 for the style (scaled on
+the family's style layers, `Family.reference_layers`: InstantStyle), slot 1 for the subject or a
+blend (every layer). Each picture is encoded once and kept by its hash (`embeds_cached` counts the
+hits), so a second job with the same reference skips the encoder; a reference of several pictures is
+their embeddings' mean. Once loaded, every call of the model passes both slots' embeddings: a batch
+without references (or without one kind) gets zeros at scale 0, which diffusers' IP attention skips,
+so its pixels are those of the model without the adapter. Not thread-safe: the engine's thread owns it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from generation.families.adapters import IPAdapterSpec, ReferenceLayers
+from generation.prompts.references import Reference, ReferenceKind, adapter_scale
+from generation.prompts.request import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+CACHED_EMBEDDINGS = 64  # pictures whose embeddings are kept (a few MB at most)
+STYLE_SLOT, SUBJECT_SLOT = 0, 1
+BLEND_SCALE = 1.0  # /blend's pictures are the whole prompt: the adapter's full scale at weight 100
+
+
+class ReferenceAdapterError(RuntimeError):
+    """The reference adapter could not be loaded (its jobs fail with this text)."""
+
+
+def tiny_adapter_spec(pipe: Any) -> IPAdapterSpec:
+    """The tiny IP-Adapter of the built-in `tiny` model, built beside its folder (`tiny_ip_adapter`)."""
+    from generation.pipelines.tiny_ip_adapter import (
+        TINY_IP_ADAPTER_ENCODER,
+        TINY_IP_ADAPTER_WEIGHT,
+        ensure_tiny_ip_adapter,
+    )
+
+    folder = ensure_tiny_ip_adapter(Path(pipe.name_or_path).parent, dict(pipe.unet.config))
+    return IPAdapterSpec(str(folder), "", TINY_IP_ADAPTER_WEIGHT, TINY_IP_ADAPTER_ENCODER)
+
+
+class ReferenceAdapter:
+    """One model's IP-Adapter: loaded on first use, pictures encoded once, scales and embeddings per call."""
+
+    def __init__(self, pipe: Any, spec: IPAdapterSpec, layers: ReferenceLayers | None) -> None:
+        self.pipe = pipe
+        self.spec = spec
+        self.layers = layers or ReferenceLayers(style={})
+        self._embeds: OrderedDict[str, torch.Tensor] = OrderedDict()  # picture hash → its embedding
+        self.embeds_computed = 0  # pictures run through the image encoder (bench, tests)
+        self.embeds_cached = 0  # pictures whose embedding came from the cache
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the pipeline's UNet carries an IP-Adapter (this one's, or one loaded by another engine
+        over the same pipeline: then every call must hand it embeddings too)."""
+        unet = self.pipe.unet
+        return getattr(unet.config, "encoder_hid_dim_type", None) == "ip_image_proj"
+
+    def load(self) -> None:
+        """`load_ip_adapter` on the pipeline, in two slots (style, subject); idempotent."""
+        if self.loaded:
+            return
+        spec = self.spec
+        log.info("loading the reference adapter %s", spec.describe())
+        try:
+            self.pipe.load_ip_adapter(
+                spec.source,
+                subfolder=[spec.subfolder, spec.subfolder],
+                weight_name=[spec.weight_name, spec.weight_name],
+                image_encoder_folder=spec.image_encoder_folder,
+            )
+        except Exception as exc:
+            raise ReferenceAdapterError(
+                f"the reference adapter {spec.describe()} could not be loaded ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    @contextmanager
+    def applied(
+        self,
+        pipe: Any,
+        requests: Sequence[GenerationRequest],
+        pictures: Mapping[str, bytes],
+        kwargs: dict[str, Any],
+    ) -> Iterator[None]:
+        """For one call of `pipe` (the text-to-image pipeline or one made from it): the slots' scales
+        set and both slots' embeddings, one per image of the batch, handed over; nothing before the
+        adapter is loaded (the first request with references loads it). diffusers' pipelines repeat
+        given embeddings for every prompt (one reference for a whole call), so for the call the
+        pipeline's `prepare_ip_adapter_image_embeds` hands ours over as they are: per image."""
+        if any(r.references for r in requests):
+            self.load()
+        if not self.loaded:
+            yield
+            return
+        slots = self._slots(requests, pictures, kwargs)
+        kwargs["ip_adapter_image_embeds"] = slots
+        pipe.prepare_ip_adapter_image_embeds = lambda *_args, **_kwargs: slots
+        try:
+            yield
+        finally:
+            del pipe.prepare_ip_adapter_image_embeds  # the class's own again
+
+    def _slots(
+        self, requests: Sequence[GenerationRequest], pictures: Mapping[str, bytes], kwargs: Mapping[str, Any]
+    ) -> list[torch.Tensor]:
+        """Set the slots' scales; each slot's embeddings for the batch."""
+        first = requests[0].references  # equal kinds and weights across the batch (its batch_key)
+        style = next((r for r in first if r.kind is ReferenceKind.STYLE), None)
+        subject = next((r for r in first if r.kind is not ReferenceKind.STYLE), None)
+        self.pipe.set_ip_adapter_scale(
+            [
+                self.layers.scale(True, adapter_scale(style.weight)) if style else 0.0,
+                _scale_of(subject) if subject else 0.0,
+            ]
+        )
+        guided = self._guided(kwargs)
+        slots = []
+        for kind_is_style in (True, False):
+            per_image = []
+            for request in requests:
+                reference = next(
+                    (r for r in request.references if (r.kind is ReferenceKind.STYLE) == kind_is_style), None
+                )
+                embed = self._mean_embed(reference, pictures) if reference else None
+                per_image += [embed] * request.count
+            slots.append(self._slot(per_image, guided))
+        return slots
+
+    # -- embeddings -----------------------------------------------------------------------------------
+
+    def _mean_embed(self, reference: Reference, pictures: Mapping[str, bytes]) -> torch.Tensor:
+        embeds = [self._embed(digest, pictures) for digest in reference.images]
+        return torch.stack(embeds).mean(dim=0)
+
+    def _embed(self, digest: str, pictures: Mapping[str, bytes]) -> torch.Tensor:
+        cached = self._embeds.get(digest)
+        if cached is not None:
+            self._embeds.move_to_end(digest)
+            self.embeds_cached += 1
+            return cached
+        data = pictures.get(digest)
+        if data is None:
+            raise ValueError(f"reference picture {digest[:10]} was not handed to the engine")
+        with Image.open(io.BytesIO(data)) as opened:
+            picture = opened.convert("RGB")
+        hidden = self._wants_hidden_states()
+        embed, _uncond = self.pipe.encode_image(picture, self.pipe.device, 1, hidden)
+        self._embeds[digest] = embed[0].detach()
+        self.embeds_computed += 1
+        while len(self._embeds) > CACHED_EMBEDDINGS:
+            self._embeds.popitem(last=False)
+        return self._embeds[digest]
+
+    def _wants_hidden_states(self) -> bool:
+        """The adapter's image projection reads the encoder's hidden states (the plus kinds), not its
+        pooled embedding (the basic kind's `ImageProjection`)."""
+        from diffusers.models.embeddings import ImageProjection
+
+        layers = self.pipe.unet.encoder_hid_proj.image_projection_layers
+        return not isinstance(layers[0], ImageProjection)
+
+    def _slot(self, per_image: list[torch.Tensor | None], guided: bool) -> torch.Tensor:
+        """One slot's embeddings for the batch, `[2 × images if guided, 1, …]`: the unconditional half
+        (zeros, as the basic IP-Adapter's) first, as diffusers' pipelines split them."""
+        shape = next((e.shape for e in per_image if e is not None), None)
+        if shape is None:
+            shape = self._zero_shape()
+        sample = next(iter(self.pipe.unet.parameters()))
+        rows = [e if e is not None else torch.zeros(shape) for e in per_image]
+        positive = torch.stack([r.to(sample.device, sample.dtype) for r in rows])[:, None]
+        if not guided:
+            return positive
+        return torch.cat([torch.zeros_like(positive), positive])
+
+    def _zero_shape(self) -> torch.Size:
+        encoder = self.pipe.image_encoder
+        if self._wants_hidden_states():
+            size = encoder.config.image_size // encoder.config.patch_size
+            return torch.Size((size * size + 1, encoder.config.hidden_size))
+        return torch.Size((encoder.config.projection_dim,))
+
+    def _guided(self, kwargs: Mapping[str, Any]) -> bool:
+        """Whether the call runs classifier-free guidance (as the SD pipelines decide it)."""
+        cond_proj = getattr(self.pipe.unet.config, "time_cond_proj_dim", None)
+        return float(kwargs.get("guidance_scale", 0.0)) > 1.0 and cond_proj is None
+
+
+def _scale_of(reference: Reference) -> float:
+    if reference.kind is ReferenceKind.BLEND:
+        return BLEND_SCALE * reference.weight / 100
+    return adapter_scale(reference.weight)

@@ -1,0 +1,180 @@
+"""Style and subject references on the engine (`generation.pipelines.references`) and in the parser: on
+the tiny model with its tiny IP-Adapter (built locally from configs, loaded through diffusers' real
+`load_ip_adapter`), a reference changes the pixels, weight 0 gives the plain picture's pixels, the
+same picture twice is encoded once, a batch of different references equals each alone, the PNG names
+its references; the flags' refusals; and a family without an adapter refuses them."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from generation.media.compose import read_parameters
+from generation.pipelines.engine import DiffusersEngine
+from generation.prompts.errors import PromptError
+from generation.prompts.parser import ParseContext, parse_prompt
+from generation.prompts.references import Reference, ReferenceKind, adapter_scale
+from generation.prompts.request import GenerationRequest, ModelProfile, PromptOptions
+
+pytest_plugins = ["tests.fixtures_generation"]
+
+URL = "http://127.0.0.1:1/attachments/1/ref.png"
+
+
+def _png(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+PICTURES = {hashlib.sha256(data).hexdigest(): data for data in (_png(1), _png(2), _png(3))}
+FIRST, SECOND, THIRD = PICTURES
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_cache_dir: Path) -> DiffusersEngine:
+    """A tiny model of its own: loading the adapter changes its UNet (the shared `tiny_model` stays bare)."""
+    return DiffusersEngine.load("tiny", "cpu", cache_dir=tiny_cache_dir)
+
+
+def _request(seed: int = 5, *references: Reference) -> GenerationRequest:
+    return GenerationRequest(
+        prompt="a red fox",
+        width=64,
+        height=64,
+        steps=4,
+        guidance=7.5,
+        seeds=(seed,),
+        model="tiny",
+        references=references,
+    )
+
+
+def _style(weight: int, *images: str) -> Reference:
+    return Reference(ReferenceKind.STYLE, weight, tuple(URL for _ in images), images)
+
+
+def _subject(weight: int, image: str) -> Reference:
+    return Reference(ReferenceKind.SUBJECT, weight, (URL,), (image,))
+
+
+def _pixels(engine: DiffusersEngine, *requests: GenerationRequest) -> list[np.ndarray[Any, Any]]:
+    out = engine.run_batch(list(requests), [None] * len(requests), lambda *_: True, PICTURES)
+    return [np.asarray(Image.open(io.BytesIO(images[0].png)), np.int16) for images in out]
+
+
+def test_a_reference_changes_the_picture_and_weight_zero_gives_the_plain_one(engine: DiffusersEngine) -> None:
+    [plain] = _pixels(engine, _request())
+    [off] = _pixels(engine, _request(5, _style(0, FIRST)))
+    [styled] = _pixels(engine, _request(5, _style(100, FIRST)))
+    [strong] = _pixels(engine, _request(5, _style(1000, FIRST)))
+    [subject] = _pixels(engine, _request(5, _subject(100, FIRST)))
+    np.testing.assert_array_equal(off, plain)  # scale 0: the adapter's attention is skipped
+    assert engine.references is not None and engine.references.loaded
+    change, stronger = np.abs(styled - plain).mean(), np.abs(strong - plain).mean()
+    assert 1 < change < stronger  # --sw 1000 moves it further than 100
+    assert np.abs(subject - styled).mean() > 1  # every layer, not the style layers alone
+    [after] = _pixels(engine, _request())
+    np.testing.assert_array_equal(after, plain)  # the adapter, loaded, leaves plain jobs alone
+
+
+def test_the_same_picture_is_encoded_once(engine: DiffusersEngine) -> None:
+    _pixels(engine, _request(7, _style(100, THIRD)))
+    adapter = engine.references
+    assert adapter is not None
+    computed, cached = adapter.embeds_computed, adapter.embeds_cached
+    _pixels(engine, _request(8, _style(100, THIRD)))
+    assert (adapter.embeds_computed, adapter.embeds_cached) == (computed, cached + 1)
+
+
+def test_a_batch_of_different_references_equals_each_alone(engine: DiffusersEngine) -> None:
+    one, two = _request(3, _style(100, FIRST)), _request(4, _style(100, SECOND, THIRD))
+    assert one.batch_key() == two.batch_key()  # kinds and weights batch; pictures are per sample
+    together = _pixels(engine, one, two)
+    alone = _pixels(engine, one) + _pixels(engine, two)
+    for batched, single in zip(together, alone, strict=True):
+        assert np.abs(batched - single).max() <= 1  # one call, each image its own embedding
+    assert np.abs(together[0] - together[1]).mean() > 1
+
+
+def test_the_png_names_each_reference_with_its_hash_and_origin(engine: DiffusersEngine) -> None:
+    request = _request(9, _style(250, FIRST, SECOND), _subject(40, THIRD))
+    [[image]] = engine.run_batch([request], [None], lambda *_: True, PICTURES)
+    text = read_parameters(image.png) or ""
+    line = text.splitlines()[-1]
+    style = f"style ×250: {FIRST[:10]} ({URL}), {SECOND[:10]} ({URL})"
+    assert line == f"References: {style}; subject ×40: {THIRD[:10]} ({URL})"
+
+
+def test_weights_map_onto_the_adapter_scale() -> None:
+    assert (adapter_scale(0), adapter_scale(100), adapter_scale(1000)) == (0.0, 0.6, 1.5)
+    assert adapter_scale(50) == pytest.approx(0.3) and adapter_scale(550) == pytest.approx(1.05)
+
+
+def test_a_family_without_an_adapter_has_no_references(tmp_path: Path) -> None:
+    flux = DiffusersEngine.load("tiny-flux", "cpu", cache_dir=tmp_path)
+    assert flux.references is None and not flux.profile.features.references
+
+
+# -- the parser ------------------------------------------------------------------------------------------
+
+
+def _parse(text: str, profile: ModelProfile, **attached: str) -> GenerationRequest:
+    context = ParseContext(
+        profile,
+        lambda t: len(t.split()) + 2,
+        lambda: 1,
+        attached={ReferenceKind(kind): url for kind, url in attached.items()},
+    )
+    return parse_prompt(text, PromptOptions(), context)
+
+
+def test_the_reference_flags_parse(engine: DiffusersEngine) -> None:
+    profile = engine.profile
+    request = _parse(f"a fox --sref {URL} {URL}2 --sw 300 --oref {URL}3", profile)
+    assert request.references == (
+        Reference(ReferenceKind.STYLE, 300, (URL, f"{URL}2")),
+        Reference(ReferenceKind.SUBJECT, 100, (f"{URL}3",)),
+    )
+    attached = _parse("a fox --ow 7", profile, subject=URL)
+    assert attached.references == (Reference(ReferenceKind.SUBJECT, 7, (URL,)),)
+    assert _parse("a fox", profile).references == ()
+    assert replace(request, references=()).batch_key() != request.batch_key()
+
+
+@pytest.mark.parametrize(
+    ("text", "attached", "message"),
+    [
+        (f"a fox --sref {URL} {URL} {URL} {URL} {URL}", {}, "at most 4 style pictures"),
+        (f"a fox --sref {URL} {URL} {URL} {URL}", {"style": URL}, "at most 4 style pictures"),
+        (f"a fox --oref {URL} {URL}", {}, "`--oref` takes one value"),
+        (f"a fox --oref {URL}", {"subject": URL}, "one subject picture"),
+        ("a fox --sw 200", {}, "give `--sref` or the `style_image` option too"),
+        (f"a fox --sref {URL} --ow 5", {}, "give `--oref` too"),
+        (f"a fox --sref {URL} --sw 1001", {}, "between 0 and 1000"),
+        (f"a fox --oref {URL} --ow 0", {}, "between 1 and 1000"),
+        (f"a fox --sref {URL} --sw high", {}, "whole number"),
+    ],
+)
+def test_bad_reference_flags_are_refused(
+    engine: DiffusersEngine, text: str, attached: dict[str, str], message: str
+) -> None:
+    with pytest.raises(PromptError, match=message):
+        _parse(text, engine.profile, **attached)
+
+
+def test_a_model_without_an_adapter_refuses_references(engine: DiffusersEngine) -> None:
+    features = replace(engine.profile.features, references=False, label="Flux.1")
+    flux = replace(engine.profile, name="flux", features=features)
+    with pytest.raises(
+        PromptError, match=r"references .* doesn't work on `flux` \(Flux.1\)\. Reference pictures need"
+    ):
+        _parse(f"a fox --sref {URL}", flux)
