@@ -1,13 +1,18 @@
 """`MODELS`: the models a bot offers, by name (pure; no torch).
 
 `MODELS=photo=dreamlike-art/dreamlike-photoreal-2.0,anime=/models/anything,fast=stabilityai/sd-turbo`:
-`name=hub-id-or-folder` pairs separated by commas; the first is the default. Without `MODELS`,
-`MODEL_ID` alone is a one-model set whose name is the id itself (so nothing changes for it)."""
+`name=hub-id-or-folder` pairs separated by commas; the first is the default. A pair may name the
+model's reference adapter after a space
+(`photo=org/sd15 ref=h94/IP-Adapter:models/ip-adapter_sd15.safetensors`, or `ref=none`); without one
+its family's default is used. Without `MODELS`, `MODEL_ID` alone is a
+one-model set whose name is the id itself (so nothing changes for it)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from generation.families.adapters import parse_adapter
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 
@@ -18,6 +23,7 @@ class ModelChoice:
 
     name: str
     source: str
+    reference: str | None = None  # `ref=`: its reference adapter (`generation.families.adapters`)
 
 
 @dataclass(frozen=True)
@@ -95,14 +101,25 @@ class ModelSet:
         for part in (p.strip() for p in text.split(",")):
             if not part:
                 continue
-            name, sep, source = part.partition("=")
-            name, source = name.strip().lower(), source.strip()
+            name, sep, rest = part.partition("=")
+            name = name.strip().lower()
+            source, *options = rest.split() or [""]
             if not sep or not source:
                 raise ValueError(f"MODELS: {part!r} is not name=hub-id-or-folder")
+            reference = None
+            for option in options:
+                key, eq, value = option.partition("=")
+                if key != "ref" or not eq or not value:
+                    raise ValueError(f"MODELS: {option!r} after {name}'s source is not ref=ADAPTER")
+                try:
+                    parse_adapter(value)
+                except ValueError as exc:
+                    raise ValueError(f"MODELS: {name}'s {exc}") from None
+                reference = value
             if not _NAME_RE.match(name):
                 rule = "1-32 of a-z, 0-9, '_', '.', '-', starting with a letter or digit"
                 raise ValueError(f"MODELS: model name {name!r} must be {rule}")
-            choices.append(ModelChoice(name, source))
+            choices.append(ModelChoice(name, source, reference))
         if not choices:
             raise ValueError("MODELS is empty: give name=hub-id-or-folder pairs, separated by commas")
         return cls(tuple(choices))

@@ -14,6 +14,7 @@ from PIL import Image
 
 from generation.backends.local import GenerationService
 from generation.backends.protocol import JobFailed
+from generation.families.adapters import NO_REFERENCE_ADAPTER, IPAdapterSpec, parse_adapter
 from generation.media.compose import read_parameters
 from generation.media.image_store import ImageStore
 from generation.model_set import ModelChoice, ModelSet
@@ -31,6 +32,29 @@ def test_models_setting_parses_names_and_sources_the_first_being_the_default() -
     )
     assert models.get("FAST") == ModelChoice("fast", "stabilityai/sd-turbo") and models.get("other") is None
     assert ModelSet.single("/models/My Model").get("/models/My Model") is not None
+
+
+def test_a_model_may_name_its_reference_adapter() -> None:
+    models = ModelSet.parse(
+        "photo=org/sd15 ref=h94/IP-Adapter:models/ip-adapter_sd15.safetensors,"
+        " plain=org/sd15 ref=none, x=org/y"
+    )
+    assert [c.reference for c in models.choices] == [
+        "h94/IP-Adapter:models/ip-adapter_sd15.safetensors",
+        "none",
+        None,
+    ]
+    assert parse_adapter(models.choices[0].reference or "") == IPAdapterSpec(
+        "h94/IP-Adapter", "models", "ip-adapter_sd15.safetensors"
+    )
+    assert parse_adapter("none") is NO_REFERENCE_ADAPTER
+    for bad, message in (
+        ("a=org/m ref=h94/IP-Adapter", "is not hub-id-or-folder:subfolder/weights.safetensors"),
+        ("a=org/m reference=x", "is not ref=ADAPTER"),
+        ("a=", "is not name=hub-id-or-folder"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            ModelSet.parse(bad)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ and the tiny image-to-video model as VIDEO_MODEL (loaded on a replica on first u
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from generation.media.compose import read_parameters  # noqa: E402
 from generation.media.video import probe_mp4  # noqa: E402
 from generation.model_set import ModelSet  # noqa: E402
 from generation.prompts.edits import Direction, EditKind, edit_spec  # noqa: E402
+from generation.prompts.references import Reference, ReferenceKind  # noqa: E402
 from generation.prompts.request import animate_of, edit_of, instruct_of  # noqa: E402
 from generation.prompts.video import Motion  # noqa: E402
 from generation.scheduling.job_state import MemoryImages  # noqa: E402
@@ -125,3 +127,16 @@ async def test_an_edit_in_words_runs_on_a_replica_that_loads_the_edit_model_on_f
     assert (image.width, image.height) == (72, 48)  # the picture's size, though Kontext draws at 16s
     text = read_parameters(image.png) or ""
     assert text.startswith("make it winter\n") and "Model: tiny-kontext" in text
+
+
+async def test_reference_pictures_travel_with_the_batch_to_a_replica(backend: RayBackend) -> None:
+    plain_request = tiny_request(model="first", seeds=(21,))
+    picture = IMAGES.add(tiny_source_png((200, 40, 40)))
+    styled_request = replace(
+        plain_request, references=(Reference(ReferenceKind.STYLE, 100, ("https://x/p.png",), (picture,)),)
+    )
+    plain = await backend.submit("plain-ref", "alice", plain_request).result()
+    styled = await backend.submit("styled-ref", "alice", styled_request).result()
+    assert isinstance(plain, GenerationResult) and isinstance(styled, GenerationResult)
+    assert plain.images[0].png != styled.images[0].png
+    assert f"References: style ×100: {picture[:10]}" in (read_parameters(styled.images[0].png) or "")

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from generation.families.adapters import NO_REFERENCE_ADAPTER
 from generation.media.compose import read_parameters
+from generation.pipelines.contract import BatchFailed
 from generation.pipelines.engine import DiffusersEngine
 from generation.prompts.errors import PromptError
 from generation.prompts.parser import ParseContext, parse_prompt
@@ -119,9 +121,13 @@ def test_weights_map_onto_the_adapter_scale() -> None:
     assert adapter_scale(50) == pytest.approx(0.3) and adapter_scale(550) == pytest.approx(1.05)
 
 
-def test_a_family_without_an_adapter_has_no_references(tmp_path: Path) -> None:
+def test_a_family_without_an_adapter_or_ref_none_has_no_references(tmp_path: Path, tiny_model: Any) -> None:
     flux = DiffusersEngine.load("tiny-flux", "cpu", cache_dir=tmp_path)
     assert flux.references is None and not flux.profile.features.references
+    plain = DiffusersEngine(tiny_model, reference_adapter=NO_REFERENCE_ADAPTER)  # MODELS' `ref=none`
+    assert plain.references is None and not plain.profile.features.references
+    with pytest.raises(BatchFailed, match="Style and subject references doesn't work on `tiny`"):
+        plain.run_batch([_request(1, _style(100, FIRST))], [None], lambda *_: True, PICTURES)
 
 
 # -- the parser ------------------------------------------------------------------------------------------

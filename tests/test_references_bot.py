@@ -153,3 +153,28 @@ async def test_blend_mixes_two_and_five_pictures(world: BotWorld) -> None:
     text = parameters(mixed5)
     assert text.startswith("a city at night\n") and all(digest(p) in text for p in five)
     assert pixels(mixed5).shape[0] == pixels(mixed5).shape[1]  # square by default
+
+
+async def test_remix_prefills_the_references_and_keeps_or_replaces_them(
+    world: BotWorld, reference: Message
+) -> None:
+    url = reference.attachments[0].url
+    referenced = await world.wait_result(world.imagine(f"a harbour --seed 5 --n 1 --sref {url} --sw 250"))
+    erin = world.server.add_member(world.guild, "erin2")
+    await world.store.set_prompt_settings(world.guild.id, erin.id, {"remix": True})
+    click = world.server.click(referenced, button_id(referenced, "V1"), erin)
+    await click.wait_final(lambda r: r.acknowledged, timeout=60)
+    assert click.modal is not None
+    [label] = click.modal["components"]
+    prefill = label["component"]["value"]
+    assert f"--sref {url} --sw 250" in prefill
+    kept = await world.wait_result(
+        world.server.submit_modal(click, {"prompt": prefill.replace("a harbour", "a quiet harbour")}, erin)
+    )
+    assert parameters(kept).splitlines()[-1] == parameters(referenced).splitlines()[-1]
+    other = world.server.click(referenced, button_id(referenced, "V1"), erin)
+    await other.wait_final(lambda r: r.acknowledged, timeout=60)
+    swapped = prefill.replace(f"--sref {url} --sw 250", f"--oref {world.server.url}/nowhere.png")
+    rec = world.server.submit_modal(other, {"prompt": swapped}, erin)
+    await private(world, rec, "404")  # a new URL is fetched (and refused here): nothing spent for it
+    assert len(await world.store.ledger(world.guild.id, erin.id)) == 1

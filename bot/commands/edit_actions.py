@@ -28,6 +28,7 @@ from bot.commands.derive import (
 )
 from bot.commands.errors import UserError, reporting, require_post_permissions, send_private
 from bot.commands.imagine import random_seed, refuse_unqueueable
+from bot.commands.reference_pictures import store_pending_references
 from bot.formatting import refusal_text
 from bot.services import Services
 from bot.views.custom_ids import ButtonRef, EditButton
@@ -128,7 +129,7 @@ class EditActions:
         digest = await asyncio.to_thread(bot.image_store.put, data)
         request = derive_edit(parent, spec, digest, size, count)
         if submitted is not None:
-            request = remixed(request, submitted)
+            request = await store_pending_references(bot, interaction, remixed(request, submitted))
         outcome = await self._submit(interaction, parent, request, 0)
         if isinstance(outcome, Refusal):
             await send_private(interaction, refusal_text(outcome, request.count))

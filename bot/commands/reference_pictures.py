@@ -78,3 +78,15 @@ def attached_references(
     """`/imagine`'s reference attachments by kind (those given)."""
     attached = {ReferenceKind.STYLE: style, ReferenceKind.SUBJECT: subject}
     return {kind: a for kind, a in attached.items() if a is not None}
+
+
+async def store_pending_references(
+    services: Services, interaction: discord.Interaction[Any], request: GenerationRequest
+) -> GenerationRequest:
+    """`request` with any reference not yet stored (a Remix's new `--sref`/`--oref` URL) checked and
+    stored; as it is when every picture is (nothing fetched again)."""
+    if all(r.fetched for r in request.references):
+        return request
+    check_reference_urls(services, [request], {})
+    [stored] = await store_references(services, interaction, [request], {})
+    return stored

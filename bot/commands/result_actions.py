@@ -30,6 +30,7 @@ from bot.commands.errors import (
 )
 from bot.commands.imagine import ImagineCommand
 from bot.commands.job_controls import JobControls
+from bot.commands.reference_pictures import store_pending_references
 from bot.formatting import refusal_text
 from bot.services import Services
 from bot.views.custom_ids import (
@@ -117,7 +118,7 @@ class ResultActions:
         request = derive(parent, ref, bot.backend.profile, digest)
         if remix is not None and clicker.interaction is not None:
             submitted = await self.edits.parse_remix(clicker.interaction, remix, request.model)
-            request = remixed(request, submitted)
+            request = await store_pending_references(bot, clicker.interaction, remixed(request, submitted))
         index = ref.index if ref.action is not Action.REROLL else None
         return await self._reserve(parent, request, index, clicker), request.count
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from generation.backends.protocol import GeneratedImage, ModelEntry
+from generation.families.adapters import parse_adapter
 from generation.model_set import ModelChoice, ModelSet
 from generation.pipelines.contract import BatchFailed, Engine, StepCallback, token_counter_of
 from generation.pipelines.options import OptimiseOptions
@@ -241,7 +242,13 @@ def load_engines(
 
     def load(choice: ModelChoice) -> Engine:
         return DiffusersEngine.load(
-            choice.source, device, cache_dir=cache_dir, options=options, safety=safety, lora_dir=lora_dir
+            choice.source,
+            device,
+            cache_dir=cache_dir,
+            options=options,
+            safety=safety,
+            lora_dir=lora_dir,
+            reference_adapter=parse_adapter(choice.reference) if choice.reference else None,
         )
 
     def load_video(choice: ModelChoice) -> Engine:

@@ -13,6 +13,7 @@ from dataclasses import replace
 from generation.prompts.edits import EditError, parse_zoom
 from generation.prompts.flags import split_flags
 from generation.prompts.parser import clean_text
+from generation.prompts.references import DEFAULT_WEIGHT, Reference, ReferenceKind
 from generation.prompts.request import GenerationRequest, Mode
 
 _ZOOM_FLAG = re.compile(r"(?:^|\s)--zoom(?:\s+(?P<value>[^\s-][^\s]*))?(?=\s|$)", re.IGNORECASE)
@@ -33,9 +34,24 @@ def remix_text(request: GenerationRequest, *, with_shape: bool = False) -> str:
         parts.append(f"--stop {request.stop}")
     if request.chaos is not None and with_shape:
         parts.append(f"--chaos {request.chaos}")
+    parts += reference_flags(request.references)
     if request.negative_prompt:
         parts.append(f"--no {request.negative_prompt}")  # last: `--no` runs to the next flag
     return " ".join(parts)
+
+
+def reference_flags(references: tuple[Reference, ...]) -> list[str]:
+    """`--sref URL… [--sw W]` and `--oref URL [--ow W]` for a request's style and subject references
+    (a blend's pictures have no flag: a Remix keeps them as they are)."""
+    flags = []
+    for reference in references:
+        if reference.kind is ReferenceKind.BLEND:
+            continue
+        ref, weight = ("--sref", "--sw") if reference.kind is ReferenceKind.STYLE else ("--oref", "--ow")
+        flags.append(f"{ref} {' '.join(reference.origins)}")
+        if reference.weight != DEFAULT_WEIGHT:
+            flags.append(f"{weight} {reference.weight}")
+    return flags
 
 
 SHAPED_BY_REMIX = frozenset({Mode.TXT2IMG, Mode.IMG2IMG, Mode.VARIATION})
@@ -59,12 +75,26 @@ def remixed(derived: GenerationRequest, submitted: GenerationRequest) -> Generat
         chaos=submitted.chaos if derived.mode is Mode.TXT2IMG else derived.chaos,
         prompt_windows=submitted.prompt_windows,
         loras=submitted.loras,
+        references=_remixed_references(derived.references, submitted.references),
         warnings=submitted.warnings,
     )
     if derived.mode not in SHAPED_BY_REMIX:
         return out
     return replace(
         out, width=submitted.width, height=submitted.height, aspect=submitted.aspect, seeds=submitted.seeds
+    )
+
+
+def _remixed_references(
+    derived: tuple[Reference, ...], submitted: tuple[Reference, ...]
+) -> tuple[Reference, ...]:
+    """The submitted text's references, each with its pictures where the derived request already had
+    them stored (same kind and URLs: not fetched again); a blend keeps its pictures."""
+    if any(r.kind is ReferenceKind.BLEND for r in derived):
+        return derived
+    stored = {(r.kind, r.origins): r.images for r in derived if r.fetched}
+    return tuple(
+        r.with_images(stored[(r.kind, r.origins)]) if (r.kind, r.origins) in stored else r for r in submitted
     )
 
 
