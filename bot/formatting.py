@@ -191,7 +191,10 @@ HELP_TEXT += (
     " · `--stop 60` (10–100 % of the steps) · `--chaos 40` (0–100, how unlike the images are)"
     f" · `--quality 0.5` (0.25, 0.5, 1, 2 × steps) · `--sampler NAME` ({', '.join(SAMPLER_NAMES)})"
     " · `--model NAME` (one of the bot's models; the `model` option lists them)"
-    " · `<lora:name:0.8>` or the `lora` option: a LoRA style (**/loras** lists them)."
+    " · `<lora:name:0.8>` or the `lora` option: a LoRA style (**/loras** lists them)"
+    " · `--sref URL` (up to 4) `--sw 0–1000` a style reference, `--oref URL` `--ow 1–1000` a subject"
+    " (pictures posted in Discord; also the `style_image`, `subject_image` options)"
+    " · **/blend** 2–5 pictures into one."
     "\n**/settings** your defaults and Remix · **/prefer option set|list|delete** your `--name` macros"
     " · Admins: **/server-defaults** (also the server's default model and the models it offers)."
 )
