@@ -19,6 +19,7 @@ _NOT_BENCHMARKS = {
     "service_edits",
     "switching",
     "video",
+    "references",
 }  # helpers, not benchmarks
 
 

@@ -164,6 +164,12 @@ HEADLINES = {
     "service-families": ("worst_overhead_pct", "slowest_setup_ms"),
     "service-edits-families": ("from_pipe_added_bytes", "lowest_batched_speedup"),
     "service-video": ("frames_per_s", "encode_s_per_video_s", "mp4_bytes", "fits_every_limit"),
+    "service-references": (
+        "reference_cost_ratio",
+        "encoder_ms_per_picture",
+        "batched_speedup",
+        "adapter_load_s",
+    ),
 }
 TABLE_BEGIN, TABLE_END = "<!-- latest figures: begin -->", "<!-- latest figures: end -->"
 _TABLE_NOTE = (

@@ -17,6 +17,8 @@ In one process, for `--rounds` rounds:
 `--edits --families` the edit comparison on each family's tiny model (`bench.service_edits`);
 `--video` Animate clips on `tiny-video`: frames/s, encode time per second of video, the MP4 against
 upload limits (`bench.video`).
+`--references` style references on `tiny`: a reference's cost, the encoder cache, batched reference
+jobs against one at a time (`bench.references`).
 
 The timed rounds carry no instrumentation. After them, one more `service` and one more `batched`
 pass (of at least 40 jobs) run with a ticker coroutine that wakes every 5 ms and records how late it
@@ -224,8 +226,10 @@ def measure_fixed_costs(model: Any, request: GenerationRequest) -> dict[str, flo
 def main(argv: list[str], settings: BenchSettings) -> int:
     """CLI entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m bench service", description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, help="requests per run (default 10; --video: 2)")
-    parser.add_argument("--rounds", type=int, help="repetitions of every variant (default 40; --video: 5)")
+    parser.add_argument("--jobs", type=int, help="requests per run (default 10; --video: 2; --references: 8)")
+    parser.add_argument(
+        "--rounds", type=int, help="repetitions of every variant (default 40; --video: 5; --references: 10)"
+    )
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--steps", type=int, default=4, help="denoising steps (default 4)")
     parser.add_argument(
@@ -255,6 +259,12 @@ def main(argv: list[str], settings: BenchSettings) -> int:
         help="instead: Animate clips on tiny-video: frames/s, encode time, upload limits (bench/video.py)",
     )
     parser.add_argument(
+        "--references",
+        action="store_true",
+        help="instead: style references on tiny: their cost, the encoder cache, batched against one by one "
+        "(bench/references.py)",
+    )
+    parser.add_argument(
         "--only",
         default="",
         help="with --families (or --edits --families): these tiny model ids (comma-separated)",
@@ -262,15 +272,21 @@ def main(argv: list[str], settings: BenchSettings) -> int:
     args = parser.parse_args(argv)
     if args.video and (args.edits or args.prompts or args.switching or args.families):
         parser.error("--video goes alone")
+    if args.references and (args.video or args.edits or args.prompts or args.switching or args.families):
+        parser.error("--references goes alone")
     if args.jobs is None:
-        args.jobs = 2 if args.video else 10
+        args.jobs = 2 if args.video else 8 if args.references else 10
     if args.rounds is None:
-        args.rounds = 5 if args.video else 40
+        args.rounds = 5 if args.video else 10 if args.references else 40
     if args.jobs < 1 or args.rounds < 1:
         parser.error("--jobs and --rounds must be at least 1")
     cache = settings.cache_dir()  # the tiny model, built there once
     variant = next(
-        (name for name in ("edits", "prompts", "switching", "families", "video") if getattr(args, name)),
+        (
+            name
+            for name in ("edits", "prompts", "switching", "families", "video", "references")
+            if getattr(args, name)
+        ),
         None,
     )
     if args.edits and args.families:
@@ -296,6 +312,10 @@ def main(argv: list[str], settings: BenchSettings) -> int:
         from bench import video
 
         figures = asyncio.run(video.run(args.jobs, args.rounds, cache))
+    elif variant == "references":
+        from bench import references
+
+        figures = asyncio.run(references.run(args.jobs, args.rounds, args.size, args.steps, cache))
     else:
         from bench import prompt_cost, switching
 
