@@ -170,12 +170,13 @@ async def run(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) ->
 
     from generation.backends.local import GenerationService
     from generation.pipelines.engine import DiffusersEngine
+    from generation.pipelines.references import ReferenceAdapter
 
     start = time.perf_counter()
     engine = DiffusersEngine.load(MODEL, "cpu", cache_dir=cache_dir)
     load_s = time.perf_counter() - start
     adapter = engine.references
-    if adapter is None:
+    if not isinstance(adapter, ReferenceAdapter):
         raise RuntimeError(f"{MODEL} has no reference adapter")
     threads = torch.get_num_threads()
     images = MemoryImages()

@@ -20,6 +20,7 @@ from generation.families.adapters import NO_REFERENCE_ADAPTER
 from generation.media.compose import read_parameters
 from generation.pipelines.contract import BatchFailed
 from generation.pipelines.engine import DiffusersEngine
+from generation.pipelines.references import InputReferences, ReferenceAdapter
 from generation.prompts.errors import PromptError
 from generation.prompts.parser import ParseContext, parse_prompt
 from generation.prompts.references import Reference, ReferenceKind, adapter_scale
@@ -80,7 +81,7 @@ def test_a_reference_changes_the_picture_and_weight_zero_gives_the_plain_one(eng
     [strong] = _pixels(engine, _request(5, _style(1000, FIRST)))
     [subject] = _pixels(engine, _request(5, _subject(100, FIRST)))
     np.testing.assert_array_equal(off, plain)  # scale 0: the adapter's attention is skipped
-    assert engine.references is not None and engine.references.loaded
+    assert isinstance(engine.references, ReferenceAdapter) and engine.references.loaded
     change, stronger = np.abs(styled - plain).mean(), np.abs(strong - plain).mean()
     assert 1 < change < stronger  # --sw 1000 moves it further than 100
     assert np.abs(subject - styled).mean() > 1  # every layer, not the style layers alone
@@ -91,7 +92,7 @@ def test_a_reference_changes_the_picture_and_weight_zero_gives_the_plain_one(eng
 def test_the_same_picture_is_encoded_once(engine: DiffusersEngine) -> None:
     _pixels(engine, _request(7, _style(100, THIRD)))
     adapter = engine.references
-    assert adapter is not None
+    assert isinstance(adapter, ReferenceAdapter)
     computed, cached = adapter.embeds_computed, adapter.embeds_cached
     _pixels(engine, _request(8, _style(100, THIRD)))
     assert (adapter.embeds_computed, adapter.embeds_cached) == (computed, cached + 1)
@@ -184,3 +185,57 @@ def test_a_model_without_an_adapter_refuses_references(engine: DiffusersEngine) 
         PromptError, match=r"references .* doesn't work on `flux` \(Flux.1\)\. Reference pictures need"
     ):
         _parse(f"a fox --sref {URL}", flux)
+
+
+# -- a model that takes references as its own picture input (Kontext) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kontext(tmp_path_factory: pytest.TempPathFactory) -> DiffusersEngine:
+    return DiffusersEngine.load("tiny-kontext", "cpu", cache_dir=tmp_path_factory.mktemp("kontext"))
+
+
+def _kontext_request(seed: int, *references: Reference) -> GenerationRequest:
+    return replace(_request(seed, *references), model="tiny-kontext", width=128, height=128, guidance=3.5)
+
+
+def test_kontext_takes_a_subject_or_a_blend_as_its_own_input(kontext: DiffusersEngine) -> None:
+    features = kontext.profile.features
+    assert isinstance(kontext.references, InputReferences)
+    assert features.supported()["--oref"] and not features.supported()["--sref"]
+    blend_reference = Reference(ReferenceKind.BLEND, 100, (URL, URL), (FIRST, SECOND))
+    [plain], [subject], [other], [blend] = (
+        _pixels(kontext, _kontext_request(4, *references))
+        for references in ((), (_subject(100, FIRST),), (_subject(100, SECOND),), (blend_reference,))
+    )
+    assert plain.shape == subject.shape == blend.shape == (128, 128, 3)
+    # the picture is the model's input (random tiny weights pass little of it through: small, but there)
+    assert not np.array_equal(plain, subject) and not np.array_equal(subject, other)
+    assert not np.array_equal(subject, blend)
+    [[image]] = kontext.run_batch(
+        [_kontext_request(4, _subject(100, FIRST))], [None], lambda *_: True, PICTURES
+    )
+    assert f"References: subject ×100: {FIRST[:10]}" in (read_parameters(image.png) or "")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (f"a fox --sref {URL}", "A style reference .* doesn't work on `tiny-kontext` .* a subject"),
+        (f"a fox --oref {URL} --ow 300", r"`--ow` \(its picture input has no weight\) doesn't work"),
+    ],
+)
+def test_kontext_refuses_a_style_or_a_weight(kontext: DiffusersEngine, text: str, message: str) -> None:
+    with pytest.raises(PromptError, match=message):
+        _parse(text, replace(kontext.profile, name="tiny-kontext"))
+
+
+def test_kontext_takes_one_picture_image_or_subject(kontext: DiffusersEngine) -> None:
+    context = ParseContext(
+        replace(kontext.profile, name="tiny-kontext"),
+        lambda t: len(t.split()) + 2,
+        lambda: 1,
+        source_image="f" * 64,
+    )
+    with pytest.raises(PromptError, match="give `image` or a subject picture"):
+        parse_prompt(f"a fox --oref {URL}", PromptOptions(), context)

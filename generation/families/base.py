@@ -77,6 +77,14 @@ class Family:
     reference_adapter: IPAdapterSpec | None = None  # the default reference adapter (`--sref`, `--oref`)
     reference_layers: ReferenceLayers | None = None  # how a style reference scales it
 
+    # -- pictures as its own input -------------------------------------------------------------------
+
+    def reference_input(self, picture: Any) -> dict[str, Any]:
+        """The call arguments that hand `picture` (reference strips, `side_by_side`) to a model that
+        takes references as its own picture input (`Features.reference_adapter` off); families with
+        an adapter never get here."""
+        raise NotImplementedError(f"{self.features.label} takes no picture as its own input")
+
     # -- what the model is ---------------------------------------------------------------------------
 
     def native_size(self, pipe: Any) -> int:

@@ -41,7 +41,9 @@ class Features:
     image: bool = True  # image-to-image (`image`, V1–V4, U1–U4)
     strength: bool = True  # `--strength` acts on it (Kontext's image input takes none: it edits)
     instruct: bool = False  # edits its image input as the prompt's words say (EDIT_MODEL can be it)
-    references: bool = False  # style/subject pictures (`--sref`, `--oref`, `/blend`): a reference adapter
+    references: bool = False  # subject pictures and blends (`--oref`, `/blend`): an adapter or its own input
+    reference_adapter: bool = True  # with `references`: through an adapter, which also takes `--sref` and
+    # weights; False: the model's own picture input (Kontext), one picture strip with no weight
     edits: bool = True  # the edit loop's inpainting buttons (Vary, Zoom, Pan, Region, …)
     lora: str | None = "unet"  # the component a LoRA adapts (None: no LoRA)
     size_step: int = 8  # width and height are multiples of this (the VAE's factor × the patch size)
@@ -76,5 +78,6 @@ class Features:
             "image": self.image,
             "edits": self.edits,
             "LoRA": self.lora is not None,
-            "--sref": self.references,
+            "--sref": self.references and self.reference_adapter,
+            "--oref": self.references,
         }

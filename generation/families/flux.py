@@ -37,6 +37,10 @@ class KontextFamily(FluxFamily):
     picture (fit to the request's size, not resized to its own preferred resolutions); its call takes
     no strength (`Features.strength` is off: the engine passes none)."""
 
+    def reference_input(self, picture: Any) -> dict[str, Any]:
+        """Kontext's own picture input at the strip's size (not resized to its preferred resolutions)."""
+        return {"image": picture, "_auto_resize": False}
+
     def call_arguments(self, pipe: Any, first: GenerationRequest, kwargs: dict[str, Any]) -> None:
         super().call_arguments(pipe, first, kwargs)
         kwargs["max_area"] = first.width * first.height
@@ -59,6 +63,8 @@ def _features(family: str, label: str, guidance: Guidance, samplers: tuple[str, 
         edits=redraws,
         strength=redraws,
         instruct=family == "flux-kontext",  # its image input is changed as the prompt's words say
+        references=family == "flux-kontext",  # `--oref`, `/blend`: a picture strip as its own input
+        reference_adapter=False,
         lora="transformer",
         size_step=16,
     )

@@ -123,6 +123,24 @@ def _decode(data: bytes) -> Image.Image:
         return image.copy()
 
 
+def side_by_side(pictures: Sequence[Image.Image], pixels: int, step: int) -> Image.Image:
+    """`pictures` in one row, each at the same height, the row scaled to about `pixels` pixels with
+    sides a multiple of `step` (the input of a model that takes one picture for several)."""
+    height = max(p.height for p in pictures)
+    widths = [max(1, round(p.width * height / p.height)) for p in pictures]
+    row = Image.new("RGB", (sum(widths), height))
+    x = 0
+    for picture, width in zip(pictures, widths, strict=True):
+        row.paste(picture.convert("RGB").resize((width, height), Image.Resampling.LANCZOS), (x, 0))
+        x += width
+    scale = (pixels / (row.width * row.height)) ** 0.5
+    size = (
+        max(step, round(row.width * scale / step) * step),
+        max(step, round(row.height * scale / step) * step),
+    )
+    return row.resize(size, Image.Resampling.LANCZOS)
+
+
 def grid_2x2(pngs: Sequence[bytes]) -> bytes:
     """One PNG of up to four images: one is returned unchanged, two side by side, three or four in
     a 2×2 grid (an empty cell stays black). Its `parameters` are the first image's plus

@@ -46,7 +46,12 @@ from generation.pipelines.lora import LoraAdapters
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.preview import preview_png
 from generation.pipelines.prompt_encoding import prompt_encoder
-from generation.pipelines.references import ReferenceAdapter, ReferenceAdapterError, tiny_adapter_spec
+from generation.pipelines.references import (
+    InputReferences,
+    ReferenceAdapter,
+    ReferenceAdapterError,
+    tiny_adapter_spec,
+)
 from generation.pipelines.safety_options import SafetyOptions
 from generation.pipelines.samplers import Samplers
 from generation.pipelines.source import TINY_MODEL_ID
@@ -128,11 +133,14 @@ class DiffusersEngine:
         features = replace(self.profile.features, references=self.references is not None)
         self.profile = replace(self.profile, features=features)
 
-    def _reference_adapter(self, spec: IPAdapterSpec | None) -> ReferenceAdapter | None:
+    def _reference_adapter(self, spec: IPAdapterSpec | None) -> ReferenceAdapter | InputReferences | None:
         """The model's reference adapter: `spec` (MODELS' `ref=`), else its family's default (the
-        built-in `tiny` model's: a tiny one built locally); None where the family takes none."""
+        built-in `tiny` model's: a tiny one built locally); its own picture input where the family
+        takes references so (Kontext); None where the family takes none."""
         if not self.family.features.references or spec == NO_REFERENCE_ADAPTER:
             return None
+        if not self.family.features.reference_adapter:
+            return InputReferences(self.family)
         pipe = self.model.text2img
         if spec is None:
             spec = (

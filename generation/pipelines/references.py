@@ -1,5 +1,6 @@
 """`ReferenceAdapter`: style and subject references (`--sref`, `--oref`, `/blend`) on the loaded weights
-through an IP-Adapter (diffusers' `load_ip_adapter`), loaded on the first request that has references.
+through an IP-Adapter (diffusers' `load_ip_adapter`), loaded on the first request that has references;
+`InputReferences`: subject and blend pictures as the model's own picture input (Kontext).
 
 The adapter is loaded twice, as two slots sharing one image encoder: slot 0 for the style (scaled on
 the family's style layers, `Family.reference_layers`: InstantStyle), slot 1 for the subject or a
@@ -24,6 +25,8 @@ import torch
 from PIL import Image
 
 from generation.families.adapters import IPAdapterSpec, ReferenceLayers
+from generation.families.base import Family
+from generation.media.compose import side_by_side
 from generation.prompts.references import Reference, ReferenceKind, adapter_scale
 from generation.prompts.request import GenerationRequest
 
@@ -150,11 +153,7 @@ class ReferenceAdapter:
             self._embeds.move_to_end(digest)
             self.embeds_cached += 1
             return cached
-        data = pictures.get(digest)
-        if data is None:
-            raise ValueError(f"reference picture {digest[:10]} was not handed to the engine")
-        with Image.open(io.BytesIO(data)) as opened:
-            picture = opened.convert("RGB")
+        picture = _decode(pictures, digest)
         hidden = self._wants_hidden_states()
         embed, _uncond = self.pipe.encode_image(picture, self.pipe.device, 1, hidden)
         self._embeds[digest] = embed[0].detach()
@@ -201,3 +200,40 @@ def _scale_of(reference: Reference) -> float:
     if reference.kind is ReferenceKind.BLEND:
         return BLEND_SCALE * reference.weight / 100
     return adapter_scale(reference.weight)
+
+
+class InputReferences:
+    """References as the model's own picture input (Kontext: `Features.reference_adapter` off): each
+    image's subject or blend pictures side by side in one strip of about the request's pixel count,
+    handed over as the family says (`Family.reference_input`)."""
+
+    def __init__(self, family: Family) -> None:
+        self.family = family
+
+    @contextmanager
+    def applied(
+        self,
+        pipe: Any,
+        requests: Sequence[GenerationRequest],
+        pictures: Mapping[str, bytes],
+        kwargs: dict[str, Any],
+    ) -> Iterator[None]:
+        """`kwargs` with the strips (one per image) where the batch has references (all its requests
+        do, or none: `batch_key`)."""
+        if any(r.references for r in requests):
+            strips = []
+            for request in requests:
+                [reference] = request.references  # one subject or blend: the parser refuses the rest
+                images = [_decode(pictures, digest) for digest in reference.images]
+                strip = side_by_side(images, request.width * request.height, self.family.features.size_step)
+                strips += [strip] * request.count
+            kwargs.update(self.family.reference_input(strips))
+        yield
+
+
+def _decode(pictures: Mapping[str, bytes], digest: str) -> Image.Image:
+    data = pictures.get(digest)
+    if data is None:
+        raise ValueError(f"reference picture {digest[:10]} was not handed to the engine")
+    with Image.open(io.BytesIO(data)) as opened:
+        return opened.convert("RGB")

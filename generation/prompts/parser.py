@@ -297,6 +297,11 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
             raise PromptError(f"{label('strength')} must be more than 0 and at most 1, not {shown}.")
 
     references = _references(flags, context.attached, label, features, model)
+    if references and source_image is not None and not features.reference_adapter:
+        raise PromptError(
+            f"`{model}` ({features.label}) takes one picture as its own input: "
+            "give `image` or a subject picture (`--oref`), not both."
+        )
 
     # 4. Text.
     if is_blank(prompt):
@@ -364,6 +369,14 @@ def _references(
         raise PromptError(
             f"{features.refusal('Style and subject references (`--sref`, `--oref`)', model)} {NEEDS_ADAPTER}"
         )
+    if not features.reference_adapter:  # the model's own picture input: a subject, no style, no weight
+        if style:
+            raise PromptError(
+                f"{features.refusal('A style reference (`--sref`, `style_image`)', model)} It takes a"
+                " picture as its own input: a subject (`--oref`, `subject_image`) or `/blend` works on it."
+            )
+        if "ow" in flags:
+            raise PromptError(features.refusal(f"{label('ow')} (its picture input has no weight)", model))
     if len(style) > MAX_STYLE_PICTURES:
         raise PromptError(
             f"Give at most {MAX_STYLE_PICTURES} style pictures (`--sref`, `style_image`), not {len(style)}."
