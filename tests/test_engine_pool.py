@@ -14,7 +14,7 @@ from PIL import Image
 
 from generation.backends.local import GenerationService
 from generation.backends.protocol import JobFailed
-from generation.families.adapters import NO_REFERENCE_ADAPTER, IPAdapterSpec, parse_adapter
+from generation.families.adapters import NO_REFERENCE_ADAPTER, REDUX, AdapterSpec, parse_adapter
 from generation.media.compose import read_parameters
 from generation.media.image_store import ImageStore
 from generation.model_set import ModelChoice, ModelSet
@@ -44,10 +44,12 @@ def test_a_model_may_name_its_reference_adapter() -> None:
         "none",
         None,
     ]
-    assert parse_adapter(models.choices[0].reference or "") == IPAdapterSpec(
+    assert parse_adapter(models.choices[0].reference or "") == AdapterSpec(
         "h94/IP-Adapter", "models", "ip-adapter_sd15.safetensors"
     )
     assert parse_adapter("none") is NO_REFERENCE_ADAPTER
+    redux = parse_adapter("redux:black-forest-labs/FLUX.1-Redux-dev")
+    assert redux == AdapterSpec("black-forest-labs/FLUX.1-Redux-dev", kind=REDUX)
     for bad, message in (
         ("a=org/m ref=h94/IP-Adapter", "is not hub-id-or-folder:subfolder/weights.safetensors"),
         ("a=org/m reference=x", "is not ref=ADAPTER"),

@@ -20,7 +20,7 @@ from generation.families.adapters import NO_REFERENCE_ADAPTER
 from generation.media.compose import read_parameters
 from generation.pipelines.contract import BatchFailed
 from generation.pipelines.engine import DiffusersEngine
-from generation.pipelines.references import InputReferences, ReferenceAdapter
+from generation.pipelines.references import InputReferences, ReduxReferences, ReferenceAdapter
 from generation.prompts.errors import PromptError
 from generation.prompts.parser import ParseContext, parse_prompt
 from generation.prompts.references import Reference, ReferenceKind, adapter_scale
@@ -123,8 +123,8 @@ def test_weights_map_onto_the_adapter_scale() -> None:
 
 
 def test_a_family_without_an_adapter_or_ref_none_has_no_references(tmp_path: Path, tiny_model: Any) -> None:
-    flux = DiffusersEngine.load("tiny-flux", "cpu", cache_dir=tmp_path)
-    assert flux.references is None and not flux.profile.features.references
+    sd3 = DiffusersEngine.load("tiny-sd3", "cpu", cache_dir=tmp_path)
+    assert sd3.references is None and not sd3.profile.features.references
     plain = DiffusersEngine(tiny_model, reference_adapter=NO_REFERENCE_ADAPTER)  # MODELS' `ref=none`
     assert plain.references is None and not plain.profile.features.references
     with pytest.raises(BatchFailed, match="Style and subject references doesn't work on `tiny`"):
@@ -239,3 +239,42 @@ def test_kontext_takes_one_picture_image_or_subject(kontext: DiffusersEngine) ->
     )
     with pytest.raises(PromptError, match="give `image` or a subject picture"):
         parse_prompt(f"a fox --oref {URL}", PromptOptions(), context)
+
+
+# -- Flux.1 through Flux Redux -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory: pytest.TempPathFactory) -> DiffusersEngine:
+    return DiffusersEngine.load("tiny-flux", "cpu", cache_dir=tmp_path_factory.mktemp("flux-redux"))
+
+
+def _flux_request(seed: int, *references: Reference) -> GenerationRequest:
+    return replace(_request(seed, *references), model="tiny-flux", width=128, height=128, guidance=3.5)
+
+
+def test_flux_takes_references_through_redux(flux: DiffusersEngine) -> None:
+    adapter = flux.references
+    assert isinstance(adapter, ReduxReferences) and not adapter.loaded
+    assert flux.profile.features.supported()["--sref"] and flux.profile.features.supported()["--oref"]
+    [plain], [off], [styled], [both] = (
+        _pixels(flux, _flux_request(4, *references))
+        for references in (
+            (),
+            (_style(0, FIRST),),
+            (_style(100, FIRST),),
+            (_style(100, FIRST), _subject(300, SECOND)),
+        )
+    )
+    np.testing.assert_array_equal(off, plain)  # weight 0: no tokens added, the plain call
+    # the picture's tokens reach the transformer (random tiny weights pass little of them through)
+    assert adapter.loaded and not np.array_equal(styled, plain) and not np.array_equal(both, styled)
+    computed = adapter.embeds_computed
+    _pixels(flux, _flux_request(5, _style(100, FIRST)))
+    assert adapter.embeds_computed == computed  # the same picture: its tokens from the cache
+    one, two = _flux_request(3, _style(100, FIRST)), _flux_request(4, _style(100, SECOND, THIRD))
+    for batched, single in zip(_pixels(flux, one, two), _pixels(flux, one) + _pixels(flux, two), strict=True):
+        assert np.abs(batched - single).max() <= 1  # one call, each image its own tokens
+    weighted = replace(_flux_request(6, _style(100, FIRST)), prompt="a (red:1.3) fox", prompt_windows=1)
+    [[image]] = flux.run_batch([weighted], [None], lambda *_: True, PICTURES)  # after the weighted encoder
+    assert f"References: style ×100: {FIRST[:10]}" in (read_parameters(image.png) or "")

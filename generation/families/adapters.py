@@ -1,45 +1,55 @@
-"""Reference adapters as plain data: where an IP-Adapter loads from, and how a family scales it for a
-style reference. The family modules declare their defaults (`generation.families.sd`); `MODELS` may
-name another per model (`name=source ref=SPEC`, `parse_adapter`)."""
+"""Reference adapters as plain data: where an IP-Adapter or a Flux Redux model loads from, and how a
+family scales an IP-Adapter for a style reference. The family modules declare their defaults
+(`generation.families.sd`, `generation.families.flux`); `MODELS` may name another per model
+(`name=source ref=SPEC`, `parse_adapter`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+IP_ADAPTER, REDUX = "ip-adapter", "redux"
+
 
 @dataclass(frozen=True)
-class IPAdapterSpec:
-    """An IP-Adapter: `diffusers`' `load_ip_adapter(source, subfolder, weight_name, image_encoder_folder)`."""
+class AdapterSpec:
+    """A reference adapter. An IP-Adapter: `diffusers`' `load_ip_adapter(source, subfolder, weight_name,
+    image_encoder_folder)`; a Flux Redux model (`kind` REDUX): `FluxPriorReduxPipeline` at `source`."""
 
     source: str  # hub id or folder
-    subfolder: str
-    weight_name: str
+    subfolder: str = ""
+    weight_name: str = ""
     image_encoder_folder: str = "image_encoder"  # relative to `subfolder` unless it holds a "/"
+    kind: str = IP_ADAPTER
 
     def describe(self) -> str:
-        """As MODELS writes it: `source:subfolder/weight.safetensors`."""
+        """As MODELS writes it: `source:subfolder/weight.safetensors`, or `redux:source`."""
+        if self.kind == REDUX:
+            return f"{REDUX}:{self.source}"
         inner = f"{self.subfolder}/{self.weight_name}" if self.subfolder else self.weight_name
         return f"{self.source}:{inner}"
 
 
-NO_REFERENCE_ADAPTER = IPAdapterSpec("none", "", "")
+NO_REFERENCE_ADAPTER = AdapterSpec("none", "", "")
 """`ref=none` in MODELS: the model takes no references, whatever its family's default."""
 
 
-def parse_adapter(text: str) -> IPAdapterSpec:
+def parse_adapter(text: str) -> AdapterSpec:
     """`source:subfolder/weight.safetensors` (the image encoder in `subfolder/image_encoder`), or
-    `source:weight.safetensors`, or `none` (`NO_REFERENCE_ADAPTER`); ValueError saying the form."""
+    `source:weight.safetensors`, `redux:source` (a Flux Redux model), or `none`
+    (`NO_REFERENCE_ADAPTER`); ValueError saying the form."""
     if text.strip().lower() == NO_REFERENCE_ADAPTER.source:
         return NO_REFERENCE_ADAPTER
+    if text.strip().startswith(f"{REDUX}:") and text.strip()[len(REDUX) + 1 :]:
+        return AdapterSpec(text.strip()[len(REDUX) + 1 :], kind=REDUX)
     source, sep, inner = text.strip().rpartition(":")
     if not sep or not source or not inner.endswith((".safetensors", ".bin")):
         raise ValueError(
             f"ref={text!r} is not hub-id-or-folder:subfolder/weights.safetensors "
-            "(e.g. h94/IP-Adapter:models/ip-adapter_sd15.safetensors)"
+            "(e.g. h94/IP-Adapter:models/ip-adapter_sd15.safetensors) or redux:hub-id-or-folder"
         )
     subfolder, _, weight = inner.rpartition("/")
-    return IPAdapterSpec(source, subfolder, weight)
+    return AdapterSpec(source, subfolder, weight)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from generation.families.adapters import IPAdapterSpec, ReferenceLayers
+from generation.families.adapters import AdapterSpec, ReferenceLayers
 from generation.families.features import Features, Guidance
 from generation.prompts.request import GenerationRequest
 
@@ -74,7 +74,7 @@ class Family:
     prompt_encoder: str | None = None  # weights: "windows" (ours, one CLIP) or compel's "sdxl"/"flux"
     prompt_windows: int = 1  # 75-token windows a weighted prompt may fill (CLIP-only families: more)
     extra: Mapping[str, Any] = field(default_factory=dict)  # fixed call arguments
-    reference_adapter: IPAdapterSpec | None = None  # the default reference adapter (`--sref`, `--oref`)
+    reference_adapter: AdapterSpec | None = None  # the default reference adapter (`--sref`, `--oref`)
     reference_layers: ReferenceLayers | None = None  # how a style reference scales it
 
     # -- pictures as its own input -------------------------------------------------------------------

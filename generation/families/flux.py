@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from generation.families.adapters import REDUX, AdapterSpec
 from generation.families.base import Configs, Family
 from generation.families.features import Features, Guidance
 from generation.families.sd3 import FLOW_PICTURE_SAMPLERS, FLOW_SAMPLERS, FLOW_SAMPLERS_WITHOUT_DPM
@@ -48,6 +49,11 @@ class KontextFamily(FluxFamily):
             kwargs["_auto_resize"] = False
 
 
+FLUX_REDUX = AdapterSpec("black-forest-labs/FLUX.1-Redux-dev", kind=REDUX)
+"""Flux.1's reference adapter: Redux (a SigLIP image encoder and a projection into T5's space: the
+picture becomes tokens appended to the prompt's), loaded beside the model's own text encoders."""
+
+
 def _features(family: str, label: str, guidance: Guidance, samplers: tuple[str, ...]) -> Features:
     redraws = family in ("flux", "flux-fill")  # Kontext's image input takes no strength and has no mask
     return Features(
@@ -63,8 +69,9 @@ def _features(family: str, label: str, guidance: Guidance, samplers: tuple[str, 
         edits=redraws,
         strength=redraws,
         instruct=family == "flux-kontext",  # its image input is changed as the prompt's words say
-        references=family == "flux-kontext",  # `--oref`, `/blend`: a picture strip as its own input
-        reference_adapter=False,
+        # Flux.1: `--sref`, `--oref`, `/blend` through Flux Redux; Kontext: a picture strip as its input
+        references=family in ("flux", "flux-kontext"),
+        reference_adapter=family == "flux",
         lora="transformer",
         size_step=16,
     )
@@ -81,6 +88,7 @@ def _family(features: Features, distilled: bool, kind: type[FluxFamily] = FluxFa
         schedule="flow",
         packed=True,
         prompt_encoder="flux",  # T5 reads the whole prompt (its limit): one window
+        reference_adapter=FLUX_REDUX if features.family == "flux" else None,
     )
 
 

@@ -3,7 +3,7 @@ image-to-image and the edit loop. SDXL is told apart by its UNet's `text_time` a
 
 from __future__ import annotations
 
-from generation.families.adapters import IPAdapterSpec, ReferenceLayers
+from generation.families.adapters import AdapterSpec, ReferenceLayers
 from generation.families.base import Configs, Family
 from generation.families.features import Features
 
@@ -16,7 +16,7 @@ SD = Family(
     prompt_windows=4,
     # h94's IP-Adapter for SD 1.5 (CLIP ViT-H image encoder); a style reference acts on the up blocks'
     # attention only (SD 1.x's decoder carries style; its down blocks and middle carry layout)
-    reference_adapter=IPAdapterSpec("h94/IP-Adapter", "models", "ip-adapter_sd15.safetensors"),
+    reference_adapter=AdapterSpec("h94/IP-Adapter", "models", "ip-adapter_sd15.safetensors"),
     reference_layers=ReferenceLayers(style={"down": 0.0, "mid": 0.0, "up": 1.0}),
 )
 SDXL = Family(
@@ -31,7 +31,7 @@ SDXL = Family(
     activation_scale=1.5,
     fp16_vae_overflows=True,
     # h94's IP-Adapter for SDXL (CLIP ViT-bigG); a style reference: InstantStyle's one style block
-    reference_adapter=IPAdapterSpec("h94/IP-Adapter", "sdxl_models", "ip-adapter_sdxl.safetensors"),
+    reference_adapter=AdapterSpec("h94/IP-Adapter", "sdxl_models", "ip-adapter_sdxl.safetensors"),
     reference_layers=ReferenceLayers(style={"up": {"block_0": [0.0, 1.0, 0.0]}}),
 )
 

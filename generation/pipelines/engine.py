@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from generation.backends.protocol import GeneratedImage, TokenizerCounter
-from generation.families.adapters import NO_REFERENCE_ADAPTER, IPAdapterSpec
+from generation.families.adapters import NO_REFERENCE_ADAPTER, REDUX, AdapterSpec
 from generation.media.canvas import Canvas, SizeCap, paste_back, prepare_canvas
 from generation.media.compose import encode_png
 from generation.media.image_store import decode_image, fit_source, load_source
@@ -48,13 +48,15 @@ from generation.pipelines.preview import preview_png
 from generation.pipelines.prompt_encoding import prompt_encoder
 from generation.pipelines.references import (
     InputReferences,
+    ReduxReferences,
     ReferenceAdapter,
     ReferenceAdapterError,
+    References,
     tiny_adapter_spec,
 )
 from generation.pipelines.safety_options import SafetyOptions
 from generation.pipelines.samplers import Samplers
-from generation.pipelines.source import TINY_MODEL_ID
+from generation.pipelines.source import BUILTIN_MODEL_IDS
 from generation.pipelines.tuning import apply_vae_plan, images_that_fit, vae_plan
 from generation.prompts.request import (
     UPSCALE_STRENGTH,
@@ -101,7 +103,7 @@ class DiffusersEngine:
         *,
         safety_checker: SafetyCheck | None = None,
         lora_dir: Path | None = None,
-        reference_adapter: IPAdapterSpec | None = None,
+        reference_adapter: AdapterSpec | None = None,
     ) -> None:
         """`safety_checker` replaces the model's own checker (tests inject one that flags chosen images);
         `lora_dir` holds the LoRA adapters jobs may name; `reference_adapter` the IP-Adapter of `--sref`
@@ -133,22 +135,24 @@ class DiffusersEngine:
         features = replace(self.profile.features, references=self.references is not None)
         self.profile = replace(self.profile, features=features)
 
-    def _reference_adapter(self, spec: IPAdapterSpec | None) -> ReferenceAdapter | InputReferences | None:
-        """The model's reference adapter: `spec` (MODELS' `ref=`), else its family's default (the
-        built-in `tiny` model's: a tiny one built locally); its own picture input where the family
-        takes references so (Kontext); None where the family takes none."""
+    def _reference_adapter(self, spec: AdapterSpec | None) -> References | None:
+        """The model's reference adapter: `spec` (MODELS' `ref=`), else its family's default (a
+        built-in tiny model's: a tiny one built locally); its own picture input where the family takes
+        references so (Kontext); None where the family takes none."""
         if not self.family.features.references or spec == NO_REFERENCE_ADAPTER:
             return None
         if not self.family.features.reference_adapter:
             return InputReferences(self.family)
         pipe = self.model.text2img
         if spec is None:
-            spec = (
-                tiny_adapter_spec(pipe)
-                if self.model.model_id == TINY_MODEL_ID
-                else self.family.reference_adapter
-            )
-        return None if spec is None else ReferenceAdapter(pipe, spec, self.family.reference_layers)
+            spec = self.family.reference_adapter
+            if spec is not None and self.model.model_id in BUILTIN_MODEL_IDS:
+                spec = tiny_adapter_spec(pipe, spec.kind)
+        if spec is None:
+            return None
+        if spec.kind == REDUX:
+            return ReduxReferences(pipe, spec)
+        return ReferenceAdapter(pipe, spec, self.family.reference_layers)
 
     @classmethod
     def load(
@@ -160,7 +164,7 @@ class DiffusersEngine:
         options: OptimiseOptions | None = None,
         safety: SafetyOptions | None = None,
         lora_dir: Path | None = None,
-        reference_adapter: IPAdapterSpec | None = None,
+        reference_adapter: AdapterSpec | None = None,
     ) -> DiffusersEngine:
         """Load `model_id` onto `device` with `options`; if that compiled the UNet (`optimise` does on
         CUDA only), compile it now (see `warm_up`), so no member ever waits on a compile. Call it on
@@ -295,8 +299,8 @@ class DiffusersEngine:
         try:
             with (
                 self.loras.applied(pipe, first.loras),
-                references,
                 batch_call(pipe, requests, kwargs, self._samplers, self._encoder, self.family, sampler_name),
+                references,  # after batch_call: Redux appends to the weighted encoder's embeddings
             ):
                 pixels = pipe(**kwargs).images
         except ReferenceAdapterError as exc:

@@ -160,7 +160,7 @@ class LoadedModel:
         return self.family.tokenizer(self.text2img)
 
 
-def _dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
+def dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
     """`dtype=` where diffusers takes it (it deprecates `torch_dtype=`), else `torch_dtype=`."""
     from diffusers.utils import deprecation_utils
 
@@ -187,13 +187,13 @@ def _from_pretrained(source: str, dtype: torch.dtype, cache_dir: Path | None = N
         try:
             folder = _fetch(source, cache_dir, "fp16")
             fp16: Pipeline = _loader_for(folder, cache_dir).from_pretrained(
-                folder, variant="fp16", **cache, **_dtype_kwargs(dtype)
+                folder, variant="fp16", **cache, **dtype_kwargs(dtype)
             )
             return fp16
         except (OSError, ValueError):
             log.info("no fp16 weight variant for %s; loading the default weights", source)
     folder = _fetch(source, cache_dir, None)
-    pipe: Pipeline = _loader_for(folder, cache_dir).from_pretrained(folder, **cache, **_dtype_kwargs(dtype))
+    pipe: Pipeline = _loader_for(folder, cache_dir).from_pretrained(folder, **cache, **dtype_kwargs(dtype))
     return pipe
 
 

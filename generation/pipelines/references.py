@@ -1,6 +1,7 @@
 """`ReferenceAdapter`: style and subject references (`--sref`, `--oref`, `/blend`) on the loaded weights
 through an IP-Adapter (diffusers' `load_ip_adapter`), loaded on the first request that has references;
-`InputReferences`: subject and blend pictures as the model's own picture input (Kontext).
+`ReduxReferences`: the same on Flux.1 through Flux Redux; `InputReferences`: subject and blend pictures
+as the model's own picture input (Kontext).
 
 The adapter is loaded twice, as two slots sharing one image encoder: slot 0 for the style (scaled on
 the family's style layers, `Family.reference_layers`: InstantStyle), slot 1 for the subject or a
@@ -17,17 +18,18 @@ import io
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from PIL import Image
 
-from generation.families.adapters import IPAdapterSpec, ReferenceLayers
+from generation.families.adapters import REDUX, AdapterSpec, ReferenceLayers
 from generation.families.base import Family
 from generation.media.compose import side_by_side
-from generation.prompts.references import Reference, ReferenceKind, adapter_scale
+from generation.pipelines.loading import dtype_kwargs
+from generation.prompts.references import SCALE_AT_DEFAULT, Reference, ReferenceKind, adapter_scale
 from generation.prompts.request import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -37,26 +39,53 @@ STYLE_SLOT, SUBJECT_SLOT = 0, 1
 BLEND_SCALE = 1.0  # /blend's pictures are the whole prompt: the adapter's full scale at weight 100
 
 
+def unloadable(spec: AdapterSpec, exc: Exception) -> ReferenceAdapterError:
+    """The error a reference adapter that failed to load fails its jobs with."""
+    why = f"{type(exc).__name__}: {exc}"
+    return ReferenceAdapterError(f"the reference adapter {spec.describe()} could not be loaded ({why})")
+
+
+class References(Protocol):
+    """What the engine asks of a model's references: arguments for one call of a pipeline."""
+
+    def applied(
+        self,
+        pipe: Any,
+        requests: Sequence[GenerationRequest],
+        pictures: Mapping[str, bytes],
+        kwargs: dict[str, Any],
+    ) -> AbstractContextManager[None]:
+        """A block around the call in which `kwargs` carry the batch's references."""
+        ...
+
+
 class ReferenceAdapterError(RuntimeError):
     """The reference adapter could not be loaded (its jobs fail with this text)."""
 
 
-def tiny_adapter_spec(pipe: Any) -> IPAdapterSpec:
-    """The tiny IP-Adapter of the built-in `tiny` model, built beside its folder (`tiny_ip_adapter`)."""
+def tiny_adapter_spec(pipe: Any, kind: str) -> AdapterSpec:
+    """The tiny reference adapter of a built-in tiny model, built beside its folder: an IP-Adapter for
+    `tiny` (`tiny_ip_adapter`), a Redux model for the tiny Flux.1 models (`tiny_redux`)."""
+    cache = Path(pipe.name_or_path).parent
+    if kind == REDUX:
+        from generation.pipelines.tiny_redux import ensure_tiny_redux
+
+        width = int(pipe.transformer.config.joint_attention_dim)
+        return AdapterSpec(str(ensure_tiny_redux(cache, width)), kind=REDUX)
     from generation.pipelines.tiny_ip_adapter import (
         TINY_IP_ADAPTER_ENCODER,
         TINY_IP_ADAPTER_WEIGHT,
         ensure_tiny_ip_adapter,
     )
 
-    folder = ensure_tiny_ip_adapter(Path(pipe.name_or_path).parent, dict(pipe.unet.config))
-    return IPAdapterSpec(str(folder), "", TINY_IP_ADAPTER_WEIGHT, TINY_IP_ADAPTER_ENCODER)
+    folder = ensure_tiny_ip_adapter(cache, dict(pipe.unet.config))
+    return AdapterSpec(str(folder), "", TINY_IP_ADAPTER_WEIGHT, TINY_IP_ADAPTER_ENCODER)
 
 
 class ReferenceAdapter:
     """One model's IP-Adapter: loaded on first use, pictures encoded once, scales and embeddings per call."""
 
-    def __init__(self, pipe: Any, spec: IPAdapterSpec, layers: ReferenceLayers | None) -> None:
+    def __init__(self, pipe: Any, spec: AdapterSpec, layers: ReferenceLayers | None) -> None:
         self.pipe = pipe
         self.spec = spec
         self.layers = layers or ReferenceLayers(style={})
@@ -85,9 +114,7 @@ class ReferenceAdapter:
                 image_encoder_folder=spec.image_encoder_folder,
             )
         except Exception as exc:
-            raise ReferenceAdapterError(
-                f"the reference adapter {spec.describe()} could not be loaded ({type(exc).__name__}: {exc})"
-            ) from exc
+            raise unloadable(spec, exc) from exc
 
     @contextmanager
     def applied(
@@ -229,6 +256,106 @@ class InputReferences:
                 strips += [strip] * request.count
             kwargs.update(self.family.reference_input(strips))
         yield
+
+
+class ReduxReferences:
+    """References on Flux.1 through Flux Redux: each picture's SigLIP features projected into T5's width
+    (`ReduxImageEncoder`: 729 tokens on the real model) and appended to the prompt's tokens, as
+    `FluxPriorReduxPipeline` does, scaled by the reference's weight (100 = Redux's own strength, 0:
+    left out). Style and subject each add their own block of tokens (their pictures' tokens averaged);
+    the text is encoded by the loaded model's own encoders (or taken from the weighted encoder's
+    embeddings). Loaded on the first request with references; each picture's tokens cached by hash."""
+
+    def __init__(self, pipe: Any, spec: AdapterSpec) -> None:
+        self.pipe = pipe
+        self.spec = spec
+        self.redux: Any = None
+        self._tokens: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.embeds_computed = 0
+        self.embeds_cached = 0
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the Redux model is loaded."""
+        return self.redux is not None
+
+    def load(self) -> None:
+        """`FluxPriorReduxPipeline.from_pretrained` (its image side only), on the model's device and dtype."""
+        if self.redux is not None:
+            return
+        from diffusers import FluxPriorReduxPipeline
+
+        pipeline_class: Any = FluxPriorReduxPipeline
+        log.info("loading the reference adapter %s", self.spec.describe())
+        dtype = self.pipe.transformer.dtype
+        try:
+            redux = pipeline_class.from_pretrained(self.spec.source, **dtype_kwargs(dtype))
+        except Exception as exc:
+            raise unloadable(self.spec, exc) from exc
+        self.redux = redux.to(self.pipe.device)
+
+    @contextmanager
+    def applied(
+        self,
+        pipe: Any,
+        requests: Sequence[GenerationRequest],
+        pictures: Mapping[str, bytes],
+        kwargs: dict[str, Any],
+    ) -> Iterator[None]:
+        """`kwargs` with the prompt's tokens and each image's reference tokens (a batch shares its
+        references' kinds and weights: `batch_key`); untouched without a reference of weight above 0."""
+        first = [r for r in requests[0].references if _scale_of(r) > 0]
+        if first:
+            self.load()
+            text, pooled = self._text(pipe, kwargs)
+            blocks = []
+            for request in requests:
+                live = [r for r in request.references if _scale_of(r) > 0]
+                tokens = torch.cat([self._mean_tokens(r, pictures) * _redux_strength(r) for r in live])
+                blocks += [tokens] * request.count
+            image = torch.stack(blocks).to(text.device, text.dtype)
+            kwargs["prompt_embeds"] = torch.cat([text, image], dim=1)
+            kwargs["pooled_prompt_embeds"] = pooled
+        yield
+
+    def _text(self, pipe: Any, kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompts' T5 tokens and pooled CLIP embedding: the weighted encoder's, or encoded now."""
+        if "prompt_embeds" in kwargs:
+            return kwargs["prompt_embeds"], kwargs["pooled_prompt_embeds"]
+        text, pooled, _ids = pipe.encode_prompt(
+            prompt=kwargs.pop("prompt"),
+            prompt_2=None,
+            device=pipe.device,
+            num_images_per_prompt=1,
+            max_sequence_length=kwargs.get("max_sequence_length", 512),
+        )
+        return text, pooled
+
+    def _mean_tokens(self, reference: Reference, pictures: Mapping[str, bytes]) -> torch.Tensor:
+        mean: torch.Tensor = torch.stack([self._picture_tokens(d, pictures) for d in reference.images]).mean(
+            0
+        )
+        return mean
+
+    def _picture_tokens(self, digest: str, pictures: Mapping[str, bytes]) -> torch.Tensor:
+        cached = self._tokens.get(digest)
+        if cached is not None:
+            self._tokens.move_to_end(digest)
+            self.embeds_cached += 1
+            return cached
+        features = self.redux.encode_image(_decode(pictures, digest), self.pipe.device, 1)
+        tokens: torch.Tensor = self.redux.image_embedder(features).image_embeds[0].detach()
+        self._tokens[digest] = tokens
+        self.embeds_computed += 1
+        while len(self._tokens) > CACHED_EMBEDDINGS:
+            self._tokens.popitem(last=False)
+        return tokens
+
+
+def _redux_strength(reference: Reference) -> float:
+    """A reference's weight as a multiple of Redux's own strength: 100 → 1, 1000 → 2.5 (as the IP-Adapter
+    scales), a blend at its weight / 100."""
+    return _scale_of(reference) / (BLEND_SCALE if reference.kind is ReferenceKind.BLEND else SCALE_AT_DEFAULT)
 
 
 def _decode(pictures: Mapping[str, bytes], digest: str) -> Image.Image:

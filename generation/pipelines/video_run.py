@@ -21,6 +21,7 @@ from diffusers import DiffusionPipeline
 from PIL import Image, ImageOps
 
 from generation.families.video import VideoFamily, recognise_video
+from generation.pipelines.loading import dtype_kwargs
 
 __all__ = [
     "NonFiniteVideo",
@@ -55,7 +56,7 @@ def load_video_pipeline(
     progress bars off, and its family. Raises ValueError for a pipeline that does not animate a
     picture (`recognise_video`), RuntimeError when a module the family's call needs is missing."""
     settings: dict[str, Any] = {"cache_dir": str(cache_dir)} if cache_dir is not None else {}
-    pipe: Any = DiffusionPipeline.from_pretrained(str(model), **settings, **_dtype_kwargs(dtype))
+    pipe: Any = DiffusionPipeline.from_pretrained(str(model), **settings, **dtype_kwargs(dtype))
     family = recognise_video(pipe)
     missing = [name for name in family.requires if importlib.util.find_spec(name) is None]
     if missing:
@@ -131,10 +132,3 @@ def _step_callback(on_step: StepReport, steps: int) -> StepEnd:
         return tensors
 
     return callback
-
-
-def _dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
-    """`dtype=` where diffusers takes it (it deprecates `torch_dtype=`), else `torch_dtype=`."""
-    from diffusers.utils import deprecation_utils
-
-    return {"dtype": dtype} if hasattr(deprecation_utils, "_resolve_dtype") else {"torch_dtype": dtype}
