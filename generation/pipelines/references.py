@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,6 +82,35 @@ def tiny_adapter_spec(pipe: Any, kind: str) -> AdapterSpec:
     return AdapterSpec(str(folder), "", TINY_IP_ADAPTER_WEIGHT, TINY_IP_ADAPTER_ENCODER)
 
 
+class PictureEmbeddings:
+    """Each reference picture's embedding, computed once by `encode` and kept by the picture's hash (the
+    last CACHED_EMBEDDINGS); a reference's embedding is the mean of its pictures'."""
+
+    def __init__(self, encode: Callable[[Image.Image], torch.Tensor]) -> None:
+        self._encode = encode
+        self._kept: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.computed = 0  # pictures run through the encoder (bench, tests)
+        self.cached = 0  # pictures whose embedding came from the cache
+
+    def of(self, reference: Reference, pictures: Mapping[str, bytes]) -> torch.Tensor:
+        """The mean embedding of `reference`'s pictures (`pictures`: their bytes by hash)."""
+        mean: torch.Tensor = torch.stack([self._one(d, pictures) for d in reference.images]).mean(dim=0)
+        return mean
+
+    def _one(self, digest: str, pictures: Mapping[str, bytes]) -> torch.Tensor:
+        kept = self._kept.get(digest)
+        if kept is not None:
+            self._kept.move_to_end(digest)
+            self.cached += 1
+            return kept
+        embedding = self._encode(_decode(pictures, digest)).detach()
+        self._kept[digest] = embedding
+        self.computed += 1
+        while len(self._kept) > CACHED_EMBEDDINGS:
+            self._kept.popitem(last=False)
+        return embedding
+
+
 class ReferenceAdapter:
     """One model's IP-Adapter: loaded on first use, pictures encoded once, scales and embeddings per call."""
 
@@ -89,9 +118,17 @@ class ReferenceAdapter:
         self.pipe = pipe
         self.spec = spec
         self.layers = layers or ReferenceLayers(style={})
-        self._embeds: OrderedDict[str, torch.Tensor] = OrderedDict()  # picture hash → its embedding
-        self.embeds_computed = 0  # pictures run through the image encoder (bench, tests)
-        self.embeds_cached = 0  # pictures whose embedding came from the cache
+        self.embeddings = PictureEmbeddings(self._encode)
+
+    @property
+    def embeds_computed(self) -> int:
+        """Pictures run through the image encoder (bench, tests)."""
+        return self.embeddings.computed
+
+    @property
+    def embeds_cached(self) -> int:
+        """Pictures whose embedding came from the cache."""
+        return self.embeddings.cached
 
     @property
     def loaded(self) -> bool:
@@ -163,31 +200,17 @@ class ReferenceAdapter:
                 reference = next(
                     (r for r in request.references if (r.kind is ReferenceKind.STYLE) == kind_is_style), None
                 )
-                embed = self._mean_embed(reference, pictures) if reference else None
+                embed = self.embeddings.of(reference, pictures) if reference else None
                 per_image += [embed] * request.count
             slots.append(self._slot(per_image, guided))
         return slots
 
     # -- embeddings -----------------------------------------------------------------------------------
 
-    def _mean_embed(self, reference: Reference, pictures: Mapping[str, bytes]) -> torch.Tensor:
-        embeds = [self._embed(digest, pictures) for digest in reference.images]
-        return torch.stack(embeds).mean(dim=0)
-
-    def _embed(self, digest: str, pictures: Mapping[str, bytes]) -> torch.Tensor:
-        cached = self._embeds.get(digest)
-        if cached is not None:
-            self._embeds.move_to_end(digest)
-            self.embeds_cached += 1
-            return cached
-        picture = _decode(pictures, digest)
-        hidden = self._wants_hidden_states()
-        embed, _uncond = self.pipe.encode_image(picture, self.pipe.device, 1, hidden)
-        self._embeds[digest] = embed[0].detach()
-        self.embeds_computed += 1
-        while len(self._embeds) > CACHED_EMBEDDINGS:
-            self._embeds.popitem(last=False)
-        return self._embeds[digest]
+    def _encode(self, picture: Image.Image) -> torch.Tensor:
+        embed, _uncond = self.pipe.encode_image(picture, self.pipe.device, 1, self._wants_hidden_states())
+        first: torch.Tensor = embed[0]
+        return first
 
     def _wants_hidden_states(self) -> bool:
         """The adapter's image projection reads the encoder's hidden states (the plus kinds), not its
@@ -270,9 +293,17 @@ class ReduxReferences:
         self.pipe = pipe
         self.spec = spec
         self.redux: Any = None
-        self._tokens: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self.embeds_computed = 0
-        self.embeds_cached = 0
+        self.embeddings = PictureEmbeddings(self._encode)
+
+    @property
+    def embeds_computed(self) -> int:
+        """Pictures run through Redux's image encoder (bench, tests)."""
+        return self.embeddings.computed
+
+    @property
+    def embeds_cached(self) -> int:
+        """Pictures whose tokens came from the cache."""
+        return self.embeddings.cached
 
     @property
     def loaded(self) -> bool:
@@ -311,7 +342,7 @@ class ReduxReferences:
             blocks = []
             for request in requests:
                 live = [r for r in request.references if _scale_of(r) > 0]
-                tokens = torch.cat([self._mean_tokens(r, pictures) * _redux_strength(r) for r in live])
+                tokens = torch.cat([self.embeddings.of(r, pictures) * _redux_strength(r) for r in live])
                 blocks += [tokens] * request.count
             image = torch.stack(blocks).to(text.device, text.dtype)
             kwargs["prompt_embeds"] = torch.cat([text, image], dim=1)
@@ -331,24 +362,9 @@ class ReduxReferences:
         )
         return text, pooled
 
-    def _mean_tokens(self, reference: Reference, pictures: Mapping[str, bytes]) -> torch.Tensor:
-        mean: torch.Tensor = torch.stack([self._picture_tokens(d, pictures) for d in reference.images]).mean(
-            0
-        )
-        return mean
-
-    def _picture_tokens(self, digest: str, pictures: Mapping[str, bytes]) -> torch.Tensor:
-        cached = self._tokens.get(digest)
-        if cached is not None:
-            self._tokens.move_to_end(digest)
-            self.embeds_cached += 1
-            return cached
-        features = self.redux.encode_image(_decode(pictures, digest), self.pipe.device, 1)
-        tokens: torch.Tensor = self.redux.image_embedder(features).image_embeds[0].detach()
-        self._tokens[digest] = tokens
-        self.embeds_computed += 1
-        while len(self._tokens) > CACHED_EMBEDDINGS:
-            self._tokens.popitem(last=False)
+    def _encode(self, picture: Image.Image) -> torch.Tensor:
+        features = self.redux.encode_image(picture, self.pipe.device, 1)
+        tokens: torch.Tensor = self.redux.image_embedder(features).image_embeds[0]
         return tokens
 
 
