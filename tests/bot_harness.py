@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -330,6 +331,17 @@ class BotWorld:
 
         await rec.wait_final(lambda r: bool(answers(r)), timeout=timeout)
         return answers(rec)[0]
+
+    async def private(self, rec: InteractionRecord, *fragments: str) -> str:
+        """The interaction's private answer, which must hold each of `fragments` (any case)."""
+        text = (await self.wait_ephemeral(rec)).content
+        for fragment in fragments:
+            assert fragment.lower() in text.lower(), text
+        return text
+
+    async def used(self, member: Member) -> int:
+        """Images `member` spent in this world's guild over the last hour."""
+        return (await self.store.usage(self.guild.id, member.id, (), time.time())).used_last_hour
 
     async def wait_channel(
         self,

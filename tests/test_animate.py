@@ -7,7 +7,6 @@ middle of a clip with a refund, the buttons after a restart; and without VIDEO_M
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from storage.interface import JobState
 from testkit.answers import button_id as button
 from testkit.answers import button_labels as labels
 from testkit.answers import job_of
-from testkit.discord_loopback import InteractionRecord, Member, Message, Upload
+from testkit.discord_loopback import Message, Upload
 from tests.bot_harness import BotWorld, FaultyEngine, T
 
 pytest_plugins = ["tests.fixtures_generation", "tests.pg_fixtures"]
@@ -54,17 +53,6 @@ def attachment(message: Message) -> tuple[str, bytes]:
     return file.filename, file.data
 
 
-async def used(world: BotWorld, member: Member) -> int:
-    return (await world.store.usage(world.guild.id, member.id, (), time.time())).used_last_hour
-
-
-async def private(world: BotWorld, rec: InteractionRecord, *fragments: str) -> str:
-    text = (await world.wait_ephemeral(rec)).content
-    for fragment in fragments:
-        assert fragment.lower() in text.lower(), text
-    return text
-
-
 def first_frame_error(mp4: bytes, picture: bytes) -> float:
     """How far the clip's first frame is from the picture fit to the clip's size, beyond what H.264
     alone loses of that picture (mean absolute difference in levels, less the same picture's own
@@ -90,7 +78,7 @@ async def test_one_image_results_carry_animate_and_grids_do_not(world: BotWorld,
 async def test_animate_posts_a_clip_that_starts_on_the_picture_on_the_clickers_quota(
     world: BotWorld, wide: Message
 ) -> None:
-    before_bob, before_alice = await used(world, world.bob), await used(world, world.alice)
+    before_bob, before_alice = await world.used(world.bob), await world.used(world.alice)
     clip = await world.wait_result(world.server.click(wide, button(wide, "Animate (High motion)"), world.bob))
     name, data = attachment(clip)
     assert name.endswith(".mp4")
@@ -102,13 +90,11 @@ async def test_animate_posts_a_clip_that_starts_on_the_picture_on_the_clickers_q
     assert "Model: tiny-video" in info.comment and "animate (high motion) of job" in info.comment
     assert labels(clip) == ["Extend", "📋", "🗑️"]
     assert "(animate (high motion))" in clip.content
-    assert (
-        await used(world, world.bob) == before_bob + COST and await used(world, world.alice) == before_alice
-    )
+    assert await world.used(world.bob) == before_bob + COST and await world.used(world.alice) == before_alice
     record = await world.store.get_job(job_of(clip) or "")
     assert record is not None and record.images == COST and record.image_paths[0].endswith(".mp4")
     details = world.server.click(clip, button(clip, "📋"), world.bob)
-    await private(world, details, "a clip of image 1 of job", "high motion")
+    await world.private(details, "a clip of image 1 of job", "high motion")
 
 
 async def test_extend_continues_from_the_last_frame(world: BotWorld, wide: Message) -> None:
@@ -160,7 +146,7 @@ async def test_slash_animate_refuses_a_blocked_word_with_nothing_spent(world: Bo
         channel=world.channel,
         member=george,
     )
-    await private(world, rec, "a word this server blocks", "lava")
+    await world.private(rec, "a word this server blocks", "lava")
     assert await world.store.ledger(world.guild.id, george.id) == []
 
 
@@ -181,14 +167,14 @@ async def test_cancel_in_the_middle_of_a_clip_gives_the_images_back(world: BotWo
         assert rec.original is not None
         [cancel] = [c for c in rec.original.custom_ids if c.startswith("imagine:c:")]
         job_id = cancel.split(":")[2]
-        assert await used(world, erin) == COST
-        await private(world, world.server.click(rec.original, cancel, erin), "given back")
+        assert await world.used(erin) == COST
+        await world.private(world.server.click(rec.original, cancel, erin), "given back")
         await rec.wait_final(
             lambda r: r.original is None or "cancelled" in r.original.content.lower(), timeout=T
         )
     job = await world.store.get_job(job_id)
     assert job is not None and job.state is JobState.CANCELLED and job.refunded
-    assert await used(world, erin) == 0
+    assert await world.used(erin) == 0
 
 
 async def test_a_clip_over_the_quota_is_refused_with_nothing_spent(world: BotWorld) -> None:
@@ -197,8 +183,8 @@ async def test_a_clip_over_the_quota_is_refused_with_nothing_spent(world: BotWor
     await world.store.set_prompt_settings(world.guild.id, None, {"video_cost": 100})  # /server-defaults
     try:
         rec = world.server.click(own, button(own, "Animate (Low motion)"), frank)
-        await private(world, rec, "request for 100 images")
-        assert await used(world, frank) == 1
+        await world.private(rec, "request for 100 images")
+        assert await world.used(frank) == 1
     finally:
         await world.store.set_prompt_settings(world.guild.id, None, {"video_cost": None})
 
@@ -229,7 +215,7 @@ async def test_without_video_model_no_animate_buttons_and_slash_animate_says_so(
             channel=plain.channel,
             member=plain.alice,
         )
-        await private(plain, rec, "isn't set up", "VIDEO_MODEL")
+        await plain.private(rec, "isn't set up", "VIDEO_MODEL")
         assert len(await plain.store.ledger(plain.guild.id, plain.alice.id)) == 1  # the picture's job only
 
 

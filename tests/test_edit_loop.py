@@ -5,7 +5,6 @@ restart, and the clicker's quota spent (and given back when the edit fails)."""
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from generation.media.canvas import SizeCap, prepare_canvas
 from generation.media.compose import read_parameters
 from generation.prompts.edits import REGION_NAMES, Direction, EditKind, EditSpec, edit_spec
 from storage.interface import JobRecord, JobState
+from testkit.answers import button_id as button
+from testkit.answers import button_labels as labels
 from testkit.answers import job_of
 from testkit.discord_loopback import InteractionRecord, Member, Message, Upload
 from tests.bot_harness import BotWorld, FaultyEngine, T
@@ -58,24 +59,6 @@ async def wide(world: BotWorld) -> Message:
     return await world.wait_result(world.imagine("a lighthouse on a cliff --ar 3:2 --seed 3 --n 1"))
 
 
-def labels(message: Message) -> list[str]:
-    return [
-        c.get("label") or c.get("emoji", {}).get("name")
-        for row in message.components
-        for c in row["components"]
-    ]
-
-
-def button(message: Message, label: str) -> str:
-    [custom_id] = [
-        c["custom_id"]
-        for row in message.components
-        for c in row["components"]
-        if (c.get("label") or c.get("emoji", {}).get("name")) == label
-    ]
-    return str(custom_id)
-
-
 def click(world: BotWorld, message: Message, label: str, member: Member | None = None) -> InteractionRecord:
     return world.server.click(message, button(message, label), member or world.alice)
 
@@ -105,17 +88,6 @@ def assert_kept(spec: EditSpec, source: Image.Image, result: Image.Image) -> Non
     keep = np.asarray(canvas.keep) == 255
     assert keep.any()
     assert np.array_equal(np.asarray(result)[keep], np.asarray(canvas.image)[keep])
-
-
-async def used(world: BotWorld, member: Member) -> int:
-    return (await world.store.usage(world.guild.id, member.id, (), time.time())).used_last_hour
-
-
-async def private(world: BotWorld, rec: InteractionRecord, *fragments: str) -> str:
-    text = (await world.wait_ephemeral(rec)).content
-    for fragment in fragments:
-        assert fragment.lower() in text.lower(), text
-    return text
 
 
 async def set_remix(world: BotWorld, member: Member, on: bool) -> None:
@@ -171,11 +143,11 @@ async def test_vary_makes_as_many_as_the_grid_behind_an_upscale_on_the_clickers_
 ) -> None:
     grid = await world.wait_result(world.imagine("three foxes --seed 8 --n 3"))
     one = await world.wait_result(world.server.click(grid, f"imagine:u:{job_of(grid)}:2", world.alice))
-    before = await used(world, world.carol)
+    before = await world.used(world.carol)
     varied = await world.wait_result(click(world, one, "Vary (Strong)", world.carol))
     record = await job(world, varied)
     assert len(record.seeds) == 3 and record.images == 3
-    assert await used(world, world.carol) == before + 3
+    assert await world.used(world.carol) == before + 3
     assert not set(EDIT_LABELS) & set(labels(varied))  # three images: a grid's buttons
     subtle = await job(world, await world.wait_result(click(world, one, "Vary (Subtle)")))
     assert len(subtle.seeds) == 3 and picture(subtle).size == picture(await job(world, one)).size
@@ -226,10 +198,10 @@ async def test_custom_zoom_asks_for_the_factor_and_refuses_a_bad_one(world: BotW
     parent = await job(world, wide)
     fields = await opened_modal(click(world, wide, "Custom Zoom"))
     assert fields["prompt"]["value"].startswith("a lighthouse on a cliff") and fields["zoom"]["value"] == "2"
-    before = await used(world, world.alice)
-    await private(world, await through_modal(world, wide, "Custom Zoom", {"zoom": "3"}), "at most 2")
-    await private(world, await through_modal(world, wide, "Custom Zoom", {"zoom": "lots"}), "between 1 and 2")
-    assert await used(world, world.alice) == before  # nothing was queued
+    before = await world.used(world.alice)
+    await world.private(await through_modal(world, wide, "Custom Zoom", {"zoom": "3"}), "at most 2")
+    await world.private(await through_modal(world, wide, "Custom Zoom", {"zoom": "lots"}), "between 1 and 2")
+    assert await world.used(world.alice) == before  # nothing was queued
     result = await world.wait_result(await through_modal(world, wide, "Custom Zoom", {"zoom": "1.25"}))
     assert_kept(edit_spec(EditKind.ZOOM_OUT, factor=1.25), picture(parent), picture(await job(world, result)))
     inline = {"prompt": f"{fields['prompt']['value']} --zoom 1.75", "zoom": "2"}
@@ -246,7 +218,7 @@ async def test_vary_region_redraws_the_chosen_cells_and_keeps_the_rest(
     assert [o["value"] for o in fields["regions"]["options"]] == list(REGION_NAMES)
     assert fields["mask"]["type"] == 19 and fields["mask"].get("required") is False
     assert fields["prompt"]["value"].startswith("a lighthouse on a cliff")
-    await private(world, world.server.submit_modal(rec, {}, world.alice), "choose a part")
+    await world.private(world.server.submit_modal(rec, {}, world.alice), "choose a part")
     sent = {"regions": ["top left", "center"], "prompt": "a lighthouse with a red roof"}
     result = await world.wait_result(await through_modal(world, wide, "Vary (Region)", sent))
     record = await job(world, result)
@@ -276,7 +248,7 @@ async def test_vary_region_takes_an_uploaded_mask(world: BotWorld, wide: Message
     refused = world.server.submit_modal(
         again, {"mask": [Upload("m.png", black.getvalue(), "image/png")]}, world.alice
     )
-    await private(world, refused, "all black")
+    await world.private(refused, "all black")
 
 
 # -- Remix -------------------------------------------------------------------------------------------
@@ -292,7 +264,7 @@ async def test_remix_opens_the_prompt_before_vary_zoom_pan_v_and_reroll(
             assert fields["prompt"]["value"].startswith("a lighthouse on a cliff"), label
             assert "--steps" in fields["prompt"]["value"]
         bad = {"prompt": "a tower --steps 0"}
-        await private(world, await through_modal(world, wide, "⬆️", bad, world.dave), "steps")
+        await world.private(await through_modal(world, wide, "⬆️", bad, world.dave), "steps")
         good = {"prompt": "a stone tower --steps 3"}
         result = await world.wait_result(await through_modal(world, wide, "⬆️", good, world.dave))
         record = await job(world, result)
@@ -334,7 +306,7 @@ async def test_remix_v1_runs_the_submitted_aspect_and_an_edit_refuses_one(world:
         assert "Size: 64x64" in (parameters(record) or "")
         one = await world.wait_result(world.imagine("a buoy --ar 3:2 --n 1 --seed 2", member=erin))
         refused = await through_modal(world, one, "Vary (Subtle)", {"prompt": "a buoy --ar 1:1"}, erin)
-        await private(world, refused, "`--ar` reshapes a variation or a reroll")
+        await world.private(refused, "`--ar` reshapes a variation or a reroll")
     finally:
         await set_remix(world, erin, False)
 
@@ -345,7 +317,7 @@ async def test_a_failed_edit_gives_the_clickers_images_back(world: BotWorld, wid
         with FaultyEngine.of(world):
             rec = click(world, wide, "Zoom Out 1.5x", world.carol)
             await opened_modal(rec)
-            before = await used(world, world.carol)
+            before = await world.used(world.carol)
             failed = world.server.submit_modal(
                 rec, {"prompt": f"{FaultyEngine.RAISE} a lighthouse"}, world.carol
             )
@@ -355,7 +327,7 @@ async def test_a_failed_edit_gives_the_clickers_images_back(world: BotWorld, wid
     finally:
         await set_remix(world, world.carol, False)
     [record] = [j for j in await world.store.ledger(world.guild.id, world.carol.id) if j.refunded]
-    assert await used(world, world.carol) == before
+    assert await world.used(world.carol) == before
     assert record.refunded
 
 

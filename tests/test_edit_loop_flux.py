@@ -18,6 +18,7 @@ from PIL import Image
 from generation.media.canvas import SizeCap, prepare_canvas
 from generation.prompts.edits import Direction, EditKind, EditSpec, edit_spec
 from storage.interface import JobState
+from testkit.answers import button_labels as labels
 from testkit.answers import job_of
 from testkit.discord_loopback import Message, Upload
 from tests.bot_harness import BotWorld
@@ -25,7 +26,6 @@ from tests.test_edit_loop import (
     EDIT_LABELS,
     click,
     job,
-    labels,
     parameters,
     picture,
     set_remix,

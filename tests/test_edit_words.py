@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from generation.pipelines.engine import DiffusersEngine
 from generation.pipelines.engine_pool import instruction_editor
 from generation.prompts.request import instruct_of
 from testkit.answers import button_id, button_labels, job_of
-from testkit.discord_loopback import InteractionRecord, Member, Message, Upload
+from testkit.discord_loopback import InteractionRecord, Message, Upload
 from tests.bot_harness import BotWorld, T
 
 pytest_plugins = ["tests.fixtures_generation"]
@@ -46,17 +45,6 @@ async def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> As
 async def wide(world: BotWorld) -> Message:
     """A finished one-image 3:2 result of alice's."""
     return await world.wait_result(world.imagine("a harbour at noon --ar 3:2 --seed 3 --n 1"))
-
-
-async def used(world: BotWorld, member: Member) -> int:
-    return (await world.store.usage(world.guild.id, member.id, (), time.time())).used_last_hour
-
-
-async def private(world: BotWorld, rec: InteractionRecord, *fragments: str) -> str:
-    text = (await world.wait_ephemeral(rec)).content
-    for fragment in fragments:
-        assert fragment.lower() in text.lower(), text
-    return text
 
 
 async def opened_modal(rec: InteractionRecord) -> dict[str, Any]:
@@ -86,7 +74,7 @@ async def test_edit_asks_what_to_change_and_changes_the_picture_on_the_clickers_
     assert modal["title"] == "Edit" and modal["label"] == "What to change"
     assert "a harbour at noon" in modal["description"]  # the picture's prompt, shown
     assert not modal["input"].get("value") and modal["input"]["custom_id"] == "instruction"
-    before_bob, before_alice = await used(world, world.bob), await used(world, world.alice)
+    before_bob, before_alice = await world.used(world.bob), await world.used(world.alice)
 
     rec = world.server.submit_modal(click, {"instruction": "make it winter"}, world.bob)
     edited = await world.wait_result(rec)
@@ -98,11 +86,11 @@ async def test_edit_asks_what_to_change_and_changes_the_picture_on_the_clickers_
     assert text.startswith("make it winter\n")
     assert f"Model: {EDIT_MODEL}" in text and f"Steps: {TINY_KONTEXT_STEPS}," in text  # the model's own
     assert "(edit in words)" in edited.content
-    assert await used(world, world.bob) == before_bob + 1 and await used(world, world.alice) == before_alice
+    assert await world.used(world.bob) == before_bob + 1 and await world.used(world.alice) == before_alice
     record = await world.store.get_job(job_of(edited) or "")
     assert record is not None and record.parent_job_id == job_of(wide) and record.images == 1
     details = world.server.click(edited, button_id(edited, "📋"), world.bob)
-    await private(world, details, f"an edit in words of image 1 of job `{job_of(wide)}`", "the model's own")
+    await world.private(details, f"an edit in words of image 1 of job `{job_of(wide)}`", "the model's own")
     assert "Edit" in button_labels(edited)  # an edit can be edited again
 
 
@@ -122,7 +110,7 @@ async def test_slash_edit_changes_a_members_own_picture_at_its_size(world: BotWo
     text = read_parameters(edited.attachments[0].data) or ""
     assert text.startswith("add a red boat\n") and "Size: 80x48" in text
     details = world.server.click(edited, button_id(edited, "📋"), world.carol)
-    await private(world, details, "an edit in words of the member's own picture", "(5:3)")
+    await world.private(details, "an edit in words of the member's own picture", "(5:3)")
 
 
 async def test_a_blocked_word_or_no_instruction_is_refused_with_nothing_spent(
@@ -132,10 +120,10 @@ async def test_a_blocked_word_or_no_instruction_is_refused_with_nothing_spent(
     dave = world.server.add_member(world.guild, "dave2")
     click = world.server.click(wide, button_id(wide, "Edit"), dave)
     await opened_modal(click)
-    await private(world, world.server.submit_modal(click, {"instruction": "pour LAVA on it"}, dave), "lava")
+    await world.private(world.server.submit_modal(click, {"instruction": "pour LAVA on it"}, dave), "lava")
     click = world.server.click(wide, button_id(wide, "Edit"), dave)
     await opened_modal(click)
-    await private(world, world.server.submit_modal(click, {"instruction": "   "}, dave), "say what to change")
+    await world.private(world.server.submit_modal(click, {"instruction": "   "}, dave), "say what to change")
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64)).save(buffer, "PNG")
     rec = world.server.invoke(
@@ -146,7 +134,7 @@ async def test_a_blocked_word_or_no_instruction_is_refused_with_nothing_spent(
         channel=world.channel,
         member=dave,
     )
-    await private(world, rec, "a word this server blocks")
+    await world.private(rec, "a word this server blocks")
     assert await world.store.ledger(world.guild.id, dave.id) == []
 
 
@@ -168,7 +156,7 @@ async def test_without_edit_model_no_edit_button_and_slash_edit_says_so(
             channel=plain.channel,
             member=plain.alice,
         )
-        await private(plain, rec, "isn't set up", "EDIT_MODEL")
+        await plain.private(rec, "isn't set up", "EDIT_MODEL")
         assert len(await plain.store.ledger(plain.guild.id, plain.alice.id)) == 1  # the picture's job only
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from generation.media.compose import read_parameters
 from testkit.answers import button_id
-from testkit.discord_loopback import InteractionRecord, Message, Upload
+from testkit.discord_loopback import Message, Upload
 from tests.bot_harness import BotWorld
 
 pytest_plugins = ["tests.fixtures_generation"]
@@ -65,13 +65,6 @@ def png(colour: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> bytes
     noise = np.random.default_rng(sum(colour)).integers(0, 60, (size[1], size[0], 3))
     Image.fromarray(np.clip(noise + np.array(colour), 0, 255).astype(np.uint8)).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-async def private(world: BotWorld, rec: InteractionRecord, *fragments: str) -> str:
-    text = (await world.wait_ephemeral(rec)).content
-    for fragment in fragments:
-        assert fragment.lower() in text.lower(), text
-    return text
 
 
 async def test_sref_with_an_earlier_results_url_takes_its_style(
@@ -127,7 +120,7 @@ async def test_a_url_on_another_host_is_refused_with_nothing_spent_and_no_reques
         carol = world.server.add_member(world.guild, "carol2")
         for url in (f"http://127.0.0.1:{port}/x.png", "https://cdn.discordapp.com/attachments/1/2/x.png"):
             rec = world.imagine(f"a lighthouse --sref {url}", member=carol)
-            await private(world, rec, "isn't accepted", "use a picture discord serves")
+            await world.private(rec, "isn't accepted", "use a picture discord serves")
         assert seen == []  # never asked
         assert await world.store.ledger(world.guild.id, carol.id) == []
     finally:
@@ -176,5 +169,5 @@ async def test_remix_prefills_the_references_and_keeps_or_replaces_them(
     await other.wait_final(lambda r: r.acknowledged, timeout=60)
     swapped = prefill.replace(f"--sref {url} --sw 250", f"--oref {world.server.url}/nowhere.png")
     rec = world.server.submit_modal(other, {"prompt": swapped}, erin)
-    await private(world, rec, "404")  # a new URL is fetched (and refused here): nothing spent for it
+    await world.private(rec, "404")  # a new URL is fetched (and refused here): nothing spent for it
     assert len(await world.store.ledger(world.guild.id, erin.id)) == 1
