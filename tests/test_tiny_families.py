@@ -17,12 +17,16 @@ from diffusers import (
     FluxKontextPipeline,
     FluxPipeline,
     PixArtSigmaPipeline,
+    QwenImageEditPipeline,
+    QwenImageEditPlusPipeline,
     QwenImagePipeline,
     StableDiffusion3Pipeline,
     StableDiffusionXLPipeline,
 )
+from PIL import Image
 from safetensors.torch import load_file
 
+from generation.pipelines.processors import images_only_processors
 from generation.pipelines.source import (
     BUILTIN_MODEL_IDS,
     TINY_FAMILY_FOLDERS,
@@ -47,6 +51,8 @@ PIPELINE_CLASSES: dict[str, Any] = {
     "tiny-flux-fill": FluxFillPipeline,
     "tiny-kontext": FluxKontextPipeline,
     "tiny-qwen": QwenImagePipeline,
+    "tiny-qwen-edit": QwenImageEditPipeline,
+    "tiny-qwen-edit-plus": QwenImageEditPlusPipeline,
     "tiny-pixart": PixArtSigmaPipeline,
     "tiny-aura": AuraFlowPipeline,
 }
@@ -63,9 +69,16 @@ def family_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return folders
 
 
+EDIT_ONLY = {"tiny-qwen-edit", "tiny-qwen-edit-plus"}  # they draw from a picture, never from words alone
+EDIT_SIDE = 64  # an edit-only model edits a picture at any size: a small one here (its native is 1024)
+
+
 def _generate(pipe: Any, model_id: str, seed: int) -> np.ndarray[Any, Any]:
-    side = TINY_FAMILY_NATIVE_SIZES[model_id]
+    side = EDIT_SIDE if model_id in EDIT_ONLY else TINY_FAMILY_NATIVE_SIZES[model_id]
     extra: dict[str, Any] = {}
+    if model_id in EDIT_ONLY:
+        pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+        extra["image"] = Image.fromarray(pixels)
     if model_id == "tiny-kontext":
         extra["max_area"] = side * side  # else Kontext rescales to a megapixel
     if model_id == "tiny-pixart":
@@ -96,7 +109,8 @@ def test_the_ids_are_the_same_in_the_torch_free_source_module() -> None:
 def test_loads_back_and_generates_at_its_native_size_deterministically(
     family_folders: dict[str, Path], model_id: str
 ) -> None:
-    pipe: Any = DiffusionPipeline.from_pretrained(family_folders[model_id])
+    folder = family_folders[model_id]  # a Qwen2-VL processor needs torchvision, unless made without it
+    pipe: Any = DiffusionPipeline.from_pretrained(folder, **images_only_processors(folder))
     assert type(pipe) is PIPELINE_CLASSES[model_id]
     pipe.set_progress_bar_config(disable=True)
     side = TINY_FAMILY_NATIVE_SIZES[model_id]
@@ -107,7 +121,8 @@ def test_loads_back_and_generates_at_its_native_size_deterministically(
     first = _generate(pipe, model_id, seed=7)
     again = _generate(pipe, model_id, seed=7)
 
-    assert first.shape == (1, side, side, 3)
+    drawn = EDIT_SIDE if model_id in EDIT_ONLY else side
+    assert first.shape == (1, drawn, drawn, 3)
     assert np.isfinite(first).all()
     assert first.std() > 0.01  # a picture, not a flat colour
     np.testing.assert_array_equal(first, again)
@@ -164,6 +179,22 @@ def test_qwen_template_prefix_is_exactly_what_the_pipeline_drops(family_folders:
     assert tokens[drop - 3 : drop + 1] == ["<|im_start|>", "user", "Ċ", "a"]  # the prompt follows
     assert pipe.tokenizer.decode(ids) == text
     assert len(qwen_tokenizer()) == len(pipe.tokenizer) == pipe.text_encoder.config.text_config.vocab_size
+
+
+@pytest.mark.parametrize("model_id", sorted(EDIT_ONLY))
+def test_qwen_edit_template_prefix_is_exactly_what_the_pipeline_drops(
+    family_folders: dict[str, Path], model_id: str
+) -> None:
+    folder = family_folders[model_id]
+    pipe: Any = DiffusionPipeline.from_pretrained(folder, **images_only_processors(folder))
+    text = pipe.prompt_template_encode.format("a red cat")
+    drop = pipe.prompt_template_encode_start_idx
+    assert drop == 64
+    ids = pipe.processor.tokenizer(text).input_ids
+    tokens = pipe.processor.tokenizer.convert_ids_to_tokens(ids)
+    assert tokens[:4] == ["<|im_start|>", "system", "Ċ", "Describe"]
+    assert tokens[drop - 3 : drop] == ["<|im_start|>", "user", "Ċ"]  # the pictures and the words follow
+    assert pipe.processor.tokenizer.decode(ids) == text
 
 
 def test_t5_tokenizer_has_t5s_special_ids_and_ends_with_eos() -> None:

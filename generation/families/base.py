@@ -76,13 +76,15 @@ class Family:
     extra: Mapping[str, Any] = field(default_factory=dict)  # fixed call arguments
     reference_adapter: AdapterSpec | None = None  # the default reference adapter (`--sref`, `--oref`)
     reference_layers: ReferenceLayers | None = None  # how a style reference scales it
+    input_pictures: int = 1  # pictures its own input takes in one call (more are put side by side)
+    one_prompt_per_call: bool = False  # its call takes one prompt (Qwen-Image-Edit-Plus): one request a call
 
     # -- pictures as its own input -------------------------------------------------------------------
 
-    def reference_input(self, picture: Any) -> dict[str, Any]:
-        """The call arguments that hand `picture` (reference strips, `side_by_side`) to a model that
-        takes references as its own picture input (`Features.reference_adapter` off); families with
-        an adapter never get here."""
+    def reference_input(self, pictures: list[list[Any]]) -> dict[str, Any]:
+        """The call arguments that hand each image's input pictures (at most `input_pictures`, strips
+        of several where more were given) to a model that takes references as its own picture input
+        (`Features.reference_adapter` off); families with an adapter never get here."""
         raise NotImplementedError(f"{self.features.label} takes no picture as its own input")
 
     # -- what the model is ---------------------------------------------------------------------------

@@ -38,6 +38,7 @@ class Features:
     tile: bool = True  # `--tile`: circular padding on the denoiser's and the VAE's convolutions
     stop: bool = True  # `--stop`: the call can end early (`callback_on_step_end`)
     chaos: bool = True  # `--chaos`: mixed initial noise
+    from_text: bool = True  # draws from words alone (an edit model draws only from its picture input)
     image: bool = True  # image-to-image (`image`, V1–V4, U1–U4)
     strength: bool = True  # `--strength` acts on it (Kontext's image input takes none: it edits)
     instruct: bool = False  # edits its image input as the prompt's words say (EDIT_MODEL can be it)

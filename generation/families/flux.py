@@ -38,9 +38,9 @@ class KontextFamily(FluxFamily):
     picture (fit to the request's size, not resized to its own preferred resolutions); its call takes
     no strength (`Features.strength` is off: the engine passes none)."""
 
-    def reference_input(self, picture: Any) -> dict[str, Any]:
-        """Kontext's own picture input at the strip's size (not resized to its preferred resolutions)."""
-        return {"image": picture, "_auto_resize": False}
+    def reference_input(self, pictures: list[list[Any]]) -> dict[str, Any]:
+        """Kontext's own picture input (one per image) at its size, not resized to its preferred ones."""
+        return {"image": [one for [one] in pictures], "_auto_resize": False}
 
     def call_arguments(self, pipe: Any, first: GenerationRequest, kwargs: dict[str, Any]) -> None:
         super().call_arguments(pipe, first, kwargs)

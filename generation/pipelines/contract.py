@@ -37,6 +37,10 @@ class NonFiniteOutput(Exception):
         self.results = results
 
 
+class NoPreview(Exception):
+    """preview(i) of a request that has nothing to show yet (its call has not started)."""
+
+
 class BatchInterrupted(Exception):
     """The step callback asked the batch to stop."""
 

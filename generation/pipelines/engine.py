@@ -36,6 +36,7 @@ from generation.pipelines.contract import (
     BatchFailed,
     BatchInterrupted,
     NonFiniteOutput,
+    NoPreview,
     OutOfMemory,
     PreviewFn,
     StepCallback,
@@ -190,6 +191,8 @@ class DiffusersEngine:
 
     def max_batch_images(self, request: GenerationRequest) -> int:
         """The most images of this shape for one batch: a free-memory estimate on CUDA, a cap elsewhere."""
+        if self.family.one_prompt_per_call:  # its call takes one prompt: one request a batch
+            return request.count
         if not self.model.device.startswith("cuda"):
             return CPU_MAX_BATCH_IMAGES
         free, _total = torch.cuda.mem_get_info(torch.device(self.model.device))
@@ -235,6 +238,8 @@ class DiffusersEngine:
     ) -> list[list[GeneratedImage]]:
         """One pipeline call for every image of `requests` (equal `batch_key()`); see `Engine.run_batch`."""
         self._check_batch(requests, sources)
+        if self.family.one_prompt_per_call and len(requests) > 1:
+            return self._one_request_a_call(requests, sources, on_step, pictures)
         if requests[0].mode is Mode.INSTRUCT and not self.profile.features.instruct:
             raise BatchFailed(self.profile.features.refusal("Editing in words", self.profile.name))
         requests = [with_model_defaults(r, self.profile) for r in requests]  # an Edit's 0 steps: the model's
@@ -350,6 +355,36 @@ class DiffusersEngine:
         failed = _requests_of(requests, [i for i, ok in enumerate(finite) if not ok])
         if failed:
             raise NonFiniteOutput(failed, [[] if i in failed else r for i, r in enumerate(results)])
+        return results
+
+    def _one_request_a_call(
+        self,
+        requests: Sequence[GenerationRequest],
+        sources: Sequence[bytes | None],
+        on_step: StepCallback,
+        pictures: Mapping[str, bytes] | None,
+    ) -> list[list[GeneratedImage]]:
+        """A batch on a model whose call takes one prompt (`Family.one_prompt_per_call`): its requests
+        one after another, each previewed as itself (the others have no preview while it runs)."""
+        results: list[list[GeneratedImage]] = []
+        failed: set[int] = set()
+        for k, (request, source) in enumerate(zip(requests, sources, strict=True)):
+
+            def step_of_k(step: int, total: int, preview: PreviewFn, k: int = k) -> bool:
+                def preview_k(i: int) -> bytes:
+                    if i != k:
+                        raise NoPreview(f"request {i} is not running")
+                    return preview(0)
+
+                return on_step(step, total, preview_k)
+
+            try:
+                results += self.run_batch([request], [source], step_of_k, pictures)
+            except NonFiniteOutput as exc:
+                failed.add(k)
+                results += exc.results
+        if failed:
+            raise NonFiniteOutput(frozenset(failed), results)
         return results
 
     def edit_pipelines(self) -> EditPipelines:

@@ -282,6 +282,7 @@ def instruction_editor(engine: Engine) -> Engine:
     if not features.instruct:
         raise ValueError(
             f"{features.label} doesn't edit a picture from words; EDIT_MODEL takes an instruction-editing "
-            "model (Flux Kontext, e.g. black-forest-labs/FLUX.1-Kontext-dev)"
+            "model (Flux Kontext or Qwen-Image-Edit, e.g. black-forest-labs/FLUX.1-Kontext-dev or "
+            "Qwen/Qwen-Image-Edit-2509)"
         )
     return engine

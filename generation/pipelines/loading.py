@@ -26,6 +26,7 @@ from generation.families.registry import recognise
 from generation.pipelines.download import download_model
 from generation.pipelines.model_hash import model_hash
 from generation.pipelines.options import OptimiseOptions
+from generation.pipelines.processors import images_only_processors
 from generation.pipelines.safety import (
     SafetyCheck,
     choose_check,
@@ -187,25 +188,31 @@ def _from_pretrained(source: str, dtype: torch.dtype, cache_dir: Path | None = N
         try:
             folder = _fetch(source, cache_dir, "fp16")
             fp16: Pipeline = _loader_for(folder, cache_dir).from_pretrained(
-                folder, variant="fp16", **cache, **dtype_kwargs(dtype)
+                folder, variant="fp16", **cache, **dtype_kwargs(dtype), **images_only_processors(folder)
             )
             return fp16
         except (OSError, ValueError):
             log.info("no fp16 weight variant for %s; loading the default weights", source)
     folder = _fetch(source, cache_dir, None)
-    pipe: Pipeline = _loader_for(folder, cache_dir).from_pretrained(folder, **cache, **dtype_kwargs(dtype))
+    loader = _loader_for(folder, cache_dir)
+    pipe: Pipeline = loader.from_pretrained(
+        folder, **cache, **dtype_kwargs(dtype), **images_only_processors(folder)
+    )
     return pipe
 
 
 def _loader_for(folder: str, cache_dir: Path | None) -> Any:
     """`AutoPipelineForText2Image`, which loads a checkpoint as its family's text-to-image pipeline (an
     SD inpainting checkpoint as SD's, with its 9-channel UNet); a pipeline class it maps to no
-    text-to-image one (`FluxFillPipeline`: an inpainting model with no text-to-image twin) loads as
-    itself through `DiffusionPipeline`."""
-    from diffusers.pipelines.auto_pipeline import _get_model  # the class → its family in AutoPipeline's maps
+    text-to-image one (`FluxFillPipeline`: an inpainting model with no text-to-image twin; the
+    Qwen-Image-Edit pipelines, which only edit) loads as itself through `DiffusionPipeline`."""
+    from diffusers.pipelines.auto_pipeline import (  # the class → its family in AutoPipeline's maps
+        AUTO_TEXT2IMAGE_PIPELINES_MAPPING,
+        _get_model,
+    )
 
     name = _pipeline_class_of(folder, cache_dir)
-    if name is not None and _get_model(name) is None:
+    if name is not None and _get_model(name) not in AUTO_TEXT2IMAGE_PIPELINES_MAPPING:
         return DiffusionPipeline
     return AutoPipelineForText2Image
 

@@ -253,8 +253,9 @@ def _scale_of(reference: Reference) -> float:
 
 
 class InputReferences:
-    """References as the model's own picture input (Kontext: `Features.reference_adapter` off): each
-    image's subject or blend pictures side by side in one strip of about the request's pixel count,
+    """References as the model's own picture input (Kontext, Qwen-Image-Edit: `Features.reference_adapter`
+    off): each image's subject or blend pictures, as many as the model's input takes
+    (`Family.input_pictures`; beyond that, side by side in strips of about the request's pixel count),
     handed over as the family says (`Family.reference_input`)."""
 
     def __init__(self, family: Family) -> None:
@@ -271,14 +272,23 @@ class InputReferences:
         """`kwargs` with the strips (one per image) where the batch has references (all its requests
         do, or none: `batch_key`)."""
         if any(r.references for r in requests):
-            strips = []
+            inputs = []
             for request in requests:
                 [reference] = request.references  # one subject or blend: the parser refuses the rest
                 images = [_decode(pictures, digest) for digest in reference.images]
-                strip = side_by_side(images, request.width * request.height, self.family.features.size_step)
-                strips += [strip] * request.count
-            kwargs.update(self.family.reference_input(strips))
+                inputs += [self._input(images, request)] * request.count
+            kwargs.update(self.family.reference_input(inputs))
         yield
+
+    def _input(self, images: Sequence[Image.Image], request: GenerationRequest) -> list[Image.Image]:
+        """`images` as at most `input_pictures` pictures: alone where they fit, else dealt in turn into
+        that many strips, each of about the request's pixel count."""
+        slots = max(1, self.family.input_pictures)
+        if len(images) <= slots and slots > 1:
+            return list(images)
+        groups = [images[i::slots] for i in range(min(slots, len(images)))]
+        area, step = request.width * request.height, self.family.features.size_step
+        return [side_by_side(group, area, step) for group in groups]
 
 
 class ReduxReferences:

@@ -25,7 +25,9 @@ TINY_FAMILY_FOLDERS: dict[str, str] = {
     "tiny-flux-schnell": "tiny-flux-schnell-v1",
     "tiny-kontext": "tiny-kontext-v1",
     "tiny-flux-fill": "tiny-flux-fill-v1",
-    "tiny-qwen": "tiny-qwen-v1",
+    "tiny-qwen": "tiny-qwen-v2",
+    "tiny-qwen-edit": "tiny-qwen-edit-v1",
+    "tiny-qwen-edit-plus": "tiny-qwen-edit-plus-v1",
     "tiny-pixart": "tiny-pixart-v1",
     "tiny-aura": "tiny-aura-v1",
 }

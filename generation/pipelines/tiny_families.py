@@ -18,6 +18,11 @@ tests, benchmarks and the loopback. Native sizes (what the pipeline generates wh
 - `tiny-qwen`: `QwenImagePipeline` (a tiny Qwen2.5-VL text encoder, a byte-level BPE tokenizer whose
   prompt template's system prefix is exactly the 34 tokens the pipeline drops), 128 px (the pipeline's
   `default_sample_size` is 128 latent pixels; the VAE has factor 1).
+- `tiny-qwen-edit`: `QwenImageEditPipeline` (Qwen-Image's components with a factor-8 VAE, and a Qwen2-VL
+  processor whose vision tower sees at most 112² pixels), 1024 px native as the real model (the
+  pipeline fixes 128 latent pixels): it only edits, so call it with `image` and a smaller size.
+- `tiny-qwen-edit-plus`: `QwenImageEditPlusPipeline` (the same components), 1024 px: several pictures
+  as its input at once, one prompt per call.
 - `tiny-pixart`: `PixArtSigmaPipeline` (T5), 256 px (transformer `sample_size` 32 × VAE factor 8: the
   smallest size PixArt's resolution binning knows, so binning keeps the native size).
 - `tiny-aura`: `AuraFlowPipeline` (UMT5), 64 px (transformer `sample_size` 8 × VAE factor 8; the
@@ -46,14 +51,22 @@ from diffusers import (
     FluxTransformer2DModel,
     PixArtSigmaPipeline,
     PixArtTransformer2DModel,
+    QwenImageEditPipeline,
+    QwenImageEditPlusPipeline,
     QwenImagePipeline,
     QwenImageTransformer2DModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
     StableDiffusionXLPipeline,
 )
-from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+from transformers import (
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLImageProcessor,
+    Qwen2VLProcessor,
+)
 
+from generation.pipelines.processors import images_only
 from generation.pipelines.source import TINY_FAMILY_FOLDERS, TINY_FAMILY_IDS
 from generation.pipelines.tiny import byte_tokenizer, ensure_built, sd_scheduler, tiny_unet
 from generation.pipelines.tiny_parts import PACKED_MMDIT, clip, flow_match, save, t5, vae, vae16
@@ -203,9 +216,10 @@ def build_tiny_flux_fill(folder: Path, seed: int = 0) -> None:
     save(FluxFillPipeline(**_flux_components(seed, guidance=True, schnell=False, fill=True)), folder)
 
 
-def build_tiny_qwen(folder: Path, seed: int = 0) -> None:
-    """`QwenImagePipeline`, 128 px: an MMDiT on 16-channel latents packed 2×2, a factor-1 Qwen VAE
-    (the pipeline fixes 128 latent pixels), a two-layer Qwen2.5-VL text encoder and a local tokenizer."""
+def _qwen_components(seed: int, *, vae_levels: int, vae_width: int = 16) -> dict[str, Any]:
+    """Qwen-Image's components: an MMDiT on 16-channel latents packed 2×2, a Qwen VAE of factor
+    2^(levels − 1) with `vae_width` channels, a two-layer Qwen2.5-VL text encoder (with a one-block
+    vision tower, which the edit pipelines' prompts use) and a local tokenizer."""
     tokenizer = qwen_tokenizer()
     torch.manual_seed(seed)
     transformer = QwenImageTransformer2DModel(
@@ -213,11 +227,11 @@ def build_tiny_qwen(folder: Path, seed: int = 0) -> None:
     )
     torch.manual_seed(seed + 1)
     vae = AutoencoderKLQwenImage(
-        base_dim=16,
+        base_dim=vae_width,
         z_dim=16,
-        dim_mult=[1],
+        dim_mult=[1] * vae_levels,
         num_res_blocks=1,
-        temperal_downsample=[],
+        temperal_downsample=[False] * (vae_levels - 1),
         latents_mean=[0.0] * 16,
         latents_std=[1.0] * 16,
     )
@@ -265,16 +279,43 @@ def build_tiny_qwen(folder: Path, seed: int = 0) -> None:
         shift_terminal=0.02,
         time_shift_type="exponential",
     )
-    save(
-        QwenImagePipeline(
-            scheduler=scheduler,
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            transformer=transformer,
-        ),
-        folder,
+    return {
+        "scheduler": scheduler,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "transformer": transformer,
+    }
+
+
+def build_tiny_qwen(folder: Path, seed: int = 0) -> None:
+    """`QwenImagePipeline`, 128 px: a factor-1 Qwen VAE (the pipeline fixes 128 latent pixels)."""
+    save(QwenImagePipeline(**_qwen_components(seed, vae_levels=1)), folder)
+
+
+def _qwen_edit_components(seed: int) -> dict[str, Any]:
+    """Qwen-Image-Edit's: Qwen-Image's with a factor-8 VAE of 4 channels (the edit pipelines encode
+    every input picture at about a megapixel: 4096 packed tokens here, as on the real model; its
+    full-size convolutions are most of a tiny call's time) and a Qwen2-VL
+    processor whose image processor shows the vision tower at most 112² pixels (16 merged tokens)."""
+    components = _qwen_components(seed, vae_levels=4, vae_width=4)
+    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112)
+    processor = images_only(Qwen2VLProcessor)(
+        image_processor=image_processor, tokenizer=components["tokenizer"]
     )
+    return {**components, "processor": processor}
+
+
+def build_tiny_qwen_edit(folder: Path, seed: int = 0) -> None:
+    """`QwenImageEditPipeline` like Qwen/Qwen-Image-Edit: edits one picture as its words say; 1024 px
+    native (128 latent pixels × 8), as the real one."""
+    save(QwenImageEditPipeline(**_qwen_edit_components(seed)), folder)
+
+
+def build_tiny_qwen_edit_plus(folder: Path, seed: int = 0) -> None:
+    """`QwenImageEditPlusPipeline` like Qwen/Qwen-Image-Edit-2509: edits from several pictures at
+    once (each its own input); 1024 px native."""
+    save(QwenImageEditPlusPipeline(**_qwen_edit_components(seed)), folder)
 
 
 def build_tiny_pixart(folder: Path, seed: int = 0) -> None:
@@ -355,6 +396,8 @@ TINY_FAMILY_MODELS: dict[str, Builder] = {
     "tiny-kontext": build_tiny_kontext,
     "tiny-flux-fill": build_tiny_flux_fill,
     "tiny-qwen": build_tiny_qwen,
+    "tiny-qwen-edit": build_tiny_qwen_edit,
+    "tiny-qwen-edit-plus": build_tiny_qwen_edit_plus,
     "tiny-pixart": build_tiny_pixart,
     "tiny-aura": build_tiny_aura,
 }
@@ -368,6 +411,8 @@ TINY_FAMILY_NATIVE_SIZES: dict[str, int] = {
     "tiny-kontext": 128,
     "tiny-flux-fill": 128,
     "tiny-qwen": 128,
+    "tiny-qwen-edit": 1024,
+    "tiny-qwen-edit-plus": 1024,
     "tiny-pixart": 256,
     "tiny-aura": 64,
 }

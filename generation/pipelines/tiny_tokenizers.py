@@ -24,6 +24,11 @@ _QWEN_TEMPLATE_WORDS = (
     "describe the image by detailing color shape size texture quantity text spatial relationships "
     "of objects and background"
 )
+# Qwen-Image-Edit's template (after the words above): its system prefix is 64 tokens, as with the real one
+_QWEN_EDIT_TEMPLATE_WORDS = (
+    "key features input then explain how user instruction should alter or modify Generate new that "
+    "meets requirements while maintaining consistency original where appropriate ("
+)
 _PROMPT_WORDS = (
     "a an in on at with of and the to from over under by for is photo picture painting drawing "
     "sketch render portrait landscape cat cats dog dogs horse bird fish dragon robot man woman girl "
@@ -94,8 +99,9 @@ def qwen_tokenizer() -> Qwen2Tokenizer:
 
     The 256 byte symbols, then merges that build each known word (after a space, `Ġword`, as Qwen's
     pre-tokenizer splits them) left to right, then Qwen2.5-VL's special tokens (`<|im_start|>`,
-    `<|im_end|>`, `<|vision_start|>` …). The pipeline's prompt template tokenizes like the real one:
-    its system prefix is exactly the 34 tokens `QwenImagePipeline` drops.
+    `<|im_end|>`, `<|vision_start|>` …). The pipelines' prompt templates tokenize like the real one:
+    the system prefix is exactly the 34 tokens `QwenImagePipeline` drops, and the 64 its edit
+    pipelines drop (`Picture 1: <|vision_start|>…` and the instruction follow).
     """
     byte_symbol = _bytes_to_unicode()
     vocab: dict[str, int] = {symbol: i for i, symbol in enumerate(byte_symbol.values())}
@@ -113,8 +119,10 @@ def qwen_tokenizer() -> Qwen2Tokenizer:
     # Words after a space first: their merges all start with `Ġ`, so one never breaks another.
     for word in _word_list():
         add_word(f" {word}")
+    for word in _QWEN_EDIT_TEMPLATE_WORDS.split():
+        add_word(f" {word}")
     # Words at the start of a piece (no space before): after them, so they cannot split a `Ġ` word.
-    for word in ("system", "user", "assistant", "Describe"):
+    for word in ("system", "user", "assistant", "Describe", "color", "'s", "),", "Picture"):
         add_word(word)
     for token in _QWEN_SPECIAL_TOKENS:
         vocab[token] = len(vocab)

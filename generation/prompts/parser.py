@@ -302,6 +302,11 @@ def parse_one(text: str, options: PromptOptions, context: ParseContext) -> Parse
             f"`{model}` ({features.label}) takes one picture as its own input: "
             "give `image` or a subject picture (`--oref`), not both."
         )
+    if mode is Mode.TXT2IMG and not references and not features.from_text:
+        raise PromptError(
+            f"`{model}` ({features.label}) only edits pictures, it draws nothing from words alone: "
+            "attach one with the `image` option, give a subject picture (`--oref`), or use `/blend`."
+        )
 
     # 4. Text.
     if is_blank(prompt):

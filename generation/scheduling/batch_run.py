@@ -25,6 +25,7 @@ from generation.pipelines.contract import (
     BatchInterrupted,
     Engine,
     NonFiniteOutput,
+    NoPreview,
     OutOfMemory,
     PreviewFn,
 )
@@ -199,6 +200,8 @@ class BatchRun:
         self._last_preview[i] = now
         try:
             return preview(local)
+        except NoPreview:
+            return None
         except Exception:
             log.exception("%s: preview failed", self.label)
             return None
