@@ -4,6 +4,7 @@ first use, least-recently-used eviction by measured size, and a model that fails
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from generation.media.image_store import ImageStore
 from generation.model_set import ModelChoice, ModelSet
 from generation.pipelines.engine import DiffusersEngine
 from generation.pipelines.engine_pool import EnginePool, ModelUnavailable, engine_bytes
+from generation.prompts.references import Reference, ReferenceKind
 from tests.fixtures_generation import tiny_request
 
 pytest_plugins = ["tests.fixtures_generation"]
@@ -140,6 +142,30 @@ def test_least_recently_used_models_are_evicted_to_stay_within_the_budget(tiny_c
     _run(pool, "c")
     assert pool.evictions == ["a", "b", "c", "b"] and pool.loaded == ("a", "c")
     assert loads == ["a", "b", "c", "a", "b", "c"]
+
+
+def test_a_reference_adapter_loaded_later_is_counted_and_room_made_for_it(tiny_cache_dir: Path) -> None:
+    probe = EnginePool(ModelSet.parse("only=tiny"), _loader(tiny_cache_dir, []))
+    size = probe.sizes["only"]
+    probe.close()
+    budget = 2 * size + size // 50  # the two models, with a slack the adapter does not fit in
+    pool = EnginePool(ModelSet.parse("a=tiny,b=tiny"), _loader(tiny_cache_dir, []), budget_bytes=budget)
+    _run(pool, "b")
+    _run(pool, "a")
+    assert pool.loaded == ("b", "a") and pool.sizes == {"a": size, "b": size}
+    picture = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(picture, "PNG")
+    digest = hashlib.sha256(picture.getvalue()).hexdigest()
+    style = Reference(ReferenceKind.STYLE, 100, ("https://cdn.discordapp.com/x.png",), (digest,))
+    request = tiny_request(model="a", references=(style,))
+    pool.run_batch([request], [None], lambda *_: True, {digest: picture.getvalue()})
+    # the IP-Adapter (its image encoder and attention layers) now lives in a's pipeline: measured again
+    engine: Any = pool.engine_for("a")
+    encoder = engine.model.text2img.image_encoder
+    grown = pool.sizes["a"] - size
+    assert pool.sizes["a"] == engine_bytes(engine)
+    assert grown >= sum(p.numel() * p.element_size() for p in encoder.parameters()) and grown > size // 50
+    assert list(pool.loaded) == ["a"] and pool.evictions == ["b"]  # both no longer fit the budget
 
 
 def test_free_device_memory_decides_when_there_is_no_budget(tiny_cache_dir: Path) -> None:

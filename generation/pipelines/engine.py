@@ -189,6 +189,13 @@ class DiffusersEngine:
         """A counter over this engine's own copy of the tokenizer (safe beside a running batch)."""
         return TokenizerCounter(self._count_tokenizer)
 
+    def held_modules(self) -> list[torch.nn.Module]:
+        """Every module this engine holds: its pipeline's components (an IP-Adapter's image encoder and
+        attention layers among them, once loaded) and a reference adapter's own (Redux's)."""
+        modules = [m for m in self.model.text2img.components.values() if isinstance(m, torch.nn.Module)]
+        extra = getattr(self.references, "modules", None)
+        return modules + (list(extra()) if callable(extra) else [])
+
     def max_batch_images(self, request: GenerationRequest) -> int:
         """The most images of this shape for one batch: a free-memory estimate on CUDA, a cap elsewhere."""
         if self.family.one_prompt_per_call:  # its call takes one prompt: one request a batch

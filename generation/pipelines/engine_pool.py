@@ -43,14 +43,18 @@ class ModelUnavailable(BatchFailed):
 
 
 def engine_bytes(engine: Engine) -> int:
-    """Bytes of the tensors an engine holds (parameters and buffers of its pipeline's modules, each
-    storage counted once: pipelines made with `from_pipe` share theirs)."""
-    pipe = getattr(engine, "pipeline", None) or getattr(getattr(engine, "model", None), "text2img", None)
+    """Bytes of the tensors an engine holds (parameters and buffers of its modules: `held_modules()`
+    where it has it, else its pipeline's components; each storage counted once: pipelines made with
+    `from_pipe` share theirs)."""
+    held = getattr(engine, "held_modules", None)
+    if callable(held):
+        modules = list(held())
+    else:
+        pipe = getattr(engine, "pipeline", None) or getattr(getattr(engine, "model", None), "text2img", None)
+        modules = [m for m in getattr(pipe, "components", {}).values() if isinstance(m, torch.nn.Module)]
     seen: set[tuple[str, int]] = set()
     total = 0
-    for module in getattr(pipe, "components", {}).values():
-        if not isinstance(module, torch.nn.Module):
-            continue
+    for module in modules:
         for tensor in [*module.parameters(), *module.buffers()]:
             key = (str(tensor.device), tensor.untyped_storage().data_ptr())
             if key not in seen:
@@ -130,7 +134,22 @@ class EnginePool:
         """Run the batch on its model's engine (loading it first if need be)."""
         if not requests:
             raise ValueError("run_batch needs at least one request")
-        return self.engine_for(requests[0].model).run_batch(requests, sources, on_step, pictures)
+        name = requests[0].model
+        engine = self.engine_for(name)
+        try:
+            return engine.run_batch(requests, sources, on_step, pictures)
+        finally:
+            if requests[0].references:  # a reference adapter loads on the first: the model grew
+                self._remeasure(name, engine)
+
+    def _remeasure(self, name: str, engine: Engine) -> None:
+        """Measure a loaded model again (what it holds may have grown since it loaded), making room if
+        it did."""
+        size = self._size_of(engine)
+        if self._engines.get(name) is engine and size != self.sizes.get(name):
+            log.info("model %s now holds %.2f GiB", name, size / 2**30)
+            self.sizes[name] = size
+            self._make_room(0, keep=name)
 
     def close(self) -> None:
         """Close every engine."""

@@ -320,6 +320,12 @@ class ReduxReferences:
         """Whether the Redux model is loaded."""
         return self.redux is not None
 
+    def modules(self) -> list[torch.nn.Module]:
+        """Redux's modules once loaded (the pool counts them: they are not the pipeline's components)."""
+        if self.redux is None:
+            return []
+        return [m for m in self.redux.components.values() if isinstance(m, torch.nn.Module)]
+
     def load(self) -> None:
         """`FluxPriorReduxPipeline.from_pretrained` (its image side only), on the model's device and dtype."""
         if self.redux is not None:
