@@ -21,15 +21,16 @@ from PIL import Image
 
 from generation.families.features import Guidance
 from generation.media.compose import read_parameters
+from generation.model_set import ModelSet
 from generation.pipelines.contract import NoPreview
 from generation.pipelines.engine import DiffusersEngine
-from generation.pipelines.engine_pool import instruction_editor
+from generation.pipelines.engine_pool import instruction_editor, load_engines
 from generation.pipelines.processors import images_only_processors, torchvision_available
 from generation.pipelines.references import InputReferences
 from generation.prompts.errors import PromptError
 from generation.prompts.parser import ParseContext, parse_prompt
 from generation.prompts.references import Reference, ReferenceKind
-from generation.prompts.request import GenerationRequest, Mode, PromptOptions
+from generation.prompts.request import GenerationRequest, Mode, PromptOptions, instruct_of
 
 pytest_plugins = ["tests.fixtures_generation"]
 
@@ -220,3 +221,22 @@ def test_what_an_edit_model_cannot_carry_is_refused(
     # what it does take: a picture to start from, or a subject picture
     assert _parse(engine, "a red fox", source_image="f" * 64).mode is Mode.IMG2IMG
     assert _parse(engine, f"a red fox --oref {URL}").references[0].kind is ReferenceKind.SUBJECT
+
+
+def test_as_edit_model_it_is_loaded_on_first_edit_by_the_pool(tmp_path: Path) -> None:
+    pool: Any = load_engines(
+        ModelSet.parse("plain=tiny"), "cpu", cache_dir=tmp_path, options=None, edit_model=EDIT
+    )
+    assert EDIT not in pool.loaded and EDIT not in pool.catalog()  # asked for by Edit, never by `--model`
+    request = instruct_of(
+        source_hash=hashlib.sha256(SOURCE).hexdigest(),
+        size=(96, 64),
+        instruction="make it winter",
+        edit_model=EDIT,
+        seed=11,
+    )
+    [[image]] = pool.run_batch([request], [SOURCE], lambda *_: True)
+    assert (image.width, image.height) == (96, 64) and EDIT in pool.loaded
+    text = read_parameters(image.png) or ""
+    assert text.startswith("make it winter\n") and f"Model: {EDIT}" in text
+    pool.close()
