@@ -1,13 +1,15 @@
-"""`python -m bench service --references`: style references (`--sref`) on `tiny` with its tiny IP-Adapter.
+"""`python -m bench service --references`: style references (`--sref`) on `tiny` with its tiny IP-Adapter,
+or with `--only tiny-flux` on the tiny Flux.1 dev with its tiny Flux Redux.
 
-`tiny` loaded with `DiffusersEngine.load` (a model of this process's own: loading the adapter changes its
-UNet), `--size` px, `--steps` steps, CFG 7.5; every reference a style reference of one picture at
-weight 100 (`Reference(STYLE, 100, ...)`), each picture a `--size` px PNG in a `MemoryImages` store. In
-order:
+The model loaded with `DiffusersEngine.load` (a model of this process's own: loading the adapter changes
+its UNet), `--size` px, `--steps` steps, `GUIDANCE[model]` (CFG 7.5 on `tiny`, Flux's embedded 3.5);
+every reference a style reference of one picture at weight 100 (`Reference(STYLE, 100, ...)`), each
+picture a `--size` px PNG in a `MemoryImages` store. In order:
 
 - **plain_before_adapter_s**: one plain request through `DiffusersEngine.run_batch` before any reference
   (the median over `--rounds` of the mean of `CALLS_PER_ROUND` calls).
-- **adapter_load_s**: the first reference call ever, timed alone: it loads the IP-Adapter (diffusers'
+- **adapter_load_s**: the first reference call ever, timed alone: it loads the adapter (Redux on Flux: its
+  pipeline's `from_pretrained`; on `tiny` the IP-Adapter through diffusers'
   `load_ip_adapter`, two slots over one image encoder), encodes its picture and generates;
   `adapter_load_only_s` is the part of it spent in `ReferenceAdapter.load`.
 - **The cost of a reference**: in each of `--rounds` rounds, back to back and alternating which goes
@@ -54,7 +56,7 @@ from generation.prompts.request import GenerationRequest
 from generation.scheduling.job_state import MemoryImages
 
 MODEL = "tiny"
-GUIDANCE = 7.5
+GUIDANCE = {"tiny": 7.5, "tiny-flux": 3.5}  # the models measured, each with its adapter: IP-Adapter, Redux
 WEIGHT = 100  # --sw's default
 ORIGIN = "https://cdn.discordapp.com/attachments/1/2/reference.png"  # where a picture came from (named only)
 CALLS_PER_ROUND = 3  # engine calls per kind per round, their mean one figure (a tiny call takes ~40 ms)
@@ -89,17 +91,19 @@ class Pictures:
         return self.make(10_000 + self._next)
 
 
-def request(size: int, steps: int, seed: int, picture: str | None = None) -> GenerationRequest:
-    """A one-image request; with `picture`, a style reference of it at weight `WEIGHT`."""
+def _request(
+    size: int, steps: int, seed: int, picture: str | None = None, model: str = MODEL
+) -> GenerationRequest:
+    """A one-image request on `model`; with `picture`, a style reference of it at weight `WEIGHT`."""
     references = () if picture is None else (Reference(ReferenceKind.STYLE, WEIGHT, (ORIGIN,), (picture,)),)
     return GenerationRequest(
         prompt=f"a red fox in the snow, take {seed}",
         width=size,
         height=size,
         steps=steps,
-        guidance=GUIDANCE,
+        guidance=GUIDANCE[model],
         seeds=(seed,),
-        model=MODEL,
+        model=model,
         references=references,
     )
 
@@ -164,20 +168,26 @@ def ratio_figures(name: str, numerators: Sequence[float], denominators: Sequence
     return {name: round(statistics.median(ratios), 3), f"{name}_ci95": [round(low, 3), round(high, 3)]}
 
 
-async def run(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) -> dict[str, Any]:
-    """Run the measurements on `tiny` and return the figures (raises if the counters are not exact)."""
+async def run(
+    jobs: int, rounds: int, size: int, steps: int, cache_dir: Path, model: str = MODEL
+) -> dict[str, Any]:
+    """Run the measurements on `model` (one of `GUIDANCE`) and return the figures (raises if the
+    counters are not exact)."""
     import torch
 
     from generation.backends.local import GenerationService
     from generation.pipelines.engine import DiffusersEngine
-    from generation.pipelines.references import ReferenceAdapter
+    from generation.pipelines.references import ReduxReferences, ReferenceAdapter
 
+    if model not in GUIDANCE:
+        raise ValueError(f"--references measures {', '.join(GUIDANCE)}, not {model}")
+    request = partial(_request, model=model)
     start = time.perf_counter()
-    engine = DiffusersEngine.load(MODEL, "cpu", cache_dir=cache_dir)
+    engine = DiffusersEngine.load(model, "cpu", cache_dir=cache_dir)
     load_s = time.perf_counter() - start
     adapter = engine.references
-    if not isinstance(adapter, ReferenceAdapter):
-        raise RuntimeError(f"{MODEL} has no reference adapter")
+    if not isinstance(adapter, (ReferenceAdapter, ReduxReferences)):
+        raise RuntimeError(f"{model} has no reference adapter")
     threads = torch.get_num_threads()
     images = MemoryImages()
     pictures = Pictures(images, size)
@@ -299,12 +309,13 @@ async def run(jobs: int, rounds: int, size: int, steps: int, cache_dir: Path) ->
         raise RuntimeError(f"the adapter's embedding counters are not the expected ones: {counters.phases}")
     low, high = median_ci95(differences)
     figures: dict[str, Any] = {
-        "model": MODEL,
+        "model": model,
+        "adapter": type(adapter).__name__,
         "jobs": jobs,
         "rounds": rounds,
         "size": size,
         "steps": steps,
-        "guidance": GUIDANCE,
+        "guidance": GUIDANCE[model],
         "reference_weight": WEIGHT,
         "torch_threads": threads,
         "load_s": round(load_s, 3),

@@ -170,6 +170,12 @@ HEADLINES = {
         "batched_speedup",
         "adapter_load_s",
     ),
+    "service-references-tiny-flux": (
+        "reference_cost_ratio",
+        "encoder_ms_per_picture",
+        "batched_speedup",
+        "adapter_load_s",
+    ),
 }
 TABLE_BEGIN, TABLE_END = "<!-- latest figures: begin -->", "<!-- latest figures: end -->"
 _TABLE_NOTE = (

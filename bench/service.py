@@ -261,13 +261,14 @@ def main(argv: list[str], settings: BenchSettings) -> int:
     parser.add_argument(
         "--references",
         action="store_true",
-        help="instead: style references on tiny: their cost, the encoder cache, batched against one by one "
-        "(bench/references.py)",
+        help="instead: style references on tiny (or --only tiny-flux: Flux Redux): their cost, the encoder "
+        "cache, batched against one by one (bench/references.py)",
     )
     parser.add_argument(
         "--only",
         default="",
-        help="with --families (or --edits --families): these tiny model ids (comma-separated)",
+        help="with --families (or --edits --families): these tiny model ids (comma-separated); with "
+        "--references: the one model (tiny or tiny-flux)",
     )
     args = parser.parse_args(argv)
     if args.video and (args.edits or args.prompts or args.switching or args.families):
@@ -292,8 +293,10 @@ def main(argv: list[str], settings: BenchSettings) -> int:
     if args.edits and args.families:
         variant = "edits-families"
     only = [name.strip() for name in args.only.split(",") if name.strip()]
-    if only and variant not in ("families", "edits-families"):
-        parser.error("--only goes with --families")
+    if only and variant not in ("families", "edits-families", "references"):
+        parser.error("--only goes with --families or --references")
+    if variant == "references" and len(only) > 1:
+        parser.error("--references measures one model")
     if variant is None:
         figures = asyncio.run(run(args.jobs, args.rounds, args.size, args.steps, cache))
     elif variant == "families":
@@ -315,7 +318,8 @@ def main(argv: list[str], settings: BenchSettings) -> int:
     elif variant == "references":
         from bench import references
 
-        figures = asyncio.run(references.run(args.jobs, args.rounds, args.size, args.steps, cache))
+        model = only[0] if only else references.MODEL
+        figures = asyncio.run(references.run(args.jobs, args.rounds, args.size, args.steps, cache, model))
     else:
         from bench import prompt_cost, switching
 
@@ -323,5 +327,7 @@ def main(argv: list[str], settings: BenchSettings) -> int:
         variant_run = prompt_cost.run if variant == "prompts" else switching.run
         figures = variant_run(requests, args.rounds, cache)
     name = "service" if variant is None else f"service-{variant}"
+    if variant == "references" and only and only[0] != "tiny":
+        name = f"{name}-{only[0]}"  # its own section: the IP-Adapter's figures stay
     report(name, figures, argv, results_path=settings.results_path)
     return 0
