@@ -278,3 +278,18 @@ def test_flux_takes_references_through_redux(flux: DiffusersEngine) -> None:
     weighted = replace(_flux_request(6, _style(100, FIRST)), prompt="a (red:1.3) fox", prompt_windows=1)
     [[image]] = flux.run_batch([weighted], [None], lambda *_: True, PICTURES)  # after the weighted encoder
     assert f"References: style ×100: {FIRST[:10]}" in (read_parameters(image.png) or "")
+
+
+def test_flux_fill_takes_references_through_redux_on_every_picture_it_redraws(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    fill = DiffusersEngine.load("tiny-flux-fill", "cpu", cache_dir=tmp_path_factory.mktemp("fill-redux"))
+    assert isinstance(fill.references, ReduxReferences)
+    request = replace(_flux_request(4), model="tiny-flux-fill")
+    [plain], [off], [styled] = (
+        _pixels(fill, replace(request, references=references))
+        for references in ((), (_style(0, FIRST),), (_style(100, FIRST),))
+    )
+    np.testing.assert_array_equal(off, plain)  # weight 0: the plain call
+    assert not np.array_equal(styled, plain)  # the masked call (a blank canvas redrawn) takes the tokens
+    assert fill.references.embeds_computed == 1

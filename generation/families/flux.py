@@ -69,9 +69,10 @@ def _features(family: str, label: str, guidance: Guidance, samplers: tuple[str, 
         edits=redraws,
         strength=redraws,
         instruct=family == "flux-kontext",  # its image input is changed as the prompt's words say
-        # Flux.1: `--sref`, `--oref`, `/blend` through Flux Redux; Kontext: a picture strip as its input
-        references=family in ("flux", "flux-kontext"),
-        reference_adapter=family == "flux",
+        # Flux.1 and Fill: `--sref`, `--oref`, `/blend` through Flux Redux (BFL pair Fill with Redux);
+        # Kontext: a picture strip as its input
+        references=True,
+        reference_adapter=family != "flux-kontext",
         lora="transformer",
         size_step=16,
     )
@@ -88,7 +89,7 @@ def _family(features: Features, distilled: bool, kind: type[FluxFamily] = FluxFa
         schedule="flow",
         packed=True,
         prompt_encoder="flux",  # T5 reads the whole prompt (its limit): one window
-        reference_adapter=FLUX_REDUX if features.family == "flux" else None,
+        reference_adapter=FLUX_REDUX if features.reference_adapter else None,
     )
 
 
