@@ -14,13 +14,19 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from generation.families.adapters import NO_REFERENCE_ADAPTER
+from generation.families.adapters import NO_REFERENCE_ADAPTER, AdapterSpec
 from generation.media.compose import read_parameters
 from generation.pipelines.contract import BatchFailed
 from generation.pipelines.engine import DiffusersEngine
 from generation.pipelines.references import InputReferences, ReduxReferences, ReferenceAdapter
+from generation.pipelines.tiny_ip_adapter import (
+    TINY_IP_ADAPTER_ENCODER,
+    TINY_IP_ADAPTER_PLUS_WEIGHT,
+    ensure_tiny_ip_adapter,
+)
 from generation.prompts.errors import PromptError
 from generation.prompts.parser import ParseContext, parse_prompt
 from generation.prompts.references import Reference, ReferenceKind, adapter_scale
@@ -115,6 +121,48 @@ def test_the_png_names_each_reference_with_its_hash_and_origin(engine: Diffusers
     line = text.splitlines()[-1]
     style = f"style ×250: {FIRST[:10]} ({URL}), {SECOND[:10]} ({URL})"
     assert line == f"References: {style}; subject ×40: {THIRD[:10]} ({URL})"
+
+
+@pytest.fixture(scope="module")
+def plus(
+    tiny_cache_dir: Path, engine: DiffusersEngine, tmp_path_factory: pytest.TempPathFactory
+) -> DiffusersEngine:
+    """`tiny` with the plus kind of the tiny IP-Adapter (a resampler over the encoder's hidden states),
+    named as MODELS' `ref=` names one."""
+    folder = ensure_tiny_ip_adapter(tmp_path_factory.mktemp("plus"), dict(engine.model.text2img.unet.config))
+    spec = AdapterSpec(str(folder), "", TINY_IP_ADAPTER_PLUS_WEIGHT, TINY_IP_ADAPTER_ENCODER)
+    return DiffusersEngine.load("tiny", "cpu", cache_dir=tiny_cache_dir, reference_adapter=spec)
+
+
+def test_the_plus_kind_takes_a_subject_from_the_encoders_hidden_states(plus: DiffusersEngine) -> None:
+    [plain] = _pixels(plus, _request())
+    [off] = _pixels(plus, _request(5, _subject(1, FIRST)))
+    [subject] = _pixels(plus, _request(5, _subject(100, FIRST)))
+    [other] = _pixels(plus, _request(5, _subject(100, SECOND)))
+    adapter = plus.references
+    assert isinstance(adapter, ReferenceAdapter) and adapter._wants_hidden_states()
+    assert np.abs(off - plain).mean() < 0.5 < 1 < np.abs(subject - plain).mean()  # the weight scales it
+    assert np.abs(subject - other).mean() > 1  # the picture's own states
+
+
+@pytest.mark.parametrize("kind", ["basic", "plus"])
+def test_the_embeddings_handed_over_are_diffusers_own(
+    engine: DiffusersEngine, plus: DiffusersEngine, kind: str
+) -> None:
+    """For one picture per slot, both slots are what diffusers' `prepare_ip_adapter_image_embeds` makes
+    of it (the unconditional half included: zeros for the basic kind, a blank picture's hidden states
+    for the plus kind), so a reference means what the adapter was trained on."""
+    chosen = engine if kind == "basic" else plus
+    adapter = chosen.references
+    assert isinstance(adapter, ReferenceAdapter)
+    adapter.load()
+    pipe = chosen.model.text2img
+    request = _request(5, _style(100, FIRST), _subject(100, SECOND))
+    ours = adapter._slots([request], PICTURES, {"guidance_scale": 7.5})
+    pictures = [Image.open(io.BytesIO(PICTURES[d])).convert("RGB") for d in (FIRST, SECOND)]
+    own = type(pipe).prepare_ip_adapter_image_embeds(pipe, pictures, None, pipe.device, 1, True)
+    for mine, theirs in zip(ours, own, strict=True):
+        torch.testing.assert_close(mine, theirs)
 
 
 def test_weights_map_onto_the_adapter_scale() -> None:

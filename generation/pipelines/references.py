@@ -119,6 +119,7 @@ class ReferenceAdapter:
         self.spec = spec
         self.layers = layers or ReferenceLayers(style={})
         self.embeddings = PictureEmbeddings(self._encode)
+        self._unconditional: torch.Tensor | None = None  # the plus kinds': a blank picture's states
 
     @property
     def embeds_computed(self) -> int:
@@ -208,7 +209,10 @@ class ReferenceAdapter:
     # -- embeddings -----------------------------------------------------------------------------------
 
     def _encode(self, picture: Image.Image) -> torch.Tensor:
-        embed, _uncond = self.pipe.encode_image(picture, self.pipe.device, 1, self._wants_hidden_states())
+        hidden = self._wants_hidden_states()
+        embed, unconditional = self.pipe.encode_image(picture, self.pipe.device, 1, hidden)
+        if hidden and self._unconditional is None:  # the same for every picture: a blank one's states
+            self._unconditional = unconditional[0]
         first: torch.Tensor = embed[0]
         return first
 
@@ -222,7 +226,8 @@ class ReferenceAdapter:
 
     def _slot(self, per_image: list[torch.Tensor | None], guided: bool) -> torch.Tensor:
         """One slot's embeddings for the batch, `[2 × images if guided, 1, …]`: the unconditional half
-        (zeros, as the basic IP-Adapter's) first, as diffusers' pipelines split them."""
+        first, as diffusers' pipelines split them: zeros for the basic kind, and for the kinds that read
+        hidden states a blank (all-zero) picture's states, as diffusers' `encode_image` makes them."""
         shape = next((e.shape for e in per_image if e is not None), None)
         if shape is None:
             shape = self._zero_shape()
@@ -231,7 +236,10 @@ class ReferenceAdapter:
         positive = torch.stack([r.to(sample.device, sample.dtype) for r in rows])[:, None]
         if not guided:
             return positive
-        return torch.cat([torch.zeros_like(positive), positive])
+        blank = self._unconditional
+        if blank is None or blank.shape != positive.shape[2:]:
+            return torch.cat([torch.zeros_like(positive), positive])
+        return torch.cat([blank.to(positive)[None, None].expand_as(positive), positive])
 
     def _zero_shape(self) -> torch.Size:
         encoder = self.pipe.image_encoder

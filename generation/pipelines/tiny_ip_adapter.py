@@ -1,9 +1,13 @@
 # mypy: disable-error-code="no-untyped-call"
 """A tiny IP-Adapter for tests: seeded random weights in diffusers' `load_ip_adapter` format.
 
-The basic "ip-adapter" kind (its image projection is diffusers' `ImageProjection`: a linear map from the
-CLIP image embedding to 4 tokens of the UNet's cross-attention width, then a LayerNorm), shaped to fit
-a given UNet config (the `tiny` model's), with a tiny CLIP vision encoder beside it. Loaded with
+Two kinds in one folder, shaped to fit a given UNet config (the `tiny` model's), with a tiny CLIP vision
+encoder beside them: the basic "ip-adapter" (`TINY_IP_ADAPTER_WEIGHT`: its image projection is
+diffusers' `ImageProjection`, a linear map from the CLIP image embedding to 4 tokens of the UNet's
+cross-attention width, then a LayerNorm) and the "plus" kind (`TINY_IP_ADAPTER_PLUS_WEIGHT`: a
+four-layer perceiver resampler from the encoder's penultimate hidden states to 4 tokens, the original
+ip-adapter-plus file's names and layout, which diffusers reads as `IPAdapterPlusImageProjection`).
+Loaded with
 
     pipe.load_ip_adapter(folder, subfolder="", weight_name=TINY_IP_ADAPTER_WEIGHT,
                          image_encoder_folder=TINY_IP_ADAPTER_ENCODER)
@@ -29,6 +33,7 @@ __all__ = [
     "TINY_IP_ADAPTER_CLIP_DIM",
     "TINY_IP_ADAPTER_ENCODER",
     "TINY_IP_ADAPTER_FOLDER",
+    "TINY_IP_ADAPTER_PLUS_WEIGHT",
     "TINY_IP_ADAPTER_TOKENS",
     "TINY_IP_ADAPTER_WEIGHT",
     "build_tiny_ip_adapter",
@@ -37,8 +42,9 @@ __all__ = [
 ]
 
 TINY_IP_ADAPTER_WEIGHT = "ip-adapter.safetensors"  # the adapter's weights, in the folder's root
+TINY_IP_ADAPTER_PLUS_WEIGHT = "ip-adapter-plus.safetensors"  # the plus kind's, beside them
 TINY_IP_ADAPTER_ENCODER = "image_encoder"  # the CLIP vision encoder's subfolder
-TINY_IP_ADAPTER_FOLDER = "tiny-ip-adapter-v1"  # bump when build_tiny_ip_adapter changes
+TINY_IP_ADAPTER_FOLDER = "tiny-ip-adapter-v2"  # bump when build_tiny_ip_adapter changes
 TINY_IP_ADAPTER_CLIP_DIM = 32  # the image encoder's projection_dim: ImageProjection's input width
 TINY_IP_ADAPTER_TOKENS = 4  # image tokens of the basic IP-Adapter (diffusers fixes 4 for `proj.weight`)
 
@@ -88,7 +94,8 @@ def _image_encoder(seed: int) -> CLIPVisionModelWithProjection:
 
 def build_tiny_ip_adapter(folder: Path, unet_config: Mapping[str, Any], seed: int = 0) -> None:
     """Write a tiny IP-Adapter fitting the UNet of `unet_config` to `folder`: `TINY_IP_ADAPTER_WEIGHT`
-    (`image_proj.*` and `ip_adapter.{key_id}.to_{k,v}_ip.weight`, seeded normal weights) and the CLIP
+    (`image_proj.*` and `ip_adapter.{key_id}.to_{k,v}_ip.weight`, seeded normal weights), the plus
+    kind's `TINY_IP_ADAPTER_PLUS_WEIGHT` (its resampler, the same attention weights) and the CLIP
     vision encoder in `TINY_IP_ADAPTER_ENCODER` (`save_pretrained`, safetensors)."""
     cross_attention_dim = unet_config["cross_attention_dim"]
     if not isinstance(cross_attention_dim, int):
@@ -106,12 +113,59 @@ def build_tiny_ip_adapter(folder: Path, unet_config: Mapping[str, Any], seed: in
         "image_proj.norm.weight": normal(cross_attention_dim, std=0.05, mean=1.0),
         "image_proj.norm.bias": normal(cross_attention_dim, std=0.02),
     }
+    attention: dict[str, torch.Tensor] = {}
     for key_id, shape in ip_adapter_key_shapes(unet_config).items():
-        tensors[f"ip_adapter.{key_id}.to_k_ip.weight"] = normal(*shape, std=_KV_STD)
-        tensors[f"ip_adapter.{key_id}.to_v_ip.weight"] = normal(*shape, std=_KV_STD)
+        attention[f"ip_adapter.{key_id}.to_k_ip.weight"] = normal(*shape, std=_KV_STD)
+        attention[f"ip_adapter.{key_id}.to_v_ip.weight"] = normal(*shape, std=_KV_STD)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(folder / TINY_IP_ADAPTER_WEIGHT))
+    save_file({**tensors, **attention}, str(folder / TINY_IP_ADAPTER_WEIGHT))
+    plus = {f"image_proj.{k}": v for k, v in _plus_projection(cross_attention_dim, seed + 2).items()}
+    save_file({**plus, **attention}, str(folder / TINY_IP_ADAPTER_PLUS_WEIGHT))
     _image_encoder(seed + 1).save_pretrained(folder / TINY_IP_ADAPTER_ENCODER)  # safetensors
+
+
+def _plus_projection(cross_attention_dim: int, seed: int) -> dict[str, torch.Tensor]:
+    """The plus kind's image projection in the original file's names: diffusers' own
+    `IPAdapterPlusImageProjection` (seeded; 64 wide, one head of 64, as its loader reads the heads) with
+    its names mapped back (`ln0` → `0.norm1`, `attn.to_k` + `to_v` → `0.to_kv`, `ff.1.net.0.proj` →
+    `1.1`, …), which `load_ip_adapter` maps forward again."""
+    from diffusers.models.embeddings import IPAdapterPlusImageProjection
+
+    torch.manual_seed(seed)
+    module = IPAdapterPlusImageProjection(
+        embed_dims=32,  # the tiny CLIP vision encoder's hidden size
+        output_dims=cross_attention_dim,
+        hidden_dims=64,
+        heads=1,
+        num_queries=TINY_IP_ADAPTER_TOKENS,
+    )
+    state = module.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for name, value in state.items():
+        if not name.startswith("layers."):
+            out[name] = value.clone()
+            continue
+        _, index, rest = name.split(".", 2)
+        original = {
+            "ln0.weight": "0.norm1.weight",
+            "ln0.bias": "0.norm1.bias",
+            "ln1.weight": "0.norm2.weight",
+            "ln1.bias": "0.norm2.bias",
+            "attn.to_q.weight": "0.to_q.weight",
+            "attn.to_out.0.weight": "0.to_out.weight",
+            "ff.0.weight": "1.0.weight",
+            "ff.0.bias": "1.0.bias",
+            "ff.1.net.0.proj.weight": "1.1.weight",
+            "ff.1.net.2.weight": "1.3.weight",
+        }.get(rest)
+        if original is not None:
+            out[f"layers.{index}.{original}"] = value.clone()
+        elif rest == "attn.to_k.weight":
+            to_v = state[f"layers.{index}.attn.to_v.weight"]
+            out[f"layers.{index}.0.to_kv.weight"] = torch.cat([value, to_v]).clone()
+        elif rest != "attn.to_v.weight":
+            raise ValueError(f"no original name for {name}")
+    return out
 
 
 def ensure_tiny_ip_adapter(cache_dir: Path, unet_config: Mapping[str, Any]) -> Path:
