@@ -211,7 +211,8 @@ def model_text(name: str, profile: ModelProfile | None, *, default: bool) -> str
     abilities = {**features.supported(), "weights": profile.supports_weights}
     line = " ".join(f"{'✓' if able else '–'} {what}" for what, able in abilities.items())
     size = f"{profile.native_size}×{profile.native_size}"
+    only = "" if features.from_text else ", edits pictures only (`image`, `--oref`, `/blend`)"
     return (
         f"**{name}**{marker}: {features.label}, {size}, {profile.default_steps} steps, {guidance}, "
-        f"up to {profile.token_limit} tokens\n{line}"
+        f"up to {profile.token_limit} tokens{only}\n{line}"
     )

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> AsyncIterator[BotWorld]:
     async with BotWorld.open(tmp_path_factory.mktemp("families"), tiny_model) as w:
-        w.extra_settings = {"models": "sd=tiny,flux=tiny-flux,sd3=tiny-sd3,pixart=tiny-pixart"}
+        w.extra_settings = {
+            "models": "sd=tiny,flux=tiny-flux,sd3=tiny-sd3,pixart=tiny-pixart,qedit=tiny-qwen-edit-plus"
+        }
         await w.start_bot()
         yield w
 
@@ -54,6 +56,9 @@ async def test_each_model_draws_at_its_own_size_with_its_own_parameters(
 async def test_a_flag_the_family_cannot_carry_is_refused_privately_naming_the_model(world: BotWorld) -> None:
     refused = await world.wait_ephemeral(world.imagine("a lighthouse --model flux --tile"))
     assert "`--tile` doesn't work on `flux` (Flux.1)" in refused.content
+    words = await world.wait_ephemeral(world.imagine("a lighthouse --model qedit"))  # an edit-only model
+    assert "`qedit` (Qwen-Image-Edit-Plus) only edits pictures" in words.content
+    assert "`image`" in words.content and "`--oref`" in words.content and "`/blend`" in words.content
     sampler = await world.wait_ephemeral(world.imagine("a lighthouse --model flux --sampler ddim"))
     assert "it takes euler, euler_a, dpmpp_2m, unipc" in sampler.content
     ok = await world.wait_result(world.imagine("a lighthouse --model sd --tile --n 1"))
@@ -67,6 +72,9 @@ async def test_models_lists_every_offered_model_with_what_it_takes(world: BotWor
     for line in ("**sd** (default): Stable Diffusion 1.x/2.x, 64×64", "**flux**: Flux.1, 128×128", "**sd3**"):
         assert line in text, text
     assert "**pixart**: PixArt, 256×256" in text
+    edit = text.split("**qedit**")[1]
+    assert edit.startswith(": Qwen-Image-Edit-Plus, 1024×1024") and "edits pictures only" in edit
+    assert "✓ --oref" in edit and "– --sref" in edit
     flux = text.split("**flux**")[1].split("**sd3**")[0]
     assert "– --tile" in flux and "✓ --no" in flux and "✓ --cfg" in flux and "✓ image" in flux
 
