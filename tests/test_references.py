@@ -17,11 +17,19 @@ import pytest
 import torch
 from PIL import Image
 
-from generation.families.adapters import NO_REFERENCE_ADAPTER, AdapterSpec
+from generation.families.adapters import NO_REFERENCE_ADAPTER, AdapterSpec, parse_adapter
+from generation.families.sd3 import SD35_LARGE_BLOCKS, SD35_LARGE_IP_ADAPTER
+from generation.families.sd3 import recognise as recognise_sd3
 from generation.media.compose import read_parameters
 from generation.pipelines.contract import BatchFailed
 from generation.pipelines.engine import DiffusersEngine
-from generation.pipelines.references import InputReferences, ReduxReferences, ReferenceAdapter
+from generation.pipelines.references import (
+    InputReferences,
+    ReduxReferences,
+    ReferenceAdapter,
+    TransformerReferenceAdapter,
+)
+from generation.pipelines.tiny_families import ensure_tiny_family
 from generation.pipelines.tiny_ip_adapter import (
     TINY_IP_ADAPTER_ENCODER,
     TINY_IP_ADAPTER_PLUS_WEIGHT,
@@ -171,8 +179,12 @@ def test_weights_map_onto_the_adapter_scale() -> None:
 
 
 def test_a_family_without_an_adapter_or_ref_none_has_no_references(tmp_path: Path, tiny_model: Any) -> None:
-    sd3 = DiffusersEngine.load("tiny-sd3", "cpu", cache_dir=tmp_path)
+    # an SD 3 model by its folder (not the built-in id): not SD 3.5 Large, so no adapter of its own
+    folder = ensure_tiny_family(tmp_path, "tiny-sd3")
+    sd3 = DiffusersEngine.load(str(folder), "cpu", cache_dir=tmp_path)
     assert sd3.references is None and not sd3.profile.features.references
+    with pytest.raises(PromptError, match=r"Style and subject references .* doesn't work .* `ref=`"):
+        _parse(f"a fox --sref {URL}", replace(sd3.profile, name="mine"))
     plain = DiffusersEngine(tiny_model, reference_adapter=NO_REFERENCE_ADAPTER)  # MODELS' `ref=none`
     assert plain.references is None and not plain.profile.features.references
     with pytest.raises(BatchFailed, match="Style and subject references doesn't work on `tiny`"):
@@ -341,3 +353,53 @@ def test_flux_fill_takes_references_through_redux_on_every_picture_it_redraws(
     np.testing.assert_array_equal(off, plain)  # weight 0: the plain call
     assert not np.array_equal(styled, plain)  # the masked call (a blank canvas redrawn) takes the tokens
     assert fill.references.embeds_computed == 1
+
+
+# -- SD 3 through its IP-Adapter (one slot) ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sd3(tmp_path_factory: pytest.TempPathFactory) -> DiffusersEngine:
+    return DiffusersEngine.load("tiny-sd3", "cpu", cache_dir=tmp_path_factory.mktemp("sd3-ip"))
+
+
+def _sd3_request(seed: int, *references: Reference) -> GenerationRequest:
+    return replace(_request(seed, *references), model="tiny-sd3")
+
+
+def test_sd3_takes_a_reference_through_its_ip_adapter(sd3: DiffusersEngine) -> None:
+    adapter = sd3.references
+    assert isinstance(adapter, TransformerReferenceAdapter) and not adapter.loaded
+    [plain], [off], [styled], [subject] = (
+        _pixels(sd3, _sd3_request(4, *references))
+        for references in ((), (_style(0, FIRST),), (_style(100, FIRST),), (_subject(100, SECOND),))
+    )
+    np.testing.assert_array_equal(off, plain)  # weight 0: no embeddings, the plain call
+    assert adapter.loaded and np.abs(styled - plain).mean() > 1
+    assert not np.array_equal(subject, styled)  # another picture (every block takes either kind)
+    [after] = _pixels(sd3, _sd3_request(4))
+    np.testing.assert_array_equal(after, plain)  # loaded, it leaves plain jobs alone
+    computed = adapter.embeds_computed
+    one, two = _sd3_request(3, _style(100, FIRST)), _sd3_request(4, _style(100, SECOND, THIRD))
+    assert adapter.embeds_computed == computed
+    for batched, single in zip(_pixels(sd3, one, two), _pixels(sd3, one) + _pixels(sd3, two), strict=True):
+        assert np.abs(batched - single).max() <= 1  # one call, each image its own embedding
+    assert adapter.embeds_computed == computed + 1  # THIRD is new; FIRST and SECOND cached
+
+
+def test_sd3_takes_one_reference_kind_at_a_time(sd3: DiffusersEngine) -> None:
+    profile = replace(sd3.profile, name="tiny-sd3")
+    with pytest.raises(
+        PromptError, match="A style and a subject reference together doesn't work on `tiny-sd3`"
+    ):
+        _parse(f"a fox --sref {URL} --oref {URL}2", profile)
+    assert _parse(f"a fox --sref {URL}", profile).references[0].kind is ReferenceKind.STYLE
+
+
+def test_sd35_large_has_instantx_adapter_with_its_siglip_by_default() -> None:
+    large = recognise_sd3("StableDiffusion3Pipeline", {"transformer": {"num_layers": SD35_LARGE_BLOCKS}})
+    medium = recognise_sd3("StableDiffusion3Pipeline", {"transformer": {"num_layers": 24}})
+    assert large is not None and large.reference_adapter == SD35_LARGE_IP_ADAPTER
+    assert medium is not None and medium.reference_adapter is None
+    spec = parse_adapter(SD35_LARGE_IP_ADAPTER.describe())  # MODELS' `ref=` writes it back
+    assert spec == SD35_LARGE_IP_ADAPTER and spec.encoder == "google/siglip-so400m-patch14-384"

@@ -21,13 +21,14 @@ class AdapterSpec:
     weight_name: str = ""
     image_encoder_folder: str = "image_encoder"  # relative to `subfolder` unless it holds a "/"
     kind: str = IP_ADAPTER
+    encoder: str = ""  # an image encoder of its own (hub id or folder: SD 3.5's SigLIP), else in `source`
 
     def describe(self) -> str:
-        """As MODELS writes it: `source:subfolder/weight.safetensors`, or `redux:source`."""
+        """As MODELS writes it: `source:subfolder/weight.safetensors[@encoder]`, or `redux:source`."""
         if self.kind == REDUX:
             return f"{REDUX}:{self.source}"
         inner = f"{self.subfolder}/{self.weight_name}" if self.subfolder else self.weight_name
-        return f"{self.source}:{inner}"
+        return f"{self.source}:{inner}" + (f"@{self.encoder}" if self.encoder else "")
 
 
 NO_REFERENCE_ADAPTER = AdapterSpec("none", "", "")
@@ -36,12 +37,16 @@ NO_REFERENCE_ADAPTER = AdapterSpec("none", "", "")
 
 def parse_adapter(text: str) -> AdapterSpec:
     """`source:subfolder/weight.safetensors` (the image encoder in `subfolder/image_encoder`), or
-    `source:weight.safetensors`, `redux:source` (a Flux Redux model), or `none`
+    `source:weight.safetensors`, either with `@encoder` (an image encoder at another hub id or folder,
+    as SD 3.5's IP-Adapter takes SigLIP), `redux:source` (a Flux Redux model), or `none`
     (`NO_REFERENCE_ADAPTER`); ValueError saying the form."""
     if text.strip().lower() == NO_REFERENCE_ADAPTER.source:
         return NO_REFERENCE_ADAPTER
     if text.strip().startswith(f"{REDUX}:") and text.strip()[len(REDUX) + 1 :]:
         return AdapterSpec(text.strip()[len(REDUX) + 1 :], kind=REDUX)
+    text, at, encoder = text.strip().partition("@")
+    if at and not encoder.strip():
+        raise ValueError(f"ref={text}@ names no image encoder after the @")
     source, sep, inner = text.strip().rpartition(":")
     if not sep or not source or not inner.endswith((".safetensors", ".bin")):
         raise ValueError(
@@ -49,7 +54,7 @@ def parse_adapter(text: str) -> AdapterSpec:
             "(e.g. h94/IP-Adapter:models/ip-adapter_sd15.safetensors) or redux:hub-id-or-folder"
         )
     subfolder, _, weight = inner.rpartition("/")
-    return AdapterSpec(source, subfolder, weight)
+    return AdapterSpec(source, subfolder, weight, encoder=encoder.strip())
 
 
 @dataclass(frozen=True)

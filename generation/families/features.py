@@ -45,6 +45,7 @@ class Features:
     references: bool = False  # subject pictures and blends (`--oref`, `/blend`): an adapter or its own input
     reference_adapter: bool = True  # with `references`: through an adapter, which also takes `--sref` and
     # weights; False: the model's own picture input (Kontext), one picture strip with no weight
+    reference_kinds: int = 2  # reference kinds (style, subject) one call carries: SD 3's adapter has one slot
     edits: bool = True  # the edit loop's inpainting buttons (Vary, Zoom, Pan, Region, …)
     lora: str | None = "unet"  # the component a LoRA adapts (None: no LoRA)
     size_step: int = 8  # width and height are multiples of this (the VAE's factor × the patch size)

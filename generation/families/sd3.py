@@ -1,8 +1,17 @@
 """Stable Diffusion 3 and 3.5: an MMDiT transformer on flow matching, classic CFG, three encoders
-(T5 reads the longest prompts). No `--tile` (a transformer has no convolutions to wrap)."""
+(T5 reads the longest prompts). No `--tile` (a transformer has no convolutions to wrap).
+
+References (`--sref`, `--oref`, `/blend`) through SD 3's IP-Adapter (diffusers' `SD3IPAdapterMixin`: a
+SigLIP image encoder, a time-aware resampler, an image attention in every block): one slot, so one
+reference kind a call, on every block. The well-known one, InstantX's, fits SD 3.5 Large only: it is the
+default there (recognised by its 38-block transformer); another SD 3 model takes one named in MODELS.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from generation.families.adapters import AdapterSpec
 from generation.families.base import Configs, Family
 from generation.families.features import Features
 
@@ -21,6 +30,8 @@ SD3 = Family(
         picture_samplers=FLOW_PICTURE_SAMPLERS,
         weights=False,
         tile=False,
+        references=True,
+        reference_kinds=1,
         lora="transformer",
         size_step=16,
     ),
@@ -29,7 +40,19 @@ SD3 = Family(
     schedule="flow",
 )
 
+SD35_LARGE_IP_ADAPTER = AdapterSpec(
+    "guiyrt/InstantX-SD3.5-Large-IP-Adapter-diffusers",
+    weight_name="ip-adapter.safetensors",
+    encoder="google/siglip-so400m-patch14-384",
+)
+"""InstantX's IP-Adapter for SD 3.5 Large in diffusers' format, with the SigLIP encoder it was trained on."""
+SD35_LARGE_BLOCKS = 38  # SD 3.5 Large's transformer: the blocks InstantX's adapter has layers for
+
 
 def recognise(pipeline_class: str, configs: Configs) -> Family | None:
-    """SD 3/3.5 from its pipeline class."""
-    return SD3 if pipeline_class.startswith("StableDiffusion3") else None
+    """SD 3/3.5 from its pipeline class; SD 3.5 Large (by its transformer) with its default adapter."""
+    if not pipeline_class.startswith("StableDiffusion3"):
+        return None
+    if configs.get("transformer", {}).get("num_layers") == SD35_LARGE_BLOCKS:
+        return replace(SD3, reference_adapter=SD35_LARGE_IP_ADAPTER)
+    return SD3

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from generation.backends.protocol import GeneratedImage, TokenizerCounter
-from generation.families.adapters import NO_REFERENCE_ADAPTER, REDUX, AdapterSpec
+from generation.families.adapters import IP_ADAPTER, NO_REFERENCE_ADAPTER, REDUX, AdapterSpec
 from generation.media.canvas import Canvas, SizeCap, paste_back, prepare_canvas
 from generation.media.compose import encode_png
 from generation.media.image_store import decode_image, fit_source, load_source
@@ -53,6 +53,8 @@ from generation.pipelines.references import (
     ReferenceAdapter,
     ReferenceAdapterError,
     References,
+    TransformerReferenceAdapter,
+    takes_transformer_ip_adapter,
     tiny_adapter_spec,
 )
 from generation.pipelines.safety_options import SafetyOptions
@@ -147,12 +149,14 @@ class DiffusersEngine:
         pipe = self.model.text2img
         if spec is None:
             spec = self.family.reference_adapter
-            if spec is not None and self.model.model_id in BUILTIN_MODEL_IDS:
-                spec = tiny_adapter_spec(pipe, spec.kind)
+            if self.model.model_id in BUILTIN_MODEL_IDS:  # a built-in tiny model: a tiny adapter of its kind
+                spec = tiny_adapter_spec(pipe, spec.kind if spec is not None else IP_ADAPTER)
         if spec is None:
             return None
         if spec.kind == REDUX:
             return ReduxReferences(pipe, spec)
+        if takes_transformer_ip_adapter(pipe):
+            return TransformerReferenceAdapter(pipe, spec)
         return ReferenceAdapter(pipe, spec, self.family.reference_layers)
 
     @classmethod

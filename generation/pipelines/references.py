@@ -25,8 +25,8 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
-from generation.families.adapters import REDUX, AdapterSpec, ReferenceLayers
-from generation.families.base import Family
+from generation.families.adapters import IP_ADAPTER, REDUX, AdapterSpec, ReferenceLayers
+from generation.families.base import Family, call_parameters
 from generation.media.compose import side_by_side
 from generation.pipelines.loading import dtype_kwargs
 from generation.prompts.references import SCALE_AT_DEFAULT, Reference, ReferenceKind, adapter_scale
@@ -67,6 +67,17 @@ def tiny_adapter_spec(pipe: Any, kind: str) -> AdapterSpec:
     """The tiny reference adapter of a built-in tiny model, built beside its folder: an IP-Adapter for
     `tiny` (`tiny_ip_adapter`), a Redux model for the tiny Flux.1 models (`tiny_redux`)."""
     cache = Path(pipe.name_or_path).parent
+    if kind == IP_ADAPTER and takes_transformer_ip_adapter(pipe):
+        from generation.pipelines.tiny_ip_adapter import (
+            TINY_IP_ADAPTER_ENCODER,
+            TINY_SD3_IP_ADAPTER_WEIGHT,
+            ensure_tiny_sd3_ip_adapter,
+        )
+
+        folder = ensure_tiny_sd3_ip_adapter(cache, dict(pipe.transformer.config))
+        return AdapterSpec(
+            str(folder), "", TINY_SD3_IP_ADAPTER_WEIGHT, encoder=str(folder / TINY_IP_ADAPTER_ENCODER)
+        )
     if kind == REDUX:
         from generation.pipelines.tiny_redux import ensure_tiny_redux
 
@@ -80,6 +91,13 @@ def tiny_adapter_spec(pipe: Any, kind: str) -> AdapterSpec:
 
     folder = ensure_tiny_ip_adapter(cache, dict(pipe.unet.config))
     return AdapterSpec(str(folder), "", TINY_IP_ADAPTER_WEIGHT, TINY_IP_ADAPTER_ENCODER)
+
+
+def takes_transformer_ip_adapter(pipe: Any) -> bool:
+    """Whether the pipeline loads SD 3's kind of IP-Adapter (diffusers' `SD3IPAdapterMixin`)."""
+    from diffusers.loaders.ip_adapter import SD3IPAdapterMixin
+
+    return isinstance(pipe, SD3IPAdapterMixin)
 
 
 class PictureEmbeddings:
@@ -258,6 +276,104 @@ def _scale_of(reference: Reference) -> float:
     if reference.kind is ReferenceKind.BLEND:
         return BLEND_SCALE * reference.weight / 100
     return adapter_scale(reference.weight)
+
+
+class TransformerReferenceAdapter:
+    """References on SD 3 through its IP-Adapter (diffusers' `SD3IPAdapterMixin`: a SigLIP encoder's
+    penultimate states, a time-aware resampler, an image attention in every block). One slot: a call
+    carries one reference kind (the parser refuses a style with a subject), scaled as the IP-Adapter
+    (100 = 0.6, a blend 1.0) on every block; several pictures averaged; per-image embeddings in one call
+    (handed over as they are, as `ReferenceAdapter` does); the unconditional half zeros, as its
+    pipeline makes it. The encoder is loaded by its own `from_pretrained` (`AdapterSpec.encoder`, else the
+    adapter's `image_encoder` folder) and registered on the pipeline before `load_ip_adapter`, which
+    takes it from there. Weight 0: no embeddings, the plain call."""
+
+    def __init__(self, pipe: Any, spec: AdapterSpec) -> None:
+        self.pipe = pipe
+        self.spec = spec
+        self.embeddings = PictureEmbeddings(self._encode)
+
+    @property
+    def embeds_computed(self) -> int:
+        """Pictures run through the image encoder (bench, tests)."""
+        return self.embeddings.computed
+
+    @property
+    def embeds_cached(self) -> int:
+        """Pictures whose embedding came from the cache."""
+        return self.embeddings.cached
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the transformer carries the adapter (its image projection)."""
+        return getattr(self.pipe.transformer, "image_proj", None) is not None
+
+    def load(self) -> None:
+        """The SigLIP encoder and its processor, then `load_ip_adapter`; idempotent."""
+        if self.loaded:
+            return
+        from transformers import SiglipImageProcessor, SiglipVisionModel
+
+        spec = self.spec
+        log.info("loading the reference adapter %s", spec.describe())
+        where: dict[str, Any] = dict(dtype_kwargs(self.pipe.transformer.dtype))
+        encoder = spec.encoder
+        if not encoder:
+            encoder = spec.source
+            where["subfolder"] = str(Path(spec.subfolder, spec.image_encoder_folder))
+        try:
+            model: Any = SiglipVisionModel.from_pretrained(encoder, **where)
+            processor = SiglipImageProcessor.from_pretrained(
+                encoder, **{k: v for k, v in where.items() if k == "subfolder"}
+            )
+            self.pipe.register_modules(image_encoder=model.to(self.pipe.device), feature_extractor=processor)
+            self.pipe.load_ip_adapter(
+                spec.source,
+                subfolder=spec.subfolder or None,
+                weight_name=spec.weight_name,
+                image_encoder_folder=None,
+            )
+        except Exception as exc:
+            raise unloadable(spec, exc) from exc
+
+    @contextmanager
+    def applied(
+        self,
+        pipe: Any,
+        requests: Sequence[GenerationRequest],
+        pictures: Mapping[str, bytes],
+        kwargs: dict[str, Any],
+    ) -> Iterator[None]:
+        """`kwargs` with each image's embeddings and the adapter's scale set, where the batch has a
+        reference of weight above 0 (all its requests do, or none: `batch_key`)."""
+        live = [r for r in requests[0].references if _scale_of(r) > 0]
+        if not live:
+            yield
+            return
+        [first] = live  # one kind: the parser refuses a style with a subject on one slot
+        self.load()
+        if "ip_adapter_image_embeds" not in call_parameters(pipe):
+            raise ReferenceAdapterError(f"{type(pipe).__name__} takes no reference pictures")
+        pipe.set_ip_adapter_scale(_scale_of(first))
+        per_image = []
+        for request in requests:
+            [reference] = [r for r in request.references if r.kind is first.kind]
+            per_image += [self.embeddings.of(reference, pictures)] * request.count
+        sample = pipe.transformer.dtype
+        positive = torch.stack(per_image).to(pipe.device, sample)
+        guided = float(kwargs.get("guidance_scale", 0.0)) > 1.0
+        embeds = torch.cat([torch.zeros_like(positive), positive]) if guided else positive
+        kwargs["ip_adapter_image_embeds"] = embeds
+        # its pipelines repeat given embeddings for every prompt (one reference a call): ours go as they are
+        pipe.prepare_ip_adapter_image_embeds = lambda *_args, **_kwargs: embeds
+        try:
+            yield
+        finally:
+            del pipe.prepare_ip_adapter_image_embeds  # the class's own again
+
+    def _encode(self, picture: Image.Image) -> torch.Tensor:
+        states: torch.Tensor = self.pipe.encode_image(picture, self.pipe.device)[0]
+        return states
 
 
 class InputReferences:

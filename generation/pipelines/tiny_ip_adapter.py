@@ -36,8 +36,12 @@ __all__ = [
     "TINY_IP_ADAPTER_PLUS_WEIGHT",
     "TINY_IP_ADAPTER_TOKENS",
     "TINY_IP_ADAPTER_WEIGHT",
+    "TINY_SD3_IP_ADAPTER_FOLDER",
+    "TINY_SD3_IP_ADAPTER_WEIGHT",
     "build_tiny_ip_adapter",
+    "build_tiny_sd3_ip_adapter",
     "ensure_tiny_ip_adapter",
+    "ensure_tiny_sd3_ip_adapter",
     "ip_adapter_key_shapes",
 ]
 
@@ -179,4 +183,95 @@ def ensure_tiny_ip_adapter(cache_dir: Path, unet_config: Mapping[str, Any]) -> P
         cache_dir / TINY_IP_ADAPTER_FOLDER,
         TINY_IP_ADAPTER_WEIGHT,
         lambda tmp: build_tiny_ip_adapter(tmp, unet_config),
+    )
+
+
+# -- SD 3's IP-Adapter ------------------------------------------------------------------------------------
+
+TINY_SD3_IP_ADAPTER_FOLDER = "tiny-sd3-ip-adapter-v1"  # bump when build_tiny_sd3_ip_adapter changes
+TINY_SD3_IP_ADAPTER_WEIGHT = "ip-adapter.safetensors"  # diffusers' format, as the SD 3.5 Large one's repo
+TINY_SD3_IP_ADAPTER_HIDDEN = 64  # the resampler's width (its loader reads one head per 64)
+
+
+def _siglip_encoder(folder: Path, seed: int) -> None:
+    """A two-layer SigLIP vision encoder on 32 px pictures (8 px patches, 16 tokens of 32) with its image
+    processor, saved to `folder` (SD 3's `load_ip_adapter` loads both from there)."""
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    torch.manual_seed(seed)
+    config = SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
+    SiglipVisionModel(config).save_pretrained(folder)
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+
+
+def build_tiny_sd3_ip_adapter(folder: Path, transformer_config: Mapping[str, Any], seed: int = 0) -> None:
+    """Write a tiny SD 3 IP-Adapter fitting the transformer of `transformer_config` to `folder`: in
+    `TINY_SD3_IP_ADAPTER_WEIGHT`, diffusers' own `IPAdapterTimeImageProjection` (a four-layer time-aware
+    resampler from SigLIP's states to 4 tokens of the transformer's width) under the original names
+    (`layers.i.0.norm1`, `0.to_kv`, `1.1`, `2.1`, …, which its loader maps forward) as `image_proj.*`, and
+    one `SD3IPAdapterJointAttnProcessor2_0` per block as `ip_adapter.{block}.*`; the SigLIP encoder and
+    its processor in `image_encoder/`."""
+    from diffusers import SD3Transformer2DModel
+    from diffusers.models.attention_processor import SD3IPAdapterJointAttnProcessor2_0
+    from diffusers.models.embeddings import IPAdapterTimeImageProjection
+
+    with torch.device("meta"):
+        blocks = len(SD3Transformer2DModel.from_config(dict(transformer_config)).attn_processors)
+    head_dim = int(transformer_config["attention_head_dim"])
+    width = head_dim * int(transformer_config["num_attention_heads"])
+    torch.manual_seed(seed)
+    projection = IPAdapterTimeImageProjection(
+        embed_dim=32,  # the tiny SigLIP's hidden size
+        output_dim=width,
+        hidden_dim=TINY_SD3_IP_ADAPTER_HIDDEN,
+        heads=1,
+        num_queries=TINY_IP_ADAPTER_TOKENS,
+        timestep_in_dim=32,
+    )
+    renames = {
+        "ln0": "0.norm1",
+        "ln1": "0.norm2",
+        "attn.to_q": "0.to_q",
+        "attn.to_kv": "0.to_kv",
+        "attn.to_out.0": "0.to_out",
+        "adaln_norm": "1.0",
+        "ff.net.0.proj": "1.1",
+        "ff.net.2": "1.3",
+        "adaln_proj": "2.1",
+    }
+    tensors: dict[str, torch.Tensor] = {}
+    for name, value in projection.state_dict().items():
+        if name.startswith("layers."):
+            _, index, rest = name.split(".", 2)
+            part, _, leaf = rest.rpartition(".")
+            name = f"layers.{index}.{renames[part]}.{leaf}"
+        tensors[f"image_proj.{name}"] = value.clone()
+    for block in range(blocks):
+        processor = SD3IPAdapterJointAttnProcessor2_0(
+            hidden_size=width,
+            ip_hidden_states_dim=width,
+            head_dim=head_dim,
+            timesteps_emb_dim=TINY_SD3_IP_ADAPTER_HIDDEN,
+        )
+        for name, value in processor.state_dict().items():
+            tensors[f"ip_adapter.{block}.{name}"] = value.clone()
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / TINY_SD3_IP_ADAPTER_WEIGHT))
+    _siglip_encoder(folder / TINY_IP_ADAPTER_ENCODER, seed + 1)
+
+
+def ensure_tiny_sd3_ip_adapter(cache_dir: Path, transformer_config: Mapping[str, Any]) -> Path:
+    """The tiny SD 3 IP-Adapter's folder under `cache_dir`, built on first use (seed 0), as
+    `ensure_tiny_ip_adapter` (one cache folder per transformer shape: the `tiny-sd3` model's)."""
+    return ensure_built(
+        cache_dir / TINY_SD3_IP_ADAPTER_FOLDER,
+        TINY_SD3_IP_ADAPTER_WEIGHT,
+        lambda tmp: build_tiny_sd3_ip_adapter(tmp, transformer_config),
     )

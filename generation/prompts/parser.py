@@ -382,6 +382,11 @@ def _references(
             )
         if "ow" in flags:
             raise PromptError(features.refusal(f"{label('ow')} (its picture input has no weight)", model))
+    if style and subject and features.reference_kinds < 2:
+        raise PromptError(
+            f"{features.refusal('A style and a subject reference together', model)} Its adapter takes one"
+            " reference at a time: give `--sref` or `--oref`."
+        )
     if len(style) > MAX_STYLE_PICTURES:
         raise PromptError(
             f"Give at most {MAX_STYLE_PICTURES} style pictures (`--sref`, `style_image`), not {len(style)}."

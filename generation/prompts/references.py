@@ -22,8 +22,9 @@ SUBJECT_WEIGHTS = (1, 1000)  # `--ow`
 SCALE_AT_DEFAULT = 0.6  # the adapter scale of weight 100 (diffusers' and InstantStyle's usual)
 SCALE_AT_MOST = 1.5  # the adapter scale of weight 1000 (past it IP-Adapters wash the prompt out)
 NEEDS_ADAPTER = (
-    "Reference pictures need a reference adapter (IP-Adapter on Stable Diffusion 1.x and XL, Redux on"
-    " Flux.1) or a model that takes them as its own input (Flux Kontext: `--oref`, `/blend`)."
+    "Reference pictures need a reference adapter (IP-Adapter on Stable Diffusion 1.x and XL, and SD 3.5"
+    " Large; Redux on Flux.1; another named in MODELS with `ref=`) or a model that takes them as its own"
+    " input (Flux Kontext, Qwen-Image-Edit: `--oref`, `/blend`)."
 )
 
 
