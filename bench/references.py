@@ -177,7 +177,8 @@ async def run(
 
     from generation.backends.local import GenerationService
     from generation.pipelines.engine import DiffusersEngine
-    from generation.pipelines.references import ReduxReferences, ReferenceAdapter
+    from generation.pipelines.ip_adapters import ReferenceAdapter
+    from generation.pipelines.redux import ReduxReferences
 
     if model not in GUIDANCE:
         raise ValueError(f"--references measures {', '.join(GUIDANCE)}, not {model}")

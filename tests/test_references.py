@@ -23,12 +23,9 @@ from generation.families.sd3 import recognise as recognise_sd3
 from generation.media.compose import read_parameters
 from generation.pipelines.contract import BatchFailed
 from generation.pipelines.engine import DiffusersEngine
-from generation.pipelines.references import (
-    InputReferences,
-    ReduxReferences,
-    ReferenceAdapter,
-    TransformerReferenceAdapter,
-)
+from generation.pipelines.ip_adapters import ReferenceAdapter, TransformerReferenceAdapter
+from generation.pipelines.redux import ReduxReferences
+from generation.pipelines.references import InputReferences
 from generation.pipelines.tiny_families import ensure_tiny_family
 from generation.pipelines.tiny_ip_adapter import (
     TINY_IP_ADAPTER_ENCODER,

@@ -42,18 +42,17 @@ from generation.pipelines.contract import (
     StepCallback,
 )
 from generation.pipelines.inpaint import EditPipelines, edit_arguments
+from generation.pipelines.ip_adapters import ReferenceAdapter, TransformerReferenceAdapter
 from generation.pipelines.loading import LoadedModel, SafetyCheck, load_pipeline
 from generation.pipelines.lora import LoraAdapters
 from generation.pipelines.options import OptimiseOptions
 from generation.pipelines.preview import preview_png
 from generation.pipelines.prompt_encoding import prompt_encoder
+from generation.pipelines.redux import ReduxReferences
 from generation.pipelines.references import (
     InputReferences,
-    ReduxReferences,
-    ReferenceAdapter,
     ReferenceAdapterError,
     References,
-    TransformerReferenceAdapter,
     takes_transformer_ip_adapter,
     tiny_adapter_spec,
 )

@@ -2,7 +2,7 @@
 """A tiny Flux Redux model for tests and benchmarks: `FluxPriorReduxPipeline`'s image side (a SigLIP
 vision tower, its image processor, and `ReduxImageEncoder`, the projection into T5's width) with seeded
 random weights from small configs, saved once into the cache and loaded back through diffusers' real
-`from_pretrained`, as `generation.pipelines.references.ReduxReferences` loads the real one
+`from_pretrained`, as `generation.pipelines.redux.ReduxReferences` loads the real one
 (`black-forest-labs/FLUX.1-Redux-dev`). It fits the tiny Flux models (`tiny-flux`, `tiny-flux-schnell`):
 its tokens are as wide as their T5's (`joint_attention_dim`)."""
 
