@@ -30,6 +30,7 @@ from generation.pipelines.tiny_families import ensure_tiny_family
 from generation.pipelines.tiny_ip_adapter import (
     TINY_IP_ADAPTER_ENCODER,
     TINY_IP_ADAPTER_PLUS_WEIGHT,
+    TINY_IP_ADAPTER_WEIGHT,
     ensure_tiny_ip_adapter,
 )
 from generation.prompts.errors import PromptError
@@ -148,6 +149,32 @@ def test_the_plus_kind_takes_a_subject_from_the_encoders_hidden_states(plus: Dif
     assert isinstance(adapter, ReferenceAdapter) and adapter._wants_hidden_states()
     assert np.abs(off - plain).mean() < 0.5 < 1 < np.abs(subject - plain).mean()  # the weight scales it
     assert np.abs(subject - other).mean() > 1  # the picture's own states
+
+
+def test_an_encoder_named_apart_is_the_one_loaded(
+    engine: DiffusersEngine, tiny_cache_dir: Path, tmp_path: Path
+) -> None:
+    """`ref=…@encoder`: the image encoder from its own folder (SDXL's plus ViT-H kinds read one that is
+    not beside their weights); here a copy of the tiny encoder, reseeded, so the pictures tell them apart."""
+    from transformers import CLIPVisionModelWithProjection
+
+    folder = ensure_tiny_ip_adapter(tmp_path / "adapter", dict(engine.model.text2img.unet.config))
+    bundled = CLIPVisionModelWithProjection.from_pretrained(folder / TINY_IP_ADAPTER_ENCODER)
+    torch.manual_seed(7)
+    CLIPVisionModelWithProjection(bundled.config).save_pretrained(tmp_path / "other-encoder")
+    spec = AdapterSpec(str(folder), "", TINY_IP_ADAPTER_WEIGHT, encoder=str(tmp_path / "other-encoder"))
+    assert parse_adapter(spec.describe()) == spec
+    apart = DiffusersEngine.load("tiny", "cpu", cache_dir=tiny_cache_dir, reference_adapter=spec)
+    beside = DiffusersEngine.load(
+        "tiny", "cpu", cache_dir=tiny_cache_dir, reference_adapter=replace(spec, encoder="")
+    )
+    [mine], [theirs] = (_pixels(e, _request(5, _subject(100, FIRST))) for e in (apart, beside))
+    loaded = apart.model.text2img.image_encoder
+    assert torch.equal(
+        next(loaded.parameters()),
+        next(CLIPVisionModelWithProjection.from_pretrained(tmp_path / "other-encoder").parameters()),
+    )
+    assert not np.array_equal(mine, theirs)  # another encoder: other embeddings
 
 
 @pytest.mark.parametrize("kind", ["basic", "plus"])

@@ -63,12 +63,20 @@ class ReferenceAdapter:
         return getattr(unet.config, "encoder_hid_dim_type", None) == "ip_image_proj"
 
     def load(self) -> None:
-        """`load_ip_adapter` on the pipeline, in two slots (style, subject); idempotent."""
+        """`load_ip_adapter` on the pipeline, in two slots (style, subject); idempotent. An encoder named
+        apart (`AdapterSpec.encoder`: SDXL's plus ViT-H kinds read a ViT-H, not the bigG beside them) is
+        loaded first by its own `from_pretrained`, and diffusers then keeps it."""
         if self.loaded:
             return
         spec = self.spec
         log.info("loading the reference adapter %s", spec.describe())
         try:
+            if spec.encoder:
+                from transformers import CLIPVisionModelWithProjection
+
+                dtype: dict[str, Any] = dict(dtype_kwargs(self.pipe.unet.dtype))
+                encoder: Any = CLIPVisionModelWithProjection.from_pretrained(spec.encoder, **dtype)
+                self.pipe.register_modules(image_encoder=encoder.to(self.pipe.device))
             self.pipe.load_ip_adapter(
                 spec.source,
                 subfolder=[spec.subfolder, spec.subfolder],
