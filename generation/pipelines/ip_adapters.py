@@ -24,7 +24,7 @@ from generation.families.adapters import AdapterSpec, ReferenceLayers
 from generation.families.base import call_parameters
 from generation.pipelines.loading import dtype_kwargs
 from generation.pipelines.references import (
-    PictureEmbeddings,
+    EncodedReferences,
     ReferenceAdapterError,
     scale_of,
     unloadable,
@@ -35,25 +35,13 @@ from generation.prompts.request import GenerationRequest
 log = logging.getLogger(__name__)
 
 
-class ReferenceAdapter:
+class ReferenceAdapter(EncodedReferences):
     """One model's IP-Adapter: loaded on first use, pictures encoded once, scales and embeddings per call."""
 
     def __init__(self, pipe: Any, spec: AdapterSpec, layers: ReferenceLayers | None) -> None:
-        self.pipe = pipe
-        self.spec = spec
+        super().__init__(pipe, spec)
         self.layers = layers or ReferenceLayers(style={})
-        self.embeddings = PictureEmbeddings(self._encode)
         self._unconditional: torch.Tensor | None = None  # the plus kinds': a blank picture's states
-
-    @property
-    def embeds_computed(self) -> int:
-        """Pictures run through the image encoder (bench, tests)."""
-        return self.embeddings.computed
-
-    @property
-    def embeds_cached(self) -> int:
-        """Pictures whose embedding came from the cache."""
-        return self.embeddings.cached
 
     @property
     def loaded(self) -> bool:
@@ -95,22 +83,16 @@ class ReferenceAdapter:
         kwargs: dict[str, Any],
     ) -> Iterator[None]:
         """For one call of `pipe` (the text-to-image pipeline or one made from it): the slots' scales
-        set and both slots' embeddings, one per image of the batch, handed over; nothing before the
-        adapter is loaded (the first request with references loads it). diffusers' pipelines repeat
-        given embeddings for every prompt (one reference for a whole call), so for the call the
-        pipeline's `prepare_ip_adapter_image_embeds` hands ours over as they are: per image."""
+        set and both slots' embeddings, one per image of the batch, handed over as they are
+        (`_handed_over`); nothing before the adapter is loaded (the first request with references loads
+        it)."""
         if any(r.references for r in requests):
             self.load()
         if not self.loaded:
             yield
             return
-        slots = self._slots(requests, pictures, kwargs)
-        kwargs["ip_adapter_image_embeds"] = slots
-        pipe.prepare_ip_adapter_image_embeds = lambda *_args, **_kwargs: slots
-        try:
+        with _handed_over(pipe, kwargs, self._slots(requests, pictures, kwargs)):
             yield
-        finally:
-            del pipe.prepare_ip_adapter_image_embeds  # the class's own again
 
     def _slots(
         self, requests: Sequence[GenerationRequest], pictures: Mapping[str, bytes], kwargs: Mapping[str, Any]
@@ -186,7 +168,7 @@ class ReferenceAdapter:
         return float(kwargs.get("guidance_scale", 0.0)) > 1.0 and cond_proj is None
 
 
-class TransformerReferenceAdapter:
+class TransformerReferenceAdapter(EncodedReferences):
     """References on SD 3 through its IP-Adapter (diffusers' `SD3IPAdapterMixin`: a SigLIP encoder's
     penultimate states, a time-aware resampler, an image attention in every block). One slot: a call
     carries one reference kind (the parser refuses a style with a subject), scaled as the IP-Adapter
@@ -195,21 +177,6 @@ class TransformerReferenceAdapter:
     pipeline makes it. The encoder is loaded by its own `from_pretrained` (`AdapterSpec.encoder`, else the
     adapter's `image_encoder` folder) and registered on the pipeline before `load_ip_adapter`, which
     takes it from there. Weight 0: no embeddings, the plain call."""
-
-    def __init__(self, pipe: Any, spec: AdapterSpec) -> None:
-        self.pipe = pipe
-        self.spec = spec
-        self.embeddings = PictureEmbeddings(self._encode)
-
-    @property
-    def embeds_computed(self) -> int:
-        """Pictures run through the image encoder (bench, tests)."""
-        return self.embeddings.computed
-
-    @property
-    def embeds_cached(self) -> int:
-        """Pictures whose embedding came from the cache."""
-        return self.embeddings.cached
 
     @property
     def loaded(self) -> bool:
@@ -271,14 +238,22 @@ class TransformerReferenceAdapter:
         positive = torch.stack(per_image).to(pipe.device, sample)
         guided = float(kwargs.get("guidance_scale", 0.0)) > 1.0
         embeds = torch.cat([torch.zeros_like(positive), positive]) if guided else positive
-        kwargs["ip_adapter_image_embeds"] = embeds
-        # its pipelines repeat given embeddings for every prompt (one reference a call): ours go as they are
-        pipe.prepare_ip_adapter_image_embeds = lambda *_args, **_kwargs: embeds
-        try:
+        with _handed_over(pipe, kwargs, embeds):
             yield
-        finally:
-            del pipe.prepare_ip_adapter_image_embeds  # the class's own again
 
     def _encode(self, picture: Image.Image) -> torch.Tensor:
         states: torch.Tensor = self.pipe.encode_image(picture, self.pipe.device)[0]
         return states
+
+
+@contextmanager
+def _handed_over(pipe: Any, kwargs: dict[str, Any], embeds: Any) -> Iterator[None]:
+    """`embeds` (one per image of the call) handed to `pipe` as they are: diffusers' pipelines repeat
+    given embeddings for every prompt (one reference for a whole call), so for the call the pipeline's
+    `prepare_ip_adapter_image_embeds` returns ours."""
+    kwargs["ip_adapter_image_embeds"] = embeds
+    pipe.prepare_ip_adapter_image_embeds = lambda *_args, **_kwargs: embeds
+    try:
+        yield
+    finally:
+        del pipe.prepare_ip_adapter_image_embeds  # the class's own again

@@ -12,14 +12,14 @@ from PIL import Image
 
 from generation.families.adapters import AdapterSpec
 from generation.pipelines.loading import dtype_kwargs
-from generation.pipelines.references import BLEND_SCALE, PictureEmbeddings, scale_of, unloadable
+from generation.pipelines.references import BLEND_SCALE, EncodedReferences, scale_of, unloadable
 from generation.prompts.references import SCALE_AT_DEFAULT, Reference, ReferenceKind
 from generation.prompts.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 
 
-class ReduxReferences:
+class ReduxReferences(EncodedReferences):
     """References on Flux.1 through Flux Redux: each picture's SigLIP features projected into T5's width
     (`ReduxImageEncoder`: 729 tokens on the real model) and appended to the prompt's tokens, as
     `FluxPriorReduxPipeline` does, scaled by the reference's weight (100 = Redux's own strength, 0:
@@ -28,20 +28,8 @@ class ReduxReferences:
     embeddings). Loaded on the first request with references; each picture's tokens cached by hash."""
 
     def __init__(self, pipe: Any, spec: AdapterSpec) -> None:
-        self.pipe = pipe
-        self.spec = spec
+        super().__init__(pipe, spec)
         self.redux: Any = None
-        self.embeddings = PictureEmbeddings(self._encode)
-
-    @property
-    def embeds_computed(self) -> int:
-        """Pictures run through Redux's image encoder (bench, tests)."""
-        return self.embeddings.computed
-
-    @property
-    def embeds_cached(self) -> int:
-        """Pictures whose tokens came from the cache."""
-        return self.embeddings.cached
 
     @property
     def loaded(self) -> bool:

@@ -125,6 +125,29 @@ class PictureEmbeddings:
         return embedding
 
 
+class EncodedReferences:
+    """What the adapters on the loaded weights share (`ip_adapters`, `redux`): the pipeline, the adapter's
+    spec, and each picture encoded once by the subclass's `_encode` (`PictureEmbeddings`)."""
+
+    def __init__(self, pipe: Any, spec: AdapterSpec) -> None:
+        self.pipe = pipe
+        self.spec = spec
+        self.embeddings = PictureEmbeddings(self._encode)
+
+    @property
+    def embeds_computed(self) -> int:
+        """Pictures run through the adapter's image encoder (bench, tests)."""
+        return self.embeddings.computed
+
+    @property
+    def embeds_cached(self) -> int:
+        """Pictures whose embedding came from the cache."""
+        return self.embeddings.cached
+
+    def _encode(self, picture: Image.Image) -> torch.Tensor:
+        raise NotImplementedError
+
+
 def scale_of(reference: Reference) -> float:
     """A reference's adapter scale: its weight's (`adapter_scale`), a blend's at `BLEND_SCALE` per 100."""
     if reference.kind is ReferenceKind.BLEND:
